@@ -1,0 +1,42 @@
+# modelreg: `make run` starts the app on the demo registry, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WHEELS := .cache/wheels
+LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+CONFIG_DIR ?= configs
+
+.PHONY: run test bench setup browser clean
+
+setup: $(VENV)/.installed
+
+# llama-cpp-python compiles llama.cpp (minutes on 2 cores): build its wheel once into a git-ignored cache.
+$(WHEELS)/.built:
+	mkdir -p $(WHEELS)
+	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-deps -w $(WHEELS) "llama-cpp-python>=0.3.0"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(WHEELS)/.built
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[gui,test]"
+	touch $@
+
+# Debian's Chromium for the Playwright browser tests (Playwright's own browser download needs the internet).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || echo "WARNING: could not install Debian's chromium; browser tests will be skipped"; }
+
+run: setup
+	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) gui
+
+test: setup browser
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,45 @@
+"""Errors the engine raises; each message says what is wrong, where, and what to do."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base of every error the CLI turns into exit status 2 with a one-line reason."""
+
+
+class BadInput(RegistryError):
+    """A file, argument or value that cannot be used as given."""
+
+
+class InvalidRegistry(RegistryError):
+    """The layers do not validate; nothing was written."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s): " + "; ".join(problems[:5]))
+
+
+class FactFieldRefused(RegistryError):
+    """A human edit tried to write a fact (facts come from disk)."""
+
+
+class ConfigFieldInDiscovered(RegistryError):
+    """A machine write tried to put configuration into the discovered layer."""
+
+
+class ConflictError(RegistryError):
+    """The curated file changed since the caller read it; the write was refused."""
+
+    def __init__(self, expected: str, actual: str, current_entry: Any = None):
+        self.expected, self.actual, self.current_entry = expected, actual, current_entry
+        super().__init__(
+            f"curated layer changed since it was read (based on {expected[:12]}, now {actual[:12]}); "
+            "reload and apply the edit again")
+
+
+class UnknownModel(RegistryError):
+    def __init__(self, name: str, close: list[str]):
+        self.name, self.close = name, close
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        super().__init__(f"no model named {name!r}{hint}")

@@ -1,0 +1,87 @@
+"""The one place that says which class every registry field belongs to: fact, config or default."""
+from __future__ import annotations
+
+from enum import Enum
+from functools import lru_cache
+
+
+class FieldClass(str, Enum):
+    FACT = "fact"        # read from disk by a machine; written only into the discovered layer
+    CONFIG = "config"    # the user's decision; written only into the curated layer
+    DEFAULT = "default"  # discovered suggests it, curated may override it
+
+
+# Dotted paths (or path prefixes ending in "*") and their class; the longest match wins.
+# Anything not listed is a default: unknown keys are kept and may be overridden by curated.
+FIELD_CLASSES: dict[str, FieldClass] = {
+    # facts
+    "download_*": FieldClass.FACT,
+    "downloaded_at": FieldClass.FACT,
+    "last_accessed": FieldClass.FACT,
+    "artifacts": FieldClass.FACT,
+    "source": FieldClass.FACT,
+    "size_bytes": FieldClass.FACT,
+    "missing": FieldClass.FACT,
+    "performance": FieldClass.FACT,
+    "probes": FieldClass.FACT,
+    "metadata.architecture": FieldClass.FACT,
+    "metadata.format": FieldClass.FACT,
+    "metadata.model_type": FieldClass.FACT,
+    "metadata.files_downloaded": FieldClass.FACT,
+    "metadata.verified_complete": FieldClass.FACT,
+    "metadata.ollama_*": FieldClass.FACT,
+    "metadata.scan": FieldClass.FACT,
+    # configuration
+    "backend": FieldClass.CONFIG,
+    "backend_config.port": FieldClass.CONFIG,
+    "backend_config.extra_args": FieldClass.CONFIG,
+    "backend_config.host": FieldClass.CONFIG,
+    "backend_config.base_url": FieldClass.CONFIG,
+    "backend_config.ready_timeout": FieldClass.CONFIG,
+    "backend_config.exclusive_group": FieldClass.CONFIG,
+    "backend_config.idle_ttl": FieldClass.CONFIG,
+    "generation_defaults": FieldClass.CONFIG,
+    "roles": FieldClass.CONFIG,
+    "role_priority": FieldClass.CONFIG,
+    "model_aliases": FieldClass.CONFIG,
+    "deprecated": FieldClass.CONFIG,
+    "profile": FieldClass.CONFIG,
+    "profiles_placeholder": FieldClass.CONFIG,
+    "metadata._config_needed": FieldClass.CONFIG,
+}
+
+# Fields a curated stub lists for the user to fill (null = not decided yet).
+STUB_FIELDS: tuple[str, ...] = (
+    "backend",
+    "backend_config.port",
+    "backend_config.extra_args",
+    "generation_defaults",
+    "roles",
+)
+
+
+@lru_cache(maxsize=4096)
+def field_class(path: str) -> FieldClass:
+    """Class of a dotted path: the longest declared prefix that covers it, else DEFAULT."""
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        head = ".".join(parts[:cut])
+        if head in FIELD_CLASSES:
+            return FIELD_CLASSES[head]
+        for pattern, cls in _WILDCARDS:
+            if head.startswith(pattern) and "." not in head[len(pattern):]:
+                return cls
+    return FieldClass.DEFAULT
+
+
+_WILDCARDS: tuple[tuple[str, FieldClass], ...] = tuple(
+    (k[:-1], v) for k, v in FIELD_CLASSES.items() if k.endswith("*")
+)
+
+
+def is_fact(path: str) -> bool:
+    return field_class(path) is FieldClass.FACT
+
+
+def is_config(path: str) -> bool:
+    return field_class(path) is FieldClass.CONFIG

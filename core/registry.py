@@ -1,0 +1,471 @@
+"""The one Python API every consumer uses: load, validate, merge, write layers, subscribe to changes."""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from core.errors import (BadInput, ConfigFieldInDiscovered, ConflictError, FactFieldRefused, InvalidRegistry,
+                         UnknownModel)
+from core.fields import STUB_FIELDS, FieldClass, field_class
+from core.merge import MergeResult, flatten, merge_layers, split_curated
+from core.schema import validate_layer
+from core.settings import Settings, active_profile, load_settings
+from core.store import (CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, CuratedHistory, HistoryItem, LayerFile,
+                        atomic_write, dumps, read_layer, registry_lock, revision_of)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+CONFIG_NEEDED = "metadata._config_needed"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The merged snapshot as consumers read it, with its revision (sha256 of the file's bytes)."""
+
+    entries: list[dict[str, Any]]
+    revision: str
+
+    @property
+    def by_name(self) -> dict[str, dict[str, Any]]:
+        return {e["name"]: e for e in self.entries}
+
+
+@dataclass
+class ValidationReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class Merged(MergeResult):
+    """A merge of the current layers, plus what is needed to write a snapshot of it."""
+
+    revision: str = ""
+    data: bytes = b""
+    curated_revision: str = ""
+
+
+@dataclass
+class Migration:
+    moves: list[dict[str, Any]]
+    written: bool
+    backups: list[str]
+
+
+def get_path(entry: dict, path: str, default: Any = None) -> Any:
+    node: Any = entry
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(entry: dict, path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = entry
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def remove_path(entry: dict, path: str) -> bool:
+    """Remove a dotted path and any objects it leaves empty; True when something was removed."""
+    parts = path.split(".")
+    chain = [entry]
+    for part in parts[:-1]:
+        child = chain[-1].get(part)
+        if not isinstance(child, dict):
+            return False
+        chain.append(child)
+    if parts[-1] not in chain[-1]:
+        return False
+    del chain[-1][parts[-1]]
+    for depth in range(len(parts) - 1, 0, -1):
+        if chain[depth]:
+            break
+        del chain[depth - 1][parts[depth - 1]]
+    return True
+
+
+def config_paths(entry: dict, include_empty: bool = False) -> list[str]:
+    """Dotted leaf paths of an entry whose field class is config (with include_empty, null and {} leaves too)."""
+    return [p for p, v in flatten(entry).items()
+            if field_class(p) is FieldClass.CONFIG and (include_empty or v is not None)]
+
+
+class Registry:
+    """A registry folder: the discovered and curated layers and the merged snapshot built from them."""
+
+    def __init__(self, config_dir: str | os.PathLike | None = None, profile: str | None = None):
+        self.config_dir = Path(config_dir or os.environ.get("MODELREG_CONFIG_DIR") or "configs")
+        base_settings = load_settings(self.config_dir)
+        self.profile = active_profile(base_settings, profile)
+        self.settings: Settings = base_settings.for_profile(self.profile)
+        self.discovered_path = self.config_dir / DISCOVERED_FILE
+        self.curated_path = self.config_dir / CURATED_FILE
+        self.snapshot_path = self.config_dir / SNAPSHOT_FILE
+        self.history = CuratedHistory(self.config_dir, self.settings.history_limit)
+        self._subscribers: list[Callable[[Snapshot], None]] = []
+        self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
+        self._cache_guard = threading.Lock()
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def discovered_entries(self) -> list[dict]:
+        return read_layer(self.discovered_path).entries
+
+    def curated_entries(self) -> list[dict]:
+        return read_layer(self.curated_path).entries
+
+    def curated_revision(self) -> str:
+        return read_layer(self.curated_path).revision
+
+    def validate(self) -> ValidationReport:
+        """Check both layers and their merge; warnings do not block, errors do."""
+        try:
+            return self._check(read_layer(self.discovered_path), read_layer(self.curated_path))[0]
+        except BadInput as exc:
+            return ValidationReport(errors=[str(exc)])
+
+    def _check(self, discovered: LayerFile, curated: LayerFile) -> tuple[ValidationReport, MergeResult | None]:
+        report = ValidationReport()
+        for layer, label in ((discovered, "discovered"), (curated, "curated")):
+            found = validate_layer(layer, label)
+            report.errors += found.errors
+            report.warnings += found.warnings
+        if report.errors:
+            return report, None
+        models = {e["name"] for e in discovered.entries} | {e["name"] for e in curated.entries
+                                                             if e.get("profile") is None}
+        for entry in curated.entries:
+            if entry.get("profile") is not None and entry["name"] not in models:
+                report.errors.append(f"{curated.path}: profile entry {entry['name']!r} (profile "
+                                     f"{entry['profile']!r}) has no base model; add the model or remove the entry")
+        if report.errors:
+            return report, None
+        result = merge_layers(discovered.entries, curated.entries, self.profile)
+        report.warnings += result.warnings
+        return report, result
+
+    def merged(self) -> Merged:
+        """Merge the current layers (raises InvalidRegistry, writes nothing)."""
+        discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
+        report, result = self._check(discovered, curated)
+        if result is None:
+            raise InvalidRegistry(report.errors)
+        data = dumps(result.entries, sort_keys=True)
+        return Merged(result.entries, result.sources, result.overridden, report.warnings,
+                      revision=revision_of(data), data=data, curated_revision=curated.revision)
+
+    def snapshot(self) -> Snapshot:
+        """The merged snapshot on disk (built first if it does not exist yet)."""
+        try:
+            stat = self.snapshot_path.stat()
+        except FileNotFoundError:
+            return self.rebuild()
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        with self._cache_guard:
+            if self._snapshot_cache and self._snapshot_cache[0] == key:
+                return self._snapshot_cache[1]
+        layer = read_layer(self.snapshot_path)
+        snap = Snapshot(layer.entries, layer.revision)
+        with self._cache_guard:
+            self._snapshot_cache = (key, snap)
+        return snap
+
+    def entry(self, name: str) -> dict[str, Any]:
+        by_name = self.snapshot().by_name
+        if name not in by_name:
+            raise UnknownModel(name, difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5))
+        return by_name[name]
+
+    def known_names(self) -> set[str]:
+        return {e["name"] for e in self.discovered_entries()} | {e["name"] for e in self.curated_entries()}
+
+    def diff(self, name: str) -> list[dict[str, Any]]:
+        """Per leaf field: discovered, curated (with the active profile), merged value and a status."""
+        merged = self.merged()
+        if name not in merged.sources:
+            raise UnknownModel(name, difflib.get_close_matches(name, list(merged.sources), n=3, cutoff=0.5))
+        found = next((e for e in self.discovered_entries() if e["name"] == name), {})
+        base, chosen = split_curated(self.curated_entries(), self.profile)
+        curated = copy.deepcopy(base.get(name, {}))
+        for path, value in flatten({k: v for k, v in chosen.get(name, {}).items() if k not in ("name", "profile")}).items():
+            set_path(curated, path, value)
+        flat_d, flat_c, flat_m = flatten(found), flatten(curated), flatten(merged.by_name[name])
+        rows = []
+        for path in sorted(flat_d.keys() | flat_c.keys() | flat_m.keys()):
+            d, c, m = flat_d.get(path), flat_c.get(path), flat_m.get(path)
+            in_d, in_c = flat_d.get(path) is not None, flat_c.get(path) is not None
+            if in_d and in_c:
+                status = "same" if d == c else "overridden"
+            elif in_c:
+                status = "curated-only"
+            elif in_d:
+                status = "discovered-only"
+            else:
+                status = "unset"
+            rows.append({"field": path, "discovered": d, "curated": c, "merged": m, "status": status,
+                         "source": merged.sources[name].get(path)})
+        return rows
+
+    # ---- the snapshot's one write path ---------------------------------------------------------------------
+    def rebuild(self) -> Snapshot:
+        """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid."""
+        with registry_lock(self.config_dir):
+            merged = self.merged()
+            current = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
+            if current != merged.data:
+                atomic_write(self.snapshot_path, merged.data)
+        snap = Snapshot(merged.entries, merged.revision)
+        for callback in list(self._subscribers):
+            callback(snap)
+        return snap
+
+    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
+        """Call `callback(snapshot)` after every rebuild this object does; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    # ---- the discovered layer's one write path (machines) --------------------------------------------------
+    def discovered_writer(self) -> "DiscoveredWriter":
+        return DiscoveredWriter(self)
+
+    # ---- the curated layer's one write path (humans) -------------------------------------------------------
+    def apply_curated(self, name: str, changes: dict[str, Any], base_revision: str | None = None,
+                      profile: str | None = None, reason: str | None = None) -> Snapshot:
+        """Set (value) or remove (UNSET) dotted paths of one curated entry, then rebuild.
+
+        `base_revision` is the curated revision the caller read; if the file changed since, ConflictError.
+        """
+        for path in changes:
+            if not path or path in ("name", "profile") or any(not p for p in path.split(".")):
+                raise BadInput(f"{path!r} cannot be edited; give a dotted field path such as backend_config.port")
+            if field_class(path) is FieldClass.FACT:
+                raise FactFieldRefused(f"{path!r} is a fact read from disk (written only by scans and downloads); "
+                                       "it cannot be set in the curated layer")
+
+        def edit(entries: list[dict]) -> None:
+            target = self._curated_target(entries, name, profile)
+            for path, value in changes.items():
+                if value is UNSET:
+                    remove_path(target, path)
+                else:
+                    set_path(target, path, value)
+            if any(field_class(p) is FieldClass.CONFIG and p != CONFIG_NEEDED for p in changes):
+                remove_path(target, CONFIG_NEEDED)
+            if set(target) <= {"name", "profile"}:
+                entries.remove(target)
+
+        what = ", ".join(f"unset {p}" if v is UNSET else f"set {p}" for p, v in changes.items())
+        return self._write_curated(edit, base_revision, reason or f"{name}: {what}")
+
+    def set_value(self, name: str, path: str, value: Any, base_revision: str | None = None,
+                  profile: str | None = None) -> Snapshot:
+        return self.apply_curated(name, {path: value}, base_revision, profile)
+
+    def unset_value(self, name: str, path: str, base_revision: str | None = None,
+                    profile: str | None = None) -> Snapshot:
+        return self.apply_curated(name, {path: UNSET}, base_revision, profile)
+
+    def stub(self, name: str, suggestions: dict[str, Any] | None = None) -> bool:
+        return bool(self.stub_many({name: suggestions or {}}))
+
+    def stub_many(self, stubs: dict[str, dict[str, Any]]) -> list[str]:
+        """Create curated stubs (config fields to fill, `_config_needed`) for models without a curated entry."""
+        for name, suggestions in stubs.items():
+            facts = [p for p in suggestions if field_class(p) is FieldClass.FACT]
+            if facts:
+                raise FactFieldRefused(f"stub {name!r}: {', '.join(facts)} are facts; stubs hold configuration")
+        created: list[str] = []
+
+        def edit(entries: list[dict]) -> None:
+            existing = {e["name"] for e in entries if e.get("profile") is None}
+            for name, suggestions in stubs.items():
+                if name in existing:
+                    continue
+                entry: dict[str, Any] = {"name": name}
+                for path in STUB_FIELDS:
+                    set_path(entry, path, suggestions.get(path))
+                for path, value in suggestions.items():
+                    set_path(entry, path, value)
+                set_path(entry, CONFIG_NEEDED, True)
+                entries.append(entry)
+                created.append(name)
+
+        self._write_curated(edit, None, f"stub {', '.join(stubs)}")
+        return created
+
+    def history_items(self) -> list[HistoryItem]:
+        return self.history.items()
+
+    def restore(self, item_id: str) -> Snapshot:
+        """Make an earlier curated version current again (the version replaced is kept in history too)."""
+        raw = self.history.raw(item_id)
+        restored = json.loads(raw)
+
+        def edit(entries: list[dict]) -> None:
+            entries[:] = restored
+
+        return self._write_curated(edit, None, f"restore {item_id}")
+
+    def _curated_target(self, entries: list[dict], name: str, profile: str | None) -> dict:
+        for entry in entries:
+            if entry.get("name") == name and entry.get("profile") == profile:
+                return entry
+        known = self.known_names()
+        if name not in known:
+            raise UnknownModel(name, difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5))
+        entry = {"name": name, **({"profile": profile} if profile else {})}
+        entries.append(entry)
+        return entry
+
+    def _write_curated(self, edit: Callable[[list[dict]], None], base_revision: str | None, reason: str) -> Snapshot:
+        with registry_lock(self.config_dir):
+            layer = read_layer(self.curated_path)  # a corrupt file raises here and is never overwritten
+            if base_revision is not None and base_revision != layer.revision:
+                raise ConflictError(base_revision, layer.revision)
+            entries = copy.deepcopy(layer.entries)
+            edit(entries)
+            if entries == layer.entries:
+                return self.rebuild()
+            data = dumps(entries)
+            report, _ = self._check(read_layer(self.discovered_path), LayerFile(self.curated_path, entries, data))
+            if report.errors:
+                raise InvalidRegistry(report.errors)
+            if layer.raw is not None:
+                self.history.keep(layer.raw, reason)
+            atomic_write(self.curated_path, data)
+            return self.rebuild()
+
+    # ---- migration of a legacy (config-in-discovered) registry ---------------------------------------------
+    def migrate(self, dry_run: bool = False) -> Migration:
+        """Move config values out of discovered into curated where curated has none; merged snapshot unchanged."""
+        with registry_lock(self.config_dir):
+            discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
+            report, _ = self._check(discovered, curated)
+            if report.errors:
+                raise InvalidRegistry(report.errors)
+            new_discovered = copy.deepcopy(discovered.entries)
+            new_curated = copy.deepcopy(curated.entries)
+            base = {e["name"]: e for e in new_curated if e.get("profile") is None}
+            moves: list[dict[str, Any]] = []
+            for entry in new_discovered:
+                for path in config_paths(entry, include_empty=True):
+                    value = get_path(entry, path)
+                    target = base.get(entry["name"])
+                    kept = get_path(target, path) if target is not None else None
+                    if kept is None:
+                        if target is None:
+                            target = base[entry["name"]] = {"name": entry["name"]}
+                            new_curated.append(target)
+                        set_path(target, path, copy.deepcopy(value))
+                        action = "moved"
+                    else:
+                        action = "dropped: curated already has a value"
+                    moves.append({"name": entry["name"], "field": path, "value": value, "action": action,
+                                  "curated_value": kept})
+                    remove_path(entry, path)
+            backups: list[str] = []
+            if moves and not dry_run:
+                stamp = self.history.keep(curated.raw or b"[]\n", "before migrate").id
+                for layer in (discovered, curated):
+                    if layer.raw is not None:
+                        backup = layer.path.with_name(f"{layer.path.name}.{stamp}.bak")
+                        atomic_write(backup, layer.raw)
+                        backups.append(str(backup))
+                atomic_write(self.curated_path, dumps(new_curated))
+                atomic_write(self.discovered_path, dumps(new_discovered))
+                self.rebuild()
+            return Migration(moves, bool(moves) and not dry_run, backups)
+
+
+class DiscoveredWriter:
+    """The discovered layer's only write path: machine facts in, configuration refused."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    @staticmethod
+    def check(entries: Iterable[dict]) -> None:
+        for entry in entries:
+            if not isinstance(entry.get("name"), str) or not entry["name"]:
+                raise BadInput("a discovered entry needs a non-empty string name")
+            bad = [p for p in flatten(entry) if field_class(p) is FieldClass.CONFIG]
+            if bad:
+                raise ConfigFieldInDiscovered(
+                    f"discovered entry {entry['name']!r}: {', '.join(bad)} are configuration; configuration is "
+                    "written only into the curated layer (use Registry.stub or set)")
+
+    def upsert(self, entries: list[dict], rebuild: bool = True) -> None:
+        """Replace (or add) these entries' facts; other entries are untouched."""
+        self._write(lambda current: self._merge_in(current, entries, keep_others=True), entries, rebuild)
+
+    def replace(self, entries: list[dict], rebuild: bool = True) -> None:
+        """Make the layer exactly these entries (legacy configuration of same-named entries is kept)."""
+        self._write(lambda current: self._merge_in(current, entries, keep_others=False), entries, rebuild)
+
+    def mark_missing(self, names: Iterable[str], missing: bool = True, rebuild: bool = True) -> None:
+        wanted = set(names)
+
+        def update(current: list[dict]) -> list[dict]:
+            for entry in current:
+                if entry.get("name") in wanted:
+                    if missing:
+                        entry["missing"] = True
+                    else:
+                        entry.pop("missing", None)
+            return current
+        self._write(update, [], rebuild)
+
+    def remove(self, names: Iterable[str], rebuild: bool = True) -> None:
+        gone = set(names)
+        self._write(lambda current: [e for e in current if e.get("name") not in gone], [], rebuild)
+
+    @staticmethod
+    def _merge_in(current: list[dict], entries: list[dict], keep_others: bool) -> list[dict]:
+        by_name = {e.get("name"): e for e in current}
+        incoming = {}
+        for entry in entries:
+            stored = copy.deepcopy(entry)
+            old = by_name.get(entry["name"])
+            if old is not None:  # legacy configuration is never dropped by a machine write
+                for path in config_paths(old):
+                    set_path(stored, path, copy.deepcopy(get_path(old, path)))
+            incoming[entry["name"]] = stored
+        kept = [e for e in current if e.get("name") not in incoming] if keep_others else []
+        return sorted(kept + list(incoming.values()), key=lambda e: str(e.get("name")))
+
+    def _write(self, update: Callable[[list[dict]], list[dict]], entries: list[dict], rebuild: bool) -> None:
+        self.check(entries)
+        registry = self.registry
+        with registry_lock(registry.config_dir):
+            layer = read_layer(registry.discovered_path)
+            result = update(copy.deepcopy(layer.entries))
+            data = dumps(result)
+            report = validate_layer(LayerFile(registry.discovered_path, result, data), "discovered")
+            if report.errors:
+                raise InvalidRegistry(report.errors)
+            if data != layer.raw:
+                atomic_write(registry.discovered_path, data)
+            if rebuild:
+                registry.rebuild()
+

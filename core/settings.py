@@ -1,0 +1,93 @@
+"""App settings (`<config-dir>/settings.json`): each setting is data with its help text, per-profile overrides."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import BadInput
+
+SETTINGS_FILE = "settings.json"
+
+
+def _default_executables() -> dict[str, str]:
+    return {
+        "vllm": "vllm",
+        "llama.cpp": "llama-server",
+        "llama-cpp-python": sys.executable,
+    }
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active_profile: str | None = Field(
+        None, description="Profile whose curated entries apply when neither --profile nor MODELREG_PROFILE is given.")
+    model_roots: list[str] = Field(
+        default_factory=list, description="Folders `modelreg scan` searches when no path is given (besides the Hugging Face and Ollama caches).")
+    port_range: tuple[int, int] = Field(
+        (24001, 24999), description="Inclusive range from which new curated stubs get a port no other entry uses.")
+    gpu_memory: str = Field(
+        "16GiB", description="GPU memory the fit estimate plans for, such as `16GiB` or `24GB`.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Fraction of GPU memory a backend may take (vLLM's --gpu-memory-utilization).")
+    executables: dict[str, str] = Field(
+        default_factory=_default_executables, description="Executable per backend (`vllm`, `llama.cpp`, `llama-cpp-python`).")
+    backend_host: str = Field(
+        "127.0.0.1", description="Address that launched backends bind to.")
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434", description="Ollama daemon that `ollama` entries run on and `download ollama` pulls through.")
+    ready_timeout: float = Field(
+        600.0, gt=0, description="Seconds a launched backend may take to become ready before the start fails.")
+    stop_grace: float = Field(
+        10.0, ge=0, description="Seconds between SIGTERM and SIGKILL when a backend is stopped.")
+    idle_ttl: float | None = Field(
+        None, description="Seconds without requests after which the proxy stops a backend (null: never).")
+    log_dir: str = Field(
+        "logs", description="Folder for backend logs and state files, relative to the config folder's parent.")
+    proxy_url: str = Field(
+        "http://127.0.0.1:8100", description="Where the GUI finds the running `modelreg proxy` to reload it after a save.")
+    proxy_api_key: str | None = Field(
+        None, description="When set, `/v1/*` requests to the proxy need `Authorization: Bearer <key>`.")
+    max_request_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
+    history_limit: int = Field(
+        50, ge=1, description="How many earlier versions of the curated file `configs/.history/` keeps.")
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-profile overrides of the settings above, e.g. `{\"rtx4080\": {\"gpu_memory\": \"16GiB\"}}`.")
+
+    def for_profile(self, profile: str | None) -> "Settings":
+        """These settings with the named profile's overrides applied."""
+        overrides = self.profiles.get(profile or "", {})
+        if not overrides:
+            return self
+        try:
+            return Settings.model_validate({**self.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise BadInput(f"settings profile {profile!r}: {exc.errors()[0]['msg']}") from exc
+
+
+def load_settings(config_dir: Path) -> Settings:
+    path = Path(config_dir) / SETTINGS_FILE
+    if not path.exists():
+        return Settings()
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}; fix the file and retry") from exc
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"{path}: setting {field!r}: {first['msg']}") from exc
+
+
+def active_profile(settings: Settings, explicit: str | None = None) -> str | None:
+    """--profile, else MODELREG_PROFILE, else the settings file's active_profile."""
+    return explicit or os.environ.get("MODELREG_PROFILE") or settings.active_profile
