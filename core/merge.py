@@ -4,14 +4,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from core.fields import FieldClass, field_class
+from core.fields import FIELD_CLASSES, FieldClass, field_class
 
 # Lowest priority first. Config values found in a legacy discovered file are labelled "legacy":
 # they sit in the discovered source but count as the lowest-priority defaults.
 LAYER_ORDER: tuple[str, ...] = ("discovered", "curated", "profile")
 LEGACY = "legacy"
 DISCOVERED_LABELS = frozenset({"discovered", LEGACY})
-_MISSING = object()
+_MISSING: Any = object()
+
+
+_DECLARED_PREFIXES = frozenset(
+    ".".join(path.split(".")[:cut]) for path in FIELD_CLASSES for cut in range(1, path.count(".") + 1))
 
 
 def profile_label(profile: str) -> str:
@@ -46,6 +50,7 @@ class _Overlay:
         self.entry: dict[str, Any] = {}
         self.sources: dict[str, str] = {}
         self.discovered_values: dict[str, Any] = {}
+        self.final_values: dict[str, Any] = {}
         self.ignored_facts: list[str] = []
         self.legacy_config: list[str] = []
 
@@ -53,44 +58,50 @@ class _Overlay:
         body = {k: v for k, v in source.items() if k not in skip} if skip else source
         self._apply(self.entry, body, "", label)
 
-    def _apply(self, target: dict, source: dict, prefix: str, label: str) -> None:
+    def _apply(self, target: dict, source: dict, prefix: str, label: str, fixed: FieldClass | None = None) -> None:
         machine = label == "discovered"
+        sources = self.sources
         for key, value in source.items():
             path = prefix + key
-            cls = field_class(path)
+            cls = fixed or field_class(path)
             if not machine and cls is FieldClass.FACT:
                 if value is not None:
                     self.ignored_facts.append(path)
                 continue
             origin = LEGACY if machine and cls is FieldClass.CONFIG else label
-            if origin == LEGACY and value is not None and not isinstance(value, dict):
-                self.legacy_config.append(path)
             current = target.get(key, _MISSING)
             if value is None:
                 if current is _MISSING:
                     target[key] = None
-                    self.sources[path] = origin
-            elif isinstance(value, dict):
-                if not isinstance(current, dict):
+                    sources[path] = origin
+            elif type(value) is dict:
+                if type(current) is not dict:
                     self._replace(target, key, path, {}, origin, current)
-                self._apply(target[key], value, path + ".", label)
+                # below a path with no declared descendants, every leaf has this node's class
+                self._apply(target[key], value, path + ".", label,
+                            fixed or (None if path in _DECLARED_PREFIXES else cls))
                 if target[key]:
-                    self.sources.pop(path, None)
+                    sources.pop(path, None)
             else:
-                self._replace(target, key, path, list(value) if isinstance(value, list) else value, origin, current)
+                if origin == LEGACY:
+                    self.legacy_config.append(path)
+                self._replace(target, key, path, list(value) if type(value) is list else value, origin, current)
 
     def _replace(self, target: dict, key: str, path: str, value: Any, origin: str, current: Any) -> None:
-        if origin not in DISCOVERED_LABELS and self.sources.get(path) in DISCOVERED_LABELS:
-            self.discovered_values.setdefault(path, current)
-        if isinstance(current, dict) and current:
-            inner = path + "."
-            for stale in [p for p in self.sources if p.startswith(inner)]:
-                del self.sources[stale]
+        if current is not _MISSING:
+            if origin not in DISCOVERED_LABELS and self.sources.get(path) in DISCOVERED_LABELS:
+                self.discovered_values.setdefault(path, current)
+            if type(current) is dict and current:
+                inner = path + "."
+                for stale in [p for p in self.sources if p.startswith(inner)]:
+                    del self.sources[stale]
+            if path in self.discovered_values:
+                self.final_values[path] = value  # objects are stored by reference, so later layers show through
         target[key] = value
         self.sources[path] = origin
 
     def result(self) -> MergedEntry:
-        overridden = {p: v for p, v in self.discovered_values.items() if _get(self.entry, p) != v}
+        overridden = {p: v for p, v in self.discovered_values.items() if self.final_values[p] != v}
         warnings = []
         if self.legacy_config:
             warnings.append(f"entry {self.name!r}: the discovered layer holds configuration "
@@ -100,15 +111,6 @@ class _Overlay:
             warnings.append(f"entry {self.name!r}: curated value for fact field(s) "
                             f"{', '.join(sorted(set(self.ignored_facts)))} ignored: facts come from disk")
         return MergedEntry(self.entry, self.sources, overridden, warnings)
-
-
-def _get(entry: dict, path: str) -> Any:
-    node: Any = entry
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
 
 
 def merge_entry(name: str, discovered: dict | None, curated: dict | None,

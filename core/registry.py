@@ -17,7 +17,7 @@ from core.merge import MergeResult, flatten, merge_layers, split_curated
 from core.schema import validate_layer
 from core.settings import Settings, active_profile, load_settings
 from core.store import (CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, CuratedHistory, HistoryItem, LayerFile,
-                        atomic_write, dumps, read_layer, registry_lock, revision_of)
+                        atomic_write, dumps, dumps_snapshot, read_layer, registry_lock, revision_of)
 
 
 class _Unset:
@@ -171,7 +171,7 @@ class Registry:
         report, result = self._check(discovered, curated)
         if result is None:
             raise InvalidRegistry(report.errors)
-        data = dumps(result.entries, sort_keys=True)
+        data = dumps_snapshot(result.entries)
         return Merged(result.entries, result.sources, result.overridden, report.warnings,
                       revision=revision_of(data), data=data, curated_revision=curated.revision)
 

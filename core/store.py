@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 from filelock import FileLock
 
 from core.errors import BadInput
@@ -22,12 +23,17 @@ HISTORY_DIR = ".history"
 EMPTY_REVISION = "0" * 64
 
 
-def dumps(data: Any, sort_keys: bool = False) -> bytes:
-    """The one serialisation every registry file uses (the upstream files' own format).
+def dumps(data: Any) -> bytes:
+    """How the layer files are written: the upstream files' own format, so an edit changes only what it edits."""
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
-    The merged snapshot sorts keys, so its bytes do not depend on which layer a value lives in.
-    """
-    return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n").encode("utf-8")
+
+def dumps_snapshot(data: Any) -> bytes:
+    """The merged snapshot: sorted keys, so its bytes do not depend on which layer a value lives in."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    except TypeError:  # integers beyond 64 bits: orjson refuses them, the standard library does not
+        return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 
 def revision_of(data: bytes | None) -> str:
@@ -58,7 +64,7 @@ def read_layer(path: Path) -> LayerFile:
     except FileNotFoundError:
         return LayerFile(path, [], None)
     try:
-        data = json.loads(raw)
+        data = _loads(raw)
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); fix or restore the file") from exc
     except json.JSONDecodeError as exc:
@@ -68,6 +74,13 @@ def read_layer(path: Path) -> LayerFile:
     if not isinstance(data, list):
         raise BadInput(f"{path}:1:1: expected a JSON list of model entries, found {type(data).__name__}")
     return LayerFile(path, data, raw)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)  # the standard library's message (and NaN/Infinity, which it accepts)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

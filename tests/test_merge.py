@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from core.fields import FieldClass, field_class
 from core.merge import flatten, merge_entry, merge_layers
-from core.store import dumps
+from core.store import dumps_snapshot
 
 scalars = st.one_of(st.integers(-5, 70000), st.text(max_size=6), st.booleans())
 values = st.one_of(scalars, st.lists(st.text(max_size=5), max_size=3))
@@ -112,7 +112,7 @@ def test_merge_is_deterministic_and_order_independent(found, chosen):
     curated = [{"name": n, **e} for n, e in dict(chosen).items()]
     first = merge_layers(copy.deepcopy(discovered), copy.deepcopy(curated))
     second = merge_layers(list(reversed(discovered)), list(reversed(curated)))
-    assert dumps(first.entries, sort_keys=True) == dumps(second.entries, sort_keys=True)
+    assert dumps_snapshot(first.entries) == dumps_snapshot(second.entries)
     assert [e["name"] for e in first.entries] == sorted({e["name"] for e in discovered + curated})
     assert first.sources == second.sources
 
