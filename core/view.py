@@ -1,0 +1,301 @@
+"""What the GUI shows, as plain data: cell provenance classes and colors, model rows, status, layer diffs."""
+from __future__ import annotations
+
+import difflib
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from core.errors import RegistryError
+from core.fields import FieldClass, field_class
+from core.launch import SPECS, canonical_backend, flag_value, launch_plan
+from core.merge import DISCOVERED_LABELS, LEGACY, flatten, split_curated
+from core.registry import Registry
+from core.settings import Settings
+from core.store import read_layer
+
+# Cell class -> (legend text, background color). The browser test checks two of these colors on screen.
+LAYER_COLORS: dict[str, tuple[str, str]] = {
+    "discovered": ("discovered: read from disk", "#cfe2ff"),
+    "legacy": ("legacy configuration in the discovered file", "#e2d9f3"),
+    "curated": ("curated: your configuration", "#d1e7dd"),
+    "override": ("curated, overriding a different discovered value", "#75c69b"),
+    "profile": ("active profile", "#ffe69c"),
+    "unset": ("unset", "#f1f1f1"),
+    "derived": ("derived from other fields", "#ffffff"),
+}
+
+OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING = "ok", "needs config", "files missing", "invalid", "running"
+STATUSES = (OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING)
+
+# Column -> dotted path whose provenance colors the cell (None: computed from other fields).
+COLUMNS: dict[str, str | None] = {
+    "name": "name",
+    "display name": "display_name",
+    "backend": "backend",
+    "format": "metadata.format",
+    "quantization": "quantization",
+    "size GB": "size_bytes",
+    "native ctx": None,
+    "effective ctx": None,
+    "port": "backend_config.port",
+    "extra_args": "backend_config.extra_args",
+    "roles": "roles",
+    "vision": "capabilities.vision",
+    "tools": "capabilities.tools",
+    "status": None,
+    "overrides": None,
+}
+NATIVE_CONTEXT_PATHS = ("metadata.architecture.context_length", "metadata.architecture.max_position_embeddings",
+                        "metadata.ollama_context_length")
+
+
+def layer_class(label: str | None, value: Any = None, overridden: bool = False) -> str:
+    """The cell class of a value from the layer `label` (a merge provenance label)."""
+    if label is None or value is None:
+        return "unset"
+    if label.startswith("profile:"):
+        return "profile"
+    if label == "curated":
+        return "override" if overridden else "curated"
+    if label == LEGACY:
+        return "legacy"
+    return "discovered"
+
+
+def cell_css(cls: str) -> str:
+    return f"background-color: {LAYER_COLORS[cls][1]}; color: #1f2328"
+
+
+def get_path(entry: dict, path: str) -> Any:
+    node: Any = entry
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+@dataclass
+class ModelRow:
+    """One row of the Models table: display values and the cell class of each column."""
+
+    name: str
+    values: dict[str, Any]
+    classes: dict[str, str]
+    status: str
+    problem: str | None = None
+
+
+def model_status(entry: dict, settings: Settings, running: bool = False) -> tuple[str, str | None]:
+    """ok / needs config / files missing / invalid / running, with the reason when it is not ok."""
+    if running:
+        return RUNNING, None
+    if entry.get("missing"):
+        return FILES_MISSING, "the model's files were not found by the last scan"
+    if get_path(entry, "metadata._config_needed"):
+        return NEEDS_CONFIG, "curated stub: choose backend, port and arguments, then save"
+    try:
+        launch_plan(entry, settings)
+    except RegistryError as exc:
+        return INVALID, str(exc)
+    return OK, None
+
+
+def native_context(entry: dict, sources: dict[str, str]) -> tuple[Any, str | None]:
+    for path in NATIVE_CONTEXT_PATHS:
+        value = get_path(entry, path)
+        if value is not None:
+            return value, sources.get(path)
+    return None, None
+
+
+def effective_context(entry: dict, sources: dict[str, str]) -> tuple[Any, str | None]:
+    """The context size a launch would use: the backend's flag in extra_args, else the default, else native."""
+    args = get_path(entry, "backend_config.extra_args")
+    try:
+        backend = canonical_backend(entry.get("backend"))
+    except RegistryError:
+        backend = None
+    if backend and isinstance(args, list):
+        value = flag_value([str(a) for a in args], SPECS[backend].context_flag, backend)
+        if value is not None:
+            return _number(value), sources.get("backend_config.extra_args")
+    window = get_path(entry, "generation_defaults.context_window")
+    if window is not None:
+        return window, sources.get("generation_defaults.context_window")
+    return native_context(entry, sources)
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def display_value(path: str | None, value: Any) -> Any:
+    """A cell's text: lists as a command line or comma list, sizes in GB, booleans as yes/no."""
+    if value is None:
+        return None
+    if path == "backend_config.extra_args" and isinstance(value, list):
+        return shlex.join(str(v) for v in value)
+    if path == "size_bytes" and isinstance(value, (int, float)):
+        return round(value / 1e9, 2)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def model_rows(entries: Iterable[dict], sources: dict[str, dict[str, str]], overridden: dict[str, dict[str, Any]],
+               settings: Settings, running: Iterable[str] = ()) -> list[ModelRow]:
+    """The Models table: a row per merged entry, every cell classed by the layer its value came from."""
+    active = set(running)
+    rows = []
+    for entry in entries:
+        name = entry["name"]
+        where = sources.get(name, {})
+        over = overridden.get(name, {})
+        values: dict[str, Any] = {}
+        classes: dict[str, str] = {}
+        for column, path in COLUMNS.items():
+            if path is None:
+                continue
+            value = get_path(entry, path)
+            values[column] = display_value(path, value)
+            classes[column] = layer_class(where.get(path), value, path in over)
+        if any(label in DISCOVERED_LABELS for label in where.values()):
+            classes["name"] = "discovered"
+        for column, finder in (("native ctx", native_context), ("effective ctx", effective_context)):
+            value, label = finder(entry, where)
+            values[column], classes[column] = value, layer_class(label, value)
+        status, problem = model_status(entry, settings, name in active)
+        values["status"], classes["status"] = status, "derived"
+        values["overrides"] = ", ".join(sorted(p.removeprefix("backend_config.") for p in over)) or None
+        classes["overrides"] = "derived"
+        rows.append(ModelRow(name, values, classes, status, problem))
+    return rows
+
+
+def filter_rows(rows: list[ModelRow], backends: Iterable[str] = (), formats: Iterable[str] = (),
+                statuses: Iterable[str] = (), text: str = "") -> list[ModelRow]:
+    """Rows matching every given filter (empty filter = all); text matches any cell, case-insensitive."""
+    backends, formats, statuses = set(backends), set(formats), set(statuses)
+    needle = text.strip().lower()
+    out = []
+    for row in rows:
+        if backends and row.values.get("backend") not in backends:
+            continue
+        if formats and row.values.get("format") not in formats:
+            continue
+        if statuses and row.status not in statuses:
+            continue
+        if needle and not any(needle in str(v).lower() for v in row.values.values() if v is not None):
+            continue
+        out.append(row)
+    return out
+
+
+def sort_rows(rows: list[ModelRow], column: str, descending: bool = False) -> list[ModelRow]:
+    """Sort by one column; empty cells last; numbers before text so mixed columns still sort."""
+    present = [r for r in rows if r.values.get(column) is not None]
+    empty = [r for r in rows if r.values.get(column) is None]
+
+    def key(row: ModelRow) -> tuple:
+        value = row.values[column]
+        return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value).lower())
+    return sorted(present, key=key, reverse=descending) + empty
+
+
+def choices(rows: list[ModelRow], column: str) -> list[str]:
+    return sorted({str(r.values[column]) for r in rows if r.values.get(column) is not None})
+
+
+# ---- diffs ---------------------------------------------------------------------------------------------------
+@dataclass
+class DiffRow:
+    name: str
+    field: str
+    discovered: Any
+    curated: Any
+    profile: Any
+    merged: Any
+    source: str | None
+    changed: bool = field(default=False)
+
+
+def layer_diff(discovered: list[dict], curated: list[dict], merged_entries: list[dict],
+               sources: dict[str, dict[str, str]], profile: str | None, names: Iterable[str] | None = None,
+               changed_only: bool = False) -> list[DiffRow]:
+    """Per model and leaf field: discovered | curated | profile | merged; changed = merged differs from discovered."""
+    found = {e["name"]: e for e in discovered}
+    base, chosen = split_curated(curated, profile)
+    merged = {e["name"]: e for e in merged_entries}
+    wanted = list(merged) if names is None else [n for n in names if n in merged]
+    rows = []
+    for name in wanted:
+        layers = [flatten(_body(found.get(name))), flatten(_body(base.get(name))), flatten(_body(chosen.get(name))),
+                  flatten(_body(merged[name]))]
+        for path in sorted(set().union(*layers)):
+            d, c, p, m = (layer.get(path) for layer in layers)
+            if all(v is None for v in (d, c, p, m)):
+                continue
+            changed = c is not None or p is not None
+            if changed_only and not changed:
+                continue
+            rows.append(DiffRow(name, path, d, c, p, m, sources.get(name, {}).get(path), changed))
+    return rows
+
+
+def _body(entry: dict | None) -> dict:
+    return {k: v for k, v in (entry or {}).items() if k not in ("name", "profile")}
+
+
+def snapshot_drift(on_disk: list[dict], current: list[dict]) -> list[dict[str, Any]]:
+    """Fields where the snapshot file differs from a fresh merge of the layers (a stale snapshot)."""
+    old, new = {e["name"]: flatten(e) for e in on_disk}, {e["name"]: flatten(e) for e in current}
+    rows = []
+    for name in sorted(old.keys() | new.keys()):
+        if name not in old or name not in new:
+            rows.append({"name": name, "field": "(whole model)", "snapshot": "present" if name in old else "absent",
+                         "layers": "present" if name in new else "absent"})
+            continue
+        for path in sorted(old[name].keys() | new[name].keys()):
+            if old[name].get(path) != new[name].get(path):
+                rows.append({"name": name, "field": path, "snapshot": old[name].get(path),
+                             "layers": new[name].get(path)})
+    return rows
+
+
+def text_diff(before: str, after: str, before_label: str, after_label: str) -> str:
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        before_label, after_label))
+
+
+def fact_rows(entry: dict, sources: dict[str, str]) -> list[dict[str, Any]]:
+    """The read-only part of an entry for the editor: every fact leaf with the layer it came from."""
+    return [{"field": path, "value": display_value(None, value), "source": sources.get(path) or "discovered"}
+            for path, value in sorted(flatten(entry).items())
+            if field_class(path) is FieldClass.FACT and value is not None]
+
+
+def curated_text(registry: Registry) -> str:
+    return (read_layer(registry.curated_path).raw or b"[]\n").decode("utf-8")
+
+
+def history_diff(registry: Registry, item_id: str) -> str:
+    """What restoring a history item would change in the curated file, as a unified diff."""
+    old = registry.history.raw(item_id).decode("utf-8")
+    return text_diff(curated_text(registry), old, "curated (now)", f"curated ({item_id})")
+
+
+def cell_text(value: Any) -> str:
+    """A diff cell: JSON for anything but plain strings, empty for no value."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
