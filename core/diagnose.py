@@ -43,11 +43,15 @@ def _search(patterns: list[str], text: str) -> re.Match[str] | None:
     return None
 
 
-def _line(text: str, match: re.Match[str]) -> str:
+def _line(text: str, match: re.Match[str], width: int = 400) -> str:
+    """The log line a match is on; a long line is cut to a window around the match."""
     start = text.rfind("\n", 0, match.start()) + 1
     end = text.find("\n", match.end())
     line = text[start:end if end != -1 else len(text)].strip()
-    return line if len(line) <= 400 else line[:397] + "..."
+    if len(line) <= width:
+        return line
+    offset = max(0, match.start() - start - width // 2)
+    return ("..." if offset else "") + line[offset:offset + width] + ("..." if offset + width < len(line) else "")
 
 
 def _context_flag(backend: str | None) -> str:
@@ -108,7 +112,8 @@ def _missing_executable(ctx: _Context) -> Finding | None:
                              r"|exec: \"([^\"]+)\": executable file not found in \$PATH", ctx.log, re.MULTILINE):
         missing = next(g for g in match.groups() if g)
         wanted = ctx.argv[0] if ctx.argv else None
-        if wanted is not None and missing != wanted and missing.rsplit("/", 1)[-1] != wanted.rsplit("/", 1)[-1]:
+        if wanted is not None and missing != wanted and not ("/" not in missing
+                                                             and missing == wanted.rsplit("/", 1)[-1]):
             continue
         if wanted is None and "/" in missing and "FileNotFoundError" in _line(ctx.log, match):
             continue  # a data path the server itself could not find, not its executable
@@ -188,7 +193,7 @@ def _long_default_context(ctx: _Context) -> Finding | None:
     if ctx.backend and flag_value(ctx.extra_args, flag, ctx.backend) is not None:
         return None
     context = reported_context_size(ctx.log)
-    evidence_match = re.search(r".*(?:max_seq_len=\d+|n_ctx\s*=\s*\d+|Using max model len \d+).*", ctx.log)
+    evidence_match = re.search(r"max_seq_len=\d+|\bn_ctx\s*=\s*\d+|Using max model len \d+", ctx.log)
     if context is None:
         arch = (ctx.entry.get("metadata") or {}).get("architecture") or {}
         native = arch.get("context_length") or arch.get("max_position_embeddings")

@@ -30,7 +30,7 @@ LogCallback = Callable[[str], None]
 
 def safe_name(name: str) -> str:
     """A file-name-safe form of a model name; a short hash keeps names that differ only in odd characters apart."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+    cleaned = re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("._") or "model"
     if cleaned == name:
         return name
     return f"{cleaned[:80]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"

@@ -6,6 +6,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from . import free_port
+
 N_EMBD = 64
 N_LAYERS = 2
 N_HEAD = 4
@@ -96,3 +98,12 @@ def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def tiny_entry(model_path: str | Path, name: str = "tiny-llama_(F32)", port: int | None = None,
+               extra_args: list[str] | None = None, **fields) -> dict:
+    """A merged registry entry that serves the tiny model with llama-cpp-python's server."""
+    return {"name": name, "backend": "llama-cpp-python",
+            "backend_config": {"port": port or free_port(), "model_path": str(model_path),
+                               "extra_args": ["--n_ctx", "512"] if extra_args is None else extra_args},
+            **fields}
