@@ -167,7 +167,9 @@ class Registry:
 
     def merged(self) -> Merged:
         """Merge the current layers (raises InvalidRegistry, writes nothing)."""
-        discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
+        return self._merge(read_layer(self.discovered_path), read_layer(self.curated_path))
+
+    def _merge(self, discovered: LayerFile, curated: LayerFile) -> Merged:
         report, result = self._check(discovered, curated)
         if result is None:
             raise InvalidRegistry(report.errors)
@@ -231,10 +233,13 @@ class Registry:
     def rebuild(self) -> Snapshot:
         """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid."""
         with registry_lock(self.config_dir):
-            merged = self.merged()
-            current = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
-            if current != merged.data:
-                atomic_write(self.snapshot_path, merged.data)
+            return self._publish(self.merged())
+
+    def _publish(self, merged: Merged) -> Snapshot:
+        """Write a merge as the snapshot (caller holds the lock) and tell the subscribers."""
+        current = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
+        if current != merged.data:
+            atomic_write(self.snapshot_path, merged.data)
         snap = Snapshot(merged.entries, merged.revision)
         for callback in list(self._subscribers):
             callback(snap)
@@ -348,13 +353,11 @@ class Registry:
             if entries == layer.entries:
                 return self.rebuild()
             data = dumps(entries)
-            report, _ = self._check(read_layer(self.discovered_path), LayerFile(self.curated_path, entries, data))
-            if report.errors:
-                raise InvalidRegistry(report.errors)
+            merged = self._merge(read_layer(self.discovered_path), LayerFile(self.curated_path, entries, data))
             if layer.raw is not None:
                 self.history.keep(layer.raw, reason)
             atomic_write(self.curated_path, data)
-            return self.rebuild()
+            return self._publish(merged)
 
     # ---- migration of a legacy (config-in-discovered) registry ---------------------------------------------
     def migrate(self, dry_run: bool = False) -> Migration:
@@ -460,12 +463,12 @@ class DiscoveredWriter:
         with registry_lock(registry.config_dir):
             layer = read_layer(registry.discovered_path)
             result = update(copy.deepcopy(layer.entries))
-            data = dumps(result)
-            report = validate_layer(LayerFile(registry.discovered_path, result, data), "discovered")
+            written = LayerFile(registry.discovered_path, result, dumps(result))
+            report = validate_layer(written, "discovered")
             if report.errors:
                 raise InvalidRegistry(report.errors)
-            if data != layer.raw:
-                atomic_write(registry.discovered_path, data)
-            if rebuild:
-                registry.rebuild()
+            if written.raw != layer.raw:
+                atomic_write(registry.discovered_path, written.raw)
+            if rebuild:  # a broken curated file fails the rebuild, not the scan that was just written
+                registry._publish(registry._merge(written, read_layer(registry.curated_path)))
 
