@@ -1,0 +1,32 @@
+"""`modelreg proxy`: a thin wrapper that runs core.proxy's OpenAI-compatible server."""
+from __future__ import annotations
+
+import argparse
+import os
+from urllib.parse import urlsplit
+
+from core.cli import out, registry_from_args
+from core.proxy import serve
+from core.proxy_admin import TOKEN_ENV, TOKEN_FILE
+
+
+def cmd_proxy(args: argparse.Namespace) -> None:
+    registry = registry_from_args(args)
+    configured = urlsplit(registry.settings.proxy_url)
+    host = args.host or configured.hostname or "127.0.0.1"
+    port = args.port or configured.port or 8100
+    where = f"${TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else registry.config_dir / TOKEN_FILE
+    out.print(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; admin token: {where}",
+              markup=False, highlight=False)
+    serve(registry, host, port)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "proxy", help="run the OpenAI-compatible proxy that starts models on demand",
+        description="Run the OpenAI-compatible proxy (/v1/models, /v1/chat/completions, /v1/completions, "
+                    "/v1/embeddings; /admin/status and /admin/reload with the admin token). Host and port default "
+                    "to the proxy_url setting (http://127.0.0.1:8100).")
+    parser.add_argument("--host", default=None, help="address to bind (default from proxy_url: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port to bind (default from proxy_url: 8100)")
+    parser.set_defaults(handler=cmd_proxy)

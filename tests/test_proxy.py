@@ -1,0 +1,336 @@
+"""The proxy in this process on a real loopback port, with vLLM stand-in backends started through the supervisor.
+
+The real llama-cpp-python server is exercised in test_proxy_e2e.py; here the stand-in keeps each start under a second.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import uvicorn
+
+from core.proxy import Proxy, create_app
+from core.registry import Registry
+from core.store import CURATED_FILE
+from support import free_port
+from support.layers import discovered_model, write_layers
+
+OOM_LINE = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of "
+            "15.70 GiB of which 1.02 GiB is free.")  # as quoted in vllm-project/vllm issue threads
+
+
+class ProxyServer:
+    """A Proxy on 127.0.0.1:<free port>, served by uvicorn in a thread."""
+
+    def __init__(self, config_dir: Path, **options):
+        self.registry = Registry(config_dir)
+        self.proxy = Proxy(self.registry, **options)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(self.proxy), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+
+    def __enter__(self) -> "ProxyServer":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "proxy did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.http.close()
+
+    def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.proxy.admin_token}"}
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def status(self) -> dict:
+        reply = self.admin("GET", "/admin/status")
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def backend(self, name: str) -> dict | None:
+        return next((b for b in self.status()["backends"] if b["name"] == name), None)
+
+    def chat(self, model: str, **extra) -> httpx.Response:
+        return self.http.post("/v1/chat/completions", json={
+            "model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **extra})
+
+    def on_loop(self, coro):
+        """Run a coroutine on the proxy's own event loop (to hold a request in flight without HTTP)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.proxy._loop).result(60)
+
+
+def wait_for(check, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def model(name: str, **config) -> dict:
+    """A curated entry served by the vLLM stand-in on its own free port."""
+    fields = {k: config.pop(k) for k in ("model_aliases", "roles", "role_priority", "deprecated") if k in config}
+    return {"name": name, "backend": "vllm",
+            "backend_config": {"port": free_port(), "extra_args": [], **config}, **fields}
+
+
+@pytest.fixture
+def registry_dir(tmp_path, standin_vllm, monkeypatch):
+    """A registry folder whose `vllm` is the stand-in; backends record their argv and requests in `record`."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2}))
+    monkeypatch.setenv("STANDIN_RECORD", str(tmp_path / "record.jsonl"))
+    monkeypatch.delenv("MODELREG_ADMIN_TOKEN", raising=False)
+    return folder
+
+
+def layers(folder: Path, *curated: dict) -> None:
+    write_layers(folder, discovered=[discovered_model(e["name"], f"/models/{e['name']}") for e in curated],
+                 curated=list(curated))
+
+
+def recorded(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "record.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_routes_by_name_alias_and_role_and_lists_models(registry_dir, tmp_path):
+    layers(registry_dir,
+           model("captioner-small", model_aliases=["org/Captioner-Small"], roles=["caption"],
+                 role_priority={"caption": 50}),
+           model("captioner-large", roles=["caption", "keywords"], role_priority={"caption": 90}),
+           model("old-model", deprecated=True))
+    with ProxyServer(registry_dir) as server:
+        listed = server.http.get("/v1/models").json()["data"]
+        assert [m["id"] for m in listed] == ["captioner-large", "captioner-small"]
+        assert listed[1]["aliases"] == ["org/Captioner-Small"]
+
+        by_alias = server.chat("org/Captioner-Small")
+        assert by_alias.status_code == 200, by_alias.text
+        assert by_alias.headers["x-modelreg-model"] == "captioner-small"
+        assert by_alias.json()["model"] == "captioner-small"  # the backend was asked for its served name
+        by_role = server.chat("role:caption")
+        assert by_role.headers["x-modelreg-model"] == "captioner-large"  # the higher role_priority wins
+        assert server.chat("role:keywords").headers["x-modelreg-model"] == "captioner-large"
+        assert server.chat("old-model").status_code == 200  # deprecated: unlisted, still served by name
+
+        bodies = [r["body"]["model"] for r in recorded(tmp_path) if "body" in r]
+        assert bodies == ["captioner-small", "captioner-large", "captioner-large", "old-model"]
+        status = server.status()
+        assert status["revision"] == server.registry.snapshot().revision
+        assert {b["name"] for b in status["backends"]} == {"captioner-small", "captioner-large", "old-model"}
+
+
+def test_unknown_model_is_404_with_close_names(registry_dir):
+    layers(registry_dir, model("qwen3-8b_(Q4_K_M)", model_aliases=["qwen3:8b"], roles=["caption"]))
+    with ProxyServer(registry_dir) as server:
+        reply = server.chat("qwen3-8b")
+        assert reply.status_code == 404
+        error = reply.json()["error"]
+        assert error["type"] == "model_not_found"
+        assert "qwen3-8b_(Q4_K_M)" in error["close"] and "qwen3-8b_(Q4_K_M)" in error["message"]
+        assert server.chat("role:captions").json()["error"]["close"] == ["role:caption"]
+        assert server.status()["backends"] == []
+
+
+def test_admin_needs_the_token_from_a_0600_file(registry_dir):
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        token_file = registry_dir / ".admin-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert token_file.read_text().strip() == server.proxy.admin_token and len(server.proxy.admin_token) >= 32
+        assert server.http.get("/admin/status").status_code == 401
+        wrong = server.http.get("/admin/status", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        assert server.http.post("/admin/reload").status_code == 401
+        assert server.status()["models"] == 1
+    # the next run keeps the same token
+    assert Proxy(Registry(registry_dir)).admin_token == token_file.read_text().strip()
+
+
+def test_admin_token_from_the_environment_wins(registry_dir, monkeypatch):
+    layers(registry_dir, model("m"))
+    monkeypatch.setenv("MODELREG_ADMIN_TOKEN", "secret-from-env")
+    with ProxyServer(registry_dir) as server:
+        assert server.http.get("/admin/status", headers={"Authorization": "Bearer secret-from-env"}).status_code == 200
+        assert not (registry_dir / ".admin-token").exists()
+
+
+def test_api_key_and_body_limit(registry_dir):
+    layers(registry_dir, model("m"))
+    settings = json.loads((registry_dir / "settings.json").read_text())
+    (registry_dir / "settings.json").write_text(json.dumps({**settings, "proxy_api_key": "k-123",
+                                                            "max_request_bytes": 2000}))
+    with ProxyServer(registry_dir) as server:
+        assert server.http.get("/v1/models").status_code == 401
+        assert server.chat("m").status_code == 401
+        key = {"Authorization": "Bearer k-123"}
+        assert server.http.get("/v1/models", headers=key).status_code == 200
+        big = {"model": "m", "messages": [{"role": "user", "content": "x" * 3000}], "max_tokens": 2}
+        refused = server.http.post("/v1/chat/completions", json=big, headers=key)
+        assert refused.status_code == 413 and "max_request_bytes" in refused.json()["error"]["message"]
+
+        def chunked():  # no Content-Length: the limit is enforced while reading
+            yield json.dumps(big).encode()
+        assert server.http.post("/v1/chat/completions", content=chunked(), headers=key).status_code == 413
+        assert server.status()["backends"] == []  # nothing was started for refused requests
+        assert server.http.post("/v1/chat/completions", content=b"{nope", headers=key).status_code == 400
+
+
+def test_a_failed_start_answers_with_diagnosis_argv_and_log_tail(registry_dir, tmp_path, monkeypatch):
+    layers(registry_dir, model("big_(AWQ)", extra_args=["--max-model-len", "32768"]))
+    fail_log = tmp_path / "vllm-fail.log"
+    fail_log.write_text(f"INFO Loading model weights took 5.2 GiB\n{OOM_LINE}\n")
+    monkeypatch.setenv("STANDIN_FAIL_LOG", str(fail_log))
+    with ProxyServer(registry_dir) as server:
+        reply = server.chat("big_(AWQ)")
+        assert reply.status_code == 503
+        error = reply.json()["error"]
+        assert error["type"] == "backend_start_failed"
+        assert "exited during startup with code 1" in error["message"]
+        assert error["argv"][1:3] == ["serve", "/models/big_(AWQ)"] and "32768" in error["argv"]
+        assert OOM_LINE in error["log_tail"]
+        assert error["diagnosis"][0]["rule"] == "cuda_oom"
+        status = server.status()
+        assert status["backends"] == [] and status["failures"]["big_(AWQ)"]["exit_code"] == 1
+
+
+def test_exclusive_group_stops_the_other_member_first(registry_dir):
+    layers(registry_dir, model("a", exclusive_group="gpu0"), model("b", exclusive_group="gpu0"), model("c"))
+    with ProxyServer(registry_dir) as server:
+        assert server.chat("a").status_code == 200
+        assert server.chat("c").status_code == 200
+        pid_a = server.backend("a")["pid"]
+        assert server.chat("b").status_code == 200
+        assert [b["name"] for b in server.status()["backends"]] == ["b", "c"]
+        assert not alive(pid_a)
+        stops = [e for e in server.status()["events"] if e["event"] == "stopped"]
+        assert stops[-1]["model"] == "a" and "gpu0" in stops[-1]["detail"]
+
+
+def test_idle_backend_is_stopped_after_its_ttl(registry_dir):
+    layers(registry_dir, model("brief", idle_ttl=0.3), model("lasting"))
+    with ProxyServer(registry_dir, reap_interval=0.05) as server:
+        assert server.chat("brief").status_code == 200
+        assert server.chat("lasting").status_code == 200
+        pid = server.backend("brief")["pid"]
+        wait_for(lambda: server.backend("brief") is None, what="idle stop")
+        assert not alive(pid)
+        assert server.backend("lasting") is not None
+        assert server.chat("brief").status_code == 200  # started again on demand
+
+
+def test_changed_args_restart_only_that_backend(registry_dir, tmp_path):
+    layers(registry_dir, model("changing"), model("steady"))
+    with ProxyServer(registry_dir) as server:
+        assert server.chat("changing").status_code == 200 and server.chat("steady").status_code == 200
+        before = {b["name"]: b for b in server.status()["backends"]}
+        snapshot = Registry(registry_dir).set_value("changing", "backend_config.extra_args", ["--max-model-len", "2048"])
+        wait_for(lambda: server.status()["revision"] == snapshot.revision, what="new revision served")
+        after = wait_for(lambda: (b := server.backend("changing")) and b["pid"] != before["changing"]["pid"]
+                         and b["ready"] and b, what="restart")
+        assert after["argv"][-2:] == ["--max-model-len", "2048"] and not after["stale"]
+        assert psutil.Process(after["pid"]).cmdline()[-2:] == ["--max-model-len", "2048"]
+        assert not alive(before["changing"]["pid"])
+        steady = server.backend("steady")
+        assert (steady["pid"], steady["started_at"]) == (before["steady"]["pid"], before["steady"]["started_at"])
+        starts = [r["argv"] for r in recorded(tmp_path) if "argv" in r]
+        assert len(starts) == 3  # changing, steady, changing again
+
+
+def test_a_busy_stale_backend_waits_unless_restart_now(registry_dir):
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        lease = server.on_loop(server.proxy.acquire("m"))  # a request in flight
+        pid = server.backend("m")["pid"]
+        snapshot = Registry(registry_dir).set_value("m", "backend_config.extra_args", ["--seed", "7"])
+        reload = server.admin("POST", "/admin/reload").json()
+        assert reload["revision"] == snapshot.revision and reload["stale"] == ["m"] and reload["restarted"] == []
+        time.sleep(0.3)
+        busy = server.backend("m")
+        assert busy["pid"] == pid and busy["stale"] and busy["in_flight"] == 1
+        now = server.admin("POST", "/admin/reload", params={"restart": "now"}).json()
+        assert now["restarted"] == ["m"]
+        wait_for(lambda: (b := server.backend("m")) and b["pid"] != pid and b["ready"], what="forced restart")
+        server.proxy._loop.call_soon_threadsafe(server.proxy.release, lease)
+        assert server.chat("m").status_code == 200
+
+
+def test_release_of_the_last_request_restarts_a_stale_backend(registry_dir):
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        lease = server.on_loop(server.proxy.acquire("m"))
+        pid = server.backend("m")["pid"]
+        Registry(registry_dir).set_value("m", "backend_config.extra_args", ["--seed", "8"])
+        wait_for(lambda: server.backend("m")["stale"], what="stale mark")
+        server.proxy._loop.call_soon_threadsafe(server.proxy.release, lease)
+        restarted = wait_for(lambda: (b := server.backend("m")) and b["pid"] != pid and b["ready"] and b,
+                             what="restart when idle")
+        assert restarted["argv"][-2:] == ["--seed", "8"]
+
+
+def test_invalid_curated_file_keeps_the_last_good_registry(registry_dir):
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        good = server.status()["revision"]
+        curated = registry_dir / CURATED_FILE
+        text = curated.read_text()
+        curated.write_text(text.replace('"backend"', '"backend" oops', 1))
+        status = wait_for(lambda: (s := server.status())["last_reload"].get("ok") is False and s, what="error")
+        assert status["revision"] == good
+        assert f"{curated}:" in status["last_reload"]["error"] and "invalid JSON" in status["last_reload"]["error"]
+        assert server.chat("m").status_code == 200
+        assert [m["id"] for m in server.http.get("/v1/models").json()["data"]] == ["m"]
+        failed = server.admin("POST", "/admin/reload")
+        assert failed.status_code == 409 and failed.json()["revision"] == good
+
+        curated.write_text(text.replace('"extra_args": []', '"extra_args": ["--seed", "1"]'))
+        status = wait_for(lambda: (s := server.status())["last_reload"].get("ok") and s["revision"] != good and s,
+                          what="recovery")
+        assert status["revision"] == Registry(registry_dir).snapshot().revision
+
+
+def test_a_backend_that_dies_is_started_again(registry_dir):
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir, reap_interval=0.05) as server:
+        assert server.chat("m").status_code == 200
+        pid = server.backend("m")["pid"]
+        os.kill(pid, 9)
+        wait_for(lambda: server.backend("m") is None, what="exit noticed")
+        assert server.chat("m").status_code == 200
+        assert server.backend("m")["pid"] != pid
+
+
+def test_shutdown_stops_every_backend(registry_dir):
+    layers(registry_dir, model("a"), model("b"))
+    with ProxyServer(registry_dir) as server:
+        assert server.chat("a").status_code == 200 and server.chat("b").status_code == 200
+        pids = [b["pid"] for b in server.status()["backends"]]
+    assert pids and not any(alive(pid) for pid in pids)
+    assert not list((registry_dir.parent / "logs").glob("*.state.json"))
