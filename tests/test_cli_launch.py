@@ -1,0 +1,121 @@
+"""`modelreg launch-cmd` and `modelreg launch-test`, and the old system's failure end to end on the real server."""
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from core.cli import main
+from core.launch_test import launch_test
+from core.registry import Registry
+from core.store import DISCOVERED_FILE
+from core.supervisor import resolve_log_dir
+from support import free_port
+from support.layers import upstream_copy, write_layers
+
+AWQ = "qwen2.5-vl-7b-instruct_(AWQ)"
+TINY = "tiny-llama_(F32)"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_launch_cmd_prints_the_argv(tmp_path, capsys):
+    folder = upstream_copy(tmp_path / "configs")
+    code, out, _ = run(capsys, "--config-dir", folder, "launch-cmd", AWQ)
+    assert code == 0
+    argv = shlex.split(out)
+    assert argv[:3] == ["vllm", "serve", "/home/stewa/ai-models/weights/Qwen/Qwen2.5-VL-7B-Instruct-AWQ"]
+    assert argv[-4:] == ["--max-model-len", "4096", "--enforce-eager", "--trust-remote-code"]
+    code, out, _ = run(capsys, "--config-dir", folder, "launch-cmd", AWQ, "--json")
+    plan = json.loads(out)
+    assert plan["argv"] == argv and plan["ready_url"] == "http://127.0.0.1:24001/health"
+
+
+def test_launch_cmd_for_ollama_names_the_daemon(tmp_path, capsys):
+    folder = upstream_copy(tmp_path / "configs")
+    code, out, _ = run(capsys, "--config-dir", folder, "launch-cmd", "qwen3_8b_(Q4_K_M)")
+    assert code == 0 and "runs in the Ollama daemon at http://127.0.0.1:11434" in out and "qwen3:8b" in out
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["launch-cmd", "qwen2.5-vl-7b-instruct"], "did you mean qwen2.5-vl-7b-instruct_(AWQ)"),
+    (["launch-test", "nope"], "no model named 'nope'"),
+])
+def test_unknown_model_exits_2(tmp_path, capsys, argv, reason):
+    code, _, err = run(capsys, "--config-dir", upstream_copy(tmp_path / "configs"), *argv)
+    assert code == 2 and reason in err and err.count("\n") == 1
+
+
+def test_bad_extra_args_exit_2_naming_model_and_flag(tmp_path, capsys):
+    folder = upstream_copy(tmp_path / "configs")
+    run(capsys, "--config-dir", folder, "set", AWQ, "backend_config.extra_args", '["--enforce-eager","--port","1"]')
+    code, _, err = run(capsys, "--config-dir", folder, "launch-cmd", AWQ)
+    assert code == 2 and f"model '{AWQ}': extra_args sets --port" in err and err.count("\n") == 1
+
+
+def standin_folder(tmp_path, standin_vllm, port: int):
+    folder = upstream_copy(tmp_path / "configs")
+    (folder / "settings.json").write_text(json.dumps({"executables": {"vllm": str(standin_vllm)}}))
+    Registry(folder).set_value(AWQ, "backend_config.port", port)
+    return folder
+
+
+def test_launch_test_failure_exits_1_with_diagnosis(tmp_path, capsys, standin_vllm, monkeypatch):
+    # https://github.com/vllm-project/vllm/issues/5244
+    line = ("ValueError: Loading /models/huggingface/Phi-3-small-128k-instruct/ requires you to execute the "
+            "configuration file in that repo on your local machine. Make sure you have read the code there to avoid "
+            "malicious use, then set the option `trust_remote_code=True` to remove this error.")
+    (tmp_path / "replay.log").write_text(line + "\n")
+    monkeypatch.setenv("STANDIN_FAIL_LOG", str(tmp_path / "replay.log"))
+    folder = standin_folder(tmp_path, standin_vllm, free_port())
+    code, out, err = run(capsys, "--config-dir", folder, "launch-test", AWQ)
+    assert code == 1
+    assert "ok: NO" in out and "diagnosis [trust_remote_code]" in out and "--trust-remote-code" in out
+    assert line in err  # the log was streamed to stderr while it ran
+    assert (tmp_path / "logs").is_dir()  # logs go next to the config folder, not into the repo
+
+
+def test_launch_test_timeout_option(tmp_path, capsys, standin_vllm, monkeypatch):
+    monkeypatch.setenv("STANDIN_LOAD_SECONDS", "60")
+    folder = standin_folder(tmp_path, standin_vllm, free_port())
+    code, out, _ = run(capsys, "--config-dir", folder, "launch-test", AWQ, "--timeout", "1", "--json", "--quiet")
+    result = json.loads(out)
+    assert code == 1 and not result["ok"] and "not ready after 1 s" in result["error"]
+
+
+@pytest.mark.server
+def test_old_failure_curated_args_reach_the_real_server(tmp_path, capsys, tiny_model):
+    """Discovered has `extra_args: []` (a legacy layer); curated sets `--n_ctx 512`; the server runs with 512."""
+    folder = write_layers(tmp_path / "configs", discovered=[{
+        "name": TINY, "backend": "llama-cpp-python", "size_bytes": tiny_model.stat().st_size,
+        "backend_config": {"port": free_port(), "model_path": str(tiny_model), "extra_args": []}}])
+    assert run(capsys, "--config-dir", folder, "set", TINY, "backend_config.extra_args", '["--n_ctx","512"]')[0] == 0
+
+    registry = Registry(folder)
+    seen = {}
+
+    def read_process(backend):
+        seen["cmdline"] = open(f"/proc/{backend.pid}/cmdline").read().split("\0")[:-1]
+
+    result = launch_test(registry.entry(TINY), registry.settings, resolve_log_dir(folder, registry.settings),
+                         on_ready=read_process, timeout=120)
+    assert result.ok, result.error
+    cmdline = seen["cmdline"]
+    assert cmdline[cmdline.index("--n_ctx") + 1] == "512"  # the process's own command line
+    assert result.context_size == 512  # and the server's own report (its default is 2048)
+
+    code, out, _ = run(capsys, "--config-dir", folder, "launch-test", TINY, "--json", "--quiet", "--timeout", "120")
+    cli_result = json.loads(out)
+    assert code == 0 and cli_result["ok"] and cli_result["context_size"] == 512
+    assert cli_result["argv"][-2:] == ["--n_ctx", "512"] and cli_result["reply"]
+    # the machine-written layer still says what it said: nothing curated leaked into it
+    discovered = json.loads((folder / DISCOVERED_FILE).read_text())
+    assert discovered[0]["backend_config"]["extra_args"] == []
