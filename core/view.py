@@ -32,6 +32,7 @@ STATUSES = (OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING)
 # Column -> dotted path whose provenance colors the cell (None: computed from other fields).
 COLUMNS: dict[str, str | None] = {
     "name": "name",
+    "status": None,
     "display name": "display_name",
     "backend": "backend",
     "format": "metadata.format",
@@ -44,7 +45,6 @@ COLUMNS: dict[str, str | None] = {
     "roles": "roles",
     "vision": "capabilities.vision",
     "tools": "capabilities.tools",
-    "status": None,
     "overrides": None,
 }
 NATIVE_CONTEXT_PATHS = ("metadata.architecture.context_length", "metadata.architecture.max_position_embeddings",
@@ -279,7 +279,7 @@ def text_diff(before: str, after: str, before_label: str, after_label: str) -> s
 
 def fact_rows(entry: dict, sources: dict[str, str]) -> list[dict[str, Any]]:
     """The read-only part of an entry for the editor: every fact leaf with the layer it came from."""
-    return [{"field": path, "value": display_value(None, value), "source": sources.get(path) or "discovered"}
+    return [{"field": path, "value": cell_text(value), "source": sources.get(path) or "discovered"}
             for path, value in sorted(flatten(entry).items())
             if field_class(path) is FieldClass.FACT and value is not None]
 

@@ -1,0 +1,60 @@
+"""`modelreg gui`: run the Streamlit app on 127.0.0.1 for one registry folder."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+from core.errors import BadInput
+
+DEFAULT_PORT = 8501
+
+
+def app_path() -> Path:
+    spec = find_spec("gui")
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput("the gui package is not installed; run `make setup` (pip install -e '.[gui]')")
+    return Path(list(spec.submodule_search_locations)[0]) / "app.py"
+
+
+def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
+    """The command that serves the app: loopback, no usage statistics, no browser opened by the server."""
+    return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.address", address,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--browser.serverAddress", address]
+
+
+def gui_env(config_dir: str | None, profile: str | None) -> dict[str, str]:
+    """The app reads its registry folder (and profile) from the environment the CLI passes down."""
+    env = dict(os.environ)
+    env["MODELREG_CONFIG_DIR"] = str(Path(config_dir or env.get("MODELREG_CONFIG_DIR") or "configs").resolve())
+    if profile:
+        env["MODELREG_PROFILE"] = profile
+    return env
+
+
+def cmd_gui(args: argparse.Namespace) -> None:
+    if find_spec("streamlit") is None:
+        raise BadInput("streamlit is not installed; run `make setup` (pip install -e '.[gui]')")
+    env = gui_env(args.config_dir, args.profile)
+    print(f"modelreg GUI for {env['MODELREG_CONFIG_DIR']} on http://{args.address}:{args.port}", file=sys.stderr)
+    process = subprocess.Popen(streamlit_argv(args.port, args.address), env=env)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        code = process.wait()
+    if code not in (0, -15):
+        raise SystemExit(code)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gui", help="open the registry GUI (Streamlit) on 127.0.0.1",
+                       description="serve the GUI for the registry folder on 127.0.0.1 (Ctrl-C stops it)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; anything else exposes the editor to the network)")
+    p.set_defaults(handler=cmd_gui)

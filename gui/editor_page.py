@@ -1,0 +1,144 @@
+"""Model editor: facts read-only with their source; curated fields editable, reset, preview argv, save + reload."""
+from __future__ import annotations
+
+import shlex
+
+import pandas as pd
+import streamlit as st
+
+from core import editing, view
+from core.errors import ConflictError, InvalidRegistry
+from gui import services, widgets
+
+st.title("Model editor")
+reg = services.registry()
+try:
+    merged = services.merged()
+except InvalidRegistry as exc:
+    widgets.registry_problem(exc)
+    st.stop()
+name = widgets.model_picker([e["name"] for e in merged.entries], key="editor_picker")
+if name is None:
+    st.stop()
+profiles = editing.profiles_of(reg)
+edit_profile = st.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
+                        format_func=lambda p: "base curated entry" if p is None else f"profile {p}")
+
+loaded = st.session_state.get("edit_target")
+if loaded is None or (loaded.name, loaded.profile) != (name, edit_profile):
+    loaded = st.session_state["edit_target"] = editing.load_target(reg, name, edit_profile)
+    st.session_state["edit_gen"] = st.session_state.get("edit_gen", 0) + 1
+    st.session_state.pop("conflict", None)
+target: editing.EditTarget = loaded
+gen = st.session_state["edit_gen"]
+resets: dict[str, str] = st.session_state.setdefault(f"resets:{gen}", {})
+
+
+def reload_form() -> None:
+    st.session_state.pop("edit_target", None)
+    st.session_state.pop("conflict", None)
+
+
+widgets.show_report()
+if target.curated_revision != reg.curated_revision():
+    st.warning("The curated file changed on disk since this form was loaded; saving will show both versions.")
+    st.button("Reload from disk (discard my edits)", on_click=reload_form, key="reload_top")
+
+states = editing.field_states(target)
+keys = {s.spec.path: f"ed:{gen}:{s.spec.path}" for s in states}
+for state in states:
+    st.session_state.setdefault(keys[state.spec.path], state.text)
+texts = {path: st.session_state[key] for path, key in keys.items()}
+extra_path = st.session_state.get(f"extra_path:{gen}", "").strip()
+extra_text = st.session_state.get(f"extra_value:{gen}", "")
+extra = {extra_path: editing.parse_any(extra_text)} if extra_path else {}
+changes, errors = editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
+preview = target.merged(changes)
+plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_profile).settings)
+
+
+def reset(path: str, key: str) -> None:
+    st.session_state[key] = resets[path] = editing.format_value(editing.FIELDS_BY_PATH[path],
+                                                               target.under_value(path))
+
+
+facts_col, form_col = st.columns([2, 3], gap="large")
+with facts_col:
+    st.subheader("Facts (read-only)")
+    st.caption("Read from disk by scans and downloads; the editor never writes them.")
+    st.dataframe(pd.DataFrame(view.fact_rows(merged.by_name.get(name, {}), merged.sources.get(name, {}))),
+                 hide_index=True, width="stretch", height=520)
+with form_col:
+    st.subheader("Configuration" + (f" (profile {edit_profile})" if edit_profile else ""))
+    for state in states:
+        path, key, spec = state.spec.path, keys[state.spec.path], state.spec
+        field_col, reset_col = st.columns([6, 1], vertical_alignment="bottom")
+        with field_col:
+            if spec.kind in ("bool", "backend"):
+                options = editing.backend_choices(state.value) if spec.kind == "backend" else \
+                    [editing.NOT_SET, "true", "false"]
+                st.selectbox(spec.label, options, key=key, help=spec.help)
+            elif spec.kind == "json":
+                st.text_area(spec.label, key=key, help=spec.help, height=90)
+            else:
+                st.text_input(spec.label, key=key, help=spec.help)
+        reset_col.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key), disabled=not state.in_layer,
+                         help="reset to discovered (remove this override)" if not edit_profile
+                         else "reset to the base entry (remove this profile override)")
+        note = f"from **{state.source or 'unset'}**"
+        if state.discovered is not None and state.source != "discovered":
+            note += f" · discovered value: `{editing.format_value(spec, state.discovered) or '[]'}`"
+        if state.overrides:
+            note += " · overrides discovered"
+        st.caption(note)
+        if path in errors:
+            st.error(errors[path])
+        if path == "backend_config.extra_args":
+            if plan is not None:
+                st.code(shlex.join(plan.argv) if plan.argv else
+                        f"# runs in the Ollama daemon at {plan.base_url}: model {plan.ollama_model}, "
+                        f"options {plan.ollama_options}", language="bash")
+            else:
+                st.error(plan_error)
+    with st.expander("Set another field (dotted path = JSON value)"):
+        st.text_input("field path", key=f"extra_path:{gen}", placeholder="metadata.notes")
+        st.text_input("value", key=f"extra_value:{gen}", placeholder='"any JSON, or plain text"')
+        if extra_path in errors:
+            st.error(errors[extra_path])
+
+
+def save(base_revision: str, edits: dict) -> None:
+    write = lambda: reg.apply_curated(name, edits, base_revision=base_revision, profile=edit_profile)
+    try:
+        saved = widgets.save_then_reload(write)
+    except ConflictError:
+        st.session_state["conflict"] = edits
+        st.rerun()
+    if saved:
+        reload_form()
+    st.rerun()
+
+
+conflict = st.session_state.get("conflict")
+if conflict is not None:
+    fresh = editing.load_target(reg, name, edit_profile)
+    st.error("Not saved: the curated file changed on disk since this form was loaded. Both versions:")
+    mine, theirs = st.columns(2)
+    mine.markdown("**Your version**")
+    mine.json(target.edited_layer(conflict))
+    theirs.markdown(f"**On disk now** (revision `{fresh.curated_revision[:12]}`)")
+    theirs.json(fresh.layer() or {"name": name, "(no curated entry)": True})
+    again, drop = st.columns(2)
+    if again.button("Apply my changes on top of the disk version", key="save_over"):
+        save(fresh.curated_revision, conflict)
+    drop.button("Discard my changes", key="discard", on_click=reload_form)
+
+st.divider()
+pending = ", ".join(f"unset {p}" if v is editing.UNSET else f"set {p}" for p, v in changes.items())
+st.caption(f"Pending: {pending}" if pending else "No changes.")
+save_col, test_col = st.columns(2)
+if save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None):
+    save(target.curated_revision, changes)
+if test_col.button("Launch test", key="editor_launch", disabled=plan is None):
+    services.start_launch_test(name)
+    st.switch_page("launch_page.py")

@@ -1,0 +1,148 @@
+"""Cached services every page shares: the registry per config dir and profile, merges, jobs, the proxy client."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core.discovery.scan import ScanResult, default_roots, scan
+from core.jobs import Job, JobRegistry
+from core.launch_test import LaunchTestResult, launch_test
+from core.proxy_admin import ProxyAdmin, ProxyUnreachable, reload_report
+from core.registry import Merged, Registry
+from core.settings import SETTINGS_FILE
+from core.supervisor import resolve_log_dir
+from core.view import ModelRow, model_rows
+
+CONFIG_ENV = "MODELREG_CONFIG_DIR"
+PROFILE_KEY = "active_profile"
+LAUNCH_JOB_KEY = "launch_job"
+SCAN_JOB_KEY = "scan_job"
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or "configs").resolve()
+
+
+def _stamp(*paths: Path) -> tuple:
+    """Changes whenever one of the files is replaced or rewritten (atomic writes change the inode)."""
+    out = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            out.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _registry(folder: str, profile: str | None, settings_stamp: tuple) -> Registry:
+    return Registry(folder, profile)
+
+
+def default_profile() -> str | None:
+    return _registry(str(config_dir()), None, _stamp(config_dir() / SETTINGS_FILE)).profile
+
+
+def profile() -> str | None:
+    """The profile this browser session works with (switchable on the Settings page)."""
+    if PROFILE_KEY not in st.session_state:
+        st.session_state[PROFILE_KEY] = default_profile()
+    return st.session_state[PROFILE_KEY]
+
+
+def registry(for_profile: str | None = None) -> Registry:
+    """The registry for this session's profile (or another profile, e.g. the one being edited)."""
+    return _registry(str(config_dir()), for_profile or profile(), _stamp(config_dir() / SETTINGS_FILE))
+
+
+def layers_stamp(reg: Registry) -> tuple:
+    return _stamp(reg.discovered_path, reg.curated_path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _merged(folder: str, profile_name: str | None, stamp: tuple) -> Merged:
+    return _registry(folder, profile_name, _stamp(Path(folder) / SETTINGS_FILE)).merged()
+
+
+def merged() -> Merged:
+    """The merge of the current layers (cached until a layer file changes); raises InvalidRegistry."""
+    reg = registry()
+    return _merged(str(reg.config_dir), reg.profile, layers_stamp(reg))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _rows(folder: str, profile_name: str | None, stamp: tuple, running: tuple[str, ...]) -> list[ModelRow]:
+    result = _merged(folder, profile_name, stamp)
+    settings = _registry(folder, profile_name, _stamp(Path(folder) / SETTINGS_FILE)).settings
+    return model_rows(result.entries, result.sources, result.overridden, settings, running)
+
+
+def rows(running: tuple[str, ...] = ()) -> list[ModelRow]:
+    reg = registry()
+    return _rows(str(reg.config_dir), reg.profile, layers_stamp(reg), running)
+
+
+@st.cache_resource(show_spinner=False)
+def jobs() -> JobRegistry:
+    """One job registry per server process: jobs outlive reruns, page changes and other clicks."""
+    return JobRegistry()
+
+
+@st.cache_resource(show_spinner=False)
+def _proxy(url: str, folder: str) -> ProxyAdmin:
+    return ProxyAdmin(url, folder, timeout=5.0)
+
+
+def proxy() -> ProxyAdmin:
+    return _proxy(registry().settings.proxy_url, str(config_dir()))
+
+
+def proxy_status() -> tuple[dict | None, str | None]:
+    """The proxy's /admin/status, or why it could not be read."""
+    try:
+        return proxy().status(), None
+    except ProxyUnreachable as exc:
+        return None, str(exc)
+
+
+def running_names(status: dict | None) -> tuple[str, ...]:
+    return tuple(sorted(b["name"] for b in (status or {}).get("backends") or [] if b.get("name")))
+
+
+def start_launch_test(name: str) -> str:
+    """Start the launch test of one model as a background job (one per model at a time); returns the job id."""
+    reg = registry()
+    entry = reg.entry(name)
+    log_dir = resolve_log_dir(reg.config_dir, reg.settings)
+
+    def work(job: Job) -> LaunchTestResult:
+        return launch_test(entry, reg.settings, log_dir, on_log=job.write, cancel=job.cancel_event)
+
+    job = jobs().start("launch-test", work, key=name, title=f"launch test {name}")
+    st.session_state[LAUNCH_JOB_KEY] = job.id
+    return job.id
+
+
+def start_rescan() -> str:
+    """Scan the model roots in the background (discovered facts, stubs for new models, rebuild, proxy reload)."""
+    reg, admin = registry(), proxy()
+
+    def work(job: Job) -> ScanResult:
+        job.set_progress(None, "scanning " + ", ".join(str(r) for r in default_roots(reg.settings)))
+        result = scan(reg)
+        for model in result.models:
+            job.log(f"{model['status']:>9}  {model['name']}  ({model['format']}, {model['path']})")
+        for name in result.missing:
+            job.log(f"  missing  {name}")
+        for problem in result.problems:
+            job.log(f"  problem  {problem}")
+        job.log(f"stubs created: {', '.join(result.stubs) or 'none'}")
+        job.log(reload_report(admin, reg.snapshot().revision).message)
+        return result
+
+    job = jobs().start("scan", work, key=str(reg.config_dir), title="rescan")
+    st.session_state[SCAN_JOB_KEY] = job.id
+    return job.id
