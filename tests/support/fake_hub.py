@@ -295,7 +295,7 @@ def _hub_config(repo: HubRepo) -> dict:
 
 def _hub_gguf_info(repo: HubRepo) -> dict:
     """The ``gguf`` block of model info (architecture, chat template, total size) read from the first GGUF file."""
-    gguf_files = sorted(path for path in repo.files if path.endswith(".gguf"))
+    gguf_files = sorted(path for path in repo.files if path.endswith(".gguf") and "mmproj" not in path.lower())
     if not gguf_files:
         return {}
     import tempfile

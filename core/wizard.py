@@ -1,0 +1,294 @@
+"""The download wizard's steps as a state machine (no Streamlit): source and analysis, variant, download, review,
+configure, save, launch test. The GUI page draws the current step and calls these methods."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.download import (DownloadProgress, DownloadResult, RepoAnalysis, analyse_hf_repo, check_ollama_name,
+                           download_hf, download_root, free_space, human_size, model_folder, pull_ollama,
+                           select_files, split_repo_id, to_decide)
+from core.editing import field_states, form_patch, launch_preview, load_target
+from core.errors import BadInput, RegistryError
+from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
+from core.registry import Registry
+
+SOURCE, DOWNLOAD, REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED = (
+    "source", "download", "review", "configure", "launch_test", "done")
+STEPS = (SOURCE, DOWNLOAD, REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED)
+SOURCES = ("hf", "ollama")
+# Where `back()` goes from each step (a running download or a saved model cannot be un-done by going back).
+BACK = {DOWNLOAD: SOURCE, CONFIGURE: REVIEW, LAUNCH_TEST: CONFIGURE}
+
+
+class WizardStepError(BadInput):
+    """An action the current step does not allow; the message says what to do first."""
+
+
+@dataclass
+class Wizard:
+    """One user's way from a repo id or Ollama name to a saved, launch-tested model.
+
+    Long work (the download, the launch test) runs in background threads owned by `jobs` (one registry per process),
+    so it survives page changes; the wizard only remembers which job is its own.
+    """
+
+    registry: Registry
+    jobs: JobRegistry
+    endpoint: str | None = None  # Hugging Face endpoint (None: HF_ENDPOINT / huggingface.co)
+    token: str | None = None
+    step: str = SOURCE
+    source: str | None = None
+    ref: str | None = None
+    revision: str | None = None
+    analysis: RepoAnalysis | None = None
+    variant: str | None = None
+    root: str | None = None
+    job_id: str | None = None
+    progress: DownloadProgress | None = None
+    result: DownloadResult | None = None
+    name: str | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+    base_revision: str | None = None
+    saved_revision: str | None = None
+    reload_message: str | None = None
+    launch_job: Any = None
+    launch_result: Any = None
+    error: str | None = None
+
+    # ---- step 1: source, analysis, variant -----------------------------------------------------------------
+    def analyse(self, source: str, ref: str, revision: str | None = None) -> RepoAnalysis | None:
+        """Read what a Hugging Face repo offers (files, formats, GGUF variants and sizes); for Ollama, check the
+        name. Returns the analysis (None for Ollama)."""
+        self._require(SOURCE)
+        if source not in SOURCES:
+            raise BadInput(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+        ref = (ref or "").strip()
+        self.error = None
+        self.source, self.analysis, self.variant = source, None, None
+        if source == "ollama":
+            self.ref, self.revision = check_ollama_name(ref), None
+            return None
+        split_repo_id(ref)
+        self.ref, self.revision = ref, (revision or "").strip() or None
+        try:
+            self.analysis = analyse_hf_repo(ref, self.revision, token=self.token, endpoint=self.endpoint)
+        except RegistryError as exc:
+            self.error = str(exc)
+            raise
+        if self.analysis.unsafe_files:
+            self.error = (f"{ref} lists file names that would be written outside the model folder "
+                          f"({', '.join(self.analysis.unsafe_files[:3])}); it cannot be downloaded")
+        recommended = self.analysis.recommended
+        self.variant = recommended.key if recommended else None
+        return self.analysis
+
+    def choose(self, variant: str) -> None:
+        self._require(SOURCE)
+        if self.analysis is None:
+            raise WizardStepError("analyse a Hugging Face repo before choosing a variant")
+        self.variant = self.analysis.variant(variant).key
+
+    def plan(self, root: str | None = None) -> dict[str, Any]:
+        """What the download would fetch and where: folder, files, size, free space (raises when it cannot go)."""
+        self._require(SOURCE)
+        if self.source == "ollama":
+            return {"source": "ollama", "name": self.ref, "host": self.registry.settings.ollama_host}
+        if self.analysis is None:
+            raise WizardStepError("analyse a Hugging Face repo first")
+        base = download_root(self.registry, root or self.root)
+        folder = model_folder(base, self.analysis.repo_id)
+        files = select_files(self.analysis, self.variant)
+        size, free = sum(f.size for f in files), free_space(folder)
+        return {"source": "hf", "repo_id": self.analysis.repo_id, "commit": self.analysis.commit,
+                "variant": self.variant, "folder": str(folder), "files": [f.path for f in files],
+                "size_bytes": size, "size": human_size(size), "free_bytes": free, "free": human_size(free),
+                "fits": size <= free, "login_hint": self.analysis.login_hint()}
+
+    # ---- step 2: download ----------------------------------------------------------------------------------
+    def start_download(self, root: str | None = None) -> Job:
+        """Start (or rejoin) the background download of the chosen source; moves to the download step."""
+        self._require(SOURCE)
+        if self.source is None or self.ref is None:
+            raise WizardStepError("enter a repo id or an Ollama name first")
+        if self.source == "hf":
+            if self.analysis is None:
+                raise WizardStepError("analyse the repo first")
+            if self.analysis.unsafe_files:
+                raise BadInput(self.error or "this repo cannot be downloaded")
+            self.root = root or self.root
+            self.plan(self.root)  # refuses a repo id or root that would write outside the models root
+        progress = DownloadProgress()
+        registry, source, ref, options = self.registry, self.source, self.ref, dict(
+            revision=self.revision, variant=self.variant, root=self.root, analysis=self.analysis, token=self.token,
+            endpoint=self.endpoint)
+
+        def work(job: Job) -> DownloadResult:
+            progress.should_cancel = lambda: job.cancel_requested
+            progress.listeners.append(lambda p: job.set_progress(p.fraction, p.message))
+            if source == "ollama":
+                return pull_ollama(registry, ref, progress=progress)
+            return download_hf(registry, ref, progress=progress, **options)
+
+        job = self.jobs.start("download", work, key=f"{source}:{ref}", title=f"download {ref}")
+        if job.id != self.job_id:
+            self.progress = progress
+        self.job_id, self.error, self.result = job.id, None, None
+        self.step = DOWNLOAD
+        return job
+
+    @property
+    def job(self) -> Job | None:
+        return self.jobs.get(self.job_id) if self.job_id else None
+
+    def poll(self) -> dict[str, Any]:
+        """The download's state for a progress bar; when it has finished, moves on to the review step."""
+        self._require(DOWNLOAD)
+        job = self.job
+        if job is None:
+            self.step, self.error = SOURCE, "the download job is gone (the app restarted?); start it again"
+            return {"state": FAILED, "error": self.error}
+        status = {"state": job.state, "fraction": job.progress, "message": job.message, "error": job.error,
+                  **(self.progress.snapshot() if self.progress else {})}
+        if job.state == DONE:
+            self.result = job.result
+            self.name = self.result.names[0] if self.result.names else None
+            self.step = REVIEW
+        elif job.state in (FAILED, CANCELLED):
+            self.error = job.error
+        return status
+
+    def cancel_download(self) -> None:
+        self._require(DOWNLOAD)
+        if self.job is not None:
+            self.job.cancel()
+
+    def retry_download(self) -> Job:
+        """Start the same download again after a failure or cancel; finished files are reused."""
+        self._require(DOWNLOAD)
+        if self.job is not None and self.job.running:
+            raise WizardStepError("the download is still running; cancel it first")
+        self.step = SOURCE
+        return self.start_download(self.root)
+
+    # ---- step 3: review ------------------------------------------------------------------------------------
+    def select_model(self, name: str) -> None:
+        self._require(REVIEW, CONFIGURE)
+        if self.result is None or name not in self.result.names:
+            raise BadInput(f"{name!r} was not registered by this download; choose one of: "
+                           + ", ".join(self.result.names if self.result else []))
+        self.name, self.changes = name, {}
+
+    def review(self) -> dict[str, Any]:
+        """The discovered facts, the pre-filled curated stub, the merged entry and what the user must decide."""
+        self._require(REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED)
+        name = self._model()
+        discovered = next((e for e in self.registry.discovered_entries() if e["name"] == name), None)
+        curated = next((e for e in self.registry.curated_entries()
+                        if e["name"] == name and e.get("profile") is None), None)
+        return {"name": name, "discovered": discovered, "curated": curated, "merged": self.registry.entry(name),
+                "to_decide": to_decide(self.registry, name), "notes": self.result.notes if self.result else [],
+                "problems": self.result.problems if self.result else []}
+
+    def configure_step(self) -> None:
+        self._require(REVIEW)
+        self._model()
+        self.base_revision = self.registry.curated_revision()
+        self.step = CONFIGURE
+
+    # ---- step 4: configure ---------------------------------------------------------------------------------
+    def fields(self) -> list:
+        """The editor's fields (core.editing.FieldState) with the staged changes not yet applied."""
+        self._require(CONFIGURE)
+        return field_states(load_target(self.registry, self._model(), None))
+
+    def edit(self, texts: dict[str, str], resets: set[str] = frozenset(),
+             extra: dict[str, Any] | None = None) -> dict[str, str]:
+        """Stage form texts as curated changes (nothing is written until save); returns errors by field path."""
+        self._require(CONFIGURE)
+        target = load_target(self.registry, self._model(), None)
+        changes, errors = form_patch(target, texts, set(resets), extra)
+        self.changes.update(changes)
+        return errors
+
+    def preview(self) -> dict[str, Any]:
+        """The merged entry with the staged changes, and the command it would start (or why it cannot)."""
+        self._require(CONFIGURE)
+        target = load_target(self.registry, self._model(), None)
+        merged = target.merged(self.changes).entry
+        plan, problem = launch_preview(merged, self.registry.settings)
+        return {"entry": merged, "argv": plan.argv if plan else None, "plan": plan.to_dict() if plan else None,
+                "error": problem, "changes": dict(self.changes)}
+
+    # ---- step 5: save --------------------------------------------------------------------------------------
+    def save(self, reload_proxy: bool = True) -> str:
+        """Write the staged changes (rebuild), ask the proxy to reload; moves to the launch test. Returns a message."""
+        self._require(CONFIGURE)
+        name = self._model()
+        snapshot = self.registry.apply_curated(name, self.changes, base_revision=self.base_revision) \
+            if self.changes else self.registry.rebuild()
+        self.saved_revision, self.changes = snapshot.revision, {}
+        self.reload_message = f"saved; revision {snapshot.revision[:12]}"
+        if reload_proxy:
+            from core.proxy_admin import ProxyAdmin, reload_report
+
+            admin = ProxyAdmin(self.registry.settings.proxy_url, self.registry.config_dir)
+            self.reload_message = reload_report(admin, snapshot.revision).message
+        self.step = LAUNCH_TEST
+        return self.reload_message
+
+    # ---- step 6: launch test -------------------------------------------------------------------------------
+    def start_launch_test(self, **options: Any):
+        """Start the launch test of the saved entry in the background (core.launch_test.LaunchTestJob)."""
+        self._require(LAUNCH_TEST)
+        from core.launch_test import LaunchTestJob
+        from core.supervisor import resolve_log_dir
+
+        if self.launch_job is not None and not self.launch_job.done:
+            return self.launch_job
+        entry = self.registry.entry(self._model())
+        self.launch_result = None
+        self.launch_job = LaunchTestJob(entry, self.registry.settings,
+                                        resolve_log_dir(self.registry.config_dir, self.registry.settings), **options)
+        return self.launch_job
+
+    def poll_launch_test(self) -> dict[str, Any]:
+        """The launch test's log so far and, when finished, its result; a passing test finishes the wizard."""
+        self._require(LAUNCH_TEST, FINISHED)
+        job = self.launch_job
+        if job is None:
+            return {"running": False, "log": "", "result": None}
+        status: dict[str, Any] = {"running": not job.done, "log": job.log_text(), "result": None}
+        if job.done:
+            if job.error is not None:
+                self.error = str(job.error)
+                status["error"] = self.error
+            else:
+                self.launch_result = job.result
+                status["result"] = job.result.to_dict()
+                if job.result.ok:
+                    self.step = FINISHED
+        return status
+
+    # ---- moving around -------------------------------------------------------------------------------------
+    def back(self) -> str:
+        """Go one step back where that undoes nothing (from configure to review, from launch test to configure)."""
+        target = BACK.get(self.step)
+        if target is None:
+            raise WizardStepError(f"cannot go back from the {self.step} step")
+        if self.step == DOWNLOAD and self.job is not None and self.job.running:
+            raise WizardStepError("the download is running; cancel it before going back")
+        if target == CONFIGURE:
+            self.base_revision = self.registry.curated_revision()
+        self.step = target
+        return target
+
+    def _require(self, *steps: str) -> None:
+        if self.step not in steps:
+            raise WizardStepError(f"this action belongs to the {' or '.join(steps)} step; the wizard is at the "
+                                  f"{self.step} step")
+
+    def _model(self) -> str:
+        if not self.name:
+            raise WizardStepError("the download registered no model; see its problems, fix them and download again")
+        return self.name
