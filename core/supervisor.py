@@ -359,7 +359,6 @@ class Supervisor:
         timeout = backend.plan.ready_timeout if timeout is None else timeout
         follower = LogFollower(backend.log_path)
         deadline = backend.started_at + timeout
-        interval = 0.01
         try:
             with httpx.Client(timeout=2.0) as client:
                 while True:
@@ -386,8 +385,8 @@ class Supervisor:
                         self.stop(backend)
                         raise BackendStartError(f"not ready after {timeout:g} s", backend.plan,
                                                 log_path=str(backend.log_path), timed_out=True)
-                    time.sleep(interval)
-                    interval = min(interval * 1.5, 0.25)
+                    # poll fast at first (a small model is ready in well under a second), gently for long loads
+                    time.sleep(0.02 if time.time() - backend.started_at < 10 else 0.25)
         finally:
             if on_log:
                 _emit(follower, on_log)
