@@ -1,0 +1,140 @@
+"""Ollama's on-disk store (`manifests/<host>/<namespace>/<model>/<tag>`, `blobs/sha256-<hex>`), read without a server."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from core.discovery.facts import Found, Problem, ScanError, model_entry, template_facts
+from core.discovery.gguf_models import gguf_facts, read_header
+from core.discovery.naming import slug, strip_quant_suffix
+
+DEFAULT_HOST = "registry.ollama.ai"
+DEFAULT_NAMESPACE = "library"
+MEDIA = "application/vnd.ollama.image."
+MODEL_PATH_PREFIX = "ollama:/"
+
+
+def is_store(path: Path) -> bool:
+    return (path / "manifests").is_dir() and (path / "blobs").is_dir()
+
+
+def model_name(host: str, namespace: str, model: str, tag: str) -> str:
+    """The name Ollama shows: `llama3.1:latest`, `huihui_ai/gpt-oss-abliterated:20b`, `hf.co/org/repo:Q4_K_M`."""
+    if host == DEFAULT_HOST:
+        return f"{model}:{tag}" if namespace == DEFAULT_NAMESPACE else f"{namespace}/{model}:{tag}"
+    return f"{host}/{namespace}/{model}:{tag}"
+
+
+def blob_path(root: Path, digest: str) -> Path:
+    return root / "blobs" / digest.replace(":", "-")
+
+
+def manifests(root: Path) -> tuple[list[tuple[Path, str]], list[Problem]]:
+    """(manifest file, model name) for every `<host>/<namespace>/<model>/<tag>` file, sorted."""
+    found: list[tuple[Path, str]] = []
+    problems: list[Problem] = []
+    base = root / "manifests"
+    for dirpath, dirnames, filenames in os.walk(base, onerror=lambda e: problems.append(
+            Problem(e.filename, f"cannot list folder: {e.strerror}; skipped"))):
+        dirnames.sort()
+        parts = Path(dirpath).relative_to(base).parts
+        for tag in sorted(filenames):
+            if tag.startswith("."):
+                continue
+            if len(parts) != 3:
+                problems.append(Problem(os.path.join(dirpath, tag), "not at manifests/<host>/<namespace>/<model>/"
+                                                                     "<tag>; skipped"))
+                continue
+            found.append((Path(dirpath) / tag, model_name(*parts, tag)))
+    return found, problems
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ScanError(path, f"{what} is missing from the store; run `ollama pull` for the model again") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ScanError(path, f"{what} is not JSON ({exc}); run `ollama pull` for the model again") from exc
+    except OSError as exc:
+        raise ScanError(path, f"cannot read {what}: {exc.strerror or exc}") from exc
+
+
+def _blob_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ScanError(path, "blob missing from the store; run `ollama pull` for the model again") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScanError(path, f"cannot read: {exc}") from exc
+
+
+def read_manifest(root: Path, manifest: Path, name: str) -> Found:
+    """Facts of one Ollama model from its manifest, config blob, GGUF model blob and template layer."""
+    doc = _read_json(manifest, "manifest")
+    if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
+        raise ScanError(manifest, "manifest has no `layers` list; run `ollama pull` for the model again")
+    layers = {str(layer.get("mediaType", "")).removeprefix(MEDIA): layer for layer in doc["layers"]
+              if isinstance(layer, dict)}
+    if "model" not in layers:
+        raise ScanError(manifest, "manifest lists no model layer (an adapter-only model is not supported)")
+    config_ref = doc.get("config") or {}
+    config = _read_json(blob_path(root, config_ref["digest"]), "config blob") if config_ref.get("digest") else {}
+    model_blob = blob_path(root, layers["model"]["digest"])
+    if not model_blob.exists():
+        raise ScanError(model_blob, "model blob missing from the store; run `ollama pull` for the model again")
+    header = read_header(model_blob)
+    facts = gguf_facts(header, projector="projector" in layers)
+    template = None
+    template_caps: dict[str, bool] = {}
+    if "template" in layers:
+        template_file = blob_path(root, layers["template"]["digest"])
+        template, template_caps = template_facts(_blob_text(template_file),
+                                                 {"file": str(template_file), "layer": "template"})
+    elif facts["template"]:
+        template, template_caps = facts["template"], {}
+    params = _read_json(blob_path(root, layers["params"]["digest"]), "params blob") if "params" in layers else None
+    capabilities = {**facts["capabilities"], **{k: v for k, v in template_caps.items() if v}}
+    quantization = str(config.get("file_type") or facts["quantization"] or "").lower() or None
+    files = [{"path": str(blob_path(root, layer["digest"]).relative_to(root)), "size": layer.get("size"),
+              "sha256": layer["digest"].removeprefix("sha256:"), "media_type": kind}
+             for kind, layer in sorted(layers.items())]
+    size = sum(layer.get("size") or 0 for layer in layers.values())
+    ollama_caps = (["embedding"] if capabilities.get("embedding") else ["completion"]) + [
+        cap for cap in ("tools", "vision", "thinking") if capabilities.get(cap)]
+    short = name.split("/", 1)[1] if name.startswith(("hf.co/", "huggingface.co/")) else name
+    raw = strip_quant_suffix(short)
+    model_path = MODEL_PATH_PREFIX + name
+    scan = {
+        "path": str(model_blob),
+        **facts["scan"],
+        "weights_bytes": sum(layers[k].get("size") or 0 for k in ("model", "projector") if k in layers),
+        "projector": str(blob_path(root, layers["projector"]["digest"])) if "projector" in layers else None,
+        "ollama": {"store": str(root), "manifest": str(manifest), "params": params},
+    }
+    entry = model_entry(
+        model_path=model_path, fmt="ollama", size_bytes=size, files=files, model_type=facts["model_type"],
+        architecture=facts["architecture"], capabilities=capabilities, quantization=quantization,
+        family=slug(raw), source_provider="ollama", scan=scan, template=template, served_model_id=name,
+        extra_metadata={
+            "ollama_family": config.get("model_family") or facts["model_type"],
+            "ollama_families": config.get("model_families"),
+            "ollama_parameter_size": config.get("model_type"),
+            "ollama_context_length": facts["architecture"].get("context_length"),
+            "ollama_embedding_length": facts["architecture"].get("hidden_size"),
+            "ollama_capabilities": ollama_caps,
+        })
+    return Found(model_path, raw, quantization, entry)
+
+
+def store_models(root: Path) -> tuple[list[Found], list[Problem]]:
+    found: list[Found] = []
+    listed, problems = manifests(root)
+    for manifest, name in listed:
+        try:
+            found.append(read_manifest(root, manifest, name))
+        except ScanError as exc:
+            problems.append(Problem(exc.path, exc.message))
+    return found, problems

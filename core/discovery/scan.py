@@ -1,0 +1,283 @@
+"""`modelreg scan`: find models under roots, write their facts to the discovered layer, stub new ones, rebuild."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from core.discovery import hf, ollama_store
+from core.discovery.facts import Found, Problem, ScanError
+from core.discovery.gguf_models import group_gguf_files, read_gguf_set
+from core.discovery.naming import assign_names, candidate_name, display_name
+from core.fit import estimate
+from core.registry import Registry, get_path
+
+BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
+CACHE_REPO_PREFIX = "models--"
+_CACHE_SNAPSHOT = re.compile(r"(?P<repo>.*/models--(?P<id>[^/]+))/snapshots/(?P<rev>[^/]+)$")
+
+
+@dataclass
+class Discovery:
+    """What a walk over the roots found, before anything is written."""
+
+    models: list[Found] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)
+    ollama_stores: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScanResult:
+    models: list[dict[str, Any]]      # name, path, format, quantization, status (new, updated, unchanged, returned)
+    missing: list[str]                # names newly marked missing (their files are gone)
+    stubs: list[str]                  # curated stubs created
+    problems: list[Problem]
+    roots: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"roots": self.roots, "models": self.models, "missing": self.missing, "stubs": self.stubs,
+                "problems": [{"path": p.path, "message": p.message} for p in self.problems]}
+
+
+def default_roots(settings: Any) -> list[Path]:
+    """The settings' model roots, the Hugging Face cache and the Ollama store (those that exist)."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or "~/.cache/huggingface", "hub")
+    ollama = os.environ.get("OLLAMA_MODELS") or "~/.ollama/models"
+    roots = [Path(os.path.expanduser(p)) for p in [*settings.model_roots, hub, ollama]]
+    return [r for i, r in enumerate(roots) if r.exists() and r not in roots[:i]]
+
+
+def discover(roots: Iterable[str | os.PathLike]) -> Discovery:
+    """Walk the roots and read every model found (headers only); corrupt inputs become problems."""
+    found = Discovery()
+    seen: set[tuple[int, int]] = set()
+    for root in roots:
+        path = Path(os.path.abspath(os.path.expanduser(root)))
+        found.roots.append(str(path))
+        if not path.exists():
+            found.problems.append(Problem(str(path), "does not exist (a dangling symlink or a wrong path); skipped"))
+        elif path.is_file():
+            _read_gguf_folder(path.parent, [path.name], found)
+        else:
+            _walk(path, found, seen)
+    keys: set[str] = set()
+    unique = []
+    for model in found.models:  # a model reached through two roots counts once
+        if model.key not in keys:
+            keys.add(model.key)
+            unique.append(model)
+    found.models = unique
+    return found
+
+
+def _walk(root: Path, found: Discovery, seen: set[tuple[int, int]]) -> None:
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            stat = folder.stat()
+            if (stat.st_dev, stat.st_ino) in seen:
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            found.problems.append(Problem(str(folder), f"cannot read folder: {exc.strerror or exc}; skipped"))
+            continue
+        names, subdirs = [], []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    subdirs.append(entry)
+                elif entry.is_file():
+                    names.append(entry.name)
+                elif entry.is_symlink():
+                    found.problems.append(Problem(entry.path, "dangling symlink (its target is gone); skipped"))
+            except OSError as exc:
+                found.problems.append(Problem(entry.path, f"cannot read: {exc.strerror or exc}; skipped"))
+        if ollama_store.is_store(folder):
+            found.ollama_stores.append(str(folder))
+            models, problems = ollama_store.store_models(folder)
+            found.models += models
+            found.problems += problems
+            continue
+        if any(d.name.startswith(CACHE_REPO_PREFIX) for d in subdirs) and _read_cache(folder, found):
+            stack += [Path(d.path) for d in reversed(subdirs)
+                      if not d.name.startswith((CACHE_REPO_PREFIX, ".")) and "--" not in d.name]
+            continue
+        if hf.is_model_folder(names):
+            _read_model_folder(folder, found)
+            continue
+        _read_gguf_folder(folder, names, found)
+        stack += [Path(d.path) for d in reversed(subdirs) if not d.name.startswith(".")]
+
+
+def _cache_identity(folder: Path) -> tuple[str | None, dict[str, str] | None]:
+    """For `.../models--org--name/snapshots/<rev>`: (repo folder, source); else (None, None)."""
+    match = _CACHE_SNAPSHOT.match(folder.as_posix())
+    if not match:
+        return None, None
+    return match["repo"], {"huggingface_id": match["id"].replace("--", "/"), "revision": match["rev"]}
+
+
+def _read_model_folder(folder: Path, found: Discovery, **cached: Any) -> None:
+    repo, source = _cache_identity(folder)
+    options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} if repo else {}
+    try:
+        model, problems = hf.read_model_folder(folder, **{**options, **cached})
+    except ScanError as exc:
+        found.problems.append(Problem(exc.path, exc.message))
+        return
+    model.entry["metadata"]["scan"]["key"] = model.key
+    found.models.append(model)
+    found.problems += problems
+
+
+def _read_gguf_folder(folder: Path, names: list[str], found: Discovery, sizes: dict[str, int] | None = None,
+                      source: dict[str, str] | None = None, key_base: Path | None = None) -> None:
+    sets, problems = group_gguf_files(names)
+    found.problems += [Problem(str(folder / name), message) for name, message in problems]
+    if not sets:
+        return
+    if sizes is None:
+        sizes = {}
+        for name in {n for s in sets for n in s.parts + ([s.projector] if s.projector else [])}:
+            try:
+                sizes[name] = (folder / name).stat().st_size
+            except OSError:
+                sizes[name] = 0
+        repo, source = _cache_identity(folder) if source is None else (None, source)
+        key_base = Path(repo) if repo else key_base
+    for model in sets:
+        try:
+            result, more = read_gguf_set(folder, model, sizes, source=source, key_base=key_base)
+        except ScanError as exc:
+            found.problems.append(Problem(exc.path, exc.message))
+            continue
+        result.entry["metadata"]["scan"]["key"] = result.key
+        found.models.append(result)
+        found.problems += more
+
+
+def _read_cache(cache_dir: Path, found: Discovery) -> bool:
+    """Read a Hugging Face cache through huggingface_hub's scanner; False if it cannot (walk it instead)."""
+    problems: list[Problem] = []
+    try:
+        revisions = hf.cache_revisions(cache_dir, problems)
+    except OSError as exc:
+        found.problems.append(Problem(str(cache_dir), f"Hugging Face cache scanner failed ({exc.strerror or exc}); "
+                                                      "reading its folders one by one"))
+        return False
+    found.problems += problems
+    for repo, revision, files in revisions:
+        snapshot = Path(revision.snapshot_path)
+        source = {"huggingface_id": repo.repo_id, "revision": revision.commit_hash}
+        names = [f["path"] for f in files]
+        if hf.is_model_folder(names):
+            _read_model_folder(snapshot, found, files=files, key=str(repo.repo_path), source=source,
+                               raw_name=repo.repo_id.split("/")[-1])
+        else:
+            top = [n for n in names if "/" not in n]
+            _read_gguf_folder(snapshot, top, found, sizes={f["path"]: f["size"] for f in files}, source=source,
+                              key_base=Path(repo.repo_path))
+    return True
+
+
+# ---- writing the registry ----------------------------------------------------------------------------------
+
+
+def _identity(entry: dict[str, Any]) -> str | None:
+    key = get_path(entry, "metadata.scan.key") or get_path(entry, "backend_config.model_path")
+    if not isinstance(key, str) or not key:
+        return None
+    return key if key.startswith(ollama_store.MODEL_PATH_PREFIX) else os.path.abspath(os.path.expanduser(key))
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _vanished(entry: dict[str, Any], found: Discovery) -> bool:
+    """True when this scan can tell the entry's files are gone (unreadable right now is not gone)."""
+    path = get_path(entry, "backend_config.model_path")
+    if entry.get("missing") or not isinstance(path, str) or not path:
+        return False
+    if path.startswith(ollama_store.MODEL_PATH_PREFIX):
+        store = get_path(entry, "metadata.scan.ollama.store")
+        return bool(found.ollama_stores) and (store is None or store in found.ollama_stores)
+    path = os.path.abspath(os.path.expanduser(path))
+    if any(_within(path, p.path) or _within(p.path, path) for p in found.problems):
+        return False
+    return not os.path.exists(path)
+
+
+def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterable[int]:
+    used = {get_path(e, "backend_config.port") for e in entries}
+    low, high = registry.settings.port_range
+    return (port for port in range(low, high + 1) if port not in used)
+
+
+def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, stubs: bool = True) -> ScanResult:
+    """Scan `paths` (default: default_roots), write discovered facts, mark vanished models, stub new ones, rebuild."""
+    paths = list(paths or [])
+    found = discover(paths or default_roots(registry.settings))
+    existing = registry.discovered_entries()
+    curated = registry.curated_entries()
+    owners: dict[str, str] = {}
+    for entry in sorted(existing, key=lambda e: (get_path(e, "metadata.scan.key") is None, str(e.get("name")))):
+        key = _identity(entry)
+        if key is not None:
+            owners.setdefault(key, entry["name"])
+    keys = {m.key for m in found.models}
+    names = assign_names(
+        {m.key: candidate_name(m.raw_name, m.quantization) for m in found.models},
+        {key: owners[key] for key in keys if key in owners},
+        [e["name"] for e in existing] + [e["name"] for e in curated if isinstance(e.get("name"), str)])
+    by_name = {e["name"]: e for e in existing}
+    entries, report = [], []
+    for model in sorted(found.models, key=lambda m: names[m.key]):
+        name = names[model.key]
+        entry = {"name": name, "display_name": display_name(model.raw_name, model.quantization), **model.entry}
+        old = by_name.get(name)
+        status = ("new" if old is None else "returned" if old.get("missing") else
+                  "unchanged" if old == entry else "updated")
+        entries.append(entry)
+        report.append({"name": name, "path": entry["backend_config"]["model_path"], "format": model.format,
+                       "quantization": model.quantization, "status": status})
+    vanished = sorted(e["name"] for e in existing if e["name"] not in names.values() and _vanished(e, found))
+    writer = registry.discovered_writer()
+    writer.upsert(entries, rebuild=False)
+    if vanished:
+        writer.mark_missing(vanished, rebuild=False)
+    created: list[str] = []
+    if stubs:
+        created = registry.stub_many(_stub_suggestions(registry, entries, existing, curated))
+    else:
+        registry.rebuild()
+    return ScanResult(report, vanished, created, found.problems, found.roots)
+
+
+def _stub_suggestions(registry: Registry, entries: list[dict[str, Any]], existing: list[dict[str, Any]],
+                      curated: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Backend from format, a free port, and `--max-model-len` when the native context does not fit."""
+    has_curated = {e.get("name") for e in curated if e.get("profile") is None}
+    legacy = {e["name"]: e for e in existing}
+    ports = _free_ports(registry, existing + curated)
+    settings = registry.settings
+    stubs: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if entry["name"] in has_curated:
+            continue
+        backend = BACKEND_FOR_FORMAT[entry["metadata"]["format"]]
+        suggestions: dict[str, Any] = {"backend": backend}
+        if backend != "ollama":
+            suggestions["backend_config.port"] = next(ports, None)
+        if backend == "vllm":
+            fit = estimate({**entry, "backend": backend}, settings.gpu_memory, settings.gpu_memory_utilization)
+            if fit.get("suggested_args"):
+                suggestions["backend_config.extra_args"] = fit["suggested_args"]
+        old = legacy.get(entry["name"], {})
+        stubs[entry["name"]] = {p: v for p, v in suggestions.items() if v is not None and get_path(old, p) is None}
+    return stubs

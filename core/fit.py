@@ -1,0 +1,155 @@
+"""Fit estimate: weight memory and KV-cache bytes per token from discovered facts, and the largest context that fits."""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from core.errors import BadInput
+
+GIB = 1024 ** 3
+BLOCK_TOKENS = 16            # vLLM's default KV block size; its cache holds whole blocks
+SUGGEST_STEP = 1024          # a suggested --max-model-len is rounded down to a multiple of this
+# Memory a backend needs besides weights and KV cache (see README, "Fit estimate").
+OVERHEAD_BYTES = {"vllm": 2 * GIB, "gguf": GIB // 2}
+VISION_OVERHEAD_BYTES = GIB  # the vision encoder's activations when the backend profiles the largest image
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+_VLLM_KV_DTYPES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "bfloat16": 2, "float16": 2}
+CONTEXT_FLAGS = ("--max-model-len", "--max_model_len", "-c", "--ctx-size", "--n_ctx", "--n-ctx", "--num-ctx")
+
+
+def parse_size(text: str | int | float) -> int:
+    """`16GiB`, `16G` (binary), `24GB` (decimal), `512MiB`, or a number of bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    match = _SIZE.match(str(text))
+    if not match:
+        raise BadInput(f"GPU memory {text!r} is not a size; write it like 16GiB, 24GB or 12288MiB")
+    number, unit, binary = float(match[1]), match[2].upper(), match[3]
+    power = "KMGT".index(unit) + 1 if unit else 0
+    base = 1024 if (binary or not str(text).strip().upper().endswith("B")) and unit else 1000
+    return int(number * base ** power)
+
+
+def format_size(count: int | float) -> str:
+    return f"{count / GIB:.2f} GiB"
+
+
+def flag_value(args: Sequence[str], *names: str) -> str | None:
+    """The value of the last of these flags in an argv list (`--flag V` or `--flag=V`)."""
+    value = None
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg[len(name) + 1:]
+    return value
+
+
+def _ggml_type_bytes(name: str | None) -> float:
+    if not name:
+        return 2.0
+    try:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]]
+    except KeyError as exc:
+        raise BadInput(f"unknown llama.cpp cache type {name!r}; use f16, q8_0, q4_0 ...") from exc
+    return size / block
+
+
+def kv_bytes_per_token(arch: dict[str, Any], k_bytes: float = 2, v_bytes: float | None = None) -> int | None:
+    """KV-cache bytes one token takes in every layer: 2 * layers * kv_heads * head_dim * dtype_bytes.
+
+    Key and value widths may differ (GGUF key_length / value_length). MLA models (DeepSeek V2/V3: `kv_lora_rank`)
+    cache one latent vector per layer: (kv_lora_rank + qk_rope_head_dim) * dtype_bytes, as vLLM does.
+    """
+    layers = arch.get("num_layers")
+    if not layers:
+        return None
+    if arch.get("kv_lora_rank"):
+        return int(layers * (arch["kv_lora_rank"] + (arch.get("qk_rope_head_dim") or 0)) * k_bytes)
+    kv_heads, head_dim = arch.get("num_kv_heads"), arch.get("head_dim")
+    if not kv_heads or not head_dim:
+        return None
+    v_dim = arch.get("v_head_dim") or head_dim
+    return int(layers * kv_heads * (head_dim * k_bytes + v_dim * (k_bytes if v_bytes is None else v_bytes)))
+
+
+def _engine(entry: dict[str, Any]) -> str:
+    backend = str(entry.get("backend") or "")
+    if backend == "vllm" or (not backend and (entry.get("metadata") or {}).get("format") == "safetensors"):
+        return "vllm"
+    return "gguf"
+
+
+def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -> dict[str, Any]:
+    """The fit of one (merged or discovered) entry on a GPU of `gpu_memory` at `utilization`.
+
+    budget   = gpu_memory * utilization
+    kv_bytes = budget - weights - overhead
+    tokens   = kv_bytes // kv_bytes_per_token, rounded down to whole 16-token blocks
+    """
+    meta = entry.get("metadata") or {}
+    arch = meta.get("architecture") or {}
+    scan = meta.get("scan") or {}
+    args = list((entry.get("backend_config") or {}).get("extra_args") or [])
+    engine = _engine(entry)
+    utilization = float(flag_value(args, "--gpu-memory-utilization") or utilization)
+    if engine == "vllm":
+        kv_dtype = flag_value(args, "--kv-cache-dtype") or "auto"
+        k_bytes = _VLLM_KV_DTYPES.get(kv_dtype.lower()) or 2
+        v_bytes = None
+    else:
+        kv_dtype = f"{flag_value(args, '-ctk', '--cache-type-k') or 'f16'}/{flag_value(args, '-ctv', '--cache-type-v') or 'f16'}"
+        k_bytes = _ggml_type_bytes(flag_value(args, "-ctk", "--cache-type-k"))
+        v_bytes = _ggml_type_bytes(flag_value(args, "-ctv", "--cache-type-v"))
+    gpu_bytes = parse_size(gpu_memory)
+    per_token = kv_bytes_per_token(arch, k_bytes, v_bytes)
+    weights = scan.get("weights_bytes") or entry.get("size_bytes")
+    native = arch.get("context_length")
+    configured = flag_value(args, *CONTEXT_FLAGS)
+    vision = bool((entry.get("capabilities") or {}).get("vision"))
+    overhead = OVERHEAD_BYTES[engine] + (VISION_OVERHEAD_BYTES if vision else 0)
+    budget = int(gpu_bytes * utilization)
+    result: dict[str, Any] = {
+        "engine": "vllm" if engine == "vllm" else "llama.cpp",
+        "gpu_memory_bytes": gpu_bytes,
+        "utilization": utilization,
+        "budget_bytes": budget,
+        "weights_bytes": weights,
+        "overhead_bytes": overhead,
+        "kv_cache_dtype": kv_dtype,
+        "kv_bytes_per_token": per_token,
+        "native_context": native,
+        "configured_context": int(configured) if configured and configured.isdigit() else None,
+    }
+    missing = [k for k, v in (("weights size", weights), ("KV layout (layers, KV heads, head dim)", per_token))
+               if not v]
+    if missing:
+        result.update(known=False, reason=f"not enough facts: {' and '.join(missing)} unknown; run `modelreg scan`")
+        return result
+    kv_bytes = budget - weights - overhead
+    max_context = max(0, kv_bytes // per_token // BLOCK_TOKENS * BLOCK_TOKENS)
+    wanted = result["configured_context"] or native
+    result.update(known=True, kv_cache_bytes=max(0, kv_bytes), max_context=max_context,
+                  weights_fit=kv_bytes > 0,
+                  fits_native=bool(native) and max_context >= native,
+                  fits=kv_bytes > 0 and (wanted is None or max_context >= wanted))
+    if kv_bytes <= 0:
+        result["reason"] = (f"weights ({format_size(weights)}) and overhead ({format_size(overhead)}) exceed the "
+                            f"{format_size(budget)} budget; use a smaller quantization or a larger GPU")
+    elif native and max_context < native and max_context >= BLOCK_TOKENS:
+        step = SUGGEST_STEP if max_context >= SUGGEST_STEP else BLOCK_TOKENS
+        suggested = max_context // step * step
+        result["suggested_max_model_len"] = suggested
+        result["suggested_args"] = (["--max-model-len", str(suggested)] if engine == "vllm"
+                                    else ["-c", str(suggested)])
+    return result
+
+
+def fit_summary(entry: dict[str, Any], settings: Any, gpu_memory: str | int | None = None,
+                utilization: float | None = None) -> dict[str, Any]:
+    """The fit estimate for `modelreg show` / `modelreg fit`, planned for the active profile's GPU settings."""
+    return estimate(entry, gpu_memory if gpu_memory is not None else settings.gpu_memory,
+                    utilization if utilization is not None else settings.gpu_memory_utilization)
