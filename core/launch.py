@@ -321,10 +321,8 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
                        f"`modelreg set {name} backend_config.port 24001`")
     host = config.get("host") or settings.backend_host
     model_file = _model_file(name, backend, config.get("model_path"))
-    executable = settings.executables.get(backend)
-    if not executable:
-        raise BadInput(f"no executable for backend {backend!r} in settings.executables; add one to "
-                       f"settings.json")
+    # a profile that overrides `executables` for one backend keeps the defaults of the others
+    executable = settings.executables.get(backend) or Settings.model_fields["executables"].default_factory()[backend]
     context = _context_window(entry)
     if flag_value(extra, spec.context_flag, backend) is not None:
         context = None  # extra_args set it; they win over the generation default

@@ -86,6 +86,7 @@ def test_executable_comes_from_the_active_profiles_settings():
     settings = Settings(profiles={"rtx4080": {"executables": {"vllm": "/opt/vllm/bin/vllm"}}})
     assert launch_argv(entry(), settings)[0] == "vllm"
     assert launch_argv(entry(), settings.for_profile("rtx4080"))[0] == "/opt/vllm/bin/vllm"
+    assert launch_argv(entry("llama.cpp"), settings.for_profile("rtx4080"))[0] == "llama-server"
 
 
 def test_host_from_entry_and_clients_connect_to_loopback_for_a_wildcard_bind():
