@@ -583,7 +583,8 @@ def check_ollama_name(name: str) -> str:
     """A name the daemon accepts (`[host/][namespace/]model[:tag]`), as Ollama lists it (`:latest` added)."""
     from core.discovery.ollama_store import DEFAULT_HOST, DEFAULT_NAMESPACE, model_name
 
-    base, _, tag = (name or "").rpartition(":") if ":" in (name or "").rsplit("/", 1)[-1] else (name or "", "", "")
+    name = name or ""
+    base, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
     parts = base.split("/")
     host, namespace = DEFAULT_HOST, DEFAULT_NAMESPACE
     if len(parts) == 3:
@@ -592,7 +593,6 @@ def check_ollama_name(name: str) -> str:
         namespace, model = parts
     else:
         model = parts[0] if len(parts) == 1 else ""
-    tag = tag or "latest"
     if not (OLLAMA_PART.match(model) and OLLAMA_PART.match(namespace) and OLLAMA_TAG.match(tag)
             and OLLAMA_HOST.match(host)):
         raise BadInput(f"{name!r} is not an Ollama model name: use NAME or NAME:TAG (e.g. llama3.2:1b), "
@@ -632,7 +632,7 @@ def pull_ollama(registry, name: str, *, host: str | None = None, progress: Downl
             raise BadInput(f"Ollama has no model {name!r} ({text}): check the name and tag at "
                            "https://ollama.com/library") from exc
         raise DownloadError(f"Ollama could not pull {name}: {text}") from exc
-    except ConnectionError as exc:
+    except (ConnectionError, httpx.ConnectError) as exc:  # the client raises httpx's error when streaming
         raise DownloadError(f"no Ollama daemon answers at {host}: start it with `ollama serve` or set "
                             "`ollama_host` in settings") from exc
     except httpx.HTTPError as exc:
