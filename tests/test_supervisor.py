@@ -237,3 +237,30 @@ def test_llama_server_readiness_waits_through_503(supervisor, tmp_path):
         assert supervisor.wait_ready(backend, timeout=10) >= 0.5
     finally:
         server.shutdown()
+
+
+def test_ensure_ready_starts_once_for_concurrent_callers_and_restarts_on_a_changed_launch(supervisor, standin_vllm,
+                                                                                          tmp_path, monkeypatch):
+    record = tmp_path / "record.jsonl"
+    monkeypatch.setenv("STANDIN_RECORD", str(record))
+    monkeypatch.setenv("STANDIN_LOAD_SECONDS", "0.5")
+    port = free_port()
+    plan = vllm_plan(standin_vllm, port=port)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(supervisor.ensure_ready(plan))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 4 and len({b.pid for b in results}) == 1 and all(b.ready for b in results)
+    assert len(record.read_text().splitlines()) == 1  # one process was started
+    assert supervisor.ensure_ready(plan) is results[0]
+
+    changed = vllm_plan(standin_vllm, port=port, extra_args=["--max-model-len", "8192"])
+    restarted = supervisor.ensure_ready(changed)
+    assert restarted.pid != results[0].pid and not group_alive(results[0].pid)
+    cmdline = open(f"/proc/{restarted.pid}/cmdline").read().split("\0")[:-1]
+    assert cmdline[2:] == changed.argv[1:]  # the `vllm` wrapper execs `python standin_vllm.py ARGS`
+    status = restarted.to_dict()
+    assert status["argv"] == changed.argv and status["ready"] and status["pid"] == restarted.pid
+    assert [b.name for b in supervisor.backends()] == [NAME]
