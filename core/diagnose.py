@@ -79,12 +79,12 @@ def _set_command(ctx: _Context, args: list[str]) -> str:
 
 
 def _suggested_context(ctx: _Context, from_log: int | None = None) -> int | None:
-    """The context to suggest: the backend's own estimate from the log, else the fit estimate."""
-    candidates = [c for c in (from_log, ctx.fit_max_context) if c]
-    if not candidates:
+    """The context to suggest: the backend's own estimate from the log (it measured the memory), else the fit
+    estimate, rounded down to a multiple of 256."""
+    value = from_log or ctx.fit_max_context
+    if not value:
         return None
-    value = min(candidates)
-    return max(256, value // 256 * 256) if value >= 512 else value
+    return value // 256 * 256 if value >= 512 else value
 
 
 def _context_advice(ctx: _Context, from_log: int | None = None) -> str:
@@ -93,7 +93,7 @@ def _context_advice(ctx: _Context, from_log: int | None = None) -> str:
     if value is None:
         return (f"set a smaller context with {flag} (run `modelreg fit {shlex.quote(ctx.name)}` for the largest "
                 f"that fits), e.g. {_set_command(ctx, _with_flag(ctx, flag, '8192'))}")
-    source = "the backend's own estimate" if from_log and value <= from_log else "the fit estimate"
+    source = "the backend's own estimate" if from_log else "the fit estimate"
     return f"set {flag} {value} ({source}): {_set_command(ctx, _with_flag(ctx, flag, str(value)))}"
 
 

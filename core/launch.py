@@ -115,6 +115,7 @@ class LaunchPlan:
     vision: bool = False
     ollama_model: str | None = None
     ollama_options: dict[str, Any] = field(default_factory=dict)
+    fit_max_context: int | None = None  # the fit estimate's largest context, for diagnoses
     entry: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -297,6 +298,16 @@ def _parse_scalar(text: str) -> Any:
     return text
 
 
+def _fit_max_context(entry: dict[str, Any], settings: Settings) -> int | None:
+    from core.fit import fit_summary
+
+    try:
+        fit = fit_summary(entry, settings)
+    except BadInput:
+        return None  # the fit is advice for diagnoses; a bad gpu_memory setting is reported by `modelreg fit`
+    return (fit.get("max_context") or None) if fit.get("known") else None
+
+
 def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     """How to start this merged entry under these (profile-applied) settings; BadInput says what to fix."""
     name = entry.get("name") or "?"
@@ -313,7 +324,8 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
         model = _served_model_id(entry) or str(config.get("model_path") or name).removeprefix("ollama:/")
         return LaunchPlan(name=name, backend=backend, argv=[], host=base_url, port=None, base_url=base_url,
                           ready_url=None, served_model_id=model, ready_timeout=timeout, vision=vision,
-                          ollama_model=model, ollama_options=_ollama_options(name, entry, extra), entry=entry)
+                          ollama_model=model, ollama_options=_ollama_options(name, entry, extra),
+                          fit_max_context=_fit_max_context(entry, settings), entry=entry)
 
     port = config.get("port")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
@@ -346,7 +358,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     base_url = f"http://{_connect_host(host)}:{port}"
     return LaunchPlan(name=name, backend=backend, argv=argv, host=host, port=port, base_url=base_url,
                       ready_url=base_url + spec.ready_path, served_model_id=served, ready_timeout=timeout,
-                      vision=vision, entry=entry)
+                      vision=vision, fit_max_context=_fit_max_context(entry, settings), entry=entry)
 
 
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:

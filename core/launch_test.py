@@ -142,7 +142,8 @@ def launch_test(entry: dict[str, Any], settings: Settings, log_dir: str | Path, 
         if backend is not None:
             result.exit_code = backend.exit_code()
             log = read_tail(backend.log_path, 2000, 1 << 20)
-            result.diagnosis = [f.to_dict() for f in diagnose(log, entry, argv=plan.argv)]
+            result.diagnosis = [f.to_dict() for f in diagnose(log, entry, argv=plan.argv,
+                                                              fit_max_context=plan.fit_max_context)]
     finally:
         if backend is not None:
             supervisor.stop(backend)

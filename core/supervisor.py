@@ -141,7 +141,8 @@ class BackendStartError(RegistryError):
         self.exit_code, self.timed_out = exit_code, timed_out
         self.log_tail = read_tail(log_path)
         self.diagnosis = diagnosis if diagnosis is not None else diagnose(
-            read_tail(log_path, lines=2000, max_bytes=1 << 20), plan.entry, argv=plan.argv, timed_out=timed_out)
+            read_tail(log_path, lines=2000, max_bytes=1 << 20), plan.entry, argv=plan.argv, timed_out=timed_out,
+            fit_max_context=plan.fit_max_context)
         hint = f"; {self.diagnosis[0].summary}: {self.diagnosis[0].suggestion}" if self.diagnosis else ""
         super().__init__(f"model {plan.name!r} did not start: {reason}{hint}")
 

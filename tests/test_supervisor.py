@@ -28,11 +28,11 @@ KV_LINE = ("ValueError: The model's max seq len (32768) is larger than the maxim
            "initializing the engine.")
 
 
-def vllm_plan(exe: Path, name: str = NAME, port: int | None = None, extra_args=None, timeout: float = 60):
+def vllm_plan(exe: Path, name: str = NAME, port: int | None = None, extra_args=None, timeout: float = 60, **fields):
     entry = {"name": name, "backend": "vllm",
              "backend_config": {"port": port or free_port(), "model_path": "/models/Qwen2.5-VL-7B-Instruct-AWQ",
                                 "extra_args": extra_args or ["--max-model-len", "4096", "--enforce-eager"],
-                                "ready_timeout": timeout}}
+                                "ready_timeout": timeout}, **fields}
     return launch_plan(entry, Settings(executables={"vllm": str(exe)}))
 
 
@@ -264,3 +264,23 @@ def test_ensure_ready_starts_once_for_concurrent_callers_and_restarts_on_a_chang
     status = restarted.to_dict()
     assert status["argv"] == changed.argv and status["ready"] and status["pid"] == restarted.pid
     assert [b.name for b in supervisor.backends()] == [NAME]
+
+
+def test_failure_without_the_backends_estimate_suggests_the_fit_estimate(supervisor, standin_vllm, tmp_path,
+                                                                        monkeypatch):
+    # https://github.com/vllm-project/vllm/issues/16118
+    line = ("ERROR 04-05 01:12:55 [core.py:390] ValueError: To serve at least one request with the models's max seq "
+            "len (1048576), (24.00 GiB KV cache is needed, which is larger than the available KV cache memory "
+            "(9.97 GiB). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the "
+            "engine.")
+    (tmp_path / "replay.log").write_text(line + "\n")
+    monkeypatch.setenv("STANDIN_FAIL_LOG", str(tmp_path / "replay.log"))
+    facts = {"size_bytes": 6 * 1024 ** 3, "metadata": {"architecture": {
+        "num_layers": 28, "num_kv_heads": 4, "head_dim": 128, "context_length": 1048576}}}
+    plan = vllm_plan(standin_vllm, extra_args=["--enforce-eager"], **facts)
+    assert plan.fit_max_context and plan.fit_max_context < 1048576
+    with pytest.raises(BackendStartError) as caught:
+        supervisor.start_ready(plan)
+    [finding] = caught.value.diagnosis
+    assert finding.rule == "kv_cache_too_small" and "fit estimate" in finding.suggestion
+    assert f'"--max-model-len", "{plan.fit_max_context // 256 * 256}"' in finding.suggestion
