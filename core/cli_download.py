@@ -11,7 +11,7 @@ from rich.table import Table
 
 from core.cli import add_global_options, out, print_json, registry_from_args
 from core.download import (DownloadCancelled, DownloadProgress, RepoAnalysis, analyse_hf_repo, download_hf,
-                           human_size, pull_ollama, select_files)
+                           download_root, human_size, pull_ollama, select_files)
 
 err = Console(stderr=True)
 
@@ -38,15 +38,18 @@ def print_analysis(analysis: RepoAnalysis, chosen: str | None) -> None:
 def run_with_bar(work, progress: DownloadProgress, quiet: bool):
     """Run `work()` in a thread with a rich bar fed by `progress`; Ctrl-C cancels (finished files are kept)."""
     outcome: dict = {}
+    finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may report a live thread dead
 
     def target() -> None:
         try:
             outcome["result"] = work()
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=err, transient=True, disable=quiet)
+                   TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal)
     with bar:
         task = bar.add_task("starting", total=None)
         progress.listeners.append(lambda p: bar.update(
@@ -55,12 +58,12 @@ def run_with_bar(work, progress: DownloadProgress, quiet: bool):
         thread = threading.Thread(target=target, name="download", daemon=True)
         thread.start()
         try:
-            while thread.is_alive():
-                thread.join(0.2)
+            while not finished.wait(0.2):
+                pass
         except KeyboardInterrupt:
             progress.cancel()
             err.print("cancelling: stopping at the next chunk ...")
-            thread.join()
+            finished.wait()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
@@ -82,6 +85,7 @@ def print_result(result, as_json: bool) -> None:
 
 def cmd_download_hf(args: argparse.Namespace) -> None:
     registry = registry_from_args(args)
+    root = download_root(registry, args.to)
     analysis = analyse_hf_repo(args.repo_id, args.revision)
     include = args.include or None
     chosen = None if include else analysis.variant(args.variant).key
@@ -97,7 +101,7 @@ def cmd_download_hf(args: argparse.Namespace) -> None:
     progress = DownloadProgress()
     try:
         result = run_with_bar(lambda: download_hf(registry, args.repo_id, revision=args.revision, variant=chosen,
-                                                  include=include, root=args.to, progress=progress,
+                                                  include=include, root=root, progress=progress,
                                                   analysis=analysis), progress, args.quiet or args.json)
     except DownloadCancelled as exc:
         err.print(str(exc), markup=False, highlight=False)
