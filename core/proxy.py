@@ -416,9 +416,9 @@ class Proxy:
         run.stopping = True
         if drain:
             await run.drained.wait()
+        await asyncio.to_thread(self.supervisor.stop, run.handle)
         if self.running.get(name) is run:
             del self.running[name]
-        await asyncio.to_thread(self.supervisor.stop, run.handle)
         self._event(name, "stopped", why)
 
     def _idle_ttl(self, name: str, run: Running) -> float | None:
@@ -472,7 +472,8 @@ class Proxy:
     def _backend_status(name: str, run: Running) -> dict[str, Any]:
         plan = run.handle.plan
         return {"name": name, "backend": plan.backend, "pid": run.handle.pid, "port": plan.port, "argv": plan.argv,
-                "started_at": _iso(run.handle.started_at), "ready": run.ready, "stale": bool(run.stale),
+                "started_at": _iso(run.handle.started_at), "ready": run.ready, "stopping": run.stopping,
+                "stale": bool(run.stale),
                 "stale_reason": run.stale, "in_flight": run.in_flight,
                 "last_request_at": _iso(run.last_request_at), "revision": run.revision, "base_url": plan.base_url,
                 "served_model_id": plan.served_model_id, "log_path": str(run.handle.log_path)}
@@ -536,10 +537,12 @@ class Proxy:
             raise ProxyError(404, str(exc), "model_not_found", close=exc.close) from None
         run = await self.acquire(name)
         plan = run.handle.plan
-        payload["model"] = plan.served_model_id
+        if payload["model"] != plan.served_model_id:  # an alias or role: the backend knows its served name only
+            payload["model"] = plan.served_model_id
+            body = json.dumps(payload).encode()
         headers = {"content-type": "application/json", "accept": request.headers.get("accept", "*/*")}
-        upstream_request = self.client.build_request("POST", plan.base_url + request.url.path,
-                                                     content=json.dumps(payload).encode(), headers=headers)
+        upstream_request = self.client.build_request("POST", plan.base_url + request.url.path, content=body,
+                                                     headers=headers)
         try:
             upstream = await self.client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:

@@ -1,0 +1,194 @@
+"""The proxy against the real llama-cpp-python server: reload latency, per-request overhead, concurrent load.
+
+`python -m bench.proxy load URL --models A B` runs only the load client (the end-to-end tests use it as the
+"second process" that sends 200 requests 20 at a time) and prints its figures as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from bench.common import side_by_side
+from core.proxy_admin import TOKEN_FILE
+from core.registry import Registry
+from core.store import CURATED_FILE, dumps
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def chat_body(model: str, max_tokens: int = 1, **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens, **extra}
+
+
+class ProxyProcess:
+    """`modelreg proxy` as its own process (its own process group), as a user runs it."""
+
+    def __init__(self, config_dir: Path, port: int, log_path: Path):
+        self.config_dir, self.port, self.url = config_dir, port, f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "--config-dir", str(config_dir), "proxy", "--port", str(port)],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.http.get("/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"proxy did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        self.token = (config_dir / TOKEN_FILE).read_text().strip()
+
+    def status(self) -> dict:
+        reply = self.http.get("/admin/status", headers={"Authorization": f"Bearer {self.token}"})
+        reply.raise_for_status()
+        return reply.json()
+
+    def backend(self, name: str) -> dict | None:
+        return next((b for b in self.status()["backends"] if b["name"] == name), None)
+
+    def close(self) -> None:
+        """SIGTERM (the proxy stops its backends), then SIGKILL of its group if it hangs."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        self.http.close()
+        self.log.close()
+
+
+def load(url: str, models: list[str], total: int = 200, concurrency: int = 20, max_tokens: int = 1) -> dict:
+    """Send `total` chat requests, `concurrency` at a time, cycling through `models`; check each answer came
+    from the model asked for. Returns the figures."""
+    async def run() -> list[dict]:
+        gate = asyncio.Semaphore(concurrency)
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+            async def one(index: int) -> dict:
+                name = models[index % len(models)]
+                async with gate:
+                    began = time.perf_counter()
+                    try:
+                        reply = await client.post("/v1/chat/completions", json=chat_body(name, max_tokens))
+                    except httpx.HTTPError as exc:
+                        return {"model": name, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                    seconds = time.perf_counter() - began
+                body = reply.json() if reply.headers.get("content-type", "").startswith("application/json") else {}
+                routed = reply.headers.get("x-modelreg-model") == name and body.get("model") == name
+                return {"model": name, "ok": reply.status_code == 200, "routed": routed, "id": body.get("id"),
+                        "seconds": seconds, "error": None if reply.status_code == 200 else reply.text[:300]}
+            return await asyncio.gather(*(one(i) for i in range(total)))
+
+    began = time.perf_counter()
+    results = asyncio.run(run())
+    wall = time.perf_counter() - began
+    done = [r for r in results if r["ok"]]
+    latencies = sorted(r["seconds"] * 1000 for r in done)
+    ids = [r["id"] for r in done]
+    return {"total": total, "concurrency": concurrency, "ok": len(done), "failed": total - len(done),
+            "misrouted": sum(1 for r in done if not r["routed"]), "duplicate_ids": len(ids) - len(set(ids)),
+            "seconds": round(wall, 3), "requests_per_s": round(total / wall, 1),
+            "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+            "p95_ms": round(latencies[int(len(latencies) * 0.95) - 1], 2) if latencies else None,
+            "errors": sorted({r["error"] for r in results if r["error"]})[:5]}
+
+
+def _per_request_ms(client: httpx.Client, url: str, model: str, runs: int) -> float:
+    """Median wall time of one non-streamed chat request, in ms."""
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        reply = client.post(url, json=chat_body(model))
+        times.append((time.perf_counter() - began) * 1000)
+        reply.raise_for_status()
+    return statistics.median(times)
+
+
+def main() -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from support import free_port
+    from support.tiny_gguf import tiny_entry, write_tiny_gguf
+
+    folder = Path(tempfile.mkdtemp(prefix="modelreg-bench-proxy-"))
+    config_dir = folder / "configs"
+    config_dir.mkdir()
+    model_file = write_tiny_gguf(folder / "tiny.gguf")
+    names = ["tiny-a", "tiny-b"]
+    (config_dir / CURATED_FILE).write_bytes(dumps([tiny_entry(model_file, name=n) for n in names]))
+    (config_dir / "settings.json").write_text(json.dumps({"log_dir": str(folder / "logs"), "stop_grace": 3}))
+    proxy = ProxyProcess(config_dir, free_port(), folder / "proxy.log")
+    try:
+        for name in names:
+            proxy.http.post("/v1/chat/completions", json=chat_body(name)).raise_for_status()
+        backend = proxy.backend("tiny-a")
+
+        # reload: a curated write (atomic, as `modelreg set` does it) until /admin/status serves its revision
+        registry = Registry(config_dir)
+        reload_ms = []
+        for step in range(10):
+            began = time.perf_counter()
+            revision = registry.set_value("tiny-a", "generation_defaults.temperature", round(0.1 * step, 1)).revision
+            while proxy.status()["revision"] != revision:
+                time.sleep(0.002)
+            reload_ms.append((time.perf_counter() - began) * 1000)
+
+        # overhead: the same non-streamed request through the proxy and straight to the backend, interleaved
+        direct, proxied = [], []
+        with httpx.Client(timeout=60) as client:
+            for _ in range(5):
+                direct.append(_per_request_ms(client, backend["base_url"] + "/v1/chat/completions", "tiny-a", 40))
+                proxied.append(_per_request_ms(client, proxy.url + "/v1/chat/completions", "tiny-a", 40))
+        direct_ms, proxied_ms = statistics.median(direct), statistics.median(proxied)
+
+        figures = load(proxy.url, names)
+        side_by_side("proxy: tiny model on the real llama-cpp-python server", [
+            ("non-streamed chat request (median)", proxied_ms, "backend direct", direct_ms, "ms"),
+            ("reload: curated write -> new revision served (median of 10)", statistics.median(reload_ms),
+             "goal", 300.0, "ms"),
+        ], note=f"proxy overhead {proxied_ms - direct_ms:.2f} ms per request (goal < 2 ms); reload max "
+                f"{max(reload_ms):.0f} ms; load from this process: {json.dumps(figures)}")
+    finally:
+        proxy.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.proxy")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("load", help="only the load client; prints its figures as JSON")
+    run.add_argument("url")
+    run.add_argument("--models", nargs="+", required=True)
+    run.add_argument("--total", type=int, default=200)
+    run.add_argument("--concurrency", type=int, default=20)
+    args = parser.parse_args()
+    if args.command == "load":
+        print(json.dumps(load(args.url, args.models, args.total, args.concurrency)))
+    else:
+        main()
+
+
+if __name__ == "__main__":
+    _cli()
