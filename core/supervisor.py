@@ -252,8 +252,11 @@ class Supervisor:
         """The backend this supervisor started under `name`, while it runs."""
         with self._lock:
             found = self._backends.get(name)
-        if found and (found.plan.backend == OLLAMA or (found.state and self.is_alive(found.state))):
+        if found is None:
+            return None
+        if found.plan.backend == OLLAMA or (found.state and self.is_alive(found.state)):
             return found
+        self.stop(found, grace=0)  # it died on its own: reap it, clear its state file
         return None
 
     def backends(self) -> list[Backend]:

@@ -202,7 +202,7 @@ def test_port_in_use(line, entry):
     [finding] = diagnose(line, entry)
     assert finding.rule == "port_in_use"
     assert str(entry["backend_config"]["port"]) in finding.summary
-    assert f"backend_config.port" in finding.suggestion and finding.evidence == line
+    assert "backend_config.port" in finding.suggestion and finding.evidence == line
 
 
 # https://github.com/vllm-project/vllm/issues/17972 (a healthy server)

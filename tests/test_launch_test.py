@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from core.errors import BadInput
-from core.launch_test import LaunchTestJob, launch_test
+from core.launch_test import LaunchTestJob, ask, launch_test
 from core.settings import Settings
 from support import free_port
 from support.tiny_gguf import tiny_entry
@@ -179,3 +179,14 @@ def test_ollama_unknown_model_is_a_failed_start(ollama_daemon, tmp_path):
     entry = {"name": "missing", "backend": "ollama", "served_model_id": "nope:1b", "backend_config": {}}
     result = launch_test(entry, Settings(ollama_host=ollama_daemon), tmp_path / "logs")
     assert not result.ok and "did not load nope:1b" in result.error and "not found" in result.log_tail
+
+
+@pytest.mark.server
+def test_ask_and_port_in_use_against_the_shared_real_server(llama_server, tiny_model, tmp_path):
+    assert ask(llama_server.plan, "Hello", max_tokens=4).isascii()
+    taken = tiny_entry(tiny_model, name="second", port=llama_server.plan.port)
+    result = launch_test(taken, Settings(), tmp_path / "logs")
+    assert not result.ok and f"port {llama_server.plan.port}" in result.error
+    assert f"pid {llama_server.pid} (" in result.error and "llama_cpp.server" in result.error
+    assert [d["rule"] for d in result.diagnosis] == ["port_in_use"] and result.pid is None
+    assert llama_server.exit_code() is None  # the running server was not disturbed

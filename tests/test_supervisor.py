@@ -284,3 +284,12 @@ def test_failure_without_the_backends_estimate_suggests_the_fit_estimate(supervi
     [finding] = caught.value.diagnosis
     assert finding.rule == "kv_cache_too_small" and "fit estimate" in finding.suggestion
     assert f'"--max-model-len", "{plan.fit_max_context // 256 * 256}"' in finding.suggestion
+
+
+def test_a_backend_that_dies_on_its_own_is_forgotten(supervisor, standin_vllm):
+    backend = supervisor.start_ready(vllm_plan(standin_vllm))
+    os.kill(backend.pid, 9)
+    backend.popen.wait(timeout=10)
+    assert supervisor.backend(NAME) is None and supervisor.backends() == []
+    assert not supervisor.state_path(NAME).exists()
+    assert supervisor.start_ready(vllm_plan(standin_vllm)).pid != backend.pid  # and can be started again
