@@ -10,13 +10,14 @@ import re
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
-from core.discovery.gguf_models import group_gguf_files, is_projector_name
+from core.discovery.gguf_models import group_gguf_files
 from core.errors import BadInput, RegistryError
 from core.fields import STUB_FIELDS
 from core.jobs import JobCancelled
@@ -70,10 +71,6 @@ class Variant:
     quantization: str | None = None
     chat_template: bool = False
     recommended: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.key} ({self.format}, {len(self.weight_files)} weight file(s), {human_size(self.size_bytes)})"
 
 
 @dataclass
@@ -183,7 +180,7 @@ def _variants(files: dict[str, RepoFile], gguf_template: bool, support: list[str
     variants: list[Variant] = []
     sets, _ = group_gguf_files([p for p in files if p.lower().endswith(".gguf")])
     keys = [gguf_quantization(s.parts[0]) or PurePosixPath(s.parts[0]).stem for s in sets]
-    for gguf_set, key in zip(sets, keys):
+    for gguf_set, key in zip(sets, keys, strict=True):
         if keys.count(key) > 1:
             key = re.sub(r"-\d{5}-of-\d{5}$", "", PurePosixPath(gguf_set.parts[0]).stem)
         extra = [gguf_set.projector] if gguf_set.projector else []
@@ -268,44 +265,37 @@ def select_files(analysis: RepoAnalysis, variant: str | None = None,
 
 # ---- errors from huggingface_hub, as messages ----------------------------------------------------------------
 
-class hub_errors:
+@contextmanager
+def hub_errors(repo_id: str, revision: str | None, folder: Path | None = None,
+               endpoint: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub and network errors into DownloadError/BadInput messages that say what to do."""
+    import httpx2
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
 
-    def __init__(self, repo_id: str, revision: str | None, folder: Path | None = None, endpoint: str | None = None):
-        self.repo_id, self.revision, self.folder, self.endpoint = repo_id, revision, folder, endpoint
-
-    def __enter__(self) -> "hub_errors":
-        return self
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or isinstance(exc, RegistryError):
-            return False
-        import httpx2
-        from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                            RemoteEntryNotFoundError, RepositoryNotFoundError,
-                                            RevisionNotFoundError)
-
-        kept = (f"; the files finished so far are kept in {self.folder} and running the same download again "
-                "resumes" if self.folder else "")
-        if isinstance(exc, GatedRepoError):
-            status = exc.response.status_code if exc.response is not None else 401
-            raise DownloadError(gated_message(self.repo_id, anonymous=status == 401, endpoint=self.endpoint)) from exc
-        if isinstance(exc, RevisionNotFoundError):
-            raise BadInput(f"{self.repo_id} has no revision {self.revision!r}: use a branch, tag or commit "
-                           "that exists (default: main)") from exc
-        if isinstance(exc, RepositoryNotFoundError):
-            raise BadInput(f"Hugging Face repo {self.repo_id!r} not found: check the id (ORG/NAME); if it is "
-                           "private, log in with `hf auth login` (or set HF_TOKEN) and retry") from exc
-        if isinstance(exc, RemoteEntryNotFoundError):
-            raise DownloadError(f"{self.repo_id}: a file listed by the Hub is missing on the server "
-                                f"({exc.response.url if exc.response is not None else exc}){kept}") from exc
+    kept = (f"; the files finished so far are kept in {folder} and running the same download again resumes"
+            if folder else "")
+    try:
+        yield
+    except RegistryError:
+        raise
+    except GatedRepoError as exc:
+        status = exc.response.status_code if exc.response is not None else 401
+        raise DownloadError(gated_message(repo_id, anonymous=status == 401, endpoint=endpoint)) from exc
+    except RevisionNotFoundError as exc:
+        raise BadInput(f"{repo_id} has no revision {revision!r}: use a branch, tag or commit that exists "
+                       "(default: main)") from exc
+    except RepositoryNotFoundError as exc:
+        raise BadInput(f"Hugging Face repo {repo_id!r} not found: check the id (ORG/NAME); if it is private, log "
+                       "in with `hf auth login` (or set HF_TOKEN) and retry") from exc
+    except RemoteEntryNotFoundError as exc:
+        raise DownloadError(f"{repo_id}: a file listed by the Hub is missing on the server "
+                            f"({exc.response.url if exc.response is not None else exc}){kept}") from exc
+    except (httpx2.HTTPError, HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise DownloadError(f"disk full while downloading {self.repo_id}{kept}; free space and retry") from exc
-        if isinstance(exc, (httpx2.HTTPError, HfHubHTTPError, LocalEntryNotFoundError, OSError)):
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DownloadError(f"download of {self.repo_id} stopped: network or server failure ({reason})"
-                                f"{kept}") from exc
-        return False
+            raise DownloadError(f"disk full while downloading {repo_id}{kept}; free space and retry") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DownloadError(f"download of {repo_id} stopped: network or server failure ({reason}){kept}") from exc
 
 
 # ---- progress and cancel ---------------------------------------------------------------------------------------
@@ -464,8 +454,8 @@ def check_free_space(path: Path, needed: int) -> None:
 def download_hf(registry, repo_id: str, *, revision: str | None = None, variant: str | None = None,
                 include: list[str] | None = None, root: str | Path | None = None,
                 progress: DownloadProgress | None = None, analysis: RepoAnalysis | None = None,
-                token: str | bool | None = None, endpoint: str | None = None, max_workers: int = 4,
-                register: bool = True) -> DownloadResult:
+                token: str | bool | None = None, endpoint: str | None = None,
+                max_workers: int = 4) -> DownloadResult:
     """Fetch a repo variant into `<root>/<org>/<name>`, then scan, stub and rebuild.
 
     Files land in a staging folder under the root (`.modelreg-downloads/`, which scans skip) and move into the
@@ -523,9 +513,8 @@ def download_hf(registry, repo_id: str, *, revision: str | None = None, variant:
         notes.append(f"{base} is not in model_roots of {registry.config_dir / 'settings.json'}: add it so that "
                      "`modelreg scan` keeps finding this model")
     result = DownloadResult("hf", repo_id, str(folder), [], [], {}, notes)
-    if register:
-        progress.update(phase="registering", message=f"scanning {folder}")
-        register_folder(registry, folder, result)
+    progress.update(phase="registering", message=f"scanning {folder}")
+    register_folder(registry, folder, result)
     progress.update(phase="done", message=f"{repo_id} is in {folder}")
     return result
 
@@ -600,8 +589,8 @@ def check_ollama_name(name: str) -> str:
     return model_name(host, namespace, model, tag)
 
 
-def pull_ollama(registry, name: str, *, host: str | None = None, progress: DownloadProgress | None = None,
-                register: bool = True) -> DownloadResult:
+def pull_ollama(registry, name: str, *, host: str | None = None,
+                progress: DownloadProgress | None = None) -> DownloadResult:
     """Pull `name` through the Ollama daemon (settings.ollama_host), then discover it from the store and stub."""
     import httpx
     import ollama
@@ -644,9 +633,8 @@ def pull_ollama(registry, name: str, *, host: str | None = None, progress: Downl
         raise DownloadError(f"the pull of {name} from {host} ended without success (last status: {last!r}); "
                             "run it again to resume")
     result = DownloadResult("ollama", name, "", [], [], {})
-    if register:
-        progress.update(phase="registering", message=f"discovering {name} from the Ollama store")
-        register_ollama(registry, name, result)
+    progress.update(phase="registering", message=f"discovering {name} from the Ollama store")
+    register_ollama(registry, name, result)
     progress.update(phase="done", message=f"{name} pulled")
     return result
 

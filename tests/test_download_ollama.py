@@ -50,7 +50,8 @@ def test_bad_ollama_names_are_refused(name):
 
 def test_pull_reports_progress_then_discovers_and_stubs(registry, daemon, store, tiny_model):
     seen = []
-    result = pull_ollama(registry, "tiny:q8", progress=DownloadProgress(listeners=[lambda p: seen.append(p.snapshot())]))
+    progress = DownloadProgress(listeners=[lambda p: seen.append(p.snapshot())])
+    result = pull_ollama(registry, "tiny:q8", progress=progress)
     assert (store / "manifests/registry.ollama.ai/library/tiny/q8").is_file()
     [name] = result.names
     assert result.stubbed == [name] and result.folder == str(store)
