@@ -204,6 +204,7 @@ class Proxy:
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._reload_lock = asyncio.Lock()
         self._restarts: dict[str, asyncio.Task] = {}
+        self._reaping: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._cancel = threading.Event()
         self._watcher: RegistryWatcher | None = None
@@ -257,7 +258,7 @@ class Proxy:
             began = time.perf_counter()
             try:
                 snapshot = await asyncio.to_thread(self.registry.rebuild)
-            except RegistryError as exc:
+            except (RegistryError, OSError) as exc:
                 problems = exc.problems if isinstance(exc, InvalidRegistry) else [str(exc)]
                 self.last_reload = {"ok": False, "at": _iso(time.time()), "source": source,
                                     "revision": self.routes.revision, "changed": False, "error": str(exc),
@@ -391,7 +392,7 @@ class Proxy:
     async def _start(self, plan: LaunchPlan) -> None:
         run: Running | None = None
         try:
-            handle = await asyncio.to_thread(self.supervisor.start, plan)
+            handle = await asyncio.to_thread(self._launch, plan)
             run = self.running[plan.name] = Running(handle, self.routes.revision)
             self._event(plan.name, "starting", " ".join(plan.argv) or f"Ollama model {plan.ollama_model}")
             await asyncio.to_thread(self.supervisor.wait_ready, handle, None, None, self._cancel)
@@ -408,6 +409,13 @@ class Proxy:
         self._event(plan.name, "ready", f"pid {handle.pid}, {handle.seconds_to_ready or 0:.2f} s")
         if self._mark_stale():  # a reload while it started may already have changed its entry
             self._schedule_restarts(now=False)
+
+    def _launch(self, plan: LaunchPlan) -> Backend:
+        handle = self.supervisor.start(plan)
+        if self._cancel.is_set():  # shutdown began while it spawned: stop_all may have missed it
+            self.supervisor.stop(handle)
+            raise BackendStartError("the proxy is shutting down", plan, diagnosis=[])
+        return handle
 
     async def _stop(self, name: str, drain: bool, why: str) -> None:
         run = self.running.get(name)
@@ -434,22 +442,30 @@ class Proxy:
 
     async def reap(self) -> None:
         """Forget backends that exited on their own; stop those idle longer than their time-to-live."""
-        now = time.monotonic()
         for name, run in list(self.running.items()):
-            if not run.ready or run.stopping:
-                continue
-            code = run.handle.exit_code()
-            if code is not None:
-                async with self._lock(name):
-                    if self.running.get(name) is run:
-                        await self._stop(name, drain=False, why=f"exited on its own with code {code}")
-                continue
-            ttl = self._idle_ttl(name, run)
-            if ttl is not None and run.in_flight == 0 and now - run.last_used >= ttl:
-                async with self._lock(name):
-                    if self.running.get(name) is run and run.in_flight == 0 and \
-                            time.monotonic() - run.last_used >= ttl:
-                        await self._stop(name, drain=False, why=f"idle for {ttl:g} s")
+            if name not in self._reaping and self._reap_reason(name, run):
+                self._reaping.add(name)
+                self._spawn(self._reap_one(name, run))
+
+    def _reap_reason(self, name: str, run: Running) -> str | None:
+        if not run.ready or run.stopping or self.running.get(name) is not run:
+            return None
+        code = run.handle.exit_code()
+        if code is not None:
+            return f"exited on its own with code {code}"
+        ttl = self._idle_ttl(name, run)
+        if ttl is not None and run.in_flight == 0 and time.monotonic() - run.last_used >= ttl:
+            return f"idle for {ttl:g} s"
+        return None
+
+    async def _reap_one(self, name: str, run: Running) -> None:
+        try:
+            async with self._lock(name):
+                reason = self._reap_reason(name, run)  # a request may have come in while we waited
+                if reason:
+                    await self._stop(name, drain=False, why=reason)
+        finally:
+            self._reaping.discard(name)
 
     # ---- status -----------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
