@@ -6,6 +6,7 @@ import errno
 import fnmatch
 import glob
 import json
+import os
 import re
 import shutil
 import threading
@@ -553,9 +554,16 @@ def _write_marker(folder: Path, analysis: RepoAnalysis, chosen: list[RepoFile], 
 
 
 def _remove_empty(path: Path, stop: Path) -> None:
-    """Remove the (now empty) staging folder and its empty parents up to and including `stop`."""
+    """Remove the staging folder's empty folders, then its empty parents up to and including `stop`.
+
+    Complete files of another variant left by an earlier, interrupted run stay for that run to resume."""
     shutil.rmtree(path / ".cache", ignore_errors=True)
-    for folder in (path, *path.parents):
+    for folder, _, _ in os.walk(path, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+    for folder in path.parents:
         if not folder.is_relative_to(stop):
             break
         try:

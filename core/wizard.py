@@ -130,7 +130,8 @@ class Wizard:
                 return pull_ollama(registry, ref, progress=progress)
             return download_hf(registry, ref, progress=progress, **options)
 
-        job = self.jobs.start("download", work, key=f"{source}:{ref}", title=f"download {ref}")
+        key = f"{source}:{ref}" + (f":{self.variant}" if source == "hf" else "")
+        job = self.jobs.start("download", work, key=key, title=f"download {ref}")
         if job.id != self.job_id:
             self.progress = progress
         self.job_id, self.error, self.result = job.id, None, None

@@ -264,15 +264,19 @@ def test_gated_repo_without_a_token_says_how_to_log_in(hub, registry, models, ll
     assert download_hf(registry, "corp/gated", token="hf_granted").names
 
 
-def test_a_second_variant_lands_beside_the_first(hub, registry, models):
-    first = download_hf(registry, GGUF, variant="Q8_0")
-    second = download_hf(registry, GGUF, variant="F32")
-    folder = folder_of(models, GGUF)
+def test_a_second_variant_lands_beside_the_first(hub, registry, models, gguf_files):
+    hub.add_repo("tiny-org/docs-GGUF", {**gguf_files, "docs/usage/run.md": b"# run it"})
+    first = download_hf(registry, "tiny-org/docs-GGUF", variant="Q8_0")
+    second = download_hf(registry, "tiny-org/docs-GGUF", variant="F32")
+    folder = folder_of(models, "tiny-org/docs-GGUF")
     assert {p.name for p in folder.glob("*.gguf")} == {"tiny-llama-F32.gguf", "tiny-llama-Q8_0.gguf"}
     marker = json.loads((folder / dl.MARKER_FILE).read_text())
-    assert set(marker["files"]) == {"README.md", "params.json", "tiny-llama-F32.gguf", "tiny-llama-Q8_0.gguf"}
+    assert set(marker["files"]) == {"README.md", "docs/usage/run.md", "params.json", "tiny-llama-F32.gguf",
+                                    "tiny-llama-Q8_0.gguf"}
+    assert (folder / "docs/usage/run.md").read_bytes() == b"# run it"
     assert len(set(first.names + second.names)) == 2
     assert len(hub.downloads_of("README.md")) == 1  # kept from the first variant
+    assert not (models / dl.STAGING_DIR).exists()
 
 
 @pytest.mark.server
@@ -290,3 +294,15 @@ def test_a_downloaded_gguf_passes_the_launch_test_on_the_real_server(hub, regist
     outcome = launch_test(entry, registry.settings, tmp_path / "logs", timeout=120, max_tokens=8)
     assert outcome.ok, (outcome.error, outcome.log_tail)
     assert outcome.reply.strip()
+
+
+def test_a_new_commit_replaces_the_files_in_place(hub, registry, models, gguf_files):
+    hub.add_repo("tiny-org/docs-GGUF", {**gguf_files, "docs/usage/run.md": b"# run it"})
+    [name] = download_hf(registry, "tiny-org/docs-GGUF", variant="F32").names
+    hub.add_repo("tiny-org/docs-GGUF", {**gguf_files, "docs/usage/run.md": b"# run it, version 2"})
+    again = download_hf(registry, "tiny-org/docs-GGUF", variant="F32")
+    folder = folder_of(models, "tiny-org/docs-GGUF")
+    assert (folder / "docs/usage/run.md").read_bytes() == b"# run it, version 2"
+    assert json.loads((folder / dl.MARKER_FILE).read_text())["commit"] == hub.repos["tiny-org/docs-GGUF"].commit
+    assert again.names == [name] and again.stubbed == []
+    assert not (models / dl.STAGING_DIR).exists()
