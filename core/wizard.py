@@ -10,6 +10,7 @@ from core.download import (DownloadProgress, DownloadResult, RepoAnalysis, analy
                            select_files, split_repo_id, to_decide)
 from core.editing import field_states, form_patch, launch_preview, load_target
 from core.errors import BadInput, RegistryError
+from core.fit import fit_summary
 from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
 from core.registry import Registry
 
@@ -181,14 +182,17 @@ class Wizard:
         self.name, self.changes = name, {}
 
     def review(self) -> dict[str, Any]:
-        """The discovered facts, the pre-filled curated stub, the merged entry and what the user must decide."""
+        """The discovered facts, the pre-filled curated stub, the merged entry, the fit estimate for the active
+        profile's GPU, and what the user must decide."""
         self._require(REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED)
         name = self._model()
         discovered = next((e for e in self.registry.discovered_entries() if e["name"] == name), None)
         curated = next((e for e in self.registry.curated_entries()
                         if e["name"] == name and e.get("profile") is None), None)
-        return {"name": name, "discovered": discovered, "curated": curated, "merged": self.registry.entry(name),
-                "to_decide": to_decide(self.registry, name), "notes": self.result.notes if self.result else [],
+        merged = self.registry.entry(name)
+        return {"name": name, "discovered": discovered, "curated": curated, "merged": merged,
+                "fit": fit_summary(merged, self.registry.settings), "to_decide": to_decide(self.registry, name),
+                "notes": self.result.notes if self.result else [],
                 "problems": self.result.problems if self.result else []}
 
     def configure_step(self) -> None:

@@ -84,6 +84,7 @@ def test_from_repo_id_to_a_passing_launch_test(wizard, registry, hub, tmp_path):
     assert review["curated"]["metadata"]["_config_needed"] is True and review["curated"]["backend"] == "llama.cpp"
     assert review["merged"]["backend_config"]["model_path"].endswith("tiny-llama-F32.gguf")
     assert any("roles: not set" in item for item in review["to_decide"])
+    assert review["fit"]["native_context"] == 2048 and review["fit"]["fits_native"]  # for the profile's GPU
 
     wizard.configure_step()
     assert {f.spec.path for f in wizard.fields()} >= {"backend", "backend_config.extra_args"}
