@@ -1,0 +1,109 @@
+"""Real `modelreg proxy` and `modelreg gui` processes on free loopback ports, and a GUI registry to serve."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from core.registry import Registry
+from core.store import CURATED_FILE, DISCOVERED_FILE, dumps
+from support import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "configs"
+STANDIN_VLLM = Path(__file__).parent / "standin_vllm.py"
+STORY_MODEL = "qwen2.5-vl-7b-instruct_(AWQ)"  # the demo's vLLM stub with no extra_args: the old system's story
+
+
+class Served:
+    """A command in its own process group, ready once `health_url` answers 200; stopped with its whole group."""
+
+    def __init__(self, argv: list[str], health_url: str, log_path: Path, env: dict[str, str] | None = None,
+                 timeout: float = 90.0):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(health_url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{argv[3:]} did not start; log:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        self._log.close()
+
+
+def modelreg(config_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "core.cli", "--config-dir", str(config_dir), *args]
+
+
+def start_proxy(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> Served:
+    return Served(modelreg(config_dir, "proxy", "--port", str(port)), f"http://127.0.0.1:{port}/health",
+                  log_dir / "proxy.log", env)
+
+
+def start_gui(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> Served:
+    return Served(modelreg(config_dir, "gui", "--port", str(port)), f"http://127.0.0.1:{port}/_stcore/health",
+                  log_dir / "gui.log", env)
+
+
+def vllm_standin(folder: Path) -> Path:
+    """A `vllm` executable that runs the vLLM stand-in (vLLM itself needs a GPU)."""
+    exe = folder / "vllm"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDIN_VLLM}" "$@"\n')
+    exe.chmod(0o755)
+    return exe
+
+
+def gui_registry(folder: Path, proxy_port: int, extra_models: int = 0) -> Path:
+    """A copy of the demo registry whose vLLM is the stand-in, with the proxy on `proxy_port`.
+
+    The story model gets a free port and a short idle TTL (the proxy stops it soon after use, so a launch test can
+    take its port); `extra_models` adds that many discovered+curated models (for the 2,000-model benchmark).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (DISCOVERED_FILE, CURATED_FILE):
+        shutil.copyfile(DEMO / name, folder / name)
+    settings = json.loads((DEMO / "settings.json").read_text())
+    settings.update({"proxy_url": f"http://127.0.0.1:{proxy_port}", "log_dir": str(folder / "logs"),
+                     "stop_grace": 2, "model_roots": [],
+                     "executables": {"vllm": str(vllm_standin(folder)), "llama.cpp": "llama-server",
+                                     "llama-cpp-python": sys.executable}})
+    (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+    curated = json.loads((folder / CURATED_FILE).read_text())
+    story = next(e for e in curated if e["name"] == STORY_MODEL)
+    story["backend_config"].update({"port": free_port(), "idle_ttl": 2})
+    if extra_models:
+        discovered = json.loads((folder / DISCOVERED_FILE).read_text())
+        template = next(e for e in discovered if e["name"] == STORY_MODEL)
+        for index in range(extra_models):
+            name = f"bench-model-{index:04d}_(AWQ)"
+            discovered.append({**template, "name": name, "display_name": f"Bench model {index}"})
+            curated.append({"name": name, "backend": "vllm",
+                            "backend_config": {"port": 30000 + index, "extra_args": ["--max-model-len", "4096"]}})
+        (folder / DISCOVERED_FILE).write_bytes(dumps(sorted(discovered, key=lambda e: e["name"])))
+    (folder / CURATED_FILE).write_bytes(dumps(curated))
+    Registry(folder).rebuild()
+    return folder

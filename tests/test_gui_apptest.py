@@ -1,0 +1,267 @@
+"""Every GUI page through Streamlit's AppTest: select, edit, save, reset, conflict, restore, launch test, status.
+
+The registry is a copy of the demo in configs/; saves reach a real `modelreg proxy` where a test needs one.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.registry import Registry
+from core.store import CURATED_FILE, DISCOVERED_FILE
+from core.view import LAYER_COLORS
+from support import free_port
+from support.gui_servers import REPO, STORY_MODEL, gui_registry, start_proxy
+from support.tiny_gguf import tiny_entry
+
+APP = str(REPO / "gui" / "app.py")
+LLAMA = "llama-3.1-8b-instruct_(Q4_K_M)"
+MISTRAL = "mistral-7b-instruct-v0.3_(BF16)"
+TINY = "tiny-llama_(F32)"
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MODELREG_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("MODELREG_PROFILE", raising=False)
+    folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
+    monkeypatch.setenv("MODELREG_CONFIG_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def proxy(folder, tmp_path):
+    port = int(json.loads((folder / "settings.json").read_text())["proxy_url"].rsplit(":", 1)[1])
+    served = start_proxy(folder, port, tmp_path)
+    yield f"http://127.0.0.1:{port}"
+    served.stop()
+
+
+def proxy_status(url: str, folder: Path) -> dict:
+    token = (folder / ".admin-token").read_text().strip()
+    return httpx.get(url + "/admin/status", headers={"Authorization": f"Bearer {token}"}).json()
+
+
+def open_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def field(at: AppTest, path: str):
+    for widgets in (at.text_input, at.selectbox, at.text_area):
+        for widget in widgets:
+            if widget.key and widget.key.startswith("ed:") and widget.key.endswith(":" + path):
+                return widget
+    raise KeyError(path)
+
+
+def editor_for(name: str, profile: str | None = None) -> AppTest:
+    at = open_app("editor_page.py")
+    at.selectbox(key="editor_picker").set_value(name).run()
+    if profile:
+        at.radio(key="edit_profile").set_value(profile).run()
+    return at
+
+
+def texts(at: AppTest, kind) -> list[str]:
+    return [e.value for e in kind]
+
+
+def table_with(at: AppTest, column: str) -> pd.DataFrame:
+    return next(t.value for t in at.dataframe if column in t.value.columns)
+
+
+def cell_colors(element) -> dict[tuple[int, int], str]:
+    """(row, column) -> background color, from the Styler CSS st.dataframe sends to the browser."""
+    colors = {}
+    for selectors, color in re.findall(r"([^{}]+)\{\s*background-color:\s*(#[0-9a-f]{6})", element.proto.arrow_data.styler.styles):
+        for row, col in re.findall(r"_row(\d+)_col(\d+)", selectors):
+            colors[int(row), int(col)] = color
+    return colors
+
+
+def test_models_page_colors_every_cell_by_layer_and_filters(folder):
+    at = open_app()
+    table = at.dataframe[0]
+    frame = table.value
+    colors = cell_colors(table)
+    column = {name: index for index, name in enumerate(frame.columns)}
+    llama = frame.index[frame["name"] == LLAMA][0]
+    assert colors[llama, column["display name"]] == LAYER_COLORS["override"][1]
+    assert colors[llama, column["backend"]] == LAYER_COLORS["curated"][1]
+    assert colors[llama, column["format"]] == LAYER_COLORS["discovered"][1]
+    story = frame.index[frame["name"] == STORY_MODEL][0]
+    assert pd.isna(frame["extra_args"][story]) and colors[story, column["extra_args"]] == LAYER_COLORS["unset"][1]
+    assert frame["status"][story] == "needs config"
+    assert any("curated: your configuration" in m.value for m in at.markdown)  # the legend
+    at.multiselect(key="f_backend").set_value(["ollama"]).run()
+    assert set(at.dataframe[0].value["backend"]) == {"ollama"}
+    at.multiselect(key="f_backend").set_value([]).run()
+    at.text_input(key="f_text").set_value("enforce").run()
+    assert not at.dataframe and any("No model matches" in i.value for i in at.info)
+    at.text_input(key="f_text").set_value("max-model-len").run()
+    assert list(at.dataframe[0].value["name"]) == [MISTRAL]
+
+
+def test_a_selected_row_opens_in_the_editor(folder):
+    at = open_app()
+    row = list(at.dataframe[0].value["name"]).index(LLAMA)
+    at.session_state["models_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    assert any(LLAMA in m.value and "Selected" in m.value for m in at.markdown)
+    at.button(key="open_editor").click().run()
+    assert [t.value for t in at.title] == ["Model editor"]
+    assert at.selectbox(key="editor_picker").value == LLAMA
+    assert field(at, "display_name").value == "Llama 3.1 8B Instruct"
+
+
+def test_save_writes_only_curated_and_the_proxy_serves_the_new_revision(folder, proxy):
+    discovered_before = (folder / DISCOVERED_FILE).read_bytes()
+    at = editor_for(STORY_MODEL)
+    assert field(at, "backend_config.extra_args").value == ""
+    field(at, "backend_config.extra_args").set_value("--max-model-len 4096 --enforce-eager").run()
+    argv = [c.value for c in at.code if "serve" in c.value][0]
+    assert argv.endswith("--max-model-len 4096 --enforce-eager")
+    at.button(key="save").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    curated = {e["name"]: e for e in json.loads((folder / CURATED_FILE).read_text()) if "profile" not in e}
+    assert curated[STORY_MODEL]["backend_config"]["extra_args"] == ["--max-model-len", "4096", "--enforce-eager"]
+    assert "_config_needed" not in curated[STORY_MODEL].get("metadata", {})
+    assert (folder / DISCOVERED_FILE).read_bytes() == discovered_before
+    revision = Registry(folder).snapshot().revision
+    assert proxy_status(proxy, folder)["revision"] == revision
+    assert any(f"the proxy serves revision {revision[:12]}" in s.value for s in at.success)
+    assert field(at, "backend_config.extra_args").value == "--max-model-len 4096 --enforce-eager"  # reloaded form
+
+
+def test_save_without_a_proxy_stands_and_says_so(folder):
+    at = editor_for(MISTRAL)
+    field(at, "roles").set_value("chat").run()
+    at.button(key="save").click().run()
+    assert Registry(folder).entry(MISTRAL)["roles"] == ["chat"]
+    assert any("proxy not reachable" in w.value and "the save stands" in w.value for w in at.warning)
+
+
+def test_reset_to_discovered_removes_the_override(folder):
+    at = editor_for(LLAMA)
+    at.button(key=next(b.key for b in at.button if b.key and b.key.endswith(":display_name"))).click().run()
+    assert field(at, "display_name").value == "Meta Llama 3.1 8B Instruct (Q4_K_M)"
+    assert any("unset display_name" in c.value for c in at.caption)
+    at.button(key="save").click().run()
+    curated = next(e for e in json.loads((folder / CURATED_FILE).read_text()) if e["name"] == LLAMA)
+    assert "display_name" not in curated and curated["backend"] == "llama.cpp"
+    assert Registry(folder).entry(LLAMA)["display_name"] == "Meta Llama 3.1 8B Instruct (Q4_K_M)"
+
+
+def test_a_conflict_shows_both_versions_and_overwrites_nothing(folder):
+    at = editor_for(MISTRAL)
+    Registry(folder).set_value(MISTRAL, "roles", ["from-another-window"])
+    field(at, "backend_config.port").set_value("24100").run()
+    at.button(key="save").click().run()
+    assert any("changed on disk" in e.value for e in at.error)
+    mine, theirs = [j.value for j in at.json][:2]
+    assert '"port": 24100' in mine and "from-another-window" in theirs
+    assert Registry(folder).entry(MISTRAL)["backend_config"]["port"] == 24003
+    at.button(key="save_over").click().run()
+    entry = Registry(folder).entry(MISTRAL)
+    assert entry["backend_config"]["port"] == 24100 and entry["roles"] == ["from-another-window"]
+
+
+def test_bad_input_and_fact_fields_are_refused_near_the_field(folder):
+    before = (folder / CURATED_FILE).read_bytes()
+    at = editor_for(MISTRAL)
+    field(at, "backend_config.port").set_value("80a").run()
+    assert any("not a whole number" in e.value for e in at.error)
+    field(at, "backend_config.port").set_value("24003").run()
+    field(at, "backend_config.extra_args").set_value("--port 9").run()
+    assert any("which the launcher sets itself" in e.value for e in at.error)
+    field(at, "backend_config.extra_args").set_value("--max-model-len 8192").run()
+    gen = at.session_state["edit_gen"]
+    at.text_input(key=f"extra_path:{gen}").set_value("size_bytes").run()
+    at.text_input(key=f"extra_value:{gen}").set_value("1").run()
+    assert any("is a fact read from disk" in e.value for e in at.error)
+    assert at.button(key="save").disabled
+    assert (folder / CURATED_FILE).read_bytes() == before
+
+
+def test_profile_entry_is_edited_separately(folder):
+    at = editor_for(MISTRAL, profile="rtx4080")
+    assert "--enforce-eager" in field(at, "backend_config.extra_args").value
+    field(at, "backend_config.port").set_value("24200").run()
+    at.button(key="save").click().run()
+    entries = json.loads((folder / CURATED_FILE).read_text())
+    profile = next(e for e in entries if e["name"] == MISTRAL and e.get("profile") == "rtx4080")
+    base = next(e for e in entries if e["name"] == MISTRAL and "profile" not in e)
+    assert profile["backend_config"]["port"] == 24200 and base["backend_config"]["port"] == 24003
+
+
+def test_diff_page_shows_layers_and_restores_history(folder):
+    original = (folder / CURATED_FILE).read_bytes()
+    Registry(folder).set_value(LLAMA, "backend_config.port", 25555)
+    at = open_app("diff_page.py")
+    at.selectbox(key="diff_picker").set_value(LLAMA).run()
+    table = table_with(at, "discovered")
+    port = table[table["field"] == "backend_config.port"].iloc[0]
+    assert (port["curated"], port["merged"], port["from"]) == ("25555", "25555", "curated")
+    diff = [c.value for c in at.code if c.language == "diff"][0]
+    assert '"port": 25555' in diff and '"port": 24002' in diff
+    at.button(key="restore").click().run()
+    assert (folder / CURATED_FILE).read_bytes() == original
+    assert Registry(folder).entry(LLAMA)["backend_config"]["port"] == 24002
+
+
+def test_diff_page_shows_a_stale_snapshot_and_rebuilds_it(folder):
+    curated = json.loads((folder / CURATED_FILE).read_text())
+    next(e for e in curated if e["name"] == LLAMA)["backend_config"]["port"] = 26000
+    (folder / CURATED_FILE).write_text(json.dumps(curated, indent=2) + "\n")  # hand edit, no rebuild
+    at = open_app("diff_page.py")
+    assert any("is stale" in w.value for w in at.warning)
+    drift = table_with(at, "snapshot")
+    assert list(drift["field"]) == ["backend_config.port"] and list(drift["layers"]) == ["26000"]
+    at.button(key="rebuild").click().run()
+    assert any("is up to date" in s.value for s in at.success)
+
+
+def test_launch_test_runs_the_real_server_in_the_background(folder, tiny_model):
+    registry = Registry(folder)
+    entry = tiny_entry(tiny_model, extra_args=[])
+    registry.discovered_writer().upsert([{"name": TINY, "backend_config": {"model_path": str(tiny_model)},
+                                          "metadata": {"format": "gguf"}}])
+    registry.apply_curated(TINY, {"backend": entry["backend"], "backend_config.port": entry["backend_config"]["port"]})
+    at = editor_for(TINY)
+    field(at, "backend_config.extra_args").set_value("--n_ctx 256").run()
+    at.button(key="save").click().run()
+    at.button(key="editor_launch").click().run()
+    assert [t.value for t in at.title] == ["Launch test"]
+    at.switch_page("launch_page.py")  # AppTest stays on its own page after st.switch_page; a browser follows it
+    deadline = time.monotonic() + 120
+    while not at.success and not at.error and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    assert [s.value for s in at.success if "answered" in s.value], [e.value for e in at.error]
+    assert any(c.value.endswith("--n_ctx 256") for c in at.code)       # the argv used, with the new flag
+    assert [m.value for m in at.metric if m.label == "context size"] == ["256"]  # the server's own report
+
+
+def test_settings_page_switches_profile_and_shows_proxy_status(folder, proxy):
+    at = open_app("settings_page.py")
+    assert any("serves the snapshot on disk" in s.value for s in at.success)
+    assert at.metric[0].label == "serves revision"
+    assert any("Both layers validate" in s.value for s in at.success)
+    at.selectbox(key="profile_choice").set_value("rtx4080").run()
+    at.switch_page("models_page.py").run()
+    frame = at.dataframe[0].value
+    row = frame.index[frame["name"] == MISTRAL][0]
+    column = list(frame.columns).index("extra_args")
+    assert "--enforce-eager" in frame["extra_args"][row]
+    assert cell_colors(at.dataframe[0])[row, column] == LAYER_COLORS["profile"][1]
