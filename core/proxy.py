@@ -599,8 +599,7 @@ class Proxy:
         if restart not in (None, "", "idle", "now"):
             raise ProxyError(400, f"restart={restart!r}: use restart=now (or leave it out: restart when idle)",
                              "invalid_request_error")
-        result = await self.reload("admin", restart_now=restart == "now")
-        return JSONResponse(result, status_code=200 if result["ok"] else 409)
+        return JSONResponse(await self.reload("admin", restart_now=restart == "now"))  # `ok` says how it went
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True, "revision": self.routes.revision})
