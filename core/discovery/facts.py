@@ -1,11 +1,16 @@
 """What every reader returns: a found model (identity, raw name, entry body) or a problem with one path."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
+from core.registry import config_paths, remove_path
+
+# Part of every fingerprint: raise it when readers record new facts, so earlier scans are read again.
+SCAN_VERSION = 1
 _TOOLS = re.compile(r"\btools\b|\.Tools\b")
 _THINKING = re.compile(r"enable_thinking|<think>|\.Think\b|reasoning_content")
 
@@ -22,6 +27,40 @@ class Found:
     @property
     def format(self) -> str:
         return self.entry["metadata"]["format"]
+
+
+def found(key: str, raw_name: str, quantization: str | None, entry: dict[str, Any], fingerprint: str) -> Found:
+    """A Found whose entry records its identity, name on disk and the fingerprint of the files it was read from."""
+    entry["metadata"]["scan"].update(key=key, raw_name=raw_name, fingerprint=fingerprint)
+    return Found(key, raw_name, quantization, entry)
+
+
+def fingerprint(items: Iterable[tuple]) -> str:
+    """A short digest of (path, size, mtime) tuples (or other identifying tuples) of the files a model was read from."""
+    digest = hashlib.sha1(f"scan-v{SCAN_VERSION}".encode())
+    for item in sorted(items):
+        digest.update(repr(item).encode())
+    return digest.hexdigest()[:16]
+
+
+class Known:
+    """Entries of an earlier scan by identity: a model whose files did not change is taken from here, not re-read."""
+
+    def __init__(self, entries: Iterable[dict[str, Any]] = ()):
+        self.by_key: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            scan = (entry.get("metadata") or {}).get("scan") or {}
+            if scan.get("key") and scan.get("fingerprint") and scan.get("raw_name"):
+                self.by_key[scan["key"]] = entry
+
+    def get(self, key: str, files_fingerprint: str) -> Found | None:
+        entry = self.by_key.get(key)
+        if entry is None or entry["metadata"]["scan"]["fingerprint"] != files_fingerprint:
+            return None
+        body = copy.deepcopy({k: v for k, v in entry.items() if k not in ("name", "display_name", "missing")})
+        for path in config_paths(body, include_empty=True):  # legacy configuration the writer kept
+            remove_path(body, path)
+        return Found(key, body["metadata"]["scan"]["raw_name"], body.get("quantization"), body)
 
 
 @dataclass(frozen=True)

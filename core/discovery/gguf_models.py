@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core.discovery import quant
-from core.discovery.facts import Found, Problem, ScanError, model_entry, template_facts
+from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
 from core.discovery.gguf_reader import GGUFError, GGUFHeader, read_gguf_header
 from core.discovery.naming import slug, strip_quant_suffix
 
@@ -139,9 +139,19 @@ def gguf_facts(header: GGUFHeader, extra_tensors: list = (), projector: bool = F
     }
 
 
-def read_gguf_set(folder: Path, model: GGUFSet, sizes: dict[str, int], *, source: dict[str, Any] | None = None,
-                  key_base: Path | None = None) -> tuple[Found, list[Problem]]:
-    """A GGUF model file (or split set) in `folder`; its projector beside it is recorded, not listed as a model."""
+def read_gguf_set(folder: Path, model: GGUFSet, stats: dict[str, tuple[int, Any]], *,
+                  source: dict[str, Any] | None = None, key_base: Path | None = None,
+                  known: Known | None = None) -> tuple[Found, list[Problem]]:
+    """A GGUF model file (or split set) in `folder`; its projector beside it is recorded, not listed as a model.
+
+    `stats` maps file names to (size, stamp): the modification time, or the content hash in a Hugging Face cache.
+    """
+    key = str((key_base or folder) / model.parts[0])
+    names = model.parts + ([model.projector] if model.projector else [])
+    print_ = fingerprint((name, *stats[name]) for name in names)
+    earlier = known.get(key, print_) if known else None
+    if earlier:
+        return earlier, []
     first = folder / model.parts[0]
     header = read_header(first)
     if header.architecture == PROJECTOR_ARCH:
@@ -158,7 +168,7 @@ def read_gguf_set(folder: Path, model: GGUFSet, sizes: dict[str, int], *, source
             projector = None
     facts = gguf_facts(header, extra, projector=bool(projector),
                        template_location={"file": model.parts[0], "key": "tokenizer.chat_template"})
-    files = [{"path": name, "size": sizes[name]} for name in model.parts + ([projector] if projector else [])]
+    files = [{"path": name, "size": stats[name][0]} for name in model.parts + ([projector] if projector else [])]
     size = sum(f["size"] for f in files)
     stem = re.sub(r"\.gguf$", "", model.parts[0], flags=re.IGNORECASE)
     raw = strip_quant_suffix(stem)
@@ -170,4 +180,4 @@ def read_gguf_set(folder: Path, model: GGUFSet, sizes: dict[str, int], *, source
         architecture=facts["architecture"], capabilities=facts["capabilities"], quantization=facts["quantization"],
         family=slug(raw), source_provider="hf" if source else "local", scan=scan, template=facts["template"],
         source=source)
-    return Found(str((key_base or folder) / model.parts[0]), raw, facts["quantization"], entry), problems
+    return found(key, raw, facts["quantization"], entry, print_), problems

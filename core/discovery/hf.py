@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -11,7 +12,7 @@ from huggingface_hub import parse_local_safetensors_file_metadata, scan_cache_di
 from huggingface_hub.errors import SafetensorsParsingError
 
 from core.discovery import quant
-from core.discovery.facts import Found, Problem, ScanError, model_entry, template_facts
+from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
 from core.discovery.naming import slug
 
 CONFIG_FILE = "config.json"
@@ -45,9 +46,19 @@ def read_json(path: Path) -> Any:
         raise ScanError(path, f"cannot read: {exc.strerror or exc}") from exc
 
 
-def list_files(folder: Path) -> tuple[list[dict[str, Any]], list[Problem]]:
+@dataclass
+class Listing:
+    """A model folder's files (path, size, sha256 when known), their fingerprint, and what could not be read."""
+
+    files: list[dict[str, Any]]
+    fingerprint: str
+    problems: list[Problem] = field(default_factory=list)
+
+
+def list_files(folder: Path) -> Listing:
     """Every file under a model folder (dot folders skipped) with its size, sorted by path."""
     files: list[dict[str, Any]] = []
+    stamps: list[tuple] = []
     problems: list[Problem] = []
     stack = [""]
     while stack:
@@ -64,13 +75,15 @@ def list_files(folder: Path) -> tuple[list[dict[str, Any]], list[Problem]]:
                     if not entry.name.startswith("."):
                         stack.append(path)
                     continue
-                files.append({"path": path, "size": entry.stat().st_size})
+                stat = entry.stat()
+                files.append({"path": path, "size": stat.st_size})
+                stamps.append((path, stat.st_size, stat.st_mtime_ns))
             except FileNotFoundError:
                 problems.append(Problem(entry.path, "dangling symlink (its target is gone); skipped"))
             except OSError as exc:
                 problems.append(Problem(entry.path, f"cannot read: {exc.strerror or exc}; skipped"))
     files.sort(key=lambda f: f["path"])
-    return files, problems
+    return Listing(files, fingerprint(stamps), problems)
 
 
 def native_context_length(text: dict[str, Any], model_type: str | None, tokenizer_config: dict[str, Any]) -> int | None:
@@ -191,12 +204,18 @@ def _safetensors(folder: Path, names: set[str], quant_info: dict | None) -> dict
 
 
 def read_model_folder(folder: Path, *, key: str | None = None, raw_name: str | None = None,
-                      source: dict[str, Any] | None = None, files: list[dict[str, Any]] | None = None,
-                      ) -> tuple[Found, list[Problem]]:
-    """Facts of one Hugging Face model folder; raises ScanError when the model cannot be used as it is."""
-    problems: list[Problem] = []
-    if files is None:
-        files, problems = list_files(folder)
+                      source: dict[str, Any] | None = None, listing: Listing | None = None,
+                      known: Known | None = None) -> tuple[Found, list[Problem]]:
+    """Facts of one Hugging Face model folder; raises ScanError when the model cannot be used as it is.
+
+    With `known`, a folder whose files are unchanged since the last scan is taken from it without reading.
+    """
+    listing = listing or list_files(folder)
+    key = key or str(folder)
+    earlier = known.get(key, listing.fingerprint) if known else None
+    if earlier:
+        return earlier, listing.problems
+    files = listing.files
     names = {f["path"] for f in files}
     config = read_json(folder / CONFIG_FILE)
     if not isinstance(config, dict):
@@ -232,10 +251,10 @@ def read_model_folder(folder: Path, *, key: str | None = None, raw_name: str | N
             **template_caps,
         },
         quantization=label, family=slug(raw), source_provider="hf", scan=scan, template=template, source=source)
-    return Found(key or str(folder), raw, label, entry), problems
+    return found(key, raw, label, entry, listing.fingerprint), listing.problems
 
 
-def cache_revisions(cache_dir: Path, problems: list[Problem]) -> list[tuple[Any, Any, list[dict[str, Any]]]]:
+def cache_revisions(cache_dir: Path, problems: list[Problem]) -> list[tuple[Any, Any, Listing]]:
     """(repo, chosen revision, its files with sizes and LFS sha256) for every model repo in the cache."""
     info = scan_cache_dir(cache_dir)
     problems.extend(Problem(str(cache_dir), f"Hugging Face cache: {warning}; skipped") for warning in info.warnings)
@@ -245,13 +264,14 @@ def cache_revisions(cache_dir: Path, problems: list[Problem]) -> list[tuple[Any,
             continue
         main = [r for r in repo.revisions if "main" in r.refs]
         revision = main[0] if main else max(repo.revisions, key=lambda r: (r.last_modified, r.commit_hash))
-        files = []
+        files, stamps = [], []
         for cached in revision.files:
-            item: dict[str, Any] = {"path": Path(cached.file_path).relative_to(revision.snapshot_path).as_posix(),
-                                    "size": cached.size_on_disk}
+            path = Path(cached.file_path).relative_to(revision.snapshot_path).as_posix()
+            item: dict[str, Any] = {"path": path, "size": cached.size_on_disk}
             if _SHA256.fullmatch(Path(cached.blob_path).name):
                 item["sha256"] = Path(cached.blob_path).name
             files.append(item)
+            stamps.append((path, cached.size_on_disk, Path(cached.blob_path).name, cached.blob_last_modified))
         files.sort(key=lambda f: f["path"])
-        chosen.append((repo, revision, files))
+        chosen.append((repo, revision, Listing(files, fingerprint(stamps))))
     return chosen

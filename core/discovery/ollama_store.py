@@ -1,12 +1,13 @@
 """Ollama's on-disk store (`manifests/<host>/<namespace>/<model>/<tag>`, `blobs/sha256-<hex>`), read without a server."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from core.discovery.facts import Found, Problem, ScanError, model_entry, template_facts
+from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
 from core.discovery.gguf_models import gguf_facts, read_header
 from core.discovery.naming import slug, strip_quant_suffix
 
@@ -51,9 +52,9 @@ def manifests(root: Path) -> tuple[list[tuple[Path, str]], list[Problem]]:
     return found, problems
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path, what: str, raw: bytes | None = None) -> Any:
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(path.read_bytes() if raw is None else raw)
     except FileNotFoundError as exc:
         raise ScanError(path, f"{what} is missing from the store; run `ollama pull` for the model again") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -71,9 +72,16 @@ def _blob_text(path: Path) -> str:
         raise ScanError(path, f"cannot read: {exc}") from exc
 
 
-def read_manifest(root: Path, manifest: Path, name: str) -> Found:
-    """Facts of one Ollama model from its manifest, config blob, GGUF model blob and template layer."""
-    doc = _read_json(manifest, "manifest")
+def read_manifest(root: Path, manifest: Path, name: str, known: Known | None = None) -> Found:
+    """Facts of one Ollama model from its manifest, config blob, GGUF model blob and template layer.
+
+    Blobs are content-addressed, so an unchanged manifest (and model blob) means an unchanged model.
+    """
+    try:
+        raw = manifest.read_bytes()
+    except OSError as exc:
+        raise ScanError(manifest, f"cannot read manifest: {exc.strerror or exc}") from exc
+    doc = _read_json(manifest, "manifest", raw)
     if not isinstance(doc, dict) or not isinstance(doc.get("layers"), list):
         raise ScanError(manifest, "manifest has no `layers` list; run `ollama pull` for the model again")
     layers = {str(layer.get("mediaType", "")).removeprefix(MEDIA): layer for layer in doc["layers"]
@@ -83,8 +91,15 @@ def read_manifest(root: Path, manifest: Path, name: str) -> Found:
     config_ref = doc.get("config") or {}
     config = _read_json(blob_path(root, config_ref["digest"]), "config blob") if config_ref.get("digest") else {}
     model_blob = blob_path(root, layers["model"]["digest"])
-    if not model_blob.exists():
-        raise ScanError(model_blob, "model blob missing from the store; run `ollama pull` for the model again")
+    try:
+        blob_size = model_blob.stat().st_size
+    except FileNotFoundError as exc:
+        raise ScanError(model_blob, "model blob missing from the store; run `ollama pull` for the model again") from exc
+    model_path = MODEL_PATH_PREFIX + name
+    print_ = fingerprint([("manifest", hashlib.sha1(raw).hexdigest()), ("model", blob_size)])
+    earlier = known.get(model_path, print_) if known else None
+    if earlier:
+        return earlier
     header = read_header(model_blob)
     facts = gguf_facts(header, projector="projector" in layers)
     template = None
@@ -105,8 +120,7 @@ def read_manifest(root: Path, manifest: Path, name: str) -> Found:
     ollama_caps = (["embedding"] if capabilities.get("embedding") else ["completion"]) + [
         cap for cap in ("tools", "vision", "thinking") if capabilities.get(cap)]
     short = name.split("/", 1)[1] if name.startswith(("hf.co/", "huggingface.co/")) else name
-    raw = strip_quant_suffix(short)
-    model_path = MODEL_PATH_PREFIX + name
+    raw_name = strip_quant_suffix(short)
     scan = {
         "path": str(model_blob),
         **facts["scan"],
@@ -117,7 +131,7 @@ def read_manifest(root: Path, manifest: Path, name: str) -> Found:
     entry = model_entry(
         model_path=model_path, fmt="ollama", size_bytes=size, files=files, model_type=facts["model_type"],
         architecture=facts["architecture"], capabilities=capabilities, quantization=quantization,
-        family=slug(raw), source_provider="ollama", scan=scan, template=template, served_model_id=name,
+        family=slug(raw_name), source_provider="ollama", scan=scan, template=template, served_model_id=name,
         extra_metadata={
             "ollama_family": config.get("model_family") or facts["model_type"],
             "ollama_families": config.get("model_families"),
@@ -126,15 +140,15 @@ def read_manifest(root: Path, manifest: Path, name: str) -> Found:
             "ollama_embedding_length": facts["architecture"].get("hidden_size"),
             "ollama_capabilities": ollama_caps,
         })
-    return Found(model_path, raw, quantization, entry)
+    return found(model_path, raw_name, quantization, entry, print_)
 
 
-def store_models(root: Path) -> tuple[list[Found], list[Problem]]:
-    found: list[Found] = []
+def store_models(root: Path, known: Known | None = None) -> tuple[list[Found], list[Problem]]:
+    models: list[Found] = []
     listed, problems = manifests(root)
     for manifest, name in listed:
         try:
-            found.append(read_manifest(root, manifest, name))
+            models.append(read_manifest(root, manifest, name, known))
         except ScanError as exc:
             problems.append(Problem(exc.path, exc.message))
-    return found, problems
+    return models, problems

@@ -21,7 +21,6 @@ AUX_SUFFIXES = (
     ".weight_shape", ".weight_g_idx", ".weight_global_scale", ".input_global_scale", ".k_scale", ".v_scale",
     "_scales", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".SCB", ".weight_format",
 )
-AUX_MARKERS = (".quant_state.",)
 
 
 def quantization_from_config(config: Mapping[str, Any], quantize_config: Mapping[str, Any] | None) -> dict | None:
@@ -103,16 +102,16 @@ def parameter_count(tensors: Iterable[tuple[str, str, int]], quant: Mapping[str,
     each, uint8 4-bit (bitsandbytes, MXFP4 blocks) two each. Scales, zero points and other bookkeeping are skipped.
     """
     bits = (quant or {}).get("bits") or 4
+    packed_all = bool(quant) and quant.get("method") in ("awq", "gptq")
     total = 0
     for name, dtype, elements in tensors:
-        if name.endswith(AUX_SUFFIXES) or any(m in name for m in AUX_MARKERS):
+        if name.endswith(AUX_SUFFIXES) or ".quant_state." in name:
             continue
-        if dtype == "I32" and quant and (name.endswith((".qweight", ".weight_packed")) or quant.get("method") in ("awq", "gptq")):
-            total += elements * (32 // bits)
-        elif dtype == "U8" and quant and (name.endswith("_blocks") or bits == 4):
-            total += elements * 2
-        else:
-            total += elements
+        if quant and dtype == "I32" and (packed_all or name.endswith((".qweight", ".weight_packed"))):
+            elements *= 32 // bits
+        elif quant and dtype == "U8" and (bits == 4 or name.endswith("_blocks")):
+            elements *= 2
+        total += elements
     return total
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from core.discovery import hf, ollama_store
-from core.discovery.facts import Found, Problem, ScanError
+from core.discovery.facts import Found, Known, Problem, ScanError
 from core.discovery.gguf_models import group_gguf_files, read_gguf_set
 from core.discovery.naming import assign_names, candidate_name, display_name
 from core.fit import estimate
@@ -50,68 +50,22 @@ def default_roots(settings: Any) -> list[Path]:
     return [r for i, r in enumerate(roots) if r.exists() and r not in roots[:i]]
 
 
-def discover(roots: Iterable[str | os.PathLike]) -> Discovery:
-    """Walk the roots and read every model found (headers only); corrupt inputs become problems."""
-    found = Discovery()
-    seen: set[tuple[int, int]] = set()
+def discover(roots: Iterable[str | os.PathLike], known: Known | None = None) -> Discovery:
+    """Walk the roots and read every model found (headers only); corrupt inputs become problems.
+
+    With `known` (the entries of an earlier scan), models whose files are unchanged are not read again.
+    """
+    walker = _Walker(known)
     for root in roots:
-        path = Path(os.path.abspath(os.path.expanduser(root)))
-        found.roots.append(str(path))
-        if not path.exists():
-            found.problems.append(Problem(str(path), "does not exist (a dangling symlink or a wrong path); skipped"))
-        elif path.is_file():
-            _read_gguf_folder(path.parent, [path.name], found)
-        else:
-            _walk(path, found, seen)
+        walker.root(Path(os.path.abspath(os.path.expanduser(root))))
     keys: set[str] = set()
     unique = []
-    for model in found.models:  # a model reached through two roots counts once
+    for model in walker.found.models:  # a model reached through two roots counts once
         if model.key not in keys:
             keys.add(model.key)
             unique.append(model)
-    found.models = unique
-    return found
-
-
-def _walk(root: Path, found: Discovery, seen: set[tuple[int, int]]) -> None:
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            stat = folder.stat()
-            if (stat.st_dev, stat.st_ino) in seen:
-                continue
-            seen.add((stat.st_dev, stat.st_ino))
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            found.problems.append(Problem(str(folder), f"cannot read folder: {exc.strerror or exc}; skipped"))
-            continue
-        names, subdirs = [], []
-        for entry in entries:
-            try:
-                if entry.is_dir():
-                    subdirs.append(entry)
-                elif entry.is_file():
-                    names.append(entry.name)
-                elif entry.is_symlink():
-                    found.problems.append(Problem(entry.path, "dangling symlink (its target is gone); skipped"))
-            except OSError as exc:
-                found.problems.append(Problem(entry.path, f"cannot read: {exc.strerror or exc}; skipped"))
-        if ollama_store.is_store(folder):
-            found.ollama_stores.append(str(folder))
-            models, problems = ollama_store.store_models(folder)
-            found.models += models
-            found.problems += problems
-            continue
-        if any(d.name.startswith(CACHE_REPO_PREFIX) for d in subdirs) and _read_cache(folder, found):
-            stack += [Path(d.path) for d in reversed(subdirs)
-                      if not d.name.startswith((CACHE_REPO_PREFIX, ".")) and "--" not in d.name]
-            continue
-        if hf.is_model_folder(names):
-            _read_model_folder(folder, found)
-            continue
-        _read_gguf_folder(folder, names, found)
-        stack += [Path(d.path) for d in reversed(subdirs) if not d.name.startswith(".")]
+    walker.found.models = unique
+    return walker.found
 
 
 def _cache_identity(folder: Path) -> tuple[str | None, dict[str, str] | None]:
@@ -122,67 +76,124 @@ def _cache_identity(folder: Path) -> tuple[str | None, dict[str, str] | None]:
     return match["repo"], {"huggingface_id": match["id"].replace("--", "/"), "revision": match["rev"]}
 
 
-def _read_model_folder(folder: Path, found: Discovery, **cached: Any) -> None:
-    repo, source = _cache_identity(folder)
-    options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} if repo else {}
-    try:
-        model, problems = hf.read_model_folder(folder, **{**options, **cached})
-    except ScanError as exc:
-        found.problems.append(Problem(exc.path, exc.message))
-        return
-    model.entry["metadata"]["scan"]["key"] = model.key
-    found.models.append(model)
-    found.problems += problems
+class _Walker:
+    def __init__(self, known: Known | None):
+        self.known = known
+        self.found = Discovery()
+        self.seen: set[tuple[int, int]] = set()
 
+    def problem(self, path: Any, message: str) -> None:
+        self.found.problems.append(Problem(str(path), message))
 
-def _read_gguf_folder(folder: Path, names: list[str], found: Discovery, sizes: dict[str, int] | None = None,
-                      source: dict[str, str] | None = None, key_base: Path | None = None) -> None:
-    sets, problems = group_gguf_files(names)
-    found.problems += [Problem(str(folder / name), message) for name, message in problems]
-    if not sets:
-        return
-    if sizes is None:
-        sizes = {}
-        for name in {n for s in sets for n in s.parts + ([s.projector] if s.projector else [])}:
-            try:
-                sizes[name] = (folder / name).stat().st_size
-            except OSError:
-                sizes[name] = 0
-        repo, source = _cache_identity(folder) if source is None else (None, source)
-        key_base = Path(repo) if repo else key_base
-    for model in sets:
-        try:
-            result, more = read_gguf_set(folder, model, sizes, source=source, key_base=key_base)
-        except ScanError as exc:
-            found.problems.append(Problem(exc.path, exc.message))
-            continue
-        result.entry["metadata"]["scan"]["key"] = result.key
-        found.models.append(result)
-        found.problems += more
-
-
-def _read_cache(cache_dir: Path, found: Discovery) -> bool:
-    """Read a Hugging Face cache through huggingface_hub's scanner; False if it cannot (walk it instead)."""
-    problems: list[Problem] = []
-    try:
-        revisions = hf.cache_revisions(cache_dir, problems)
-    except OSError as exc:
-        found.problems.append(Problem(str(cache_dir), f"Hugging Face cache scanner failed ({exc.strerror or exc}); "
-                                                      "reading its folders one by one"))
-        return False
-    found.problems += problems
-    for repo, revision, files in revisions:
-        snapshot = Path(revision.snapshot_path)
-        source = {"huggingface_id": repo.repo_id, "revision": revision.commit_hash}
-        names = [f["path"] for f in files]
-        if hf.is_model_folder(names):
-            _read_model_folder(snapshot, found, files=files, key=str(repo.repo_path), source=source,
-                               raw_name=repo.repo_id.split("/")[-1])
+    def root(self, path: Path) -> None:
+        self.found.roots.append(str(path))
+        if not path.exists():
+            self.problem(path, "does not exist (a dangling symlink or a wrong path); skipped")
+        elif path.is_dir():
+            self.walk(path)
+        elif path.suffix.lower() == ".gguf":
+            self.gguf_folder(path.parent, [path.name])
         else:
-            top = [n for n in names if "/" not in n]
-            _read_gguf_folder(snapshot, top, found, sizes={f["path"]: f["size"] for f in files}, source=source,
-                              key_base=Path(repo.repo_path))
-    return True
+            self.problem(path, "not a GGUF file or a folder; give a model folder, a .gguf file or a folder of them")
+
+    def walk(self, root: Path) -> None:
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                stat = folder.stat()
+                if (stat.st_dev, stat.st_ino) in self.seen:
+                    continue
+                self.seen.add((stat.st_dev, stat.st_ino))
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                self.problem(folder, f"cannot read folder: {exc.strerror or exc}; skipped")
+                continue
+            names, subdirs = [], []
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        subdirs.append(entry)
+                    elif entry.is_file():
+                        names.append(entry.name)
+                    elif entry.is_symlink():
+                        self.problem(entry.path, "dangling symlink (its target is gone); skipped")
+                except OSError as exc:
+                    self.problem(entry.path, f"cannot read: {exc.strerror or exc}; skipped")
+            if ollama_store.is_store(folder):
+                self.found.ollama_stores.append(str(folder))
+                models, problems = ollama_store.store_models(folder, self.known)
+                self.found.models += models
+                self.found.problems += problems
+                continue
+            if any(d.name.startswith(CACHE_REPO_PREFIX) for d in subdirs) and self.cache(folder):
+                stack += [Path(d.path) for d in reversed(subdirs) if not d.name.startswith(".") and "--" not in d.name]
+                continue
+            if hf.is_model_folder(names):
+                self.model_folder(folder)
+                continue
+            self.gguf_folder(folder, names)
+            stack += [Path(d.path) for d in reversed(subdirs) if not d.name.startswith(".")]
+
+    def model_folder(self, folder: Path, **cached: Any) -> None:
+        repo, source = _cache_identity(folder)
+        options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} if repo else {}
+        try:
+            model, problems = hf.read_model_folder(folder, known=self.known, **{**options, **cached})
+        except ScanError as exc:
+            self.problem(exc.path, exc.message)
+            return
+        self.found.models.append(model)
+        self.found.problems += problems
+
+    def gguf_folder(self, folder: Path, names: list[str], stats: dict[str, tuple[int, Any]] | None = None,
+                    source: dict[str, str] | None = None, key_base: Path | None = None) -> None:
+        sets, problems = group_gguf_files(names)
+        for name, message in problems:
+            self.problem(folder / name, message)
+        if not sets:
+            return
+        if stats is None:
+            stats = {}
+            for name in {n for s in sets for n in s.parts + ([s.projector] if s.projector else [])}:
+                try:
+                    stat = (folder / name).stat()
+                    stats[name] = (stat.st_size, stat.st_mtime_ns)
+                except OSError:
+                    stats[name] = (0, None)
+            repo, source = _cache_identity(folder)
+            key_base = Path(repo) if repo else None
+        for model in sets:
+            try:
+                result, more = read_gguf_set(folder, model, stats, source=source, key_base=key_base,
+                                             known=self.known)
+            except ScanError as exc:
+                self.problem(exc.path, exc.message)
+                continue
+            self.found.models.append(result)
+            self.found.problems += more
+
+    def cache(self, cache_dir: Path) -> bool:
+        """Read a Hugging Face cache through huggingface_hub's scanner; False if it cannot (walk it instead)."""
+        problems: list[Problem] = []
+        try:
+            revisions = hf.cache_revisions(cache_dir, problems)
+        except OSError as exc:
+            self.problem(cache_dir, f"Hugging Face cache scanner failed ({exc.strerror or exc}); reading its folders "
+                                    "one by one")
+            return False
+        self.found.problems += problems
+        for repo, revision, listing in revisions:
+            snapshot = Path(revision.snapshot_path)
+            source = {"huggingface_id": repo.repo_id, "revision": revision.commit_hash}
+            names = [f["path"] for f in listing.files]
+            if hf.is_model_folder(names):
+                self.model_folder(snapshot, listing=listing, key=str(repo.repo_path), source=source,
+                                  raw_name=repo.repo_id.split("/")[-1])
+            else:
+                stats = {f["path"]: (f["size"], f.get("sha256")) for f in listing.files if "/" not in f["path"]}
+                self.gguf_folder(snapshot, list(stats), stats, source=source, key_base=Path(repo.repo_path))
+        return True
 
 
 # ---- writing the registry ----------------------------------------------------------------------------------
@@ -221,9 +232,8 @@ def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterab
 
 def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, stubs: bool = True) -> ScanResult:
     """Scan `paths` (default: default_roots), write discovered facts, mark vanished models, stub new ones, rebuild."""
-    paths = list(paths or [])
-    found = discover(paths or default_roots(registry.settings))
     existing = registry.discovered_entries()
+    found = discover(list(paths or []) or default_roots(registry.settings), Known(existing))
     curated = registry.curated_entries()
     owners: dict[str, str] = {}
     for entry in sorted(existing, key=lambda e: (get_path(e, "metadata.scan.key") is None, str(e.get("name")))):

@@ -144,8 +144,8 @@ MISTRAL_7B_V03 = {
 # ---- tensors ---------------------------------------------------------------------------------------------------
 
 
-def scaled(dim: int) -> int:
-    return max(8, math.ceil(dim / SCALE / 8) * 8)
+def scaled(dim: int, scale: int = SCALE) -> int:
+    return max(8, math.ceil(dim / scale / 8) * 8)
 
 
 @dataclass
@@ -156,13 +156,15 @@ class Tensor:
     parameters: int  # model parameters this tensor stands for (packed int4 counts 8 per int32; scales count 0)
 
 
-def decoder_tensors(cfg: dict, dtype: str, quant: str | None = None, qkv_bias: bool = False) -> list[Tensor]:
+def decoder_tensors(cfg: dict, dtype: str, quant: str | None = None, qkv_bias: bool = False,
+                    scale: int = SCALE) -> list[Tensor]:
     """A Llama-style decoder's tensors (real names), scaled; `quant` packs linear layers as awq / gptq / fp8."""
     text = {**cfg, **(cfg.get("text_config") or {})}
-    hidden, inter, vocab = scaled(text["hidden_size"]), scaled(text["intermediate_size"]), scaled(text["vocab_size"])
+    hidden, inter = scaled(text["hidden_size"], scale), scaled(text["intermediate_size"], scale)
+    vocab = scaled(text["vocab_size"], scale)
     head_dim = text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
-    q_out = scaled(text["num_attention_heads"] * head_dim)
-    kv_out = scaled(text["num_key_value_heads"] * head_dim)
+    q_out = scaled(text["num_attention_heads"] * head_dim, scale)
+    kv_out = scaled(text["num_key_value_heads"] * head_dim, scale)
     group = 8
 
     def plain(name: str, *shape: int, kind: str = dtype) -> list[Tensor]:
@@ -202,8 +204,8 @@ def decoder_tensors(cfg: dict, dtype: str, quant: str | None = None, qkv_bias: b
     return tensors
 
 
-def vision_tensors(vision: dict, dtype: str, prefix: str) -> list[Tensor]:
-    hidden, inter = scaled(vision["hidden_size"]), scaled(vision["intermediate_size"])
+def vision_tensors(vision: dict, dtype: str, prefix: str, scale: int = SCALE) -> list[Tensor]:
+    hidden, inter = scaled(vision["hidden_size"], scale), scaled(vision["intermediate_size"], scale)
     patch = vision["patch_size"]
     embed = (hidden, 3, 2, patch, patch)
     out = [Tensor(f"{prefix}.patch_embed.proj.weight", embed, dtype, math.prod(embed))]
@@ -274,8 +276,8 @@ def _folder(root: Path, repo_id: str, config: dict, tensors: list[Tensor], shard
     return BuiltModel(folder, repo_id, sum(t.parameters for t in tensors), expect)
 
 
-def llama31_8b(root: Path) -> BuiltModel:
-    return _folder(root, "meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, decoder_tensors(LLAMA31_8B, "BF16"), 4, {
+def llama31_8b(root: Path, scale: int = SCALE, repo_id: str | None = None) -> BuiltModel:
+    return _folder(root, repo_id or "meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, decoder_tensors(LLAMA31_8B, "BF16", scale=scale), 4, {
         "tokenizer_config.json": {"bos_token": "<|begin_of_text|>", "chat_template": LLAMA31_TEMPLATE,
                                   "clean_up_tokenization_spaces": True, "eos_token": "<|eot_id|>",
                                   "model_max_length": 131072, "tokenizer_class": "PreTrainedTokenizerFast"},
@@ -285,10 +287,10 @@ def llama31_8b(root: Path) -> BuiltModel:
     }, {"quantization": "bf16", "context_length": 131072, "num_kv_heads": 8, "vision": False, "tools": True})
 
 
-def qwen25_vl_7b_awq(root: Path) -> BuiltModel:
-    tensors = decoder_tensors(QWEN25_VL_7B_AWQ, "F16", quant="awq", qkv_bias=True)
-    tensors += vision_tensors(QWEN25_VL_7B_AWQ["vision_config"], "F16", "visual")
-    return _folder(root, "Qwen/Qwen2.5-VL-7B-Instruct-AWQ", QWEN25_VL_7B_AWQ, tensors, 2, {
+def qwen25_vl_7b_awq(root: Path, scale: int = SCALE, repo_id: str | None = None) -> BuiltModel:
+    tensors = decoder_tensors(QWEN25_VL_7B_AWQ, "F16", quant="awq", qkv_bias=True, scale=scale)
+    tensors += vision_tensors(QWEN25_VL_7B_AWQ["vision_config"], "F16", "visual", scale)
+    return _folder(root, repo_id or "Qwen/Qwen2.5-VL-7B-Instruct-AWQ", QWEN25_VL_7B_AWQ, tensors, 2, {
         "tokenizer_config.json": {"model_max_length": 131072, "tokenizer_class": "Qwen2Tokenizer",
                                   "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
         "chat_template.json": {"chat_template": QWEN25VL_TEMPLATE},
@@ -300,10 +302,10 @@ def qwen25_vl_7b_awq(root: Path) -> BuiltModel:
     }, {"quantization": "awq", "context_length": 128000, "num_kv_heads": 4, "vision": True, "tools": False})
 
 
-def qwen3_vl_8b_fp8(root: Path) -> BuiltModel:
-    tensors = decoder_tensors(QWEN3_VL_8B_FP8, "BF16", quant="fp8")
-    tensors += vision_tensors(QWEN3_VL_8B_FP8["vision_config"], "BF16", "model.visual")
-    return _folder(root, "Qwen/Qwen3-VL-8B-Instruct-FP8", QWEN3_VL_8B_FP8, tensors, 2, {
+def qwen3_vl_8b_fp8(root: Path, scale: int = SCALE, repo_id: str | None = None) -> BuiltModel:
+    tensors = decoder_tensors(QWEN3_VL_8B_FP8, "BF16", quant="fp8", scale=scale)
+    tensors += vision_tensors(QWEN3_VL_8B_FP8["vision_config"], "BF16", "model.visual", scale)
+    return _folder(root, repo_id or "Qwen/Qwen3-VL-8B-Instruct-FP8", QWEN3_VL_8B_FP8, tensors, 2, {
         "tokenizer_config.json": {"model_max_length": 262144, "tokenizer_class": "Qwen2Tokenizer",
                                   "eos_token": "<|im_end|>"},
         "chat_template.jinja": QWEN3_TEMPLATE,
@@ -313,10 +315,10 @@ def qwen3_vl_8b_fp8(root: Path) -> BuiltModel:
     }, {"quantization": "fp8", "context_length": 262144, "num_kv_heads": 8, "vision": True, "tools": True})
 
 
-def llama2_7b_gptq(root: Path) -> BuiltModel:
+def llama2_7b_gptq(root: Path, scale: int = SCALE, repo_id: str | None = None) -> BuiltModel:
     """TheBloke's GPTQ layout: one model.safetensors and the old AutoGPTQ quantize_config.json."""
-    return _folder(root, "TheBloke/Llama-2-7B-Chat-GPTQ", LLAMA2_7B_CHAT,
-                   decoder_tensors(LLAMA2_7B_CHAT, "F16", quant="gptq"), 1, {
+    return _folder(root, repo_id or "TheBloke/Llama-2-7B-Chat-GPTQ", LLAMA2_7B_CHAT,
+                   decoder_tensors(LLAMA2_7B_CHAT, "F16", quant="gptq", scale=scale), 1, {
                        "quantize_config.json": GPTQ_QUANTIZE_CONFIG,
                        "tokenizer_config.json": {"model_max_length": 4096, "chat_template": LLAMA2_TEMPLATE,
                                                  "tokenizer_class": "LlamaTokenizer"},
@@ -324,16 +326,16 @@ def llama2_7b_gptq(root: Path) -> BuiltModel:
                        "tools": False})
 
 
-def mistral_7b_v03(root: Path) -> BuiltModel:
-    built = _folder(root, "mistralai/Mistral-7B-Instruct-v0.3", MISTRAL_7B_V03,
-                    decoder_tensors(MISTRAL_7B_V03, "BF16"), 3, {
+def mistral_7b_v03(root: Path, scale: int = SCALE, repo_id: str | None = None) -> BuiltModel:
+    built = _folder(root, repo_id or "mistralai/Mistral-7B-Instruct-v0.3", MISTRAL_7B_V03,
+                    decoder_tensors(MISTRAL_7B_V03, "BF16", scale=scale), 3, {
                         "tokenizer_config.json": {"model_max_length": 1000000000000000019884624838656,
                                                   "chat_template": MISTRAL_V03_TEMPLATE,
                                                   "tokenizer_class": "LlamaTokenizer"},
                     }, {"quantization": "bf16", "context_length": 32768, "num_kv_heads": 8, "vision": False,
                         "tools": True})
     # Mistral also ships the same weights as consolidated.safetensors (for mistral_inference); not a second model.
-    write_safetensors(built.path / "consolidated.safetensors", decoder_tensors(MISTRAL_7B_V03, "BF16")[:3])
+    write_safetensors(built.path / "consolidated.safetensors", decoder_tensors(MISTRAL_7B_V03, "BF16", scale=scale)[:3])
     return built
 
 

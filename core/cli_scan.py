@@ -1,0 +1,77 @@
+"""`modelreg scan [PATH...]` and `modelreg fit NAME`: thin wrappers over core.discovery.scan and core.fit."""
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from core.cli import out, print_json, registry_from_args
+from core.discovery.scan import scan
+from core.fit import fit_summary, format_size
+
+
+def cmd_scan(args: argparse.Namespace) -> None:
+    result = scan(registry_from_args(args), args.paths, stubs=not args.no_stubs)
+    if args.json:
+        return print_json(result.as_dict())
+    table = Table("name", "status", "format", "quantization", "path")
+    for model in result.models:
+        table.add_row(model["name"], model["status"], model["format"], str(model["quantization"] or ""),
+                      model["path"])
+    out.print(table)
+    for name in result.missing:
+        out.print(f"missing: {name} (its files are gone; the entry stays until you remove it)",
+                  markup=False, highlight=False)
+    for problem in result.problems:
+        out.print(f"skipped: {problem}", markup=False, highlight=False)
+    out.print(f"{len(result.models)} model(s) in {', '.join(result.roots) or 'no roots'}; "
+              f"{len(result.stubs)} new stub(s), {len(result.missing)} missing, {len(result.problems)} problem(s)",
+              markup=False, highlight=False)
+
+
+def say(text: str) -> None:
+    out.print(text, markup=False, highlight=False)
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    registry = registry_from_args(args)
+    fit = fit_summary(registry.entry(args.name), registry.settings, args.gpu_mem, args.utilization)
+    if args.json:
+        return print_json(fit)
+    say(f"{args.name} on {format_size(fit['gpu_memory_bytes'])} at utilization {fit['utilization']} "
+        f"({fit['engine']}): budget {format_size(fit['budget_bytes'])}")
+    if not fit["known"]:
+        return say(f"  no estimate: {fit['reason']}")
+    say(f"  weights {format_size(fit['weights_bytes'])} + overhead {format_size(fit['overhead_bytes'])}; "
+        f"KV cache {format_size(fit['kv_cache_bytes'])} at {fit['kv_bytes_per_token']:,} bytes/token "
+        f"({fit['kv_cache_dtype']})")
+    say(f"  largest context that fits: {fit['max_context']:,} tokens; native context: "
+        f"{fit['native_context'] or 'unknown'}" + (f"; configured: {fit['configured_context']:,}"
+                                                  if fit["configured_context"] else ""))
+    if fit.get("reason"):
+        say(f"  does not fit: {fit['reason']}")
+    elif fit.get("suggested_args") and not fit["configured_context"]:
+        say(f"  the native context does not fit: add {' '.join(fit['suggested_args'])} "
+            f"(modelreg set {args.name} backend_config.extra_args '[...]')")
+    else:
+        say("  fits" if fit["fits"] else "  the configured context does not fit; lower it")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="find models on disk and write their facts into the discovered layer",
+                       description="Find Hugging Face folders and cache, GGUF files and Ollama's store under PATHs "
+                                   "(default: settings model_roots, HF_HUB_CACHE/HF_HOME, OLLAMA_MODELS or "
+                                   "~/.ollama/models); write facts to discovered, stub new models, rebuild.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="folder or GGUF file to scan")
+    p.add_argument("--no-stubs", action="store_true", help="do not create curated stubs for new models")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_scan)
+    p = sub.add_parser("fit", help="estimate whether a model and its context fit the GPU",
+                       description="Weights, KV-cache bytes per token and the largest context that fits the GPU "
+                                   "memory of the active profile (settings gpu_memory, gpu_memory_utilization).")
+    p.add_argument("name", help="model name")
+    p.add_argument("--gpu-mem", default=None, metavar="SIZE", help="GPU memory, e.g. 16GiB (default: settings)")
+    p.add_argument("--utilization", type=float, default=None, metavar="FRACTION",
+                   help="fraction of GPU memory the backend may use (default: settings)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_fit)
