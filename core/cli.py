@@ -14,7 +14,7 @@ from core.errors import ConflictError, InvalidRegistry, RegistryError
 from core.registry import Registry
 
 # Modules named core.cli_<feature> that define add_commands(subparsers).
-FEATURE_MODULES: tuple[str, ...] = ("launch", "proxy", "gui", "download")
+FEATURE_MODULES: tuple[str, ...] = ("launch", "proxy", "gui", "download", "scan")
 
 out = Console(soft_wrap=True)
 
