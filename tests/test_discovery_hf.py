@@ -21,7 +21,7 @@ def built(tmp_path_factory):
 
 @pytest.mark.parametrize("repo_id", [
     "meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct-AWQ", "Qwen/Qwen3-VL-8B-Instruct-FP8",
-    "TheBloke/Llama-2-7B-Chat-GPTQ", "mistralai/Mistral-7B-Instruct-v0.3"])
+    "TheBloke/Llama-2-7B-Chat-GPTQ", "mistralai/Mistral-7B-Instruct-v0.3", "openai/gpt-oss-20b"])
 def test_public_model_facts(built, repo_id):
     model = built[repo_id]
     found, problems = hf.read_model_folder(model.path)

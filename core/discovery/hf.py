@@ -12,6 +12,7 @@ from huggingface_hub import parse_local_safetensors_file_metadata, scan_cache_di
 from huggingface_hub.errors import SafetensorsParsingError
 
 from core.discovery import quant
+from core.download import MARKER_FILE, read_marker
 from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
 from core.discovery.naming import slug
 
@@ -242,6 +243,9 @@ def read_model_folder(folder: Path, *, key: str | None = None, raw_name: str | N
         "processor_files": sorted(names.intersection(PROCESSOR_FILES)) or None,
     }
     raw = raw_name or folder.name
+    marker = read_marker(folder) if MARKER_FILE in names else {}
+    if marker.get("repo_id") and not source:  # downloaded by `modelreg download hf`
+        source = {"huggingface_id": marker["repo_id"], "revision": marker.get("commit")}
     entry = model_entry(
         model_path=str(folder), fmt="safetensors", size_bytes=sum(f["size"] for f in files), files=files,
         model_type=config.get("model_type"), architecture=arch,
@@ -251,6 +255,8 @@ def read_model_folder(folder: Path, *, key: str | None = None, raw_name: str | N
             **template_caps,
         },
         quantization=label, family=slug(raw), source_provider="hf", scan=scan, template=template, source=source)
+    if marker.get("downloaded_at"):
+        entry["downloaded_at"] = marker["downloaded_at"]
     return found(key, raw, label, entry, listing.fingerprint), listing.problems
 
 

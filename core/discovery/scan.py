@@ -1,6 +1,7 @@
 """`modelreg scan`: find models under roots, write their facts to the discovered layer, stub new ones, rebuild."""
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,9 +13,11 @@ from core.discovery.facts import Found, Known, Problem, ScanError
 from core.discovery.gguf_models import group_gguf_files, read_gguf_set
 from core.discovery.naming import assign_names, candidate_name, display_name
 from core.fit import estimate
-from core.registry import Registry, get_path
+from core.registry import Registry, config_paths, get_path, remove_path
 
 BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
+# Parts of an entry a scan computes whole; anything else an earlier entry holds is kept under the new facts.
+REPLACED = frozenset({"artifacts", "capabilities", "metadata.architecture", "metadata.scan"})
 CACHE_REPO_PREFIX = "models--"
 _CACHE_SNAPSHOT = re.compile(r"(?P<repo>.*/models--(?P<id>[^/]+))/snapshots/(?P<rev>[^/]+)$")
 
@@ -224,6 +227,30 @@ def _vanished(entry: dict[str, Any], found: Discovery) -> bool:
     return not os.path.exists(path)
 
 
+def _carry_over(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The new facts over the old entry: facts other writers added (downloaded_at, performance, probes, ...) stay.
+
+    Objects merge key by key, except those the scan computes whole (REPLACED); `missing` goes; legacy
+    configuration is left out here (the discovered writer keeps it by itself).
+    """
+    if old is None:
+        return new
+    merged = copy.deepcopy({k: v for k, v in old.items() if k != "missing"})
+    for path in config_paths(merged, include_empty=True):
+        remove_path(merged, path)
+
+    def overlay(target: dict[str, Any], source: dict[str, Any], prefix: str) -> None:
+        for key, value in source.items():
+            path = prefix + key
+            if isinstance(value, dict) and isinstance(target.get(key), dict) and path not in REPLACED:
+                overlay(target[key], value, path + ".")
+            else:
+                target[key] = copy.deepcopy(value)
+
+    overlay(merged, new, "")
+    return merged
+
+
 def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterable[int]:
     used = {get_path(e, "backend_config.port") for e in entries}
     low, high = registry.settings.port_range
@@ -249,37 +276,38 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
     entries, report = [], []
     for model in sorted(found.models, key=lambda m: names[m.key]):
         name = names[model.key]
-        entry = {"name": name, "display_name": display_name(model.raw_name, model.quantization), **model.entry}
         old = by_name.get(name)
+        entry = _carry_over(old, {"name": name, "display_name": display_name(model.raw_name, model.quantization),
+                                  **model.entry})
         status = ("new" if old is None else "returned" if old.get("missing") else
                   "unchanged" if old == entry else "updated")
         entries.append(entry)
         report.append({"name": name, "path": entry["backend_config"]["model_path"], "format": model.format,
                        "quantization": model.quantization, "status": status})
-    vanished = sorted(e["name"] for e in existing if e["name"] not in names.values() and _vanished(e, found))
+    vanished = sorted(e["name"] for e in existing if _identity(e) not in keys and _vanished(e, found))
     writer = registry.discovered_writer()
     writer.upsert(entries, rebuild=False)
     if vanished:
         writer.mark_missing(vanished, rebuild=False)
     created: list[str] = []
     if stubs:
-        created = registry.stub_many(_stub_suggestions(registry, entries, existing, curated))
+        new = [e for e in entries if e["name"] not in by_name]
+        created = registry.stub_many(_stub_suggestions(registry, new, existing + curated))
     else:
         registry.rebuild()
     return ScanResult(report, vanished, created, found.problems, found.roots)
 
 
-def _stub_suggestions(registry: Registry, entries: list[dict[str, Any]], existing: list[dict[str, Any]],
-                      curated: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Backend from format, a free port, and `--max-model-len` when the native context does not fit."""
-    has_curated = {e.get("name") for e in curated if e.get("profile") is None}
-    legacy = {e["name"]: e for e in existing}
-    ports = _free_ports(registry, existing + curated)
+def _stub_suggestions(registry: Registry, new: list[dict[str, Any]], others: list[dict[str, Any]],
+                      ) -> dict[str, dict[str, Any]]:
+    """Backend from format, a port no entry uses, and `--max-model-len` when the native context does not fit.
+
+    New models never have a curated entry: their names avoid every name either layer holds.
+    """
+    ports = _free_ports(registry, others)
     settings = registry.settings
     stubs: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        if entry["name"] in has_curated:
-            continue
+    for entry in new:
         backend = BACKEND_FOR_FORMAT[entry["metadata"]["format"]]
         suggestions: dict[str, Any] = {"backend": backend}
         if backend != "ollama":
@@ -288,6 +316,5 @@ def _stub_suggestions(registry: Registry, entries: list[dict[str, Any]], existin
             fit = estimate({**entry, "backend": backend}, settings.gpu_memory, settings.gpu_memory_utilization)
             if fit.get("suggested_args"):
                 suggestions["backend_config.extra_args"] = fit["suggested_args"]
-        old = legacy.get(entry["name"], {})
-        stubs[entry["name"]] = {p: v for p, v in suggestions.items() if v is not None and get_path(old, p) is None}
+        stubs[entry["name"]] = {p: v for p, v in suggestions.items() if v is not None}
     return stubs

@@ -139,6 +139,21 @@ MISTRAL_7B_V03 = {
     "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.42.0.dev0",
     "use_cache": True, "vocab_size": 32768,
 }
+GPT_OSS_20B = {
+    "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0, "eos_token_id": 200002,
+    "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880, "initial_context_length": 4096,
+    "initializer_range": 0.02, "intermediate_size": 2880, "layer_types": ["sliding_attention", "full_attention"] * 12,
+    "max_position_embeddings": 131072, "model_type": "gpt_oss", "num_attention_heads": 64,
+    "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 8, "num_local_experts": 32,
+    "output_router_logits": False, "pad_token_id": 199999,
+    "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                       "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0, "original_max_position_embeddings": 4096,
+                     "rope_type": "yarn", "truncate": False},
+    "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+    "tie_word_embeddings": False, "transformers_version": "4.55.0.dev0", "use_cache": True, "vocab_size": 201088,
+}
 
 
 # ---- tensors ---------------------------------------------------------------------------------------------------
@@ -202,6 +217,33 @@ def decoder_tensors(cfg: dict, dtype: str, quant: str | None = None, qkv_bias: b
     tensors += plain(f"{prefix}.norm.weight", hidden)
     tensors += plain("lm_head.weight", vocab, hidden)
     return tensors
+
+
+def gpt_oss_tensors(cfg: dict, scale: int = SCALE) -> list[Tensor]:
+    """gpt-oss: bf16 attention, MXFP4 experts (uint8 blocks of 32 4-bit weights in 16 bytes, uint8 scales)."""
+    hidden, inter, vocab = scaled(cfg["hidden_size"], scale), scaled(cfg["intermediate_size"], scale), scaled(
+        cfg["vocab_size"], scale)
+    experts, heads = cfg["num_local_experts"], cfg["num_attention_heads"]
+    q_out, kv_out = scaled(heads * cfg["head_dim"], scale), scaled(cfg["num_key_value_heads"] * cfg["head_dim"], scale)
+
+    def t(name: str, shape: tuple[int, ...], dtype: str = "BF16", parameters: int | None = None) -> Tensor:
+        return Tensor(name, shape, dtype, math.prod(shape) if parameters is None else parameters)
+
+    tensors = [t("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(cfg["num_hidden_layers"]):
+        layer = f"model.layers.{i}"
+        tensors += [t(f"{layer}.input_layernorm.weight", (hidden,)), t(f"{layer}.self_attn.sinks", (heads,))]
+        for proj, out, inp in (("q_proj", q_out, hidden), ("k_proj", kv_out, hidden), ("v_proj", kv_out, hidden),
+                               ("o_proj", hidden, q_out)):
+            tensors += [t(f"{layer}.self_attn.{proj}.weight", (out, inp)), t(f"{layer}.self_attn.{proj}.bias", (out,))]
+        tensors += [t(f"{layer}.mlp.router.weight", (experts, hidden)), t(f"{layer}.mlp.router.bias", (experts,))]
+        for proj, out, inp in (("gate_up_proj", 2 * inter, hidden), ("down_proj", hidden, inter)):
+            blocks = (experts, out, math.ceil(inp / 32), 16)
+            tensors += [t(f"{layer}.mlp.experts.{proj}_blocks", blocks, "U8", 2 * math.prod(blocks)),
+                        t(f"{layer}.mlp.experts.{proj}_scales", blocks[:3], "U8", 0),
+                        t(f"{layer}.mlp.experts.{proj}_bias", (experts, out))]
+        tensors.append(t(f"{layer}.post_attention_layernorm.weight", (hidden,)))
+    return tensors + [t("model.norm.weight", (hidden,)), t("lm_head.weight", (vocab, hidden))]
 
 
 def vision_tensors(vision: dict, dtype: str, prefix: str, scale: int = SCALE) -> list[Tensor]:
@@ -339,7 +381,17 @@ def mistral_7b_v03(root: Path, scale: int = SCALE, repo_id: str | None = None) -
     return built
 
 
-HF_MODELS = (llama31_8b, qwen25_vl_7b_awq, qwen3_vl_8b_fp8, llama2_7b_gptq, mistral_7b_v03)
+def gpt_oss_20b(root: Path, scale: int = SCALE, repo_id: str | None = None) -> BuiltModel:
+    return _folder(root, repo_id or "openai/gpt-oss-20b", GPT_OSS_20B, gpt_oss_tensors(GPT_OSS_20B, scale), 3, {
+        "chat_template.jinja": "{#- gpt-oss harmony format -#}{%- if tools -%}<|start|>developer<|message|>"
+                               "{%- endif -%}{%- for message in messages -%}<|start|>{{ message.role }}<|message|>"
+                               "{{ message.content }}<|end|>{%- endfor -%}",
+        "tokenizer_config.json": {"model_max_length": 1000000000000000019884624838656,
+                                  "tokenizer_class": "PreTrainedTokenizerFast"},
+    }, {"quantization": "mxfp4", "context_length": 131072, "num_kv_heads": 8, "vision": False, "tools": True})
+
+
+HF_MODELS = (llama31_8b, qwen25_vl_7b_awq, qwen3_vl_8b_fp8, llama2_7b_gptq, mistral_7b_v03, gpt_oss_20b)
 
 
 # ---- the Hugging Face cache layout -------------------------------------------------------------------------------
