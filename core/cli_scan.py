@@ -3,34 +3,33 @@ from __future__ import annotations
 
 import argparse
 
-from rich.table import Table
-
 from core.cli import out, print_json, registry_from_args
-from core.discovery.scan import scan
+from core.discovery.scan import forget, scan
 from core.fit import fit_summary, format_size
+
+
+def say(text: str) -> None:
+    out.print(text, markup=False, highlight=False)
 
 
 def cmd_scan(args: argparse.Namespace) -> None:
     result = scan(registry_from_args(args), args.paths, stubs=not args.no_stubs)
     if args.json:
         return print_json(result.as_dict())
-    table = Table("name", "status", "format", "quantization", "path")
     for model in result.models:
-        table.add_row(model["name"], model["status"], model["format"], str(model["quantization"] or ""),
-                      model["path"])
-    out.print(table)
+        say(f"{model['status']:>9}  {model['name']}  ({model['format']}, {model['quantization'] or 'unquantized'})"
+            f"  {model['path']}")
     for name in result.missing:
-        out.print(f"missing: {name} (its files are gone; the entry stays until you remove it)",
-                  markup=False, highlight=False)
+        say(f"  missing  {name}  (its files are gone; it stays marked missing until `modelreg forget {name}`)")
     for problem in result.problems:
-        out.print(f"skipped: {problem}", markup=False, highlight=False)
-    out.print(f"{len(result.models)} model(s) in {', '.join(result.roots) or 'no roots'}; "
-              f"{len(result.stubs)} new stub(s), {len(result.missing)} missing, {len(result.problems)} problem(s)",
-              markup=False, highlight=False)
+        say(f"  skipped  {problem}")
+    say(f"{len(result.models)} model(s) in {', '.join(result.roots) or 'no roots'}; {len(result.stubs)} new "
+        f"stub(s), {len(result.missing)} missing, {len(result.problems)} problem(s)")
 
 
-def say(text: str) -> None:
-    out.print(text, markup=False, highlight=False)
+def cmd_forget(args: argparse.Namespace) -> None:
+    for name in forget(registry_from_args(args), args.names):
+        say(f"removed {name} from the discovered layer")
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
@@ -66,6 +65,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-stubs", action="store_true", help="do not create curated stubs for new models")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_scan)
+    p = sub.add_parser("forget", help="remove models marked missing from the discovered layer",
+                       description="Remove discovered entries whose files are gone (marked missing by a scan); "
+                                   "their curated configuration is kept.")
+    p.add_argument("names", nargs="+", metavar="NAME", help="model name")
+    p.set_defaults(handler=cmd_forget)
     p = sub.add_parser("fit", help="estimate whether a model and its context fit the GPU",
                        description="Weights, KV-cache bytes per token and the largest context that fits the GPU "
                                    "memory of the active profile (settings gpu_memory, gpu_memory_utilization).")

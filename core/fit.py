@@ -76,6 +76,11 @@ def kv_bytes_per_token(arch: dict[str, Any], k_bytes: float = 2, v_bytes: float 
     return int(layers * kv_heads * (head_dim * k_bytes + v_dim * (k_bytes if v_bytes is None else v_bytes)))
 
 
+def tokens_that_fit(kv_bytes: int, per_token: int) -> int:
+    """Tokens a KV cache of `kv_bytes` holds, in whole 16-token blocks (vLLM's num_blocks * block_size)."""
+    return max(0, kv_bytes // (per_token * BLOCK_TOKENS) * BLOCK_TOKENS)
+
+
 def _engine(entry: dict[str, Any]) -> str:
     backend = str(entry.get("backend") or "")
     if backend == "vllm" or (not backend and (entry.get("metadata") or {}).get("format") == "safetensors"):
@@ -130,7 +135,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         result.update(known=False, reason=f"not enough facts: {' and '.join(missing)} unknown; run `modelreg scan`")
         return result
     kv_bytes = budget - weights - overhead
-    max_context = max(0, kv_bytes // per_token // BLOCK_TOKENS * BLOCK_TOKENS)
+    max_context = tokens_that_fit(kv_bytes, per_token)
     wanted = result["configured_context"] or native
     result.update(known=True, kv_cache_bytes=max(0, kv_bytes), max_context=max_context,
                   weights_fit=kv_bytes > 0,

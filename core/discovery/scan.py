@@ -12,6 +12,7 @@ from core.discovery import hf, ollama_store
 from core.discovery.facts import Found, Known, Problem, ScanError
 from core.discovery.gguf_models import group_gguf_files, read_gguf_set
 from core.discovery.naming import assign_names, candidate_name, display_name
+from core.errors import BadInput
 from core.fit import estimate
 from core.registry import Registry, config_paths, get_path, remove_path
 
@@ -214,7 +215,8 @@ def _within(path: str, folder: str) -> bool:
 
 
 def _vanished(entry: dict[str, Any], found: Discovery) -> bool:
-    """True when this scan can tell the entry's files are gone (unreadable right now is not gone)."""
+    """True when this scan can tell the entry's model is gone: its path is gone, or a scanned root holds the path
+    but no model was found there (unreadable or corrupt right now, reported as a problem, is not gone)."""
     path = get_path(entry, "backend_config.model_path")
     if entry.get("missing") or not isinstance(path, str) or not path:
         return False
@@ -224,7 +226,7 @@ def _vanished(entry: dict[str, Any], found: Discovery) -> bool:
     path = os.path.abspath(os.path.expanduser(path))
     if any(_within(path, p.path) or _within(p.path, path) for p in found.problems):
         return False
-    return not os.path.exists(path)
+    return not os.path.exists(path) or any(_within(path, root) for root in found.roots)
 
 
 def _carry_over(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
@@ -296,6 +298,20 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
     else:
         registry.rebuild()
     return ScanResult(report, vanished, created, found.problems, found.roots)
+
+
+def forget(registry: Registry, names: Iterable[str]) -> list[str]:
+    """Remove discovered entries marked missing (their curated entries, if any, stay); returns the names removed."""
+    entries = {e["name"]: e for e in registry.discovered_entries()}
+    names = list(names)
+    for name in names:
+        if name not in entries:
+            raise BadInput(f"{name!r} is not in the discovered layer; `modelreg list` shows the models")
+        if not entries[name].get("missing"):
+            raise BadInput(f"{name!r} is not marked missing (its files were found by the last scan); delete the "
+                           "files and run `modelreg scan` first")
+    registry.discovered_writer().remove(names)
+    return names
 
 
 def _stub_suggestions(registry: Registry, new: list[dict[str, Any]], others: list[dict[str, Any]],
