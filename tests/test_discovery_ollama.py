@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -68,3 +69,37 @@ def test_a_manifest_outside_the_layout_is_reported(store):
     stray.write_text("{}")
     _, problems = ollama_store.store_models(models)
     assert [p.path for p in problems] == [str(stray)]
+
+
+def test_a_running_daemon_enriches_the_entries(store, tmp_path):
+    from core.discovery.scan import scan
+    from core.registry import Registry
+    from support.fake_ollama import FakeOllama
+
+    models, _ = store
+    config = tmp_path / "configs"
+    config.mkdir()
+    with FakeOllama(models) as daemon:
+        (config / "settings.json").write_text(json.dumps({"ollama_host": daemon.host}))
+        registry = Registry(config)
+        scan(registry, [models])
+        shown = {path for method, path, _ in daemon.requests if path == "/api/show"}
+    entries = {e["served_model_id"]: e for e in registry.discovered_entries()}
+    llama = entries["llama3.1:latest"]
+    assert shown and llama["metadata"]["ollama_parameters"].startswith("stop")
+    # qwen3's GGUF template mentions tools, but the daemon (no template layer) says completion only: it wins
+    qwen3 = entries["huihui_ai/qwen3-abliterated:8b"]
+    assert qwen3["metadata"]["ollama_capabilities"] == ["completion"] and qwen3["capabilities"]["tools"] is False
+
+
+def test_no_daemon_leaves_the_file_facts(store, tmp_path):
+    from core.discovery.scan import scan
+    from core.registry import Registry
+
+    models, _ = store
+    config = tmp_path / "configs"
+    config.mkdir()
+    (config / "settings.json").write_text(json.dumps({"ollama_host": "http://127.0.0.1:9"}))  # nothing listens
+    scan(Registry(config), [models])
+    qwen3 = next(e for e in Registry(config).discovered_entries() if e["served_model_id"].startswith("huihui"))
+    assert qwen3["capabilities"]["tools"] is True and "ollama_parameters" not in qwen3["metadata"]

@@ -152,3 +152,34 @@ def store_models(root: Path, known: Known | None = None) -> tuple[list[Found], l
         except ScanError as exc:
             problems.append(Problem(exc.path, exc.message))
     return models, problems
+
+
+def enrich_from_daemon(models: list[Found], host: str, timeout: float = 2.0) -> None:
+    """Add what a running Ollama daemon's `show` reports: its capabilities, parameter count and parameters.
+
+    The store's files already give the facts; where the daemon answers, its word on capabilities wins. No daemon,
+    or a daemon serving another store, leaves the facts as the files gave them.
+    """
+    import httpx
+    import ollama
+
+    wanted = [m for m in models if m.format == "ollama"]
+    client = ollama.Client(host=host, timeout=timeout) if wanted else None
+    for model in wanted:
+        try:
+            shown = client.show(model.entry["served_model_id"])
+        except ollama.ResponseError:
+            continue
+        except (ConnectionError, httpx.HTTPError):
+            return
+        meta = model.entry["metadata"]
+        if shown.capabilities:
+            meta["ollama_capabilities"] = list(shown.capabilities)
+            for capability in ("vision", "tools", "thinking", "embedding"):
+                model.entry["capabilities"][capability] = capability in shown.capabilities
+        if shown.parameters:
+            meta["ollama_parameters"] = shown.parameters
+        count = (shown.modelinfo or {}).get("general.parameter_count")
+        if isinstance(count, int):
+            meta["architecture"]["parameters"] = count
+            meta["architecture"]["params_billion"] = round(count / 1e9, 2)

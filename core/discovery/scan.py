@@ -263,6 +263,7 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
     """Scan `paths` (default: default_roots), write discovered facts, mark vanished models, stub new ones, rebuild."""
     existing = registry.discovered_entries()
     found = discover(list(paths or []) or default_roots(registry.settings), Known(existing))
+    ollama_store.enrich_from_daemon(found.models, registry.settings.ollama_host)
     curated = registry.curated_entries()
     owners: dict[str, str] = {}
     for entry in sorted(existing, key=lambda e: (get_path(e, "metadata.scan.key") is None, str(e.get("name")))):
