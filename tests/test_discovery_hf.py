@@ -55,7 +55,8 @@ def test_template_location_and_sha256_not_text(built):
 def test_vl_text_config_and_vision_facts(built):
     qwen3, _ = hf.read_model_folder(built["Qwen/Qwen3-VL-8B-Instruct-FP8"].path)
     arch = qwen3.entry["metadata"]["architecture"]
-    assert (arch["num_layers"], arch["num_attention_heads"], arch["head_dim"], arch["hidden_size"]) == (36, 32, 128, 4096)
+    assert (arch["num_layers"], arch["num_attention_heads"], arch["head_dim"], arch["hidden_size"]) == (
+        36, 32, 128, 4096)
     assert arch["vision"] == {"hidden_size": 1152, "num_layers": 27, "patch_size": 16}
     assert qwen3.entry["metadata"]["model_type"] == "qwen3_vl"
     assert qwen3.entry["metadata"]["scan"]["dtype"] == "F8_E4M3"

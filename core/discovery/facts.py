@@ -57,10 +57,17 @@ class Known:
         entry = self.by_key.get(key)
         if entry is None or entry["metadata"]["scan"]["fingerprint"] != files_fingerprint:
             return None
-        body = copy.deepcopy({k: v for k, v in entry.items() if k not in ("name", "display_name", "missing")})
-        for path in config_paths(body, include_empty=True):  # legacy configuration the writer kept
-            remove_path(body, path)
+        body = facts_only(entry, "name", "display_name")
         return Found(key, body["metadata"]["scan"]["raw_name"], body.get("quantization"), body)
+
+
+def facts_only(entry: dict[str, Any], *drop: str) -> dict[str, Any]:
+    """A copy of a discovered entry without `missing`, the `drop` keys, and legacy configuration (which the
+    discovered writer keeps by itself)."""
+    facts = copy.deepcopy({k: v for k, v in entry.items() if k not in ("missing", *drop)})
+    for path in config_paths(facts, include_empty=True):
+        remove_path(facts, path)
+    return facts
 
 
 @dataclass(frozen=True)

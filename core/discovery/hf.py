@@ -12,9 +12,9 @@ from huggingface_hub import parse_local_safetensors_file_metadata, scan_cache_di
 from huggingface_hub.errors import SafetensorsParsingError
 
 from core.discovery import quant
-from core.download import MARKER_FILE, read_marker
 from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
 from core.discovery.naming import slug
+from core.download import MARKER_FILE, read_marker
 
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
@@ -22,7 +22,8 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")  # transformers prefers these over tokenizer_config
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
 EMBEDDING_FILES = ("sentence_bert_config.json", "modules.json")
-_VISION_ARCH = re.compile(r"VL|Vision|Llava|Mllama|Pixtral|Idefics|PaliGemma|Florence|Molmo|Phi3V|Phi4MM|InternVL|MiniCPMV")
+_VISION_ARCH = re.compile(
+    r"VL|Vision|Llava|Mllama|Pixtral|Idefics|PaliGemma|Florence|Molmo|Phi3V|Phi4MM|InternVL|MiniCPMV")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # vLLM's _get_and_verify_max_len: the smallest of these config keys is the native context length.
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",

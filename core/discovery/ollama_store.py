@@ -1,4 +1,4 @@
-"""Ollama's on-disk store (`manifests/<host>/<namespace>/<model>/<tag>`, `blobs/sha256-<hex>`), read without a server."""
+"""Ollama's store on disk (`manifests/<host>/<namespace>/<model>/<tag>`, `blobs/sha256-<hex>`), read from files."""
 from __future__ import annotations
 
 import hashlib

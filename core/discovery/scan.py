@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from core.discovery import hf, ollama_store
-from core.discovery.facts import Found, Known, Problem, ScanError
+from core.discovery.facts import Found, Known, Problem, ScanError, facts_only
 from core.discovery.gguf_models import group_gguf_files, read_gguf_set
 from core.discovery.naming import assign_names, candidate_name, display_name
 from core.errors import BadInput
 from core.fit import estimate
-from core.registry import Registry, config_paths, get_path, remove_path
+from core.registry import Registry, get_path
 
 BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
 # Parts of an entry a scan computes whole; anything else an earlier entry holds is kept under the new facts.
@@ -229,17 +229,12 @@ def _vanished(entry: dict[str, Any], found: Discovery) -> bool:
     return not os.path.exists(path) or any(_within(path, root) for root in found.roots)
 
 
-def _carry_over(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """The new facts over the old entry: facts other writers added (downloaded_at, performance, probes, ...) stay.
+def _carry_over(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The new facts over the old ones: facts other writers added (downloaded_at, performance, probes ...) stay.
 
-    Objects merge key by key, except those the scan computes whole (REPLACED); `missing` goes; legacy
-    configuration is left out here (the discovered writer keeps it by itself).
+    Objects merge key by key, except those the scan computes whole (REPLACED).
     """
-    if old is None:
-        return new
-    merged = copy.deepcopy({k: v for k, v in old.items() if k != "missing"})
-    for path in config_paths(merged, include_empty=True):
-        remove_path(merged, path)
+    merged = copy.deepcopy(old)
 
     def overlay(target: dict[str, Any], source: dict[str, Any], prefix: str) -> None:
         for key, value in source.items():
@@ -279,11 +274,14 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
     entries, report = [], []
     for model in sorted(found.models, key=lambda m: names[m.key]):
         name = names[model.key]
+        new = {"name": name, "display_name": display_name(model.raw_name, model.quantization), **model.entry}
         old = by_name.get(name)
-        entry = _carry_over(old, {"name": name, "display_name": display_name(model.raw_name, model.quantization),
-                                  **model.entry})
-        status = ("new" if old is None else "returned" if old.get("missing") else
-                  "unchanged" if old == entry else "updated")
+        if old is None:
+            entry, status = new, "new"
+        else:
+            facts = facts_only(old)
+            entry = _carry_over(facts, new)
+            status = "returned" if old.get("missing") else "unchanged" if entry == facts else "updated"
         entries.append(entry)
         report.append({"name": name, "path": entry["backend_config"]["model_path"], "format": model.format,
                        "quantization": model.quantization, "status": status})
@@ -294,8 +292,8 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
         writer.mark_missing(vanished, rebuild=False)
     created: list[str] = []
     if stubs:
-        new = [e for e in entries if e["name"] not in by_name]
-        created = registry.stub_many(_stub_suggestions(registry, new, existing + curated))
+        fresh = [e for e in entries if e["name"] not in by_name]
+        created = registry.stub_many(_stub_suggestions(registry, fresh, existing + curated))
     else:
         registry.rebuild()
     return ScanResult(report, vanished, created, found.problems, found.roots)

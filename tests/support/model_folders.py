@@ -38,15 +38,17 @@ QWEN25VL_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
     "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
-    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content"
-    " or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|>"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}"
+    "<|vision_start|><|image_pad|>"
     "<|vision_end|>{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 QWEN3_TEMPLATE = (
     "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {{- \"# Tools\\n\\nYou may call one or more functions "
     "to assist with the user query.\\n\\n<tools>\" }}\n    {%- for tool in tools %}\n        {{- \"\\n\" }}\n"
     "        {{- tool | tojson }}\n    {%- endfor %}\n    {{- \"\\n</tools>\" }}\n{%- endif %}\n"
-    "{%- for message in messages %}\n    {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- for message in messages %}\n    {{- '<|im_start|>' + message.role + '\\n' + message.content + "
+    "'<|im_end|>\\n' }}"
     "\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n")
 MISTRAL_V03_TEMPLATE = (
     "{%- if messages[0][\"role\"] == \"system\" %}\n    {%- set system_message = messages[0][\"content\"] %}\n"
@@ -54,7 +56,8 @@ MISTRAL_V03_TEMPLATE = (
     "{%- for message in messages %}\n    {%- if message[\"role\"] == \"user\" %}\n"
     "        {%- if tools is not none and (message == user_messages[-1]) %}\n"
     "            {{- \"[AVAILABLE_TOOLS] [\" }}\n        {%- endif %}\n"
-    "        {{- \"[INST] \" + message[\"content\"] + \"[/INST]\" }}\n    {%- elif message[\"role\"] == \"assistant\" %}\n"
+    "        {{- \"[INST] \" + message[\"content\"] + \"[/INST]\" }}\n"
+    "    {%- elif message[\"role\"] == \"assistant\" %}\n"
     "        {{- \" \" + message[\"content\"]|trim + eos_token}}\n    {%- endif %}\n{%- endfor %}\n")
 LLAMA2_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
@@ -64,7 +67,8 @@ LLAMA2_TEMPLATE = (
     "message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
 OLLAMA_LLAMA31_TEMPLATE = (
     "{{- if or .System .Tools }}<|start_header_id|>system<|end_header_id|>\n{{- if .System }}\n\n{{ .System }}\n"
-    "{{- end }}\n{{- if .Tools }}\n\nYou are a helpful assistant with tool calling capabilities.\n{{- end }}<|eot_id|>\n"
+    "{{- end }}\n{{- if .Tools }}\n\nYou are a helpful assistant with tool calling capabilities.\n"
+    "{{- end }}<|eot_id|>\n"
     "{{- end }}\n{{- range $i, $_ := .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}"
     "<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
 
@@ -319,7 +323,8 @@ def _folder(root: Path, repo_id: str, config: dict, tensors: list[Tensor], shard
 
 
 def llama31_8b(root: Path, scale: int = SCALE, repo_id: str | None = None) -> BuiltModel:
-    return _folder(root, repo_id or "meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, decoder_tensors(LLAMA31_8B, "BF16", scale=scale), 4, {
+    tensors = decoder_tensors(LLAMA31_8B, "BF16", scale=scale)
+    return _folder(root, repo_id or "meta-llama/Llama-3.1-8B-Instruct", LLAMA31_8B, tensors, 4, {
         "tokenizer_config.json": {"bos_token": "<|begin_of_text|>", "chat_template": LLAMA31_TEMPLATE,
                                   "clean_up_tokenization_spaces": True, "eos_token": "<|eot_id|>",
                                   "model_max_length": 131072, "tokenizer_class": "PreTrainedTokenizerFast"},
