@@ -64,7 +64,7 @@ def main() -> None:
         ggufs = sorted((plain / "gguf").rglob("*.gguf"))
         samples = [ggufs[i] for i in range(0, 16, 4)]  # one of each vocabulary size
         first = discover([cache])
-        known = Known(first.models[i].entry | {"name": str(i)} for i in range(len(first.models)))
+        known = Known(m.entry for m in first.models)
         problems, count = len(first.problems), len(first.models)
         del first
         gc.collect()
@@ -81,11 +81,13 @@ def main() -> None:
             ("HF cache, first scan (every header read)", cache_s, "scan_cache_dir", hub_s, "s"),
             ("HF cache, rescan (unchanged files not re-read)", rescan_s, "scan_cache_dir", hub_s, "s"),
             (f"{FOLDERS} plain folders, first scan", folders_s, "goal", 2.0, "s"),
-            ("GGUF header, per file (32k-152k vocabulary)", ours_gguf_s, "gguf.GGUFReader", library_gguf_s, "s"),
+            ("GGUF header, per file (32k-152k vocabulary)", ours_gguf_s * 1000, "gguf.GGUFReader",
+             library_gguf_s * 1000, "ms"),
             ("`modelreg scan` rescan of plain + cache, with writes", write_s, "scan_cache_dir", hub_s, "s"),
         ], note=f"{count} models in the cache, {problems} problems. modelreg reads every config.json, tokenizer "
                 "config, chat template, safetensors header and GGUF header (skipping the vocabulary); "
-                "scan_cache_dir lists files and sizes. Goals: 500 folders under 2 s; within 2x of scan_cache_dir.")
+                f"scan_cache_dir lists files and sizes. The GGUF header reader is {library_gguf_s / ours_gguf_s:.0f}x "
+                "faster than the gguf library's reader. Goals: 500 folders under 2 s; within 2x of scan_cache_dir.")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
