@@ -106,9 +106,10 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         k_bytes = _VLLM_KV_DTYPES.get(kv_dtype.lower()) or 2
         v_bytes = None
     else:
-        kv_dtype = f"{flag_value(args, '-ctk', '--cache-type-k') or 'f16'}/{flag_value(args, '-ctv', '--cache-type-v') or 'f16'}"
-        k_bytes = _ggml_type_bytes(flag_value(args, "-ctk", "--cache-type-k"))
-        v_bytes = _ggml_type_bytes(flag_value(args, "-ctv", "--cache-type-v"))
+        k_type = flag_value(args, "-ctk", "--cache-type-k") or "f16"
+        v_type = flag_value(args, "-ctv", "--cache-type-v") or "f16"
+        kv_dtype = f"{k_type}/{v_type}"
+        k_bytes, v_bytes = _ggml_type_bytes(k_type), _ggml_type_bytes(v_type)
     gpu_bytes = parse_size(gpu_memory)
     per_token = kv_bytes_per_token(arch, k_bytes, v_bytes)
     weights = scan.get("weights_bytes") or entry.get("size_bytes")

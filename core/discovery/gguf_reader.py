@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGMLQuantizationType, GGUFValueType
+from gguf import GGUFValueType
 
 GGUF_MAGIC = b"GGUF"
 # Arrays longer than this are skipped and only their length kept (tokens, merges, scores, token types).
@@ -42,13 +42,6 @@ class GGUFTensor:
         for dim in self.shape:
             count *= dim
         return count
-
-    @property
-    def type_name(self) -> str:
-        try:
-            return GGMLQuantizationType(self.ggml_type).name
-        except ValueError:
-            return f"TYPE_{self.ggml_type}"
 
 
 @dataclass
