@@ -7,17 +7,12 @@ import pandas as pd
 import streamlit as st
 
 from core import editing, view
-from core.errors import ConflictError, InvalidRegistry
+from core.errors import ConflictError
 from gui import services, widgets
 
 st.title("Model editor")
 reg = services.registry()
-try:
-    merged = services.merged()
-except InvalidRegistry as exc:
-    widgets.registry_problem(exc)
-    st.stop()
-name = widgets.model_picker([e["name"] for e in merged.entries], key="editor_picker")
+name = widgets.model_picker([e["name"] for e in reg.snapshot().entries], key="editor_picker")
 if name is None:
     st.stop()
 profiles = editing.profiles_of(reg)
@@ -39,7 +34,6 @@ def reload_form() -> None:
     st.session_state.pop("conflict", None)
 
 
-widgets.show_report()
 if target.curated_revision != reg.curated_revision():
     st.warning("The curated file changed on disk since this form was loaded; saving will show both versions.")
     st.button("Reload from disk (discard my edits)", on_click=reload_form, key="reload_top")
@@ -48,11 +42,19 @@ states = editing.field_states(target)
 keys = {s.spec.path: f"ed:{gen}:{s.spec.path}" for s in states}
 for state in states:
     st.session_state.setdefault(keys[state.spec.path], state.text)
-texts = {path: st.session_state[key] for path, key in keys.items()}
 extra_path = st.session_state.get(f"extra_path:{gen}", "").strip()
-extra_text = st.session_state.get(f"extra_value:{gen}", "")
-extra = {extra_path: editing.parse_any(extra_text)} if extra_path else {}
-changes, errors = editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
+
+
+def pending() -> tuple[dict, dict]:
+    """The curated changes the form holds now (read from the session, so a click's own callback sees them too)."""
+    texts = {path: st.session_state[key] for path, key in keys.items()}
+    path = st.session_state.get(f"extra_path:{gen}", "").strip()
+    extra = {path: editing.parse_any(st.session_state.get(f"extra_value:{gen}", ""))} if path else {}
+    return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
+
+
+changes, errors = pending()
+widgets.show_report(stale=bool(changes))
 preview = target.merged(changes)
 plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_profile).settings)
 
@@ -66,7 +68,8 @@ facts_col, form_col = st.columns([2, 3], gap="large")
 with facts_col:
     st.subheader("Facts (read-only)")
     st.caption("Read from disk by scans and downloads; the editor never writes them.")
-    st.dataframe(pd.DataFrame(view.fact_rows(merged.by_name.get(name, {}), merged.sources.get(name, {}))),
+    current = target.merged()
+    st.dataframe(pd.DataFrame(view.fact_rows(current.entry, current.sources)),
                  hide_index=True, width="stretch", height=520)
 with form_col:
     st.subheader("Configuration" + (f" (profile {edit_profile})" if edit_profile else ""))
@@ -97,7 +100,7 @@ with form_col:
             if plan is not None:
                 st.code(shlex.join(plan.argv) if plan.argv else
                         f"# runs in the Ollama daemon at {plan.base_url}: model {plan.ollama_model}, "
-                        f"options {plan.ollama_options}", language="bash")
+                        f"options {plan.ollama_options}", language="bash", wrap_lines=True)
             else:
                 st.error(plan_error)
     with st.expander("Set another field (dotted path = JSON value)"):
@@ -107,16 +110,18 @@ with form_col:
             st.error(errors[extra_path])
 
 
-def save(base_revision: str, edits: dict) -> None:
+def save(base_revision: str, edits: dict | None = None) -> None:
+    """Button callback (runs before the page, so the page then shows the saved state in the same run)."""
+    if edits is None:
+        edits, problems = pending()
+        if problems or not edits:
+            return
     write = lambda: reg.apply_curated(name, edits, base_revision=base_revision, profile=edit_profile)
     try:
-        saved = widgets.save_then_reload(write)
+        if widgets.save_then_reload(write):
+            reload_form()
     except ConflictError:
         st.session_state["conflict"] = edits
-        st.rerun()
-    if saved:
-        reload_form()
-    st.rerun()
 
 
 conflict = st.session_state.get("conflict")
@@ -129,16 +134,16 @@ if conflict is not None:
     theirs.markdown(f"**On disk now** (revision `{fresh.curated_revision[:12]}`)")
     theirs.json(fresh.layer() or {"name": name, "(no curated entry)": True})
     again, drop = st.columns(2)
-    if again.button("Apply my changes on top of the disk version", key="save_over"):
-        save(fresh.curated_revision, conflict)
+    again.button("Apply my changes on top of the disk version", key="save_over", on_click=save,
+                 args=(fresh.curated_revision, conflict))
     drop.button("Discard my changes", key="discard", on_click=reload_form)
 
 st.divider()
-pending = ", ".join(f"unset {p}" if v is editing.UNSET else f"set {p}" for p, v in changes.items())
-st.caption(f"Pending: {pending}" if pending else "No changes.")
+pending_text = ", ".join(f"unset {p}" if v is editing.UNSET else f"set {p}" for p, v in changes.items())
+st.caption(f"Pending: {pending_text}" if pending_text else "No changes.")
 save_col, test_col = st.columns(2)
-if save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None):
-    save(target.curated_revision, changes)
+save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None,
+                on_click=save, args=(target.curated_revision,))
 if test_col.button("Launch test", key="editor_launch", disabled=plan is None):
     services.start_launch_test(name)
     st.switch_page("launch_page.py")

@@ -28,9 +28,9 @@ st.subheader("Command")
 if plan is None:
     st.error(problem)
 elif plan.argv:
-    st.code(shlex.join(plan.argv), language="bash")
+    st.code(shlex.join(plan.argv), language="bash", wrap_lines=True)
 else:
-    st.code(f"# Ollama daemon at {plan.base_url}: model {plan.ollama_model}, options {plan.ollama_options}")
+    st.code(f"# Ollama daemon at {plan.base_url}: model {plan.ollama_model}, options {plan.ollama_options}", wrap_lines=True)
 
 job = services.jobs().latest("launch-test", name)
 running = job is not None and job.running
@@ -55,13 +55,13 @@ def describe(finished: Job) -> None:
     c.metric("context size", result.context_size or "-")
     if result.argv:
         st.caption("argv used")
-        st.code(shlex.join(result.argv), language="bash")
+        st.code(shlex.join(result.argv), language="bash", wrap_lines=True)
     for finding in result.diagnosis:
         st.warning(f"**{finding['summary']}**  \nchange: {finding['suggestion']}  \nlog: `{finding['evidence']}`")
     if result.log_path:
         st.caption(f"log: `{result.log_path}`")
     if not result.ok and result.log_tail:
-        st.code(result.log_tail, language="log")
+        st.code(result.log_tail, language="log", wrap_lines=True)
 
 
 if job is not None:

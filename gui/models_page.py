@@ -37,8 +37,11 @@ NUMERIC = {"size GB": "Float64", "native ctx": "Int64", "effective ctx": "Int64"
 
 def frame(page_rows: list[view.ModelRow]) -> pd.io.formats.style.Styler:
     values = pd.DataFrame([r.values for r in page_rows], columns=list(view.COLUMNS))
-    for column, dtype in NUMERIC.items():
-        values[column] = pd.to_numeric(values[column], errors="coerce").astype(dtype)
+    for column in values.columns:
+        if column in NUMERIC:
+            values[column] = pd.to_numeric(values[column], errors="coerce").astype(NUMERIC[column])
+        else:
+            values[column] = values[column].astype(object).where(values[column].notna(), "")
     css = pd.DataFrame([[view.cell_css(r.classes[c]) for c in view.COLUMNS] for r in page_rows],
                        columns=list(view.COLUMNS))
     return values.style.apply(lambda _: css, axis=None).format(na_rep="", precision=2)

@@ -64,9 +64,15 @@ def save_then_reload(write: Callable[[], Snapshot]) -> ReloadReport | None:
     return report
 
 
-def show_report() -> None:
-    """The outcome of the last save: the revision the proxy serves, stale backends, unreachable, or refused."""
+def show_report(stale: bool = False) -> None:
+    """The outcome of the last save: the revision the proxy serves, stale backends, unreachable, or refused.
+
+    `stale`: new edits are pending, so a past success no longer describes the form (a refusal stays shown).
+    """
     report: ReloadReport | str | None = st.session_state.get(REPORT_KEY)
+    if stale and isinstance(report, ReloadReport):
+        del st.session_state[REPORT_KEY]
+        return
     if report is None:
         return
     if isinstance(report, str):
@@ -92,7 +98,7 @@ def job_panel(job_id: str | None, describe: Callable[[Job], None], every: float 
             st.progress(job.progress or 0.0, text=job.message or f"{job.title}: running {job.elapsed:.0f}s")
             if st.button("Cancel", key=f"cancel:{job.id}"):
                 job.cancel()
-        st.code("\n".join(job.lines(40)) or "(no output yet)", language="log")
+        st.code("\n".join(job.lines(40)) or "(no output yet)", language="log", wrap_lines=True)
         if not job.running:
             if not st.session_state.get(f"seen:{job.id}"):
                 st.session_state[f"seen:{job.id}"] = True

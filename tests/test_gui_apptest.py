@@ -101,7 +101,7 @@ def test_models_page_colors_every_cell_by_layer_and_filters(folder):
     assert colors[llama, column["backend"]] == LAYER_COLORS["curated"][1]
     assert colors[llama, column["format"]] == LAYER_COLORS["discovered"][1]
     story = frame.index[frame["name"] == STORY_MODEL][0]
-    assert pd.isna(frame["extra_args"][story]) and colors[story, column["extra_args"]] == LAYER_COLORS["unset"][1]
+    assert frame["extra_args"][story] == "" and colors[story, column["extra_args"]] == LAYER_COLORS["unset"][1]
     assert frame["status"][story] == "needs config"
     assert any("curated: your configuration" in m.value for m in at.markdown)  # the legend
     at.multiselect(key="f_backend").set_value(["ollama"]).run()

@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs"
 STANDIN_VLLM = Path(__file__).parent / "standin_vllm.py"
 STORY_MODEL = "qwen2.5-vl-7b-instruct_(AWQ)"  # the demo's vLLM stub with no extra_args: the old system's story
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's Chromium (Playwright's own browser download needs the internet)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
 
 
 class Served:
@@ -80,8 +83,8 @@ def vllm_standin(folder: Path) -> Path:
 def gui_registry(folder: Path, proxy_port: int, extra_models: int = 0) -> Path:
     """A copy of the demo registry whose vLLM is the stand-in, with the proxy on `proxy_port`.
 
-    The story model gets a free port and a short idle TTL (the proxy stops it soon after use, so a launch test can
-    take its port); `extra_models` adds that many discovered+curated models (for the 2,000-model benchmark).
+    The story model gets a free port; `extra_models` adds that many discovered+curated models (for the 2,000-model
+    benchmark).
     """
     folder.mkdir(parents=True, exist_ok=True)
     for name in (DISCOVERED_FILE, CURATED_FILE):
@@ -94,7 +97,7 @@ def gui_registry(folder: Path, proxy_port: int, extra_models: int = 0) -> Path:
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
     curated = json.loads((folder / CURATED_FILE).read_text())
     story = next(e for e in curated if e["name"] == STORY_MODEL)
-    story["backend_config"].update({"port": free_port(), "idle_ttl": 2})
+    story["backend_config"]["port"] = free_port()
     if extra_models:
         discovered = json.loads((folder / DISCOVERED_FILE).read_text())
         template = next(e for e in discovered if e["name"] == STORY_MODEL)
