@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from core.errors import ConflictError, InvalidRegistry, RegistryError
+from core.fit import fit_summary
+from core.merge import flatten
 from core.registry import Registry
 
 # Modules named core.cli_<feature> that define add_commands(subparsers).
@@ -66,15 +68,22 @@ def cmd_show(args: argparse.Namespace) -> None:
     else:
         doc = {"entry": registry.entry(args.name)}
     if args.json:
-        return print_json(doc if args.provenance else doc["entry"])
-    for path, value in sorted(_flat(doc["entry"]).items()):
+        return print_json({**doc, "fit": fit_summary(doc["entry"], registry.settings)}
+                          if args.provenance else doc["entry"])
+    for path, value in sorted(flatten(doc["entry"]).items()):
         source = f"  [{doc['provenance'].get(path, '')}]" if args.provenance else ""
         out.print(f"{path} = {json.dumps(value, ensure_ascii=False)}{source}", markup=False, highlight=False)
+    fit = fit_summary(doc["entry"], registry.settings)
+    if fit.get("known"):
+        verdict = "fits" if fit.get("fits") else "does not fit"
+        out.print(f"fit: native context {fit.get('native_context')} {verdict} in {registry.settings.gpu_memory} "
+                  f"at {fit['utilization']:.2f}; largest context {fit.get('max_context')}"
+                  + (f"; suggested: {' '.join(fit['suggested_args'])}" if fit.get("suggested_args") else ""),
+                  markup=False, highlight=False)
+    else:
+        out.print(f"fit: unknown ({fit.get('reason')})", markup=False, highlight=False)
 
 
-def _flat(entry: dict) -> dict:
-    from core.merge import flatten
-    return flatten(entry)
 
 
 def cmd_set(args: argparse.Namespace) -> None:
@@ -190,14 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     args.config_dir = getattr(args, "config_dir", None)
     args.profile = getattr(args, "profile", None)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except ConflictError as exc:
         print(f"modelreg: conflict: {exc}", file=sys.stderr)
         return 2
     except RegistryError as exc:
         print(f"modelreg: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

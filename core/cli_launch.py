@@ -24,7 +24,7 @@ def cmd_launch_cmd(args: argparse.Namespace) -> None:
               f"{plan.ollama_model}, options {json.dumps(plan.ollama_options, sort_keys=True)}")
 
 
-def cmd_launch_test(args: argparse.Namespace) -> None:
+def cmd_launch_test(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     entry = registry.entry(args.name)
     stream = None if args.quiet else (lambda text: (sys.stderr.write(text), sys.stderr.flush()))
@@ -34,8 +34,7 @@ def cmd_launch_test(args: argparse.Namespace) -> None:
         print_json(result.to_dict())
     else:
         _print_result(result)
-    if not result.ok:
-        raise SystemExit(1)
+    return 0 if result.ok else 1
 
 
 def _seconds(value: float | None) -> str:
