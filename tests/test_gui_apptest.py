@@ -19,7 +19,7 @@ from core.store import CURATED_FILE, DISCOVERED_FILE
 from core.view import LAYER_COLORS
 from support import free_port
 from support.gui_servers import REPO, STORY_MODEL, gui_registry, start_proxy
-from support.tiny_gguf import tiny_entry
+from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
 APP = str(REPO / "gui" / "app.py")
 LLAMA = "llama-3.1-8b-instruct_(Q4_K_M)"
@@ -245,7 +245,7 @@ def test_launch_test_runs_the_real_server_in_the_background(folder, tiny_model):
     assert [t.value for t in at.title] == ["Launch test"]
     at.switch_page("launch_page.py")  # AppTest stays on its own page after st.switch_page; a browser follows it
     deadline = time.monotonic() + 120
-    while not at.success and not at.error and time.monotonic() < deadline:
+    while not any(TINY in a.value for a in [*at.success, *at.error]) and time.monotonic() < deadline:
         time.sleep(0.5)
         at.run()
     assert [s.value for s in at.success if "answered" in s.value], [e.value for e in at.error]
@@ -265,3 +265,26 @@ def test_settings_page_switches_profile_and_shows_proxy_status(folder, proxy):
     column = list(frame.columns).index("extra_args")
     assert "--enforce-eager" in frame["extra_args"][row]
     assert cell_colors(at.dataframe[0])[row, column] == LAYER_COLORS["profile"][1]
+
+
+def test_rescan_runs_in_the_background_and_stubs_new_models(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
+    root = tmp_path / "models"
+    root.mkdir()
+    write_tiny_gguf(root / "tiny-llama-F32.gguf")
+    settings = json.loads((folder / "settings.json").read_text())
+    (folder / "settings.json").write_text(json.dumps({**settings, "model_roots": [str(root)]}))
+    at = open_app("settings_page.py")
+    assert any(str(root) in m.value for m in at.markdown)
+    at.button(key="rescan").click().run()
+    deadline = time.monotonic() + 60
+    while not any("Scan" in a.value for a in [*at.success, *at.error]) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        at.run()
+    assert any("Scan found 1 model(s); 1 new stub(s)" in s.value for s in at.success), [e.value for e in at.error]
+    log = [c.value for c in at.code if "new" in c.value][0]
+    registry = Registry(folder)
+    added = set(registry.snapshot().by_name) - {e["name"] for e in json.loads((REPO / "configs" / DISCOVERED_FILE).read_text())}
+    assert len(added) == 1 and next(iter(added)) in log
+    assert registry.entry(next(iter(added)))["metadata"]["_config_needed"] is True

@@ -1,0 +1,51 @@
+"""`modelreg gui`: a real Streamlit server on 127.0.0.1 only, usage statistics off, the registry folder passed on."""
+from __future__ import annotations
+
+import socket
+import tomllib
+
+import httpx
+
+from core.cli import build_parser
+from core.cli_gui import app_path, gui_env, streamlit_argv
+from support import free_port
+from support.gui_servers import REPO, start_gui
+
+
+def test_the_command_binds_loopback_and_sends_no_statistics():
+    argv = streamlit_argv(8600)
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(app_path())
+    options = dict(zip(argv[5::2], argv[6::2]))
+    assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "8600"
+    assert options["--browser.gatherUsageStats"] == "false" and options["--server.headless"] == "true"
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1" and config["browser"]["gatherUsageStats"] is False
+
+
+def test_the_registry_folder_and_profile_reach_the_app(tmp_path, monkeypatch):
+    monkeypatch.delenv("MODELREG_PROFILE", raising=False)
+    env = gui_env(str(tmp_path / "regs"), "rtx4080")
+    assert env["MODELREG_CONFIG_DIR"] == str((tmp_path / "regs").resolve()) and env["MODELREG_PROFILE"] == "rtx4080"
+    args = build_parser().parse_args(["--config-dir", "x", "gui", "--port", "9000"])
+    assert (args.port, args.address, args.config_dir) == (9000, "127.0.0.1", "x")
+
+
+def test_modelreg_gui_serves_on_loopback_only(tmp_path):
+    port = free_port()
+    served = start_gui(REPO / "configs", port, tmp_path)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/_stcore/health").text == "ok"
+        outside = next((a for a in _own_addresses() if not a.startswith("127.")), None)
+        if outside:
+            with socket.socket() as probe:
+                probe.settimeout(2)
+                assert probe.connect_ex((outside, port)) != 0  # not reachable from another interface
+    finally:
+        served.stop()
+    assert "127.0.0.1" in (tmp_path / "gui.log").read_text()
+
+
+def _own_addresses() -> list[str]:
+    import psutil
+
+    return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family == socket.AF_INET]
