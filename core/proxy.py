@@ -144,6 +144,21 @@ class Routes:
         return [*self.by_name, *self.aliases, *sorted(roles)]
 
 
+# generation_defaults keys -> the request field each fills when the client leaves it out
+REQUEST_DEFAULTS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+                    "min_p": "min_p", "frequency_penalty": "frequency_penalty",
+                    "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty",
+                    "seed": "seed", "stop_sequences": "stop"}
+
+
+def with_generation_defaults(payload: dict, entry: dict) -> dict:
+    """The request with the model's curated generation_defaults filled in where the client set nothing."""
+    defaults = entry.get("generation_defaults") or {}
+    added = {field: defaults[key] for key, field in REQUEST_DEFAULTS.items()
+             if defaults.get(key) not in (None, []) and field not in payload}
+    return {**payload, **added} if added else payload
+
+
 def _roles(entry: dict) -> list[str]:
     roles = entry.get("roles")
     return [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
@@ -553,9 +568,11 @@ class Proxy:
             raise ProxyError(404, str(exc), "model_not_found", close=exc.close) from None
         run = await self.acquire(name)
         plan = run.handle.plan
-        if payload["model"] != plan.served_model_id:  # an alias or role: the backend knows its served name only
-            payload["model"] = plan.served_model_id
-            body = json.dumps(payload).encode()
+        outgoing = payload if request.url.path.endswith("/embeddings") else \
+            with_generation_defaults(payload, routes.by_name[name])
+        if outgoing is not payload or payload["model"] != plan.served_model_id:
+            # the backend knows its served name only (the request may name an alias or a role)
+            body = json.dumps({**outgoing, "model": plan.served_model_id}).encode()
         headers = {"content-type": "application/json", "accept": request.headers.get("accept", "*/*")}
         upstream_request = self.client.build_request("POST", plan.base_url + request.url.path, content=body,
                                                      headers=headers)

@@ -147,6 +147,20 @@ def test_routes_by_name_alias_and_role_and_lists_models(registry_dir, tmp_path):
         assert {b["name"] for b in status["backends"]} == {"captioner-small", "captioner-large", "old-model"}
 
 
+def test_generation_defaults_fill_what_the_request_leaves_out(registry_dir, tmp_path):
+    entry = model("tagger")
+    entry["generation_defaults"] = {"temperature": 0.2, "top_k": 40, "max_tokens": 256, "stop_sequences": ["###"],
+                                    "context_window": 4096}
+    layers(registry_dir, entry)
+    with ProxyServer(registry_dir) as server:
+        assert server.chat("tagger", temperature=0.9).status_code == 200
+        server.http.post("/v1/embeddings", json={"model": "tagger", "input": "x"})  # the stand-in has none: 404
+    chat, embedding = [r["body"] for r in recorded(tmp_path) if "body" in r]
+    assert chat["temperature"] == 0.9 and chat["max_tokens"] == 2  # the client's values win
+    assert chat["top_k"] == 40 and chat["stop"] == ["###"] and "context_window" not in chat
+    assert embedding == {"model": "tagger", "input": "x"}
+
+
 def test_unknown_model_is_404_with_close_names(registry_dir):
     layers(registry_dir, model("qwen3-8b_(Q4_K_M)", model_aliases=["qwen3:8b"], roles=["caption"]))
     with ProxyServer(registry_dir) as server:

@@ -84,10 +84,10 @@ def main(argv: list[str]) -> int:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            _record({"body": body, "path": self.path})
             if self.path != "/v1/chat/completions":
                 self._send(404, {"detail": "Not Found"})
                 return
-            _record({"body": body})
             if body.get("model") != served:
                 self._send(404, {"object": "error", "message": f"The model `{body.get('model')}` does not exist."})
                 return
