@@ -17,10 +17,10 @@ from core.store import read_layer
 
 # Cell class -> (legend text, background color). The browser test checks two of these colors on screen.
 LAYER_COLORS: dict[str, tuple[str, str]] = {
-    "discovered": ("discovered: read from disk", "#cfe2ff"),
-    "legacy": ("legacy configuration in the discovered file", "#e2d9f3"),
-    "curated": ("curated: your configuration", "#d1e7dd"),
-    "override": ("curated, overriding a different discovered value", "#75c69b"),
+    "discovered": ("discovered (from disk)", "#cfe2ff"),
+    "legacy": ("legacy config in the discovered file", "#e2d9f3"),
+    "curated": ("curated (your config)", "#d1e7dd"),
+    "override": ("curated, overrides a discovered value", "#75c69b"),
     "profile": ("active profile", "#ffe69c"),
     "unset": ("unset", "#f1f1f1"),
     "derived": ("derived from other fields", "#ffffff"),
