@@ -5,8 +5,11 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from importlib.util import find_spec
 from pathlib import Path
+
+import httpx
 
 from core.errors import BadInput
 
@@ -24,7 +27,21 @@ def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
     """The command that serves the app: loopback, no usage statistics, no browser opened by the server."""
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--browser.serverAddress", address]
+            "--browser.serverAddress", address, "--server.scriptHealthCheckEnabled", "true"]
+
+
+def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
+    """Run the app's script once through Streamlit's script health check, so the first visitor finds the imports
+    done and the registry merged (cached per process); True when the app answered ok."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/_stcore/health", timeout=5).status_code == 200:
+                return httpx.get(url + "/_stcore/script-health-check", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def gui_env(config_dir: str | None, profile: str | None) -> dict[str, str]:
@@ -40,9 +57,12 @@ def cmd_gui(args: argparse.Namespace) -> None:
     if find_spec("streamlit") is None:
         raise BadInput("streamlit is not installed; run `make setup` (pip install -e '.[gui]')")
     env = gui_env(args.config_dir, args.profile)
-    print(f"modelreg GUI for {env['MODELREG_CONFIG_DIR']} on http://{args.address}:{args.port}", file=sys.stderr)
+    url = f"http://{'127.0.0.1' if args.address in ('0.0.0.0', '::') else args.address}:{args.port}"
     process = subprocess.Popen(streamlit_argv(args.port, args.address), env=env)
     try:
+        warmed = warm_up(url, process)
+        state = "ready" if warmed else "started, but its first run of the app failed or timed out (see above)"
+        print(f"modelreg GUI {state} on {url} for {env['MODELREG_CONFIG_DIR']}", file=sys.stderr, flush=True)
         code = process.wait()
     except KeyboardInterrupt:
         process.terminate()

@@ -9,7 +9,7 @@ import httpx
 from core.cli import build_parser
 from core.cli_gui import app_path, gui_env, streamlit_argv
 from support import free_port
-from support.gui_servers import REPO, start_gui
+from support.gui_servers import REPO, gui_registry, start_gui
 
 
 def test_the_command_binds_loopback_and_sends_no_statistics():
@@ -30,9 +30,9 @@ def test_the_registry_folder_and_profile_reach_the_app(tmp_path, monkeypatch):
     assert (args.port, args.address, args.config_dir) == (9000, "127.0.0.1", "x")
 
 
-def test_modelreg_gui_serves_on_loopback_only(tmp_path):
+def test_modelreg_gui_serves_on_loopback_only_after_a_warm_up_run(tmp_path):
     port = free_port()
-    served = start_gui(REPO / "configs", port, tmp_path)
+    served = start_gui(gui_registry(tmp_path / "configs", free_port()), port, tmp_path)
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/_stcore/health").text == "ok"
         outside = next((a for a in _own_addresses() if not a.startswith("127.")), None)
@@ -42,7 +42,7 @@ def test_modelreg_gui_serves_on_loopback_only(tmp_path):
                 assert probe.connect_ex((outside, port)) != 0  # not reachable from another interface
     finally:
         served.stop()
-    assert "127.0.0.1" in (tmp_path / "gui.log").read_text()
+    assert f"modelreg GUI ready on http://127.0.0.1:{port}" in (tmp_path / "gui.log").read_text()  # app ran ok
 
 
 def _own_addresses() -> list[str]:

@@ -29,7 +29,7 @@ class Served:
     """A command in its own process group, ready once `health_url` answers 200; stopped with its whole group."""
 
     def __init__(self, argv: list[str], health_url: str, log_path: Path, env: dict[str, str] | None = None,
-                 timeout: float = 90.0):
+                 timeout: float = 90.0, ready_line: str | None = None):
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -37,7 +37,8 @@ class Served:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(health_url, timeout=2).status_code == 200:
+                if httpx.get(health_url, timeout=2).status_code == 200 and (
+                        ready_line is None or ready_line in log_path.read_text(errors="replace")):
                     return
             except httpx.HTTPError:
                 pass
@@ -68,8 +69,9 @@ def start_proxy(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] 
 
 
 def start_gui(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> Served:
+    """`modelreg gui`, ready once it says so (after its warm-up run of the app)."""
     return Served(modelreg(config_dir, "gui", "--port", str(port)), f"http://127.0.0.1:{port}/_stcore/health",
-                  log_dir / "gui.log", env)
+                  log_dir / "gui.log", env, ready_line="modelreg GUI ready")
 
 
 def vllm_standin(folder: Path) -> Path:
