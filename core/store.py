@@ -83,11 +83,28 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw)  # the standard library's message (and NaN/Infinity, which it accepts)
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it; done once, before any thread of ours runs
+    os.umask(umask)
+    return umask
+
+
+_NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return _NEW_FILE_MODE
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; keep the file's mode, else the umask's default
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

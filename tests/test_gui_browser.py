@@ -3,7 +3,8 @@
 A model discovered with no arguments; the user adds `--max-model-len 4096 --enforce-eager` in the editor and saves;
 the proxy serves the new revision and restarts the stale backend; the launch test runs the argv with the new flags.
 vLLM itself needs a GPU: its executable here is the stand-in from tests/support (it records its argv).
-Screenshots of every page go to test-output/screenshots/ and are copied to docs/screenshots/ for the README.
+Screenshots of every page go to test-output/screenshots/; with MODELREG_UPDATE_SCREENSHOTS=1 they are also copied
+to docs/screenshots/, the README's pictures.
 """
 from __future__ import annotations
 
@@ -75,8 +76,9 @@ def shoot(page, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path))
-    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_SHOTS / path.name)
+    if os.environ.get("MODELREG_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SHOTS / path.name)
     return path
 
 

@@ -58,3 +58,18 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write(target, b"[2]\n")
     assert read_layer(target).entries == [2]
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_atomic_write_keeps_the_file_mode(tmp_path):
+    target = tmp_path / "f.json"
+    atomic_write(target, b"[]\n")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    target.chmod(0o640)
+    atomic_write(target, b"[1]\n")
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
