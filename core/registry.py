@@ -58,6 +58,7 @@ class Merged(MergeResult):
     revision: str = ""
     data: bytes = b""
     curated_revision: str = ""
+    discovered_revision: str = ""
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Registry:
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit)
         self._subscribers: list[Callable[[Snapshot], None]] = []
         self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
+        self._published: tuple[tuple[str, str], Snapshot] | None = None  # layer revisions of the last publish
         self._cache_guard = threading.Lock()
 
     # ---- reading -------------------------------------------------------------------------------------------
@@ -175,7 +177,8 @@ class Registry:
             raise InvalidRegistry(report.errors)
         data = dumps_snapshot(result.entries)
         return Merged(result.entries, result.sources, result.overridden, report.warnings,
-                      revision=revision_of(data), data=data, curated_revision=curated.revision)
+                      revision=revision_of(data), data=data, curated_revision=curated.revision,
+                      discovered_revision=discovered.revision)
 
     def snapshot(self) -> Snapshot:
         """The merged snapshot on disk (built first if it does not exist yet)."""
@@ -233,7 +236,16 @@ class Registry:
     def rebuild(self) -> Snapshot:
         """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid."""
         with registry_lock(self.config_dir):
-            return self._publish(self.merged())
+            discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
+            published = self._published
+            if published and published[0] == (discovered.revision, curated.revision) \
+                    and self.snapshot_path.exists() and self.snapshot().revision == published[1].revision:
+                snap = published[1]  # nothing changed since this object last merged: skip the merge
+            else:
+                return self._publish(self._merge(discovered, curated))
+        for callback in list(self._subscribers):
+            callback(snap)
+        return snap
 
     def _publish(self, merged: Merged) -> Snapshot:
         """Write a merge as the snapshot (caller holds the lock) and tell the subscribers."""
@@ -241,6 +253,10 @@ class Registry:
         if current != merged.data:
             atomic_write(self.snapshot_path, merged.data)
         snap = Snapshot(merged.entries, merged.revision)
+        self._published = ((merged.discovered_revision, merged.curated_revision), snap)
+        stat = self.snapshot_path.stat()
+        with self._cache_guard:
+            self._snapshot_cache = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), snap)
         for callback in list(self._subscribers):
             callback(snap)
         return snap

@@ -263,3 +263,19 @@ def test_no_operation_sequence_puts_config_in_discovered_or_loses_curated(tmp_pa
             for path, value in flatten(entry).items():
                 if value is not None and value != {} and field_class(path) is not FieldClass.FACT:
                     assert flatten(merged.by_name[entry["name"]])[path] == value
+
+
+def test_rebuild_merges_only_when_a_layer_changed(reg, monkeypatch):
+    reg.rebuild()
+    merges = []
+    original = Registry._merge
+    monkeypatch.setattr(Registry, "_merge", lambda self, d, c: merges.append(self) or original(self, d, c))
+    assert reg.rebuild().revision == reg.snapshot().revision
+    assert merges == []
+    other = Registry(reg.config_dir)
+    other.set_value("alpha", "backend", "vllm")  # another writer (another process, in real life)
+    assert reg.rebuild().by_name["alpha"]["backend"] == "vllm"
+    assert merges == [other, reg]
+    reg.snapshot_path.unlink()
+    reg.rebuild()
+    assert reg.snapshot_path.exists() and len(merges) == 3
