@@ -12,6 +12,7 @@ from core.editing import field_states, form_patch, launch_preview, load_target
 from core.errors import BadInput, RegistryError
 from core.fit import fit_summary
 from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
+from core.proxy_admin import ReloadReport
 from core.registry import Registry
 
 SOURCE, DOWNLOAD, REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED = (
@@ -31,7 +32,7 @@ class Wizard:
     """One user's way from a repo id or Ollama name to a saved, launch-tested model.
 
     Long work (the download, the launch test) runs in background threads owned by `jobs` (one registry per process),
-    so it survives page changes; the wizard only remembers which job is its own.
+    so it survives page changes; the wizard only remembers which jobs are its own.
     """
 
     registry: Registry
@@ -52,8 +53,8 @@ class Wizard:
     changes: dict[str, Any] = field(default_factory=dict)
     base_revision: str | None = None
     saved_revision: str | None = None
-    reload_message: str | None = None
-    launch_job: Any = None
+    report: ReloadReport | None = None  # the proxy's answer to the reload after save
+    launch_job_id: str | None = None
     launch_result: Any = None
     error: str | None = None
 
@@ -126,7 +127,7 @@ class Wizard:
 
         def work(job: Job) -> DownloadResult:
             progress.should_cancel = lambda: job.cancel_requested
-            progress.listeners.append(lambda p: job.set_progress(p.fraction, p.message))
+            progress.listeners.append(lambda p: report_progress(job, p))
             if source == "ollama":
                 return pull_ollama(registry, ref, progress=progress)
             return download_hf(registry, ref, progress=progress, **options)
@@ -209,11 +210,11 @@ class Wizard:
 
     def edit(self, texts: dict[str, str], resets: set[str] = frozenset(),
              extra: dict[str, Any] | None = None) -> dict[str, str]:
-        """Stage form texts as curated changes (nothing is written until save); returns errors by field path."""
+        """Stage the form (its texts as a whole replace what was staged before; nothing is written until save);
+        returns errors by field path."""
         self._require(CONFIGURE)
         target = load_target(self.registry, self._model(), None)
-        changes, errors = form_patch(target, texts, set(resets), extra)
-        self.changes.update(changes)
+        self.changes, errors = form_patch(target, texts, set(resets), extra)
         return errors
 
     def preview(self) -> dict[str, Any]:
@@ -232,30 +233,38 @@ class Wizard:
         name = self._model()
         snapshot = self.registry.apply_curated(name, self.changes, base_revision=self.base_revision) \
             if self.changes else self.registry.rebuild()
-        self.saved_revision, self.changes = snapshot.revision, {}
-        self.reload_message = f"saved; revision {snapshot.revision[:12]}"
+        self.saved_revision, self.changes, self.report = snapshot.revision, {}, None
+        message = f"saved; revision {snapshot.revision[:12]}"
         if reload_proxy:
             from core.proxy_admin import ProxyAdmin, reload_report
 
             admin = ProxyAdmin(self.registry.settings.proxy_url, self.registry.config_dir)
-            self.reload_message = reload_report(admin, snapshot.revision).message
+            self.report = reload_report(admin, snapshot.revision)
+            message = self.report.message
         self.step = LAUNCH_TEST
-        return self.reload_message
+        return message
 
     # ---- step 6: launch test -------------------------------------------------------------------------------
-    def start_launch_test(self, **options: Any):
-        """Start the launch test of the saved entry in the background (core.launch_test.LaunchTestJob)."""
+    def start_launch_test(self, **options: Any) -> Job:
+        """Start the launch test of the saved entry as a background job (kind `launch-test`, keyed by the model's
+        name, as the Launch test page starts it: one test per model at a time, visible on both pages)."""
         self._require(LAUNCH_TEST)
-        from core.launch_test import LaunchTestJob
+        from core.launch_test import launch_test
         from core.supervisor import resolve_log_dir
 
-        if self.launch_job is not None and not self.launch_job.done:
-            return self.launch_job
-        entry = self.registry.entry(self._model())
-        self.launch_result = None
-        self.launch_job = LaunchTestJob(entry, self.registry.settings,
-                                        resolve_log_dir(self.registry.config_dir, self.registry.settings), **options)
-        return self.launch_job
+        entry, settings = self.registry.entry(self._model()), self.registry.settings
+        log_dir = resolve_log_dir(self.registry.config_dir, settings)
+
+        def work(job: Job):
+            return launch_test(entry, settings, log_dir, on_log=job.write, cancel=job.cancel_event, **options)
+
+        job = self.jobs.start("launch-test", work, key=entry["name"], title=f"launch test {entry['name']}")
+        self.launch_job_id, self.launch_result, self.error = job.id, None, None
+        return job
+
+    @property
+    def launch_job(self) -> Job | None:
+        return self.jobs.get(self.launch_job_id) if self.launch_job_id else None
 
     def poll_launch_test(self) -> dict[str, Any]:
         """The launch test's log so far and, when finished, its result; a passing test finishes the wizard."""
@@ -263,10 +272,10 @@ class Wizard:
         job = self.launch_job
         if job is None:
             return {"running": False, "log": "", "result": None}
-        status: dict[str, Any] = {"running": not job.done, "log": job.log_text(), "result": None}
-        if job.done:
-            if job.error is not None:
-                self.error = str(job.error)
+        status: dict[str, Any] = {"running": job.running, "log": "\n".join(job.lines()), "result": None}
+        if not job.running:
+            if job.result is None:
+                self.error = job.error or "the launch test did not run"
                 status["error"] = self.error
             else:
                 self.launch_result = job.result
@@ -297,3 +306,16 @@ class Wizard:
         if not self.name:
             raise WizardStepError("the download registered no model; see its problems, fix them and download again")
         return self.name
+
+
+def report_progress(job: Job, progress: DownloadProgress) -> None:
+    """Feed a download's progress to its job: the bar's fraction and text, and a log line per phase."""
+    state = progress.snapshot()
+    text = state["message"]
+    if state["phase"] == "downloading" and state["bytes_total"]:
+        text = (f"{human_size(state['bytes_done'])} of {human_size(state['bytes_total'])}, "
+                f"{state['files_done']}/{state['files_total']} files · {text}")
+    line = f"{state['phase']}: {state['message']}"
+    if not job.lines(1) or job.lines(1)[0] != line:
+        job.log(line)
+    job.set_progress(state["fraction"], text)

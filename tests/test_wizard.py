@@ -78,6 +78,8 @@ def test_from_repo_id_to_a_passing_launch_test(wizard, registry, hub, tmp_path):
     status = poll_until_moved(wizard)
     assert status["state"] == "done" and wizard.step == wz.REVIEW
     assert status["bytes_done"] == status["bytes_total"] == plan["size_bytes"]
+    phases = [line.split(":")[0] for line in wizard.job.lines()]  # the job's log: one line per phase, for the GUI
+    assert phases == ["analysing", "downloading", "verifying", "registering", "done"]
 
     review = wizard.review()
     assert review["discovered"]["metadata"]["format"] == "gguf"
@@ -98,10 +100,12 @@ def test_from_repo_id_to_a_passing_launch_test(wizard, registry, hub, tmp_path):
 
     message = wizard.save()
     assert "proxy not reachable" in message and wizard.step == wz.LAUNCH_TEST
+    assert not wizard.report.reachable and wizard.report.expected_revision == registry.snapshot().revision
     saved = registry.entry(wizard.name)
     assert saved["backend"] == "llama-cpp-python" and "_config_needed" not in saved.get("metadata", {})
 
-    wizard.start_launch_test(timeout=120, max_tokens=8)
+    job = wizard.start_launch_test(timeout=120, max_tokens=8)
+    assert wizard.jobs.latest("launch-test", wizard.name) is job  # the Launch test page sees the same run
     deadline = time.monotonic() + 150
     while (status := wizard.poll_launch_test())["running"] and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -116,6 +120,11 @@ def test_edit_errors_and_facts_are_reported_per_field(wizard, hub):
     wizard.configure_step()
     errors = wizard.edit({"backend_config.port": "eighty"}, extra={"size_bytes": 1})
     assert set(errors) == {"backend_config.port", "size_bytes"} and "fact" in errors["size_bytes"]
+    assert wizard.changes == {}
+    texts = {f.spec.path: f.text for f in wizard.fields()}
+    assert wizard.edit({**texts, "backend_config.extra_args": "-c 512"}) == {}
+    assert wizard.changes == {"backend_config.extra_args": ["-c", "512"]}
+    wizard.edit(texts)  # the form as a whole: typing the old text back leaves nothing staged
     assert wizard.changes == {}
     assert wizard.back() == wz.REVIEW and wizard.step == wz.REVIEW
 
