@@ -13,7 +13,6 @@ from core.launch import BACKENDS, LaunchPlan, launch_plan
 from core.merge import MergedEntry, merge_entry, split_curated
 from core.registry import UNSET, Registry, get_path, remove_path, set_path
 from core.settings import Settings
-from core.store import read_layer
 
 NOT_SET = "(not set)"
 
@@ -147,7 +146,7 @@ class EditTarget:
 
 def load_target(registry: Registry, name: str, profile: str | None) -> EditTarget:
     """Read the layers once; the curated revision is the one the entries were read at."""
-    curated = read_layer(registry.curated_path)
+    curated = registry.curated_layer()
     base, chosen = split_curated(curated.entries, profile)
     found = next((e for e in registry.discovered_entries() if e.get("name") == name), None)
     if found is None and name not in base:

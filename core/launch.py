@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BadInput
+from core.registry import get_path
 from core.settings import Settings
 
 VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA = "vllm", "llama.cpp", "llama-cpp-python", "ollama"
@@ -216,15 +217,6 @@ def flag_value(args: list[str], flag: str, backend: str) -> str | None:
     return None
 
 
-def _get(entry: dict, path: str, default: Any = None) -> Any:
-    node: Any = entry
-    for part in path.split("."):
-        if not isinstance(node, dict) or node.get(part) is None:
-            return default
-        node = node[part]
-    return node
-
-
 def _served_model_id(entry: dict) -> str | None:
     value = entry.get("served_model_id")
     # the upstream files hold the string "None" where their writer stringified a missing id
@@ -232,7 +224,7 @@ def _served_model_id(entry: dict) -> str | None:
 
 
 def _context_window(entry: dict) -> int | None:
-    value = _get(entry, "generation_defaults.context_window")
+    value = get_path(entry, "generation_defaults.context_window")
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
@@ -261,7 +253,7 @@ def _ollama_options(name: str, entry: dict, extra_args: list[str]) -> dict[str, 
 
     known = set(Options.model_fields)
     options: dict[str, Any] = {}
-    defaults = _get(entry, "generation_defaults", {}) or {}
+    defaults = get_path(entry, "generation_defaults", {}) or {}
     for key, value in defaults.items():
         if key in known and value is not None:
             options[key] = value
@@ -317,7 +309,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     extra = check_extra_args(name, backend, config.get("extra_args"))
     served = _served_model_id(entry) or name
     timeout = float(config.get("ready_timeout") or settings.ready_timeout)
-    vision = bool(_get(entry, "capabilities.vision")) or bool(_get(entry, "metadata.architecture.vision"))
+    vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
 
     if backend == OLLAMA:
         base_url = (config.get("base_url") or settings.ollama_host).rstrip("/")

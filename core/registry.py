@@ -134,11 +134,15 @@ class Registry:
     def discovered_entries(self) -> list[dict]:
         return read_layer(self.discovered_path).entries
 
+    def curated_layer(self) -> LayerFile:
+        """The curated file as read in one go: entries, exact bytes and the revision they have."""
+        return read_layer(self.curated_path)
+
     def curated_entries(self) -> list[dict]:
-        return read_layer(self.curated_path).entries
+        return self.curated_layer().entries
 
     def curated_revision(self) -> str:
-        return read_layer(self.curated_path).revision
+        return self.curated_layer().revision
 
     def validate(self) -> ValidationReport:
         """Check both layers and their merge; warnings do not block, errors do."""

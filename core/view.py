@@ -11,9 +11,8 @@ from core.errors import RegistryError
 from core.fields import FieldClass, field_class
 from core.launch import SPECS, canonical_backend, flag_value, launch_plan
 from core.merge import DISCOVERED_LABELS, LEGACY, flatten, split_curated
-from core.registry import Registry
+from core.registry import Registry, get_path
 from core.settings import Settings
-from core.store import read_layer
 
 # Cell class -> (legend text, background color). The browser test checks two of these colors on screen.
 LAYER_COLORS: dict[str, tuple[str, str]] = {
@@ -66,15 +65,6 @@ def layer_class(label: str | None, value: Any = None, overridden: bool = False) 
 
 def cell_css(cls: str) -> str:
     return f"background-color: {LAYER_COLORS[cls][1]}; color: #1f2328"
-
-
-def get_path(entry: dict, path: str) -> Any:
-    node: Any = entry
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
 
 
 @dataclass
@@ -285,7 +275,7 @@ def fact_rows(entry: dict, sources: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def curated_text(registry: Registry) -> str:
-    return (read_layer(registry.curated_path).raw or b"[]\n").decode("utf-8")
+    return (registry.curated_layer().raw or b"[]\n").decode("utf-8")
 
 
 def history_diff(registry: Registry, item_id: str) -> str:
