@@ -1,8 +1,6 @@
 """Model editor: facts read-only with their source; curated fields editable, reset, preview argv, save + reload."""
 from __future__ import annotations
 
-import shlex
-
 import pandas as pd
 import streamlit as st
 
@@ -77,14 +75,7 @@ with form_col:
         path, key, spec = state.spec.path, keys[state.spec.path], state.spec
         field_col, reset_col = st.columns([6, 1], vertical_alignment="bottom")
         with field_col:
-            if spec.kind in ("bool", "backend"):
-                options = editing.backend_choices(state.value) if spec.kind == "backend" else \
-                    [editing.NOT_SET, "true", "false"]
-                st.selectbox(spec.label, options, key=key, help=spec.help)
-            elif spec.kind == "json":
-                st.text_area(spec.label, key=key, help=spec.help, height=90)
-            else:
-                st.text_input(spec.label, key=key, help=spec.help)
+            widgets.field_input(state, key)
         reset_col.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key), disabled=not state.in_layer,
                          help="reset to discovered (remove this override)" if not edit_profile
                          else "reset to the base entry (remove this profile override)")
@@ -97,12 +88,7 @@ with form_col:
         if path in errors:
             st.error(errors[path])
         if path == "backend_config.extra_args":
-            if plan is not None:
-                st.code(shlex.join(plan.argv) if plan.argv else
-                        f"# runs in the Ollama daemon at {plan.base_url}: model {plan.ollama_model}, "
-                        f"options {plan.ollama_options}", language="bash", wrap_lines=True)
-            else:
-                st.error(plan_error)
+            widgets.launch_command(plan, plan_error)
     with st.expander("Set another field (dotted path = JSON value)"):
         st.text_input("field path", key=f"extra_path:{gen}", placeholder="metadata.notes")
         st.text_input("value", key=f"extra_value:{gen}", placeholder='"any JSON, or plain text"')

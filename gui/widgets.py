@@ -1,12 +1,16 @@
-"""Pieces several pages share: the layer legend, the model picker, save-then-reload, a polled job panel."""
+"""Pieces several pages share: the layer legend, the model picker, field inputs, save-then-reload, a polled job
+panel, a launch command and a launch test's outcome."""
 from __future__ import annotations
 
+import shlex
 from typing import Callable
 
 import streamlit as st
 
+from core import editing
 from core.errors import ConflictError, InvalidRegistry, RegistryError
 from core.jobs import Job
+from core.launch import LaunchPlan
 from core.proxy_admin import ReloadReport, reload_report
 from core.registry import Snapshot
 from core.view import LAYER_COLORS
@@ -41,6 +45,30 @@ def model_picker(names: list[str], label: str = "Model", key: str = "picker") ->
         st.session_state[key] = current
     st.selectbox(label, names, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}))
     return current
+
+
+def field_input(state: editing.FieldState, key: str) -> None:
+    """The input for one curated-editable field (select box, JSON area or text box), its text bound to `key`."""
+    spec = state.spec
+    if spec.kind in ("bool", "backend"):
+        options = editing.backend_choices(state.value) if spec.kind == "backend" else \
+            [editing.NOT_SET, "true", "false"]
+        st.selectbox(spec.label, options, key=key, help=spec.help)
+    elif spec.kind == "json":
+        st.text_area(spec.label, key=key, help=spec.help, height=90)
+    else:
+        st.text_input(spec.label, key=key, help=spec.help)
+
+
+def launch_command(plan: LaunchPlan | None, problem: str | None) -> None:
+    """The exact command a launch would run (an Ollama model runs in the daemon), or why it cannot start."""
+    if plan is None:
+        st.error(problem)
+    elif plan.argv:
+        st.code(shlex.join(plan.argv), language="bash", wrap_lines=True)
+    else:
+        st.code(f"# runs in the Ollama daemon at {plan.base_url}: model {plan.ollama_model}, "
+                f"options {plan.ollama_options}", language="bash", wrap_lines=True)
 
 
 def save_then_reload(write: Callable[[], Snapshot]) -> ReloadReport | None:
@@ -106,3 +134,29 @@ def job_panel(job_id: str | None, describe: Callable[[Job], None], every: float 
             describe(job)
 
     panel()
+
+
+def launch_outcome(name: str, finished: Job) -> None:
+    """A finished launch test: the reply or the error, timings, the argv used, the diagnosis and the log."""
+    result = finished.result
+    if result is None:
+        st.error(f"Launch test did not run: {finished.error}")
+        return
+    if result.ok:
+        st.success(f"{name} answered: {result.reply!r}", icon=":material/check_circle:")
+    else:
+        st.error(f"{name} failed: {result.error}", icon=":material/error:")
+    a, b, c = st.columns(3)
+    a.metric("ready after", f"{result.seconds_to_ready:.2f} s" if result.seconds_to_ready is not None else "-")
+    b.metric("first response after",
+             f"{result.seconds_to_first_response:.2f} s" if result.seconds_to_first_response is not None else "-")
+    c.metric("context size", result.context_size or "-")
+    if result.argv:
+        st.caption("argv used")
+        st.code(shlex.join(result.argv), language="bash", wrap_lines=True)
+    for finding in result.diagnosis:
+        st.warning(f"**{finding['summary']}**  \nchange: {finding['suggestion']}  \nlog: `{finding['evidence']}`")
+    if result.log_path:
+        st.caption(f"log: `{result.log_path}`")
+    if not result.ok and result.log_tail:
+        st.code(result.log_tail, language="log", wrap_lines=True)
