@@ -22,7 +22,7 @@ import pytest
 from core.registry import Registry
 from core.store import CURATED_FILE, DISCOVERED_FILE
 from core.view import LAYER_COLORS
-from support import free_port
+from support import free_port, wait_for
 from support.gui_servers import (CHROMIUM, CHROMIUM_ARGS, REPO, STORY_MODEL, gui_registry, start_gui,
                                  start_proxy)
 
@@ -105,14 +105,6 @@ def color_pixels(png: bytes) -> dict[str, int]:
     return counts
 
 
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
-
-
 def test_the_old_story_in_a_browser(stack):
     folder, proxy_url, gui_url, proxy, page = stack
     discovered_before = (folder / DISCOVERED_FILE).read_bytes()
@@ -158,7 +150,7 @@ def test_the_old_story_in_a_browser(stack):
     assert f"restarted: {STORY_MODEL}" in message or f"stale (restart when idle): {STORY_MODEL}" in message
     restarted = wait_for(lambda: next((b for b in admin(proxy_url, folder, "/admin/status")["backends"]
                                        if b["name"] == STORY_MODEL and b["ready"] and b["argv"][-3:] == NEW_ARGS),
-                                      None), what="the backend restarted with the new argv")
+                                      None), what="the backend restarted with the new argv", timeout=30, interval=0.1)
     assert restarted["pid"] != first["pid"] and not restarted["stale"]
 
     navigate(page, "Diff & history")

@@ -20,7 +20,7 @@ import uvicorn
 from core.proxy import Proxy, create_app
 from core.registry import Registry
 from core.store import CURATED_FILE
-from support import free_port
+from support import free_port, wait_for
 from support.layers import discovered_model, write_layers
 
 OOM_LINE = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of "
@@ -72,16 +72,6 @@ class ProxyServer:
     def on_loop(self, coro):
         """Run a coroutine on the proxy's own event loop (to hold a request in flight without HTTP)."""
         return asyncio.run_coroutine_threadsafe(coro, self.proxy._loop).result(60)
-
-
-def wait_for(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def model(name: str, **config) -> dict:

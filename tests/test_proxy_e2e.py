@@ -14,7 +14,7 @@ import pytest
 from bench.proxy import ProxyProcess, chat_body
 from core.registry import Registry
 from core.store import CURATED_FILE, dumps
-from support import free_port
+from support import free_port, wait_for
 from support.tiny_gguf import tiny_entry
 
 pytestmark = pytest.mark.server
@@ -29,16 +29,6 @@ def modelreg(config_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 def cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
-
-
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +104,7 @@ def test_modelreg_set_is_served_within_a_second_and_restarts_only_that_model(pro
     print(f"\nnew revision served {(time.monotonic() - written) * 1000:.0f} ms after `modelreg set` returned")
 
     restarted = wait_for(lambda: (b := proxy.backend("tiny-a")) and b["pid"] != before["tiny-a"]["pid"]
-                         and b["ready"] and b, what="tiny-a restarted")
+                         and b["ready"] and b, what="tiny-a restarted", timeout=30)
     proxy.seen_pids.add(restarted["pid"])
     assert not restarted["stale"] and restarted["revision"] == revision
     args = cmdline(restarted["pid"])
@@ -133,7 +123,8 @@ def test_invalid_json_keeps_the_last_good_registry_until_fixed(proxy):
     good_bytes = curated.read_bytes()
     good = proxy.status()
     curated.write_text('[{"name": "tiny-a",,}]\n')
-    status = wait_for(lambda: (s := proxy.status())["last_reload"]["ok"] is False and s, what="reload error")
+    status = wait_for(lambda: (s := proxy.status())["last_reload"]["ok"] is False and s, what="reload error",
+                      timeout=30)
     assert status["revision"] == good["revision"]
     assert f"{curated}:1:" in status["last_reload"]["error"]
     for name in MODELS:
@@ -141,7 +132,7 @@ def test_invalid_json_keeps_the_last_good_registry_until_fixed(proxy):
         assert reply.status_code == 200 and reply.headers["x-modelreg-revision"] == good["revision"]
 
     curated.write_bytes(good_bytes)
-    status = wait_for(lambda: (s := proxy.status())["last_reload"]["ok"] and s, what="recovery")
+    status = wait_for(lambda: (s := proxy.status())["last_reload"]["ok"] and s, what="recovery", timeout=30)
     assert status["revision"] == good["revision"] and status["pid"] == good["pid"]
     assert [b["pid"] for b in status["backends"]] == [b["pid"] for b in good["backends"]]
 
@@ -159,11 +150,11 @@ def test_concurrent_load_from_a_second_process(proxy):
 def test_start_failure_through_the_real_server_explains_itself(proxy, tiny_model):
     Registry(proxy.config_dir).set_value("tiny-b", "backend_config.extra_args", ["--n_ctx", "512", "--no_such", "1"])
     reply = wait_for(lambda: (r := proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b")))
-                     .status_code == 503 and r, what="failed start")
+                     .status_code == 503 and r, what="failed start", timeout=30)
     error = reply.json()["error"]
     assert error["argv"][-2:] == ["--no_such", "1"] and error["exit_code"] == 2
     assert "unrecognized arguments: --no_such 1" in error["log_tail"]
     Registry(proxy.config_dir).set_value("tiny-b", "backend_config.extra_args", ["--n_ctx", "512"])
     wait_for(lambda: proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b")).status_code == 200,
-             what="recovered start")
+             what="recovered start", timeout=30)
     proxy.seen_pids.update(b["pid"] for b in proxy.status()["backends"])

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from typing import Any, Callable
 
 
 def free_port() -> int:
@@ -9,3 +11,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition", interval: float = 0.02) -> Any:
+    """Poll `check` until it returns something truthy (returned); fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+    return value

@@ -589,16 +589,6 @@ def _tree_entries(repo: HubRepo, base: str, recursive: bool) -> list[dict]:
     return folder_entries + files
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 def point_client_at(hub: FakeHub, monkeypatch, home) -> None:
     """Point the real huggingface_hub client at ``hub`` with an empty HF home (no token, no cache) under ``home``.
 
