@@ -13,7 +13,7 @@ from core.errors import BadInput, RegistryError
 from core.fit import fit_summary
 from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
 from core.proxy_admin import ReloadReport
-from core.registry import Registry
+from core.registry import CONFIG_NEEDED, UNSET, Registry, get_path
 
 SOURCE, DOWNLOAD, REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED = (
     "source", "download", "review", "configure", "launch_test", "done")
@@ -218,21 +218,27 @@ class Wizard:
         return errors
 
     def preview(self) -> dict[str, Any]:
-        """The merged entry with the staged changes, and the command it would start (or why it cannot)."""
+        """The merged entry with the staged changes, and the launch plan (core.launch.LaunchPlan) with the command
+        it would start (or why it cannot)."""
         self._require(CONFIGURE)
         target = load_target(self.registry, self._model(), None)
         merged = target.merged(self.changes).entry
         plan, problem = launch_preview(merged, self.registry.settings)
-        return {"entry": merged, "argv": plan.argv if plan else None, "plan": plan.to_dict() if plan else None,
+        return {"entry": merged, "argv": plan.argv if plan else None, "plan": plan,
                 "error": problem, "changes": dict(self.changes)}
 
     # ---- step 5: save --------------------------------------------------------------------------------------
     def save(self, reload_proxy: bool = True) -> str:
-        """Write the staged changes (rebuild), ask the proxy to reload; moves to the launch test. Returns a message."""
+        """Write the staged changes (rebuild), ask the proxy to reload; moves to the launch test. Returns a message.
+
+        Saving confirms the stub's suggestions: `_config_needed` goes even when nothing was changed."""
         self._require(CONFIGURE)
         name = self._model()
-        snapshot = self.registry.apply_curated(name, self.changes, base_revision=self.base_revision) \
-            if self.changes else self.registry.rebuild()
+        changes = dict(self.changes)
+        if get_path(load_target(self.registry, name, None).layer(), CONFIG_NEEDED):
+            changes.setdefault(CONFIG_NEEDED, UNSET)
+        snapshot = self.registry.apply_curated(name, changes, base_revision=self.base_revision) \
+            if changes else self.registry.rebuild()
         self.saved_revision, self.changes, self.report = snapshot.revision, {}, None
         message = f"saved; revision {snapshot.revision[:12]}"
         if reload_proxy:

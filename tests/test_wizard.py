@@ -129,6 +129,19 @@ def test_edit_errors_and_facts_are_reported_per_field(wizard, hub):
     assert wizard.back() == wz.REVIEW and wizard.step == wz.REVIEW
 
 
+def test_saving_without_changes_confirms_the_suggestions(wizard, registry, hub):
+    wizard.analyse("hf", GGUF)
+    wizard.start_download()
+    poll_until_moved(wizard)
+    suggested = registry.entry(wizard.name)
+    assert suggested["metadata"]["_config_needed"] is True
+    wizard.configure_step()
+    wizard.save(reload_proxy=False)
+    saved = registry.entry(wizard.name)
+    assert "_config_needed" not in saved["metadata"] and saved["backend"] == suggested["backend"]
+    assert saved["backend_config"] == suggested["backend_config"] and wizard.report is None
+
+
 def test_a_gated_download_fails_with_the_login_advice_and_can_be_retried(wizard, hub):
     hub.add_repo("corp/gated", {"model-Q4_K_M.gguf": b"GGUF" + b"\0" * 100}, gated="auto")
     analysis = wizard.analyse("hf", "corp/gated")
