@@ -8,7 +8,7 @@ from typing import Any
 from core.download import (DownloadProgress, DownloadResult, RepoAnalysis, analyse_hf_repo, check_ollama_name,
                            download_hf, download_root, free_space, human_size, model_folder, pull_ollama,
                            select_files, split_repo_id, to_decide)
-from core.editing import field_states, form_patch, launch_preview, load_target
+from core.editing import EDITOR_FIELDS, field_states, form_patch, format_value, launch_preview, load_target
 from core.errors import BadInput, RegistryError
 from core.fit import fit_summary
 from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
@@ -207,6 +207,12 @@ class Wizard:
         """The editor's fields (core.editing.FieldState) with the staged changes not yet applied."""
         self._require(CONFIGURE)
         return field_states(load_target(self.registry, self._model(), None))
+
+    def form_texts(self) -> dict[str, str]:
+        """Each editor field's text with the staged changes applied (a form drawn afresh shows what was staged)."""
+        self._require(CONFIGURE)
+        entry = load_target(self.registry, self._model(), None).merged(self.changes).entry
+        return {spec.path: format_value(spec, get_path(entry, spec.path)) for spec in EDITOR_FIELDS}
 
     def edit(self, texts: dict[str, str], resets: set[str] = frozenset(),
              extra: dict[str, Any] | None = None) -> dict[str, str]:

@@ -124,6 +124,7 @@ def test_edit_errors_and_facts_are_reported_per_field(wizard, hub):
     texts = {f.spec.path: f.text for f in wizard.fields()}
     assert wizard.edit({**texts, "backend_config.extra_args": "-c 512"}) == {}
     assert wizard.changes == {"backend_config.extra_args": ["-c", "512"]}
+    assert wizard.form_texts() == {**texts, "backend_config.extra_args": "-c 512"}  # a redrawn form keeps it
     wizard.edit(texts)  # the form as a whole: typing the old text back leaves nothing staged
     assert wizard.changes == {}
     assert wizard.back() == wz.REVIEW and wizard.step == wz.REVIEW
