@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from core.cli import main
+from support import wait_for
 from support.fake_hub import FakeHub, point_client_at, tiny_safetensors_files
 from support.fake_ollama import FakeOllama
 
@@ -92,6 +93,8 @@ def test_ctrl_c_cancels_and_the_next_run_resumes(hub, config, tmp_path):
     args = ("--config-dir", str(config), "download", "hf", LLAMA, "--to", str(tmp_path / "models"))
     process = modelreg(*args)
     assert pause.reached.wait(60)
+    staged = tmp_path / "models" / ".modelreg-downloads" / LLAMA / "config.json"
+    wait_for(staged.exists, timeout=60, what="config.json to finish before Ctrl-C")  # downloads run in parallel
     process.send_signal(signal.SIGINT)
     pause.release.set()
     stdout, stderr = process.communicate(timeout=60)
