@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.download import human_size
 from core.registry import Registry
 from core.store import CURATED_FILE, DISCOVERED_FILE
 from core.view import LAYER_COLORS
 from support import free_port
+from support.fake_hub import FakeHub, point_client_at
 from support.gui_servers import REPO, STORY_MODEL, gui_registry, start_proxy
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
@@ -288,3 +290,127 @@ def test_rescan_runs_in_the_background_and_stubs_new_models(folder, tmp_path, mo
     added = set(registry.snapshot().by_name) - {e["name"] for e in json.loads((REPO / "configs" / DISCOVERED_FILE).read_text())}
     assert len(added) == 1 and next(iter(added)) in log
     assert registry.entry(next(iter(added)))["metadata"]["_config_needed"] is True
+
+
+# ---- the download wizard (issue 7), against the loopback Hub ------------------------------------------------------
+
+GGUF_REPO = "tiny-org/tiny-llama-GGUF"
+Q8 = "tiny-llama-Q8_0.gguf"
+
+
+@pytest.fixture
+def hub(folder, tmp_path, monkeypatch, tiny_model):
+    """The loopback Hub serving a tiny GGUF repo (two quantizations); downloads go to tmp_path/models."""
+    settings = json.loads((folder / "settings.json").read_text())
+    (folder / "settings.json").write_text(json.dumps({**settings, "model_roots": [str(tmp_path / "models")]}))
+    with FakeHub() as server:
+        server.add_repo(GGUF_REPO, {"tiny-llama-F32.gguf": tiny_model.read_bytes(),
+                                    Q8: tiny_model.read_bytes() + b"\0" * 32, "README.md": b"# tiny"})
+        point_client_at(server, monkeypatch, tmp_path / "hf-home")
+        yield server
+
+
+def analysed(ref: str, at: AppTest | None = None, source: str = "hf") -> AppTest:
+    at = at or open_app("download_page.py")
+    at.radio(key="wz_source").set_value(source).run()
+    at.text_input(key="wz_ref").set_value(ref)
+    at.button(key="wz_analyse").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def run_until(at: AppTest, done, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; errors: {[e.value for e in at.error]}"
+        time.sleep(0.2)
+        at.run()
+
+
+def variant_radio(at: AppTest):
+    return next(r for r in at.radio if r.key.startswith("wz_variant:"))
+
+
+def test_wizard_page_from_repo_id_to_a_saved_configuration(folder, hub, proxy, tmp_path, tiny_model):
+    at = analysed(GGUF_REPO)
+    wizard = at.session_state["wizard"]
+    assert any("formats: gguf" in m.value and "chat template: gguf" in m.value for m in at.markdown)
+    variants = variant_radio(at)
+    size = human_size(tiny_model.stat().st_size + len("# tiny"))
+    assert variants.value == "Q8_0" and f"F32 · gguf · {size} · 1 weight file(s)" in variants.options
+    variants.set_value("F32").run()
+    assert wizard.variant == "F32"
+    assert any(f"2 file(s), {size} into `{tmp_path / 'models' / GGUF_REPO}`" in i.value for i in at.info)
+    at.button(key="wz_download").click().run()
+    run_until(at, lambda: wizard.step == "review", "the download")
+    name = wizard.name
+    assert any(f"{name} is registered" in h.value for h in at.subheader)
+    facts = at.dataframe[0].value
+    assert facts[facts["field"] == "metadata.format"]["value"].tolist() == ["gguf"]
+    stub = json.loads(at.json[0].value)
+    assert stub["metadata"]["_config_needed"] is True and stub["backend"] == "llama.cpp"
+    assert any("roles: not set" in m.value for m in at.markdown)
+
+    at.button(key="wz_configure").click().run()
+    at.selectbox(key=f"wz_field:{name}:backend").set_value("llama-cpp-python")
+    at.text_input(key=f"wz_field:{name}:backend_config.extra_args").set_value("--n_ctx 256").run()
+    assert any("llama_cpp.server" in c.value and c.value.endswith("--n_ctx 256") for c in at.code)
+    assert Registry(folder).entry(name)["backend"] == "llama.cpp"  # nothing written before save
+    at.button(key="wz_save").click().run()
+    assert not at.exception, at.exception
+    entry = Registry(folder).entry(name)
+    assert entry["backend"] == "llama-cpp-python" and entry["backend_config"]["extra_args"] == ["--n_ctx", "256"]
+    assert "_config_needed" not in entry["metadata"]
+    revision = Registry(folder).snapshot().revision
+    assert proxy_status(proxy, folder)["revision"] == revision
+    assert any(f"the proxy serves revision {revision[:12]}" in s.value for s in at.success)
+    assert wizard.step == "launch_test" and not at.button(key="wz_launch").disabled
+
+
+def test_wizard_page_explains_bad_input(folder, hub, monkeypatch):
+    before = (folder / CURATED_FILE).read_bytes(), (folder / DISCOVERED_FILE).read_bytes()
+    at = analysed("nobody/no-such-model")
+    assert any("'nobody/no-such-model' not found" in e.value and "hf auth login" in e.value for e in at.error)
+    analysed("../etc", at)
+    assert any("is not a Hugging Face repo id" in e.value for e in at.error)
+    hub.add_repo("evil/repo", {"config.json": b"{}", "../../evil.txt": b"x", "m.safetensors": b"y"})
+    analysed("evil/repo", at)
+    assert any("outside the model folder" in e.value for e in at.error) and at.button(key="wz_download").disabled
+    monkeypatch.setattr("core.wizard.free_space", lambda path: 1000)
+    analysed(GGUF_REPO, at)
+    assert any("Not enough disk space" in e.value and "1000 B free" in e.value for e in at.error)
+    assert at.button(key="wz_download").disabled
+    analysed("bad name!", at, source="ollama")
+    assert any("is not an Ollama model name" in e.value for e in at.error)
+    assert at.session_state["wizard"].step == "source"
+    assert ((folder / CURATED_FILE).read_bytes(), (folder / DISCOVERED_FILE).read_bytes()) == before
+
+
+def test_wizard_page_download_survives_failures_and_page_changes(folder, hub, tiny_model):
+    hub.add_repo("corp/gated", {"model-Q4_K_M.gguf": tiny_model.read_bytes()}, gated="auto")
+    names = set(Registry(folder).snapshot().by_name)
+    at = analysed("corp/gated")
+    wizard = at.session_state["wizard"]
+    assert any("gated repo" in w.value and "hf auth login" in w.value for w in at.warning)
+    at.button(key="wz_download").click().run()
+    run_until(at, lambda: not wizard.job.running, "the gated download to fail")
+    assert any("hf auth login" in e.value for e in at.error)
+    at.button(key="wz_back_source").click().run()
+
+    hub.cut(Q8, after_bytes=100)
+    hub.fail(Q8, status=500)  # the client's own retry fails too
+    analysed(GGUF_REPO, at)
+    at.button(key="wz_download").click().run()
+    run_until(at, lambda: not wizard.job.running, "the broken download to fail")
+    assert any("network or server failure" in e.value and "resumes" in e.value for e in at.error)
+    assert set(Registry(folder).snapshot().by_name) == names  # nothing half-registered
+    pause = hub.hold(Q8, after_bytes=1000)
+    at.button(key="wz_retry").click().run()
+    assert pause.reached.wait(20)
+    at.switch_page("models_page.py").run()
+    at.switch_page("download_page.py").run()  # another page and back: the same job, still running
+    assert wizard.step == "download" and wizard.job.running and at.get("progress")
+    pause.release.set()
+    run_until(at, lambda: wizard.step == "review", "the resumed download")
+    assert any(f"{wizard.name} is registered" in h.value for h in at.subheader)
+    assert Registry(folder).entry(wizard.name)["backend_config"]["model_path"].endswith(Q8)
