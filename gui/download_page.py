@@ -61,11 +61,11 @@ if wizard.step == wz.SOURCE:
         wizard.analyse, ss.wz_source, ss.wz_ref, ss.get("wz_rev") if ss.wz_source == "hf" else None))
     analysis = wizard.analysis if hf else None
     if analysis is not None:
-        present = {"config.json": analysis.has_config, "tokenizer": analysis.has_tokenizer}
         st.markdown(f"`{analysis.repo_id}` at commit `{analysis.commit[:12]}`: {len(analysis.files)} files, "
                     f"{human_size(analysis.total_size)}; formats: {', '.join(analysis.formats) or 'none'}; "
-                    + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in present.items())
-                    + f"; chat template: {', '.join(analysis.chat_template_sources) or 'none'}")
+                    f"config.json: {'yes' if analysis.has_config else 'no'}; "
+                    f"tokenizer: {'yes' if analysis.has_tokenizer else 'no'}; "
+                    f"chat template: {', '.join(analysis.chat_template_sources) or 'none'}")
         if analysis.login_hint():
             st.warning(analysis.login_hint(), icon=":material/lock:")
         labels = {v.key: f"{v.key} · {v.format} · {human_size(v.size_bytes)} · {len(v.weight_files)} weight file(s)"
@@ -82,21 +82,20 @@ if wizard.step == wz.SOURCE:
             plan = wizard.plan(root or None)
         except RegistryError as exc:
             st.error(str(exc))
-        if plan and hf:
-            st.info(f"{len(plan['files'])} file(s), {plan['size']} into `{plan['folder']}`; {plan['free']} free there")
-            if not plan["fits"]:
-                st.error(f"Not enough disk space: {plan['size']} needed, {plan['free']} free; free space or choose "
-                         "another models root.")
-        elif plan:
-            st.info(f"Pulls `{plan['name']}` through the Ollama daemon at {plan['host']}")
+        if plan:
+            st.info(f"{len(plan['files'])} file(s), {plan['size']} into `{plan['folder']}`; {plan['free']} free there"
+                    if hf else f"Pulls `{plan['name']}` through the Ollama daemon at {plan['host']}")
+        if plan and not plan.get("fits", True):
+            st.error(f"Not enough disk space: {plan['size']} needed, {plan['free']} free; free space or choose "
+                     "another models root.")
         st.button(f"Download {wizard.ref}", type="primary", key="wz_download", on_click=act,
                   args=(wizard.start_download, root or None),
                   disabled=not (plan and plan.get("fits", True)) or bool(analysis and analysis.unsafe_files))
 
 elif wizard.step == wz.DOWNLOAD:
     st.subheader(f"Downloading {wizard.ref}" + (f" ({wizard.variant})" if wizard.variant else ""))
-    st.caption("The download runs in the background: other clicks and pages do not stop it; come back any time. "
-               "Cancelled or broken downloads keep their finished files, and Retry resumes.")
+    st.caption("It runs in the background: other clicks and pages do not stop it. A cancelled or broken download "
+               "keeps its finished files, and Retry resumes.")
     widgets.job_panel(wizard.job_id, lambda job: st.caption(f"{job.state} after {job.elapsed:.0f} s"))
     if not wizard.job.running:
         retry_col, back_col = st.columns(2)
@@ -120,14 +119,12 @@ elif wizard.step == wz.REVIEW:
                         width="stretch", height=380)
     stub_col.markdown("**Curated stub** (pre-filled suggestions to confirm)")
     stub_col.json(info["curated"] or {})
-    fit, gpu = info["fit"], wizard.registry.settings.gpu_memory
-    if fit.get("known"):
-        st.markdown(f"**Fit on {gpu}**: native context {fit['native_context'] or 'unknown'}; largest that fits "
-                    f"{fit['max_context']:,} tokens" + (f"; suggested {' '.join(fit['suggested_args'])}"
-                                                         if fit.get("suggested_args") else ""))
-    else:
-        st.markdown(f"**Fit on {gpu}**: unknown ({fit.get('reason')})")
-    st.markdown("**Still to decide**\n\n" + "\n".join(f"- `{item}`" for item in info["to_decide"]))
+    fit = info["fit"]
+    st.markdown(f"**Fit on {wizard.registry.settings.gpu_memory}**: " + (
+        f"native context {fit['native_context'] or 'unknown'}; largest that fits {fit['max_context']:,} tokens"
+        + (f"; suggested {' '.join(fit['suggested_args'])}" if fit.get("suggested_args") else "")
+        if fit.get("known") else f"unknown ({fit.get('reason')})"))
+    st.markdown("**Still to decide**\n\n" + "\n".join(f"- {item}" for item in info["to_decide"]))
     st.button("Configure", type="primary", key="wz_configure", on_click=act, args=(wizard.configure_step,))
 
 elif wizard.step == wz.CONFIGURE:
@@ -156,6 +153,10 @@ elif wizard.step == wz.CONFIGURE:
 else:  # launch test, done
     widgets.show_report()
     st.subheader(f"Launch test of {wizard.name}")
+    if wizard.step == wz.FINISHED:
+        ss[widgets.MODEL_KEY] = wizard.name  # the editor opens on it
+        st.success(f"{wizard.name} is downloaded, configured, saved and answers.", icon=":material/task_alt:")
+        st.page_link("editor_page.py", label="Open it in the model editor", icon=":material/edit:")
     widgets.launch_command(*editing.launch_preview(wizard.registry.entry(wizard.name), wizard.registry.settings))
     job = wizard.launch_job
     run_col, back_col = st.columns(2)
@@ -165,10 +166,6 @@ else:  # launch test, done
         back_col.button("Back to configure", key="wz_back_configure", on_click=act, args=(wizard.back,))
     if job is not None:
         widgets.job_panel(job.id, lambda finished: widgets.launch_outcome(wizard.name, finished))
-    if wizard.step == wz.FINISHED:
-        ss[widgets.MODEL_KEY] = wizard.name  # the editor opens on it
-        st.success(f"{wizard.name} is downloaded, configured, saved and answers.", icon=":material/task_alt:")
-        st.page_link("editor_page.py", label="Open it in the model editor", icon=":material/edit:")
 
 st.divider()
 st.button("Start over", key="wz_restart", on_click=start_over)

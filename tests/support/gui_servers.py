@@ -1,4 +1,5 @@
-"""Real `modelreg proxy` and `modelreg gui` processes on free loopback ports, and a GUI registry to serve."""
+"""Real `modelreg proxy` and `modelreg gui` processes on free loopback ports, a GUI registry to serve, and the
+Playwright steps the browser tests share."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,9 @@ STORY_MODEL = "qwen2.5-vl-7b-instruct_(AWQ)"  # the demo's vLLM stub with no ext
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's Chromium (Playwright's own browser download needs the internet)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
+SHOTS = REPO / "test-output" / "screenshots"  # every browser test's pictures, for a person to look at
+DOCS_SHOTS = REPO / "docs" / "screenshots"  # the README's pictures, refreshed with MODELREG_UPDATE_SCREENSHOTS=1
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
 class Served:
@@ -112,3 +117,43 @@ def gui_registry(folder: Path, proxy_port: int, extra_models: int = 0) -> Path:
     (folder / CURATED_FILE).write_bytes(dumps(curated))
     Registry(folder).rebuild()
     return folder
+
+
+# ---- Playwright steps ---------------------------------------------------------------------------------------------
+
+def browser_or_skip():
+    """Playwright's sync API, or a loud skip when Debian's Chromium is not installed."""
+    if not CHROMIUM.exists():
+        import pytest
+
+        message = ("NO BROWSER: /usr/bin/chromium is missing (make browser installs Debian's chromium); "
+                   "the GUI browser tests were SKIPPED")
+        warnings.warn(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+    return sync_playwright
+
+
+def settle(page, wait_for: str | None = None, timeout: float = 30_000) -> None:
+    """Wait until the app's script run is over (and `wait_for`, a selector, is on the page)."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector(IDLE, timeout=timeout)
+    if wait_for:
+        page.wait_for_selector(wait_for, timeout=timeout)
+
+
+def navigate(page, title: str) -> None:
+    """Open a page from the sidebar by its title and wait for its heading."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+    settle(page, f'h1:has-text("{title}")')
+
+
+def screenshot(page, name: str, docs_name: str | None = None) -> Path:
+    """test-output/screenshots/<name>.png; also docs/screenshots/<docs_name>.png with MODELREG_UPDATE_SCREENSHOTS=1."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if docs_name and os.environ.get("MODELREG_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SHOTS / f"{docs_name}.png")
+    return path
