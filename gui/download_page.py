@@ -50,6 +50,8 @@ for message in dict.fromkeys(m for m in (ss.get(PROBLEM_KEY), wizard.step in (wz
     st.error(message)
 
 if wizard.step == wz.SOURCE:
+    for key, value in (("wz_source", wizard.source or "hf"), ("wz_ref", wizard.ref or ""), ("wz_rev", wizard.revision)):
+        ss.setdefault(key, value)  # coming back to this step shows what the wizard holds
     hf = st.radio("Source", wz.SOURCES, key="wz_source", horizontal=True,
                   format_func={"hf": "Hugging Face repo", "ollama": "Ollama model"}.get) == "hf"
     ref_col, rev_col = st.columns([3, 1])

@@ -20,6 +20,7 @@ from core.store import CURATED_FILE, DISCOVERED_FILE
 from core.view import LAYER_COLORS
 from support import free_port
 from support.fake_hub import FakeHub, point_client_at
+from support.fake_ollama import FakeOllama
 from support.gui_servers import REPO, STORY_MODEL, gui_registry, start_proxy
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
@@ -395,7 +396,12 @@ def test_wizard_page_download_survives_failures_and_page_changes(folder, hub, ti
     at.button(key="wz_download").click().run()
     run_until(at, lambda: not wizard.job.running, "the gated download to fail")
     assert any("hf auth login" in e.value for e in at.error)
+    first = wizard.job_id
+    at.button(key="wz_retry").click().run()
+    run_until(at, lambda: not wizard.job.running, "the retry to fail")
+    assert wizard.job_id != first and any("hf auth login" in e.value for e in at.error)
     at.button(key="wz_back_source").click().run()
+    assert at.text_input(key="wz_ref").value == "corp/gated"  # the form holds what the wizard holds
 
     hub.cut(Q8, after_bytes=100)
     hub.fail(Q8, status=500)  # the client's own retry fails too
@@ -414,3 +420,20 @@ def test_wizard_page_download_survives_failures_and_page_changes(folder, hub, ti
     run_until(at, lambda: wizard.step == "review", "the resumed download")
     assert any(f"{wizard.name} is registered" in h.value for h in at.subheader)
     assert Registry(folder).entry(wizard.name)["backend_config"]["model_path"].endswith(Q8)
+
+
+def test_wizard_page_pulls_an_ollama_model(folder, tmp_path, monkeypatch, tiny_model):
+    store = tmp_path / "ollama-models"
+    monkeypatch.setenv("OLLAMA_MODELS", str(store))
+    with FakeOllama(store) as daemon:
+        daemon.add_model("tiny:q8", tiny_model.read_bytes(), template="{{ .Prompt }}")
+        settings = json.loads((folder / "settings.json").read_text())
+        (folder / "settings.json").write_text(json.dumps({**settings, "ollama_host": daemon.host}))
+        at = analysed("tiny:q8", source="ollama")
+        assert any(f"Pulls `tiny:q8` through the Ollama daemon at {daemon.host}" in i.value for i in at.info)
+        at.button(key="wz_download").click().run()
+        wizard = at.session_state["wizard"]
+        run_until(at, lambda: wizard.step == "review", "the pull")
+    stub = json.loads(at.json[0].value)
+    assert stub["backend"] == "ollama" and stub["metadata"]["_config_needed"] is True
+    assert Registry(folder).entry(wizard.name)["backend_config"]["model_path"] == "ollama:/tiny:q8"
