@@ -15,7 +15,8 @@ import httpx
 from core.diagnose import diagnose, reported_context_size
 from core.launch import LLAMA_CPP, OLLAMA, VLLM, LaunchPlan, launch_plan
 from core.settings import Settings
-from core.supervisor import Backend, BackendStartError, LogCallback, Supervisor, read_tail
+from core.jobs import Job, JobRegistry
+from core.supervisor import Backend, BackendStartError, LogCallback, Supervisor, read_tail, resolve_log_dir
 
 DEFAULT_PROMPT = "Say hello in five words."
 
@@ -151,52 +152,13 @@ def launch_test(entry: dict[str, Any], settings: Settings, log_dir: str | Path, 
     return result
 
 
-class LaunchTestJob:
-    """A launch test running in a background thread; a GUI polls `new_log()` and `done`, then reads `result`."""
+def start_launch_test_job(jobs: JobRegistry, registry: Any, name: str, **options: Any) -> Job:
+    """Run the launch test of one merged entry as a background job (kind `launch-test`, keyed by the model's name:
+    one test per model at a time, visible from every page that polls the job registry)."""
+    entry, settings = registry.entry(name), registry.settings
+    log_dir = resolve_log_dir(registry.config_dir, settings)
 
-    def __init__(self, entry: dict[str, Any], settings: Settings, log_dir: str | Path, **options: Any):
-        self._chunks: list[str] = []
-        self._read = 0
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self.result: LaunchTestResult | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(entry, settings, log_dir, options), daemon=True,
-                                        name=f"launch-test {entry.get('name')}")
-        self._thread.start()
+    def work(job: Job) -> LaunchTestResult:
+        return launch_test(entry, settings, log_dir, on_log=job.write, cancel=job.cancel_event, **options)
 
-    def _run(self, entry: dict[str, Any], settings: Settings, log_dir: str | Path, options: dict[str, Any]) -> None:
-        try:
-            self.result = launch_test(entry, settings, log_dir, on_log=self._append, cancel=self._cancel, **options)
-        except BaseException as exc:  # the GUI shows it; nothing is left running (launch_test stops in finally)
-            self.error = exc
-
-    def _append(self, text: str) -> None:
-        with self._lock:
-            self._chunks.append(text)
-
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def log_text(self) -> str:
-        """Everything the backend logged so far."""
-        with self._lock:
-            return "".join(self._chunks)
-
-    def new_log(self) -> str:
-        """What the backend logged since the last call."""
-        with self._lock:
-            fresh = "".join(self._chunks[self._read:])
-            self._read = len(self._chunks)
-        return fresh
-
-    def cancel(self) -> None:
-        """Give up waiting for readiness; the backend is stopped."""
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> LaunchTestResult | None:
-        self._thread.join(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
+    return jobs.start("launch-test", work, key=name, title=f"launch test {name}")

@@ -258,19 +258,11 @@ class Wizard:
 
     # ---- step 6: launch test -------------------------------------------------------------------------------
     def start_launch_test(self, **options: Any) -> Job:
-        """Start the launch test of the saved entry as a background job (kind `launch-test`, keyed by the model's
-        name, as the Launch test page starts it: one test per model at a time, visible on both pages)."""
+        """Start the launch test of the saved entry in the background (the Launch test page shows the same job)."""
         self._require(LAUNCH_TEST)
-        from core.launch_test import launch_test
-        from core.supervisor import resolve_log_dir
+        from core.launch_test import start_launch_test_job
 
-        entry, settings = self.registry.entry(self._model()), self.registry.settings
-        log_dir = resolve_log_dir(self.registry.config_dir, settings)
-
-        def work(job: Job):
-            return launch_test(entry, settings, log_dir, on_log=job.write, cancel=job.cancel_event, **options)
-
-        job = self.jobs.start("launch-test", work, key=entry["name"], title=f"launch test {entry['name']}")
+        job = start_launch_test_job(self.jobs, self.registry, self._model(), **options)
         self.launch_job_id, self.launch_result, self.error = job.id, None, None
         return job
 

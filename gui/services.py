@@ -8,11 +8,10 @@ import streamlit as st
 
 from core.discovery.scan import ScanResult, default_roots, scan
 from core.jobs import Job, JobRegistry
-from core.launch_test import LaunchTestResult, launch_test
+from core.launch_test import start_launch_test_job
 from core.proxy_admin import ProxyAdmin, ProxyUnreachable, reload_report
 from core.registry import Merged, Registry
 from core.settings import SETTINGS_FILE
-from core.supervisor import resolve_log_dir
 from core.view import ModelRow, model_rows
 
 CONFIG_ENV = "MODELREG_CONFIG_DIR"
@@ -114,14 +113,7 @@ def running_names(status: dict | None) -> tuple[str, ...]:
 
 def start_launch_test(name: str) -> str:
     """Start the launch test of one model as a background job (one per model at a time); returns the job id."""
-    reg = registry()
-    entry = reg.entry(name)
-    log_dir = resolve_log_dir(reg.config_dir, reg.settings)
-
-    def work(job: Job) -> LaunchTestResult:
-        return launch_test(entry, reg.settings, log_dir, on_log=job.write, cancel=job.cancel_event)
-
-    job = jobs().start("launch-test", work, key=name, title=f"launch test {name}")
+    job = start_launch_test_job(jobs(), registry(), name)
     st.session_state[LAUNCH_JOB_KEY] = job.id
     return job.id
 

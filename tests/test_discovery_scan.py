@@ -11,7 +11,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from core.discovery.scan import discover, scan
+from core.discovery.scan import scan
 from core.fields import FieldClass, field_class
 from core.merge import flatten
 from core.registry import Registry, get_path

@@ -11,9 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import time
-import warnings
 from pathlib import Path
 
 import httpx
@@ -23,25 +20,12 @@ from core.registry import Registry
 from core.store import CURATED_FILE, DISCOVERED_FILE
 from core.view import LAYER_COLORS
 from support import free_port, wait_for
-from support.gui_servers import (CHROMIUM, CHROMIUM_ARGS, REPO, STORY_MODEL, gui_registry, start_gui,
-                                 start_proxy)
+from support.gui_servers import (CHROMIUM, CHROMIUM_ARGS, STORY_MODEL, browser_or_skip, gui_registry, navigate,
+                                 screenshot, settle, start_gui, start_proxy)
 
 pytestmark = pytest.mark.browser
 
-SHOTS = REPO / "test-output" / "screenshots"
-DOCS_SHOTS = REPO / "docs" / "screenshots"
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 NEW_ARGS = ["--max-model-len", "4096", "--enforce-eager"]
-
-
-def browser_or_skip():
-    if not CHROMIUM.exists():
-        message = ("NO BROWSER: /usr/bin/chromium is missing (make browser installs Debian's chromium); "
-                   "the GUI browser tests were SKIPPED")
-        warnings.warn(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-    return sync_playwright
 
 
 @pytest.fixture(scope="module")
@@ -63,28 +47,6 @@ def stack(tmp_path_factory):
             browser.close()
             gui.stop()
             proxy.stop()
-
-
-def settle(page, wait_for: str | None = None, timeout: float = 30_000) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_selector(IDLE, timeout=timeout)
-    if wait_for:
-        page.wait_for_selector(wait_for, timeout=timeout)
-
-
-def shoot(page, name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    if os.environ.get("MODELREG_UPDATE_SCREENSHOTS") == "1":
-        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS_SHOTS / path.name)
-    return path
-
-
-def navigate(page, title: str) -> None:
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
-    settle(page, f'h1:has-text("{title}")')
 
 
 def admin(url: str, folder: Path, path: str) -> dict:
@@ -116,7 +78,7 @@ def test_the_old_story_in_a_browser(stack):
 
     page.goto(gui_url)
     settle(page, '[data-testid="stDataFrame"]')
-    shoot(page, "models")
+    screenshot(page, "models", docs_name="models")
     search = page.get_by_role("textbox", name="Search")
     search.fill("qwen2.5-vl")
     search.press("Enter")
@@ -128,7 +90,7 @@ def test_the_old_story_in_a_browser(stack):
 
     box = table.bounding_box()
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)    # the row's selection checkbox (header row is 35 px)
-    settle(page, f'text="Selected:"')
+    settle(page, 'text="Selected:"')
     page.get_by_role("button", name="Open in editor").click()
     settle(page, 'h1:has-text("Model editor")')
     args = page.get_by_role("textbox", name="extra_args")
@@ -139,7 +101,7 @@ def test_the_old_story_in_a_browser(stack):
     page.get_by_role("button", name="Save", exact=True).click()
     settle(page, '[data-testid="stAlertContentSuccess"]')
     message = page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()
-    shoot(page, "editor")
+    screenshot(page, "editor", docs_name="editor")
 
     curated = {e["name"]: e for e in json.loads((folder / CURATED_FILE).read_text()) if "profile" not in e}
     assert curated[STORY_MODEL]["backend_config"]["extra_args"] == NEW_ARGS
@@ -154,10 +116,10 @@ def test_the_old_story_in_a_browser(stack):
     assert restarted["pid"] != first["pid"] and not restarted["stale"]
 
     navigate(page, "Diff & history")
-    shoot(page, "diff")
+    screenshot(page, "diff", docs_name="diff")
     navigate(page, "Settings & status")
     page.wait_for_selector(f'td[id^="glide-cell"]:has-text("{STORY_MODEL}")', state="attached", timeout=10_000)
-    shoot(page, "settings")
+    screenshot(page, "settings", docs_name="settings")
 
     proxy.stop()  # frees the model's port for the launch test (the proxy's shutdown stops its backends)
     navigate(page, "Launch test")
@@ -166,4 +128,4 @@ def test_the_old_story_in_a_browser(stack):
     settle(page, '[data-testid="stAlertContentSuccess"]:has-text("answered")', timeout=90_000)
     argvs = [t.strip() for t in page.locator("code").all_inner_texts() if "--served-model-name" in t]
     assert sum(t.endswith(" ".join(NEW_ARGS)) for t in argvs) >= 2  # the command shown first, and the argv used
-    shoot(page, "launch")
+    screenshot(page, "launch", docs_name="launch")

@@ -14,9 +14,12 @@ import psutil
 import pytest
 
 from core.errors import BadInput
-from core.launch_test import LaunchTestJob, ask, launch_test
+from core.jobs import JobRegistry
+from core.launch_test import ask, launch_test, start_launch_test_job
+from core.registry import Registry
 from core.settings import Settings
 from support import free_port
+from support.layers import write_layers
 from support.tiny_gguf import tiny_entry
 
 
@@ -53,15 +56,18 @@ def test_tiny_model_starts_answers_and_stops(tiny_model, tmp_path):
 
 @pytest.mark.server
 def test_job_streams_the_log_while_it_runs(tiny_model, tmp_path):
-    job = LaunchTestJob(tiny_entry(tiny_model), Settings(), tmp_path / "logs", timeout=120)
+    folder = write_layers(tmp_path / "configs", [], [tiny_entry(tiny_model)])
+    registry = Registry(folder)
+    job = start_launch_test_job(JobRegistry(), registry, tiny_entry(tiny_model)["name"], timeout=120)
     collected = []
-    while not job.done:
-        collected.append(job.new_log())
+    while job.running:
+        collected.append("".join(job.lines()))
         time.sleep(0.05)
-    result = job.wait()
-    collected.append(job.new_log())
+    assert job.wait(10)
+    result = job.result
     assert result.ok, result.error
-    assert "".join(collected) == job.log_text() and "llama_cpp.server" in job.log_text()
+    assert "llama_cpp.server" in "".join(job.lines())
+    assert any(collected), "nothing of the log was visible while the test ran"
     assert gone(result.pid)
 
 

@@ -10,7 +10,7 @@ from core.errors import (BadInput, ConfigFieldInDiscovered, ConflictError, FactF
                          UnknownModel)
 from core.fields import FieldClass, field_class
 from core.merge import flatten
-from core.registry import UNSET, Registry
+from core.registry import Registry
 from core.store import revision_of
 from support.layers import discovered_model, write_layers
 
