@@ -4,9 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,6 +17,7 @@ from core.launch_test import ask, launch_test, start_launch_test_job
 from core.registry import Registry
 from core.settings import Settings
 from support import free_port
+from support.fake_ollama import FakeOllama
 from support.layers import write_layers
 from support.tiny_gguf import tiny_entry
 
@@ -130,52 +129,21 @@ def test_vllm_failure_result_has_exit_code_log_tail_and_diagnosis(standin_vllm, 
     assert [d["rule"] for d in result.diagnosis] == ["unknown_architecture"]
 
 
-class _OllamaDaemon(BaseHTTPRequestHandler):
-    """The two endpoints of Ollama's API a launch uses: /api/generate (load, unload) and /api/chat."""
-
-    requests: list[tuple[str, dict]] = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append((self.path, body))
-        if body.get("model") != "qwen3:8b":
-            return self._send(404, {"error": f"model '{body.get('model')}' not found"})
-        if self.path == "/api/generate":
-            reason = "unload" if body.get("keep_alive") == 0 else "load"
-            return self._send(200, {"model": body["model"], "created_at": "2025-01-01T00:00:00Z", "response": "",
-                                    "done": True, "done_reason": reason})
-        self._send(200, {"model": body["model"], "created_at": "2025-01-01T00:00:00Z",
-                         "message": {"role": "assistant", "content": "hello from ollama"}, "done": True})
-
-    def _send(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def ollama_daemon():
-    _OllamaDaemon.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OllamaDaemon)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def ollama_daemon(tiny_model, tmp_path):
+    with FakeOllama(tmp_path / "ollama-models") as daemon:
+        daemon.install("qwen3:8b", tiny_model.read_bytes())
+        yield daemon
 
 
 def test_ollama_model_runs_in_the_daemon_with_the_entrys_options(ollama_daemon, tmp_path):
     entry = {"name": "qwen3_8b_(Q4_K_M)", "backend": "ollama", "served_model_id": "qwen3:8b",
              "backend_config": {"port": 11434, "model_path": "ollama:/qwen3:8b", "host": "imageworks-ollama",
                                 "extra_args": ["--num-ctx", "4096", "--num-gpu", "35"]}}
-    result = launch_test(entry, Settings(ollama_host=ollama_daemon), tmp_path / "logs", max_tokens=8)
+    result = launch_test(entry, Settings(ollama_host=ollama_daemon.host), tmp_path / "logs", max_tokens=8)
     assert result.ok, result.error
     assert result.argv == [] and result.reply == "hello from ollama"
-    (load_path, load), (chat_path, chat), (unload_path, unload) = _OllamaDaemon.requests
+    (load_path, load), (chat_path, chat), (unload_path, unload) = [(p, b) for _, p, b in ollama_daemon.requests]
     assert load_path == "/api/generate" and load["options"] == {"num_ctx": 4096, "num_gpu": 35}
     assert chat_path == "/api/chat" and chat["options"] == {"num_ctx": 4096, "num_gpu": 35, "num_predict": 8}
     assert unload_path == "/api/generate" and unload["keep_alive"] == 0
@@ -183,7 +151,7 @@ def test_ollama_model_runs_in_the_daemon_with_the_entrys_options(ollama_daemon, 
 
 def test_ollama_unknown_model_is_a_failed_start(ollama_daemon, tmp_path):
     entry = {"name": "missing", "backend": "ollama", "served_model_id": "nope:1b", "backend_config": {}}
-    result = launch_test(entry, Settings(ollama_host=ollama_daemon), tmp_path / "logs")
+    result = launch_test(entry, Settings(ollama_host=ollama_daemon.host), tmp_path / "logs")
     assert not result.ok and "did not load nope:1b" in result.error and "not found" in result.log_tail
 
 

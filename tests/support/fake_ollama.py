@@ -118,6 +118,7 @@ class FakeOllama:
         self.remote: dict[OllamaName, RemoteModel] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
         self.cut_after_lines: int | None = None
+        self.reply = "hello from ollama"
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -249,6 +250,20 @@ class FakeOllama:
         if "system" in model.layers:
             result["system"] = model.layers["system"].decode()
         return result
+
+    def answer(self, path: str, body: dict) -> dict:
+        """A non-streamed /api/generate (an empty prompt loads or, with keep_alive 0, unloads) or /api/chat answer."""
+        common = {"model": body["model"], "created_at": "2025-01-01T00:00:00Z", "done": True}
+        if path == "/api/generate":
+            return {**common, "response": "" if not body.get("prompt") else self.reply,
+                    "done_reason": "unload" if body.get("keep_alive") == 0 else "load"}
+        return {**common, "message": {"role": "assistant", "content": self.reply}, "done_reason": "stop"}
+
+    def install(self, name: str, gguf_data: bytes) -> None:
+        """Offer a model and pull it into the store at once (as `ollama pull` would have)."""
+        model = self.add_model(name, gguf_data)
+        for event in self.pull_events(model.name):
+            assert "error" not in event, event
 
     def tags(self) -> dict:
         models = []
@@ -385,6 +400,10 @@ class _OllamaHandler(BaseHTTPRequestHandler):
             if not NAME_RULE.match(name):
                 return self._json(400, {"error": "invalid model name"})
             return self._pull(OllamaName.parse(name), body.get("stream", True))
+        if self.path in ("/api/generate", "/api/chat"):
+            if not NAME_RULE.match(name) or self.daemon._local_model(OllamaName.parse(name)) is None:
+                return self._json(404, {"error": MODEL_NOT_FOUND.format(name=name)})
+            return self._json(200, self.daemon.answer(self.path, body))
         self._json(404, {"error": "404 page not found"})
 
     def _pull(self, name: OllamaName, stream: bool) -> None:
