@@ -14,6 +14,7 @@ from core.errors import ConflictError, InvalidRegistry, RegistryError
 from core.fit import fit_summary
 from core.merge import flatten
 from core.registry import Registry
+from core.view import model_status
 
 # Modules named core.cli_<feature> that define add_commands(subparsers).
 FEATURE_MODULES: tuple[str, ...] = ("launch", "proxy", "gui", "download", "scan")
@@ -43,17 +44,17 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    entries = registry_from_args(args).snapshot().entries
+    registry = registry_from_args(args)
+    entries = registry.snapshot().entries
     if args.json:
         return print_json(entries)
-    table = Table("backend", "port", "quantization", "extra_args", "status")
-    table.columns.insert(0, Column("name", overflow="fold"))
+    table = Table(Column("name", no_wrap=True), "backend", "port", "quantization",
+                  Column("extra_args", overflow="fold"), Column("status", no_wrap=True))
     for e in entries:
         bc = e.get("backend_config") or {}
-        status = "files missing" if e.get("missing") else (
-            "needs config" if (e.get("metadata") or {}).get("_config_needed") else "ok")
         table.add_row(e["name"], str(e.get("backend") or ""), str(bc.get("port") or ""),
-                      str(e.get("quantization") or ""), " ".join(bc.get("extra_args") or []), status)
+                      str(e.get("quantization") or ""), " ".join(bc.get("extra_args") or []),
+                      model_status(e, registry.settings)[0])
     out.print(table)
 
 
