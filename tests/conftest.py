@@ -9,11 +9,17 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from core.launch import launch_plan
 from core.settings import Settings
 from core.supervisor import Supervisor
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
+
+# CI replays the same examples every run (a failure there is reproducible); local runs keep exploring.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 # Every process the tests start inherits this marker; at the end no backend carrying it may still run.
 SESSION_MARKER = "MODELREG_TEST_SESSION"
