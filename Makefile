@@ -8,7 +8,14 @@ CONFIG_DIR ?= configs
 
 .PHONY: run test bench setup browser clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-test
+
+# The app alone: what `make run` needs.
+$(VENV)/.installed-app: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[gui]"
+	touch $@
 
 # llama-cpp-python compiles llama.cpp (minutes on 2 cores): build its wheel once into a git-ignored cache.
 $(WHEELS)/.built:
@@ -17,9 +24,8 @@ $(WHEELS)/.built:
 	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-deps -w $(WHEELS) "llama-cpp-python>=0.3.0"
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(WHEELS)/.built
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+# The tests' extras: pytest, hypothesis, Playwright, and the real llama-cpp-python server from the cached wheel.
+$(VENV)/.installed-test: $(VENV)/.installed-app $(WHEELS)/.built
 	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[gui,test]"
 	touch $@
 
@@ -29,13 +35,13 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "WARNING: could not install Debian's chromium; browser tests will be skipped"; }
 
-run: setup
+run: $(VENV)/.installed-app
 	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) gui
 
 test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: setup
+bench: setup browser
 	$(PY) -m bench
 
 clean:
