@@ -85,7 +85,11 @@ class _Overlay:
             else:
                 if origin == LEGACY:
                     self.legacy_config.append(path)
-                self._replace(target, key, path, list(value) if type(value) is list else value, origin, current)
+                if current is _MISSING:  # the common case (a first layer, a new key): nothing to override
+                    target[key] = list(value) if type(value) is list else value
+                    sources[path] = origin
+                else:
+                    self._replace(target, key, path, list(value) if type(value) is list else value, origin, current)
 
     def _replace(self, target: dict, key: str, path: str, value: Any, origin: str, current: Any) -> None:
         if current is not _MISSING:

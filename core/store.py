@@ -5,7 +5,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,10 @@ class LayerFile:
     path: Path
     entries: list[dict]
     raw: bytes | None
+    revision: str = field(init=False)
 
-    @property
-    def revision(self) -> str:
-        return revision_of(self.raw)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "revision", revision_of(self.raw))
 
     @property
     def exists(self) -> bool:
