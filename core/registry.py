@@ -17,7 +17,8 @@ from core.merge import MergeResult, flatten, merge_layers, split_curated
 from core.schema import validate_layer
 from core.settings import Settings, active_profile, load_settings
 from core.store import (CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, CuratedHistory, HistoryItem, LayerFile,
-                        atomic_write, dumps, dumps_snapshot, read_layer, registry_lock, revision_of)
+                        atomic_write, dumps, dumps_snapshot, read_layer, registry_lock, revision_of,
+                        without_gc)
 
 
 class _Unset:
@@ -175,6 +176,7 @@ class Registry:
         """Merge the current layers (raises InvalidRegistry, writes nothing)."""
         return self._merge(read_layer(self.discovered_path), read_layer(self.curated_path))
 
+    @without_gc
     def _merge(self, discovered: LayerFile, curated: LayerFile) -> Merged:
         report, result = self._check(discovered, curated)
         if result is None:

@@ -1,6 +1,8 @@
 """Atomic, locked reads and writes of the registry's JSON files, and the curated history."""
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import json
 import os
@@ -8,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import orjson
 from filelock import FileLock
@@ -21,6 +23,7 @@ SNAPSHOT_FILE = "model_registry.json"
 LOCK_FILE = ".registry.lock"
 HISTORY_DIR = ".history"
 EMPTY_REVISION = "0" * 64
+T = TypeVar("T")
 
 
 def dumps(data: Any) -> bytes:
@@ -76,6 +79,22 @@ def read_layer(path: Path) -> LayerFile:
     return LayerFile(path, data, raw)
 
 
+def without_gc(func: Callable[..., T]) -> Callable[..., T]:
+    """Run without the cyclic garbage collector: parsing and merging a large registry allocates millions of
+    acyclic objects, and the collector's repeated passes over them cost more than the work itself."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+    return wrapper
+
+
+@without_gc
 def _loads(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
