@@ -419,6 +419,15 @@ class _HubHandler(BaseHTTPRequestHandler):
             self._error(404, "RevisionNotFound", f"Invalid rev id: {unquote(rev)}", method)
         return commit
 
+    def _repo_commit_or_error(self, match: re.Match, method: str, default_rev: str | None = None
+                              ) -> tuple[HubRepo, str] | None:
+        """The repo and commit a matched path names, or None after answering the Hub's error."""
+        repo = self._repo_or_error(unquote(match["repo"]), method)
+        if repo is None:
+            return None
+        commit = self._commit_or_error(repo, match["rev"] or default_rev, method)
+        return None if commit is None else (repo, commit)
+
     def _gate_or_error(self, repo: HubRepo, commit: str, method: str) -> bool:
         if not repo.gated or self._token() in repo.granted_tokens:
             return True
@@ -444,23 +453,19 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._tree(method, match, query)
         match = INFO_PATH.match(path)
         if match:
-            repo = self._repo_or_error(unquote(match["repo"]), method)
-            if repo is None:
+            found = self._repo_commit_or_error(match, method, default_rev="main")
+            if found is None:
                 return
-            commit = self._commit_or_error(repo, match["rev"] or "main", method)
-            if commit is None:
-                return
+            repo, commit = found
             blobs = query.get("blobs", ["false"])[0].lower() == "true"
             return self._json(200, self.hub.model_info(repo, commit, blobs), method=method)
         self._error(404, None, "Sorry, we can't find the page you are looking for.", method)
 
     def _tree(self, method: str, match: re.Match, query: dict) -> None:
-        repo = self._repo_or_error(unquote(match["repo"]), method)
-        if repo is None:
+        found = self._repo_commit_or_error(match, method)
+        if found is None:
             return
-        commit = self._commit_or_error(repo, match["rev"], method)
-        if commit is None:
-            return
+        repo, commit = found
         base = unquote(match["path"] or "").strip("/")
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
         entries = _tree_entries(repo, base, recursive)
@@ -480,12 +485,10 @@ class _HubHandler(BaseHTTPRequestHandler):
         match = RESOLVE_PATH.match(path)
         if not match:
             return self._error(404, None, "Sorry, we can't find the page you are looking for.", method)
-        repo = self._repo_or_error(unquote(match["repo"]), method)
-        if repo is None:
+        found = self._repo_commit_or_error(match, method)
+        if found is None:
             return
-        commit = self._commit_or_error(repo, match["rev"], method)
-        if commit is None:
-            return
+        repo, commit = found
         file_path = unquote(match["path"])
         hub_file = repo.files.get(file_path)
         if hub_file is None:
