@@ -326,6 +326,7 @@ def run_until(at: AppTest, done, what: str, timeout: float = 60) -> None:
         assert time.monotonic() < deadline, f"timed out waiting for {what}; errors: {[e.value for e in at.error]}"
         time.sleep(0.2)
         at.run()
+    at.run()  # draw the state `done` saw: the job may have finished after the last run drew the page
 
 
 def variant_radio(at: AppTest):
