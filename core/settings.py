@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import BadInput
+from core.store import atomic_write, registry_lock
 
 SETTINGS_FILE = "settings.json"
 
@@ -86,6 +87,23 @@ def load_settings(config_dir: Path) -> Settings:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise BadInput(f"{path}: setting {field!r}: {first['msg']}") from exc
+
+
+def save_setting(config_dir: Path, name: str, value: Any) -> Settings:
+    """Set one setting in `<config-dir>/settings.json` (validated first; other keys kept as written)."""
+    if name not in Settings.model_fields:
+        raise BadInput(f"unknown setting {name!r}; known: {', '.join(Settings.model_fields)}")
+    path = Path(config_dir) / SETTINGS_FILE
+    with registry_lock(config_dir):
+        load_settings(config_dir)  # a broken file is reported, never overwritten
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        data[name] = value
+        try:
+            settings = Settings.model_validate(data)
+        except ValidationError as exc:
+            raise BadInput(f"setting {name!r}: {exc.errors()[0]['msg']}") from exc
+        atomic_write(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return settings
 
 
 def active_profile(settings: Settings, explicit: str | None = None) -> str | None:

@@ -9,7 +9,7 @@ import streamlit as st
 from core import editing
 from core.discovery.scan import default_roots
 from core.jobs import Job
-from core.settings import Settings
+from core.settings import Settings, save_setting
 from gui import services, widgets
 
 st.title("Settings & status")
@@ -27,6 +27,9 @@ if options:
                  on_change=lambda: st.session_state.update({services.PROFILE_KEY: st.session_state.profile_choice}))
     st.caption(f"Default from settings / $MODELREG_PROFILE: `{default or 'none'}`. Saves write the merged snapshot "
                "for the profile chosen here.")
+    if current != default and st.button(f"Make `{current or 'none'}` the default profile", key="profile_default"):
+        save_setting(reg.config_dir, "active_profile", current)  # the proxy takes it when it is restarted
+        st.rerun()
 
 st.subheader("Models on disk")
 roots = default_roots(reg.settings)

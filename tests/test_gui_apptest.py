@@ -268,6 +268,10 @@ def test_settings_page_switches_profile_and_shows_proxy_status(folder, proxy):
     column = list(frame.columns).index("extra_args")
     assert "--enforce-eager" in frame["extra_args"][row]
     assert cell_colors(at.dataframe[0])[row, column] == LAYER_COLORS["profile"][1]
+    at.switch_page("settings_page.py").run()
+    at.button(key="profile_default").click().run()
+    assert json.loads((folder / "settings.json").read_text())["active_profile"] == "rtx4080"
+    assert Registry(folder).profile == "rtx4080" and not [b for b in at.button if b.key == "profile_default"]
 
 
 def test_rescan_runs_in_the_background_and_stubs_new_models(folder, tmp_path, monkeypatch):
