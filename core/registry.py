@@ -155,9 +155,7 @@ class Registry:
     def _check(self, discovered: LayerFile, curated: LayerFile) -> tuple[ValidationReport, MergeResult | None]:
         report = ValidationReport()
         for layer, label in ((discovered, "discovered"), (curated, "curated")):
-            found = validate_layer(layer, label)
-            report.errors += found.errors
-            report.warnings += found.warnings
+            report.errors += validate_layer(layer, label)
         if report.errors:
             return report, None
         models = {e["name"] for e in discovered.entries} | {e["name"] for e in curated.entries
@@ -486,9 +484,9 @@ class DiscoveredWriter:
             layer = read_layer(registry.discovered_path)
             result = update(copy.deepcopy(layer.entries))
             written = LayerFile(registry.discovered_path, result, dumps(result))
-            report = validate_layer(written, "discovered")
-            if report.errors:
-                raise InvalidRegistry(report.errors)
+            errors = validate_layer(written, "discovered")
+            if errors:
+                raise InvalidRegistry(errors)
             if written.raw != layer.raw:
                 atomic_write(registry.discovered_path, written.raw)
             if rebuild:  # a broken curated file fails the rebuild, not the scan that was just written

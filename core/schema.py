@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -51,12 +50,6 @@ _WHAT_TO_DO = {
 }
 
 
-@dataclass
-class LayerReport:
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
 def entry_lines(text: str) -> list[int]:
     """Line number where each top-level list element starts (computed only when an error needs it)."""
     decoder = json.JSONDecoder()
@@ -70,9 +63,8 @@ def entry_lines(text: str) -> list[int]:
         _, idx = decoder.raw_decode(text, idx)
 
 
-def validate_layer(layer: LayerFile, label: str) -> LayerReport:
-    """Schema-check every entry of one layer and find duplicate names (per profile)."""
-    report = LayerReport()
+def validate_layer(layer: LayerFile, label: str) -> list[str]:
+    """Schema-check every entry of one layer and find duplicate names (per profile); returns the errors."""
     problems: list[tuple[int, str]] = []
     seen: dict[tuple[str, str | None], int] = {}
     for index, raw in enumerate(layer.entries):
@@ -97,9 +89,7 @@ def validate_layer(layer: LayerFile, label: str) -> LayerReport:
                                     "rename or remove one"))
         else:
             seen[key] = index
-    if problems:
-        starts = entry_lines(layer.raw.decode("utf-8")) if layer.raw else []
-        for index, message in problems:
-            line = starts[index] if index < len(starts) else 1
-            report.errors.append(f"{layer.path}:{line}: {message}")
-    return report
+    if not problems:
+        return []
+    starts = entry_lines(layer.raw.decode("utf-8")) if layer.raw else []
+    return [f"{layer.path}:{starts[index] if index < len(starts) else 1}: {message}" for index, message in problems]
