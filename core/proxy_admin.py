@@ -53,8 +53,6 @@ class ProxyAdmin:
         if reply.status_code in (401, 403):
             raise ProxyUnreachable(f"proxy at {self.url} refused the admin token from {self.token_source} "
                                    f"(HTTP {reply.status_code}); use the token the proxy was started with")
-        if reply.status_code == 409 and path == "/admin/reload":
-            return reply.json()  # the reload ran and was refused (invalid layers): the body says why
         if reply.status_code >= 400:
             raise ProxyUnreachable(f"proxy at {self.url}{path} answered HTTP {reply.status_code}: {reply.text[:300]}")
         return reply.json()
