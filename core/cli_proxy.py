@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from urllib.parse import urlsplit
 
 from core.cli import out, registry_from_args
 from core.proxy import serve
-from core.proxy_admin import TOKEN_ENV, TOKEN_FILE
+from core.proxy_admin import token_source
 
 
 def cmd_proxy(args: argparse.Namespace) -> None:
@@ -15,8 +14,8 @@ def cmd_proxy(args: argparse.Namespace) -> None:
     configured = urlsplit(registry.settings.proxy_url)
     host = args.host or configured.hostname or "127.0.0.1"
     port = args.port or configured.port or 8100
-    where = f"${TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else registry.config_dir / TOKEN_FILE
-    out.print(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; admin token: {where}",
+    out.print(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; "
+              f"admin token: {token_source(registry.config_dir)}",
               markup=False, highlight=False)
     serve(registry, host, port)
 

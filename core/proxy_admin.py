@@ -30,6 +30,11 @@ def admin_token(config_dir: str | os.PathLike) -> str | None:
         return None
 
 
+def token_source(config_dir: str | os.PathLike) -> str:
+    """Where admin_token reads the token from: the environment variable, or the token file."""
+    return f"${TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else str(Path(config_dir) / TOKEN_FILE)
+
+
 class ProxyAdmin:
     """`GET /admin/status` and `POST /admin/reload` of one proxy."""
 
@@ -40,7 +45,7 @@ class ProxyAdmin:
 
     @property
     def token_source(self) -> str:
-        return f"${TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else str(self.config_dir / TOKEN_FILE)
+        return token_source(self.config_dir)
 
     def _call(self, method: str, path: str, **params: Any) -> dict[str, Any]:
         token = admin_token(self.config_dir)
