@@ -93,6 +93,7 @@ class Routes:
     by_name: dict[str, dict]
     aliases: dict[str, str]
     warnings: tuple[str, ...]
+    aliases_of: dict[str, list[str]] = field(default_factory=dict)  # model name -> its aliases, for /v1/models
 
     @classmethod
     def build(cls, snapshot: Snapshot) -> "Routes":
@@ -110,7 +111,10 @@ class Routes:
                                     f"{aliases[alias]!r} wins")
                 else:
                     aliases[alias] = entry["name"]
-        return cls(snapshot, by_name, aliases, tuple(warnings))
+        aliases_of: dict[str, list[str]] = {}
+        for alias, name in aliases.items():
+            aliases_of.setdefault(name, []).append(alias)
+        return cls(snapshot, by_name, aliases, tuple(warnings), aliases_of)
 
     @property
     def revision(self) -> str:
@@ -545,7 +549,7 @@ class Proxy:
             name = entry["name"]
             run = self.running.get(name)
             data.append({"id": name, "object": "model", "created": int(self.loaded_at or 0), "owned_by": "modelreg",
-                         "aliases": [a for a, n in routes.aliases.items() if n == name], "roles": _roles(entry),
+                         "aliases": routes.aliases_of.get(name, []), "roles": _roles(entry),
                          "backend": entry.get("backend"), "display_name": entry.get("display_name"),
                          "running": bool(run and run.ready)})
         return JSONResponse({"object": "list", "data": data}, headers={"x-modelreg-revision": routes.revision})
