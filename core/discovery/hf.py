@@ -14,12 +14,11 @@ from huggingface_hub.errors import SafetensorsParsingError
 from core.discovery import quant
 from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
 from core.discovery.naming import slug
-from core.download import MARKER_FILE, read_marker
+from core.download import MARKER_FILE, TEMPLATE_FILES, read_marker
 
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
-TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")  # transformers prefers these over tokenizer_config
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
 EMBEDDING_FILES = ("sentence_bert_config.json", "modules.json")
 _VISION_ARCH = re.compile(
@@ -156,6 +155,7 @@ def architecture_facts(config: dict[str, Any], tokenizer_config: dict[str, Any])
 
 
 def _chat_template(folder: Path, names: set[str], tokenizer_config: dict[str, Any]) -> tuple[dict | None, dict]:
+    # TEMPLATE_FILES first: transformers prefers them over tokenizer_config's template
     for file in TEMPLATE_FILES:
         if file in names:
             if file.endswith(".jinja"):
