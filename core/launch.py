@@ -235,7 +235,9 @@ def _model_file(name: str, backend: str, model_path: Any) -> str:
     if backend in (LLAMA_CPP, LLAMA_CPP_PYTHON):
         folder = Path(model_path).expanduser()
         if folder.is_dir():
-            ggufs = sorted(p for p in folder.glob("*.gguf") if "mmproj" not in p.name.lower())
+            from core.discovery.gguf_models import is_projector_name
+
+            ggufs = sorted(p for p in folder.glob("*.gguf") if not is_projector_name(p.name))
             if len(ggufs) != 1:
                 raise BadInput(f"model {name!r}: backend_config.model_path {model_path} is a folder with "
                                f"{len(ggufs)} model .gguf files; point it at one file")
