@@ -64,8 +64,8 @@ def table() -> None:
     if chosen and chosen[0] < len(page_rows):
         st.session_state[widgets.MODEL_KEY] = page_rows[chosen[0]].name
     name = st.session_state.get(widgets.MODEL_KEY)
-    if name in {r.name for r in all_rows}:
-        row = next(r for r in all_rows if r.name == name)
+    row = next((r for r in all_rows if r.name == name), None)
+    if row is not None:
         st.markdown(f"**Selected:** `{name}` · status **{row.status}**" + (f": {row.problem}" if row.problem else ""))
         edit, diff, launch = st.columns(3)
         if edit.button("Open in editor", key="open_editor"):
