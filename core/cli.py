@@ -13,7 +13,7 @@ from rich.table import Column, Table
 from core.errors import ConflictError, InvalidRegistry, RegistryError
 from core.fit import fit_summary
 from core.merge import flatten
-from core.registry import Registry
+from core.registry import Registry, parse_value
 from core.view import model_status
 
 # Modules named core.cli_<feature> that define add_commands(subparsers).
@@ -28,14 +28,6 @@ def registry_from_args(args: argparse.Namespace) -> Registry:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value: JSON when it parses, else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def cmd_rebuild(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from core.errors import BadInput
+from core.registry import default_config_dir
 
 DEFAULT_PORT = 8501
 
@@ -47,7 +48,7 @@ def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool
 def gui_env(config_dir: str | None, profile: str | None) -> dict[str, str]:
     """The app reads its registry folder (and profile) from the environment the CLI passes down."""
     env = dict(os.environ)
-    env["MODELREG_CONFIG_DIR"] = str(Path(config_dir or env.get("MODELREG_CONFIG_DIR") or "configs").resolve())
+    env["MODELREG_CONFIG_DIR"] = str((Path(config_dir) if config_dir else default_config_dir()).resolve())
     if profile:
         env["MODELREG_PROFILE"] = profile
     return env

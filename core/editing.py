@@ -7,11 +7,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import BadInput, FactFieldRefused, RegistryError
-from core.fields import FieldClass, field_class
+from core.errors import BadInput, RegistryError
 from core.launch import BACKENDS, LaunchPlan, launch_plan
 from core.merge import MergedEntry, merge_entry, split_curated
-from core.registry import UNSET, Registry, get_path, remove_path, set_path
+from core.registry import UNSET, Registry, check_editable, get_path, remove_path, set_path
 from core.settings import Settings
 
 NOT_SET = "(not set)"
@@ -218,21 +217,6 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = fro
             continue
         changes[path] = value
     return changes, errors
-
-
-def check_editable(path: str) -> None:
-    if not path or any(not p for p in path.split(".")) or path in ("name", "profile"):
-        raise BadInput(f"{path!r} cannot be edited; give a dotted field path such as backend_config.port")
-    if field_class(path) is FieldClass.FACT:
-        raise FactFieldRefused(f"{path!r} is a fact read from disk; facts are written only by scans and downloads")
-
-
-def parse_any(text: str) -> Any:
-    """A free-form field value: JSON when it parses, else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def launch_preview(entry: dict, settings: Settings) -> tuple[LaunchPlan | None, str | None]:

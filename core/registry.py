@@ -108,6 +108,28 @@ def remove_path(entry: dict, path: str) -> bool:
     return True
 
 
+def check_editable(path: str) -> None:
+    """Refuse a path a human edit may not write: not a dotted field path, the entry's identity, or a fact."""
+    if not path or path in ("name", "profile") or any(not p for p in path.split(".")):
+        raise BadInput(f"{path!r} cannot be edited; give a dotted field path such as backend_config.port")
+    if field_class(path) is FieldClass.FACT:
+        raise FactFieldRefused(f"{path!r} is a fact read from disk (written only by scans and downloads); "
+                               "it cannot be set in the curated layer")
+
+
+def parse_value(text: str) -> Any:
+    """A value typed by a person (command line, free-form GUI field): JSON when it parses, else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def default_config_dir() -> Path:
+    """$MODELREG_CONFIG_DIR, else ./configs."""
+    return Path(os.environ.get("MODELREG_CONFIG_DIR") or "configs")
+
+
 def config_paths(entry: dict, include_empty: bool = False) -> list[str]:
     """Dotted leaf paths of an entry whose field class is config (with include_empty, null and {} leaves too)."""
     return [p for p, v in flatten(entry).items()
@@ -118,7 +140,7 @@ class Registry:
     """A registry folder: the discovered and curated layers and the merged snapshot built from them."""
 
     def __init__(self, config_dir: str | os.PathLike | None = None, profile: str | None = None):
-        self.config_dir = Path(config_dir or os.environ.get("MODELREG_CONFIG_DIR") or "configs")
+        self.config_dir = Path(config_dir) if config_dir else default_config_dir()
         base_settings = load_settings(self.config_dir)
         self.profile = active_profile(base_settings, profile)
         self.settings: Settings = base_settings.for_profile(self.profile)
@@ -282,11 +304,7 @@ class Registry:
         `base_revision` is the curated revision the caller read; if the file changed since, ConflictError.
         """
         for path in changes:
-            if not path or path in ("name", "profile") or any(not p for p in path.split(".")):
-                raise BadInput(f"{path!r} cannot be edited; give a dotted field path such as backend_config.port")
-            if field_class(path) is FieldClass.FACT:
-                raise FactFieldRefused(f"{path!r} is a fact read from disk (written only by scans and downloads); "
-                                       "it cannot be set in the curated layer")
+            check_editable(path)
 
         def edit(entries: list[dict]) -> None:
             target = self._curated_target(entries, name, profile)

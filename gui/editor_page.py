@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import editing, view
 from core.errors import ConflictError
+from core.registry import parse_value
 from gui import services, widgets
 
 st.title("Model editor")
@@ -47,7 +48,7 @@ def pending() -> tuple[dict, dict]:
     """The curated changes the form holds now (read from the session, so a click's own callback sees them too)."""
     texts = {path: st.session_state[key] for path, key in keys.items()}
     path = st.session_state.get(f"extra_path:{gen}", "").strip()
-    extra = {path: editing.parse_any(st.session_state.get(f"extra_value:{gen}", ""))} if path else {}
+    extra = {path: parse_value(st.session_state.get(f"extra_value:{gen}", ""))} if path else {}
     return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
 
 

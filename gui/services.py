@@ -1,7 +1,6 @@
 """Cached services every page shares: the registry per config dir and profile, merges, jobs, the proxy client."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -10,18 +9,17 @@ from core.discovery.scan import ScanResult, default_roots, scan
 from core.jobs import Job, JobRegistry
 from core.launch_test import start_launch_test_job
 from core.proxy_admin import ProxyAdmin, ProxyUnreachable, reload_report
-from core.registry import Merged, Registry
+from core.registry import Merged, Registry, default_config_dir
 from core.settings import SETTINGS_FILE
 from core.view import ModelRow, model_rows
 
-CONFIG_ENV = "MODELREG_CONFIG_DIR"
 PROFILE_KEY = "active_profile"
 LAUNCH_JOB_KEY = "launch_job"
 SCAN_JOB_KEY = "scan_job"
 
 
 def config_dir() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or "configs").resolve()
+    return default_config_dir().resolve()
 
 
 def _stamp(*paths: Path) -> tuple:
