@@ -222,7 +222,6 @@ class Supervisor:
         self.stop_grace = stop_grace
         self._backends: dict[str, Backend] = {}
         self._lock = threading.RLock()
-        self._start_locks: dict[str, threading.Lock] = {}
 
     @classmethod
     def for_registry(cls, registry: Any) -> "Supervisor":
@@ -409,23 +408,6 @@ class Supervisor:
         backend = self.start(plan)
         self.wait_ready(backend, timeout, on_log)
         return backend
-
-    def ensure_ready(self, plan: LaunchPlan, timeout: float | None = None,
-                     on_log: LogCallback | None = None) -> Backend:
-        """The model running as `plan` says, ready: reuses a running backend with the same signature, restarts
-        one whose launch changed, starts it otherwise. Safe to call from many threads at once (one start)."""
-        with self._lock:
-            start_lock = self._start_locks.setdefault(plan.name, threading.Lock())
-        with start_lock:
-            running = self.backend(plan.name)
-            if running is not None and running.plan.signature != plan.signature:
-                self.stop(running)
-                running = None
-            if running is None:
-                running = self.start(plan)
-            if not running.ready:
-                self.wait_ready(running, timeout, on_log)
-            return running
 
     def _ollama_load(self, backend: Backend) -> bool:
         import ollama

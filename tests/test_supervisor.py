@@ -239,33 +239,6 @@ def test_llama_server_readiness_waits_through_503(supervisor, tmp_path):
         server.shutdown()
 
 
-def test_ensure_ready_starts_once_for_concurrent_callers_and_restarts_on_a_changed_launch(supervisor, standin_vllm,
-                                                                                          tmp_path, monkeypatch):
-    record = tmp_path / "record.jsonl"
-    monkeypatch.setenv("STANDIN_RECORD", str(record))
-    monkeypatch.setenv("STANDIN_LOAD_SECONDS", "0.5")
-    port = free_port()
-    plan = vllm_plan(standin_vllm, port=port)
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(supervisor.ensure_ready(plan))) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert len(results) == 4 and len({b.pid for b in results}) == 1 and all(b.ready for b in results)
-    assert len(record.read_text().splitlines()) == 1  # one process was started
-    assert supervisor.ensure_ready(plan) is results[0]
-
-    changed = vllm_plan(standin_vllm, port=port, extra_args=["--max-model-len", "8192"])
-    restarted = supervisor.ensure_ready(changed)
-    assert restarted.pid != results[0].pid and not group_alive(results[0].pid)
-    cmdline = open(f"/proc/{restarted.pid}/cmdline").read().split("\0")[:-1]
-    assert cmdline[2:] == changed.argv[1:]  # the `vllm` wrapper execs `python standin_vllm.py ARGS`
-    status = restarted.to_dict()
-    assert status["argv"] == changed.argv and status["ready"] and status["pid"] == restarted.pid
-    assert [b.name for b in supervisor.backends()] == [NAME]
-
-
 def test_failure_without_the_backends_estimate_suggests_the_fit_estimate(supervisor, standin_vllm, tmp_path,
                                                                         monkeypatch):
     # https://github.com/vllm-project/vllm/issues/16118
