@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 from filelock import FileLock, Timeout
 
 from core.discovery.gguf_models import group_gguf_files
+from core.discovery.naming import strip_shard_suffix
 from core.errors import BadInput, RegistryError
 from core.fields import STUB_FIELDS
 from core.jobs import JobCancelled
@@ -183,7 +184,7 @@ def _variants(files: dict[str, RepoFile], gguf_template: bool, support: list[str
     keys = [gguf_quantization(s.parts[0]) or PurePosixPath(s.parts[0]).stem for s in sets]
     for gguf_set, key in zip(sets, keys, strict=True):
         if keys.count(key) > 1:
-            key = re.sub(r"-\d{5}-of-\d{5}$", "", PurePosixPath(gguf_set.parts[0]).stem)
+            key = strip_shard_suffix(PurePosixPath(gguf_set.parts[0]).stem)
         extra = [gguf_set.projector] if gguf_set.projector else []
         chosen = gguf_set.parts + extra + support
         variants.append(Variant(key, "gguf", gguf_set.parts + extra, chosen, size_of(chosen),

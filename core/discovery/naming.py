@@ -24,9 +24,14 @@ def slug(text: str) -> str:
     return _UNSAFE.sub("-", text.lower()).strip("-._") or "model"
 
 
+def strip_shard_suffix(stem: str) -> str:
+    """`model-Q4_K_M-00001-of-00003` -> `model-Q4_K_M` (the name of a split file's whole set)."""
+    return _SHARD.sub("", stem)
+
+
 def strip_quant_suffix(raw: str) -> str:
     """`Qwen2.5-VL-7B-Instruct-AWQ` -> `Qwen2.5-VL-7B-Instruct`; `x-GGUF-q3_k_m` -> `x` (never to nothing)."""
-    base = _SHARD.sub("", raw)
+    base = strip_shard_suffix(raw)
     while True:
         shorter = _TRAILING_QUANT.sub("", base)
         if shorter == base or not shorter.strip("-_."):
