@@ -94,6 +94,7 @@ class Routes:
     aliases: dict[str, str]
     warnings: tuple[str, ...]
     aliases_of: dict[str, list[str]] = field(default_factory=dict)  # model name -> its aliases, for /v1/models
+    role_model: dict[str, str] = field(default_factory=dict)  # role -> the model `role:<role>` routes to
 
     @classmethod
     def build(cls, snapshot: Snapshot) -> "Routes":
@@ -114,7 +115,7 @@ class Routes:
         aliases_of: dict[str, list[str]] = {}
         for alias, name in aliases.items():
             aliases_of.setdefault(name, []).append(alias)
-        return cls(snapshot, by_name, aliases, tuple(warnings), aliases_of)
+        return cls(snapshot, by_name, aliases, tuple(warnings), aliases_of, _role_models(snapshot.entries))
 
     @property
     def revision(self) -> str:
@@ -135,13 +136,7 @@ class Routes:
 
     def for_role(self, role: str) -> str | None:
         """The usable model with this role and the highest role_priority for it (ties: by name)."""
-        def priority(entry: dict) -> float:
-            value = (entry.get("role_priority") or {}).get(role, 0)
-            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-        candidates = [e for e in self.snapshot.entries if role in _roles(e)
-                      and not e.get("deprecated") and not e.get("missing")]
-        return min(candidates, key=lambda e: (-priority(e), e["name"]))["name"] if candidates else None
+        return self.role_model.get(role)
 
     def choices(self) -> list[str]:
         roles = {f"{ROLE_PREFIX}{role}" for e in self.snapshot.entries for role in _roles(e)}
@@ -161,6 +156,21 @@ def with_generation_defaults(payload: dict, entry: dict) -> dict:
     added = {field: defaults[key] for key, field in REQUEST_DEFAULTS.items()
              if defaults.get(key) not in (None, []) and field not in payload}
     return {**payload, **added} if added else payload
+
+
+def _role_models(entries: list[dict]) -> dict[str, str]:
+    """For every role, the usable (not deprecated, not missing) model with the highest role_priority (ties: name)."""
+    best: dict[str, tuple[float, str]] = {}
+    for entry in entries:
+        if entry.get("deprecated") or entry.get("missing"):
+            continue
+        for role in _roles(entry):
+            value = (entry.get("role_priority") or {}).get(role, 0)
+            priority = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+            rank = (-priority, entry["name"])
+            if role not in best or rank < best[role]:
+                best[role] = rank
+    return {role: rank[1] for role, rank in best.items()}
 
 
 def _roles(entry: dict) -> list[str]:

@@ -338,3 +338,18 @@ def test_shutdown_stops_every_backend(registry_dir):
         pids = [b["pid"] for b in server.status()["backends"]]
     assert pids and not any(alive(pid) for pid in pids)
     assert not list((registry_dir.parent / "logs").glob("*.state.json"))
+
+
+def test_role_routing_skips_deprecated_and_missing_and_breaks_ties_by_name():
+    from core.proxy import Routes
+    from core.registry import Snapshot
+
+    entries = [{"name": "b", "roles": ["chat"], "role_priority": {"chat": 5}},
+               {"name": "a", "roles": ["chat"], "role_priority": {"chat": 5}},
+               {"name": "best", "roles": ["chat"], "role_priority": {"chat": 9}, "deprecated": True},
+               {"name": "gone", "roles": ["chat", "vision"], "role_priority": {"chat": 9}, "missing": True},
+               {"name": "c", "roles": ["caption"], "role_priority": {"caption": True}}]
+    routes = Routes.build(Snapshot(entries, "r"))
+    assert routes.resolve("role:chat") == "a"
+    assert routes.resolve("role:caption") == "c"  # a boolean priority counts as 0, not 1
+    assert routes.for_role("vision") is None
