@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +18,6 @@ from pathlib import Path
 import httpx
 
 from bench.common import side_by_side
-from core.proxy_admin import TOKEN_FILE
 from core.registry import Registry
 from core.store import CURATED_FILE, dumps
 
@@ -31,52 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def chat_body(model: str, max_tokens: int = 1, **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens, **extra}
-
-
-class ProxyProcess:
-    """`modelreg proxy` as its own process (its own process group), as a user runs it."""
-
-    def __init__(self, config_dir: Path, port: int, log_path: Path):
-        self.config_dir, self.port, self.url = config_dir, port, f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "--config-dir", str(config_dir), "proxy", "--port", str(port)],
-            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.http = httpx.Client(base_url=self.url, timeout=120)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.http.get("/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"proxy did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-        self.token = (config_dir / TOKEN_FILE).read_text().strip()
-
-    def status(self) -> dict:
-        reply = self.http.get("/admin/status", headers={"Authorization": f"Bearer {self.token}"})
-        reply.raise_for_status()
-        return reply.json()
-
-    def backend(self, name: str) -> dict | None:
-        return next((b for b in self.status()["backends"] if b["name"] == name), None)
-
-    def close(self) -> None:
-        """SIGTERM (the proxy stops its backends), then SIGKILL of its group if it hangs."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        self.http.close()
-        self.log.close()
 
 
 def load(url: str, models: list[str], total: int = 200, concurrency: int = 20, max_tokens: int = 1) -> dict:
@@ -129,6 +78,7 @@ def _per_request_ms(client: httpx.Client, url: str, model: str, runs: int) -> fl
 def main() -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from support import free_port
+    from support.gui_servers import ProxyProcess
     from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
     folder = Path(tempfile.mkdtemp(prefix="modelreg-bench-proxy-"))
@@ -170,7 +120,7 @@ def main() -> None:
         ], note=f"proxy overhead {proxied_ms - direct_ms:.2f} ms per request (goal < 2 ms); reload max "
                 f"{max(reload_ms):.0f} ms; load from this process: {json.dumps(figures)}")
     finally:
-        proxy.close()
+        proxy.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

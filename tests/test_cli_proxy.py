@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.proxy import ProxyProcess
 from core.cli import main
 from support import free_port
+from support.gui_servers import ProxyProcess
 from support.layers import write_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def test_binds_loopback_and_creates_a_private_token(tmp_path, monkeypatch):
     config_dir = write_layers(tmp_path / "configs", curated=[])
     server = ProxyProcess(config_dir, free_port(), tmp_path / "proxy.log")
     try:
-        listening = [c.laddr for c in psutil.Process(server.popen.pid).net_connections(kind="tcp")
+        listening = [c.laddr for c in psutil.Process(server.process.pid).net_connections(kind="tcp")
                      if c.status == psutil.CONN_LISTEN]
         assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", server.port)]
         token_file = config_dir / ".admin-token"
@@ -42,9 +42,9 @@ def test_binds_loopback_and_creates_a_private_token(tmp_path, monkeypatch):
         assert server.http.get("/admin/status").status_code == 401
         assert server.status()["models"] == 0
     finally:
-        server.close()
+        server.stop()
     log = (tmp_path / "proxy.log").read_text()
-    assert server.popen.returncode == -signal.SIGTERM and "Application shutdown complete" in log  # graceful
+    assert server.process.returncode == -signal.SIGTERM and "Application shutdown complete" in log  # graceful
     assert str(token_file) in log and token_file.read_text().strip() not in log  # says where, never the token
 
 

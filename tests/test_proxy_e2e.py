@@ -10,7 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.proxy import ProxyProcess, chat_body
+from bench.proxy import chat_body
+from support.gui_servers import ProxyProcess
 from core.registry import Registry
 from core.store import CURATED_FILE, dumps
 from support import free_port, wait_for
@@ -47,7 +48,7 @@ def proxy(tiny_model, tmp_path_factory):
         yield server
         pids.update(b["pid"] for b in server.status()["backends"])
     finally:
-        server.close()
+        server.stop()
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
 
 

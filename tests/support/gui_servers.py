@@ -2,6 +2,7 @@
 Playwright steps the browser tests share."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from core.proxy_admin import TOKEN_FILE
 from core.registry import Registry
 from core.store import CURATED_FILE, DISCOVERED_FILE, dumps
 from support import free_port
@@ -68,9 +70,39 @@ def modelreg(config_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "core.cli", "--config-dir", str(config_dir), *args]
 
 
-def start_proxy(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> Served:
-    return Served(modelreg(config_dir, "proxy", "--port", str(port)), f"http://127.0.0.1:{port}/health",
-                  log_dir / "proxy.log", env)
+class ProxyProcess(Served):
+    """`modelreg proxy` as its own process, as a user runs it, with a client for its routes and admin status."""
+
+    def __init__(self, config_dir: Path, port: int, log_path: Path, env: dict[str, str] | None = None):
+        self.config_dir, self.port, self.url = config_dir, port, f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+        super().__init__(modelreg(config_dir, "proxy", "--port", str(port)), f"{self.url}/health", log_path, env)
+        self.token = (config_dir / TOKEN_FILE).read_text().strip()
+
+    def status(self) -> dict:
+        reply = self.http.get("/admin/status", headers={"Authorization": f"Bearer {self.token}"})
+        reply.raise_for_status()
+        return reply.json()
+
+    def backend(self, name: str) -> dict | None:
+        return next((b for b in self.status()["backends"] if b["name"] == name), None)
+
+    def stop(self) -> None:
+        """SIGTERM to the proxy alone (it stops its own backends), then SIGKILL of its group if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.http.close()
+        self._log.close()
+
+
+def start_proxy(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> ProxyProcess:
+    return ProxyProcess(config_dir, port, log_dir / "proxy.log", env)
 
 
 def start_gui(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> Served:
