@@ -17,7 +17,7 @@ from core.merge import MergeResult, flatten, merge_layers, split_curated
 from core.schema import validate_layer
 from core.settings import Settings, active_profile, load_settings
 from core.store import (CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, CuratedHistory, HistoryItem, LayerFile,
-                        atomic_write, dumps, dumps_snapshot, read_layer, registry_lock, revision_of,
+                        atomic_write, dumps, dumps_snapshot, file_stamp, read_layer, registry_lock, revision_of,
                         without_gc)
 
 
@@ -208,11 +208,9 @@ class Registry:
 
     def snapshot(self) -> Snapshot:
         """The merged snapshot on disk (built first if it does not exist yet)."""
-        try:
-            stat = self.snapshot_path.stat()
-        except FileNotFoundError:
+        key = file_stamp(self.snapshot_path)
+        if key is None:
             return self.rebuild()
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._cache_guard:
             if self._snapshot_cache and self._snapshot_cache[0] == key:
                 return self._snapshot_cache[1]
@@ -280,9 +278,8 @@ class Registry:
             atomic_write(self.snapshot_path, merged.data)
         snap = Snapshot(merged.entries, merged.revision)
         self._published = ((merged.discovered_revision, merged.curated_revision), snap)
-        stat = self.snapshot_path.stat()
         with self._cache_guard:
-            self._snapshot_cache = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), snap)
+            self._snapshot_cache = (file_stamp(self.snapshot_path), snap)
         for callback in list(self._subscribers):
             callback(snap)
         return snap

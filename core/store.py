@@ -39,6 +39,15 @@ def dumps_snapshot(data: Any) -> bytes:
         return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """Changes whenever the file is replaced or rewritten (an atomic write gives it a new inode); None if absent."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def revision_of(data: bytes | None) -> str:
     return hashlib.sha256(data).hexdigest() if data is not None else EMPTY_REVISION
 

@@ -11,6 +11,7 @@ from core.launch_test import start_launch_test_job
 from core.proxy_admin import ProxyAdmin, ProxyUnreachable, reload_report
 from core.registry import Merged, Registry, default_config_dir
 from core.settings import SETTINGS_FILE
+from core.store import file_stamp
 from core.view import ModelRow, model_rows
 
 PROFILE_KEY = "active_profile"
@@ -23,15 +24,8 @@ def config_dir() -> Path:
 
 
 def _stamp(*paths: Path) -> tuple:
-    """Changes whenever one of the files is replaced or rewritten (atomic writes change the inode)."""
-    out = []
-    for path in paths:
-        try:
-            stat = path.stat()
-            out.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
-        except FileNotFoundError:
-            out.append(None)
-    return tuple(out)
+    """A cache key that changes whenever one of the files changes."""
+    return tuple(file_stamp(path) for path in paths)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
