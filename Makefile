@@ -38,8 +38,11 @@ browser:
 run: $(VENV)/.installed-app
 	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) gui
 
+# The linter first (pyflakes, import order, line length), then every test. pytest runs from the venv's bin (not
+# `python -m`), so the repo root is not on sys.path: the code is imported by its installed name only.
 test: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/ruff check core gui tests bench
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup browser
 	$(PY) -m bench

@@ -3,14 +3,12 @@ proxy confirming the new revision), against real `modelreg gui` and `modelreg pr
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.common import console, side_by_side
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = 2000
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 # The save's own report: the proxy confirmed a revision, and the reloaded form holds the saved value.
@@ -47,7 +45,6 @@ def _save_round_trip(page, value: str) -> float:
 
 
 def main() -> None:
-    sys.path.insert(0, str(REPO / "tests"))
     from playwright.sync_api import sync_playwright
 
     from support import free_port

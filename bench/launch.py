@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 
 from bench.common import console, side_by_side
-from core.launch import launch_plan
-from core.launch_test import ask
-from core.settings import Settings
-from core.supervisor import Supervisor
-from tests.support.tiny_gguf import tiny_entry, write_tiny_gguf
+from modelreg.launch.launch_test import ask
+from modelreg.launch.plan import launch_plan
+from modelreg.launch.supervisor import Supervisor
+from modelreg.settings import Settings
+from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
 RUNS = 5
 PROMPT = "Say hello."

@@ -10,7 +10,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +17,8 @@ from pathlib import Path
 import httpx
 
 from bench.common import side_by_side
-from core.registry import Registry
-from core.store import CURATED_FILE, dumps
-
-REPO = Path(__file__).resolve().parents[1]
+from modelreg.registry import Registry
+from modelreg.store import CURATED_FILE, dumps
 
 
 def chat_body(model: str, max_tokens: int = 1, **extra) -> dict:
@@ -76,7 +73,6 @@ def _per_request_ms(client: httpx.Client, url: str, model: str, runs: int) -> fl
 
 
 def main() -> None:
-    sys.path.insert(0, str(REPO / "tests"))
     from support import free_port
     from support.gui_servers import ProxyProcess
     from support.tiny_gguf import tiny_entry, write_tiny_gguf

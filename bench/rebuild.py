@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 from bench.common import best_of, side_by_side
-from core.registry import Registry
-from core.store import CURATED_FILE, DISCOVERED_FILE, dumps
+from modelreg.registry import Registry
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE, dumps
 
 UPSTREAM = Path(__file__).resolve().parents[1].parent / "shared" / "upstream-registry"
 JQ_MERGE = """

@@ -10,11 +10,11 @@ import gguf
 from huggingface_hub import scan_cache_dir
 
 from bench.common import best_of, side_by_side
-from core.discovery.facts import Known
-from core.discovery.gguf_reader import read_gguf_header
-from core.discovery.scan import discover, scan
-from core.registry import Registry
-from tests.support import model_folders as mf  # the tests' builders of real model folders
+from modelreg.discovery.facts import Known
+from modelreg.discovery.gguf_reader import read_gguf_header
+from modelreg.discovery.scan import discover, scan
+from modelreg.registry import Registry
+from support import model_folders as mf  # the tests' builders of real model folders
 
 FOLDERS = 500
 GGUF_FILES = 200

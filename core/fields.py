@@ -60,6 +60,37 @@ STUB_FIELDS: tuple[str, ...] = (
 )
 
 
+# How a person writes each known field's value (a CLI argument, a GUI field); anything else is "auto":
+# JSON when it parses, else the plain string.
+FIELD_KINDS: dict[str, str] = {
+    "backend": "backend",
+    "backend_config.port": "int",
+    "backend_config.extra_args": "args",
+    "backend_config.model_path": "text",
+    "backend_config.host": "text",
+    "backend_config.ready_timeout": "float",
+    "backend_config.exclusive_group": "text",
+    "backend_config.idle_ttl": "float",
+    "display_name": "text",
+    "served_model_id": "text",
+    "quantization": "text",
+    "family": "text",
+    "capabilities.vision": "bool",
+    "capabilities.tools": "bool",
+    "capabilities.embedding": "bool",
+    "roles": "list",
+    "model_aliases": "list",
+    "deprecated": "bool",
+    "generation_defaults": "json",
+    "role_priority": "json",
+    "chat_template": "json",
+}
+
+
+def field_kind(path: str) -> str:
+    return FIELD_KINDS.get(path, "auto")
+
+
 @lru_cache(maxsize=4096)
 def field_class(path: str) -> FieldClass:
     """Class of a dotted path: the longest declared prefix that covers it, else DEFAULT."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from core.fields import FIELD_CLASSES, FieldClass, field_class
+from modelreg.fields import FIELD_CLASSES, FieldClass, field_class
+from modelreg.paths import flatten
 
 # Lowest priority first. Config values found in a legacy discovered file are labelled "legacy":
 # they sit in the discovered source but count as the lowest-priority defaults.
 LAYER_ORDER: tuple[str, ...] = ("discovered", "curated", "profile")
+PROFILE_PREFIX = "profile:"
+PROFILE_KEYS = ("name", "profile")  # an entry's identity, not data
 LEGACY = "legacy"
 DISCOVERED_LABELS = frozenset({"discovered", LEGACY})
 _MISSING: Any = object()
@@ -19,7 +22,7 @@ _DECLARED_PREFIXES = frozenset(
 
 
 def profile_label(profile: str) -> str:
-    return f"profile:{profile}"
+    return PROFILE_PREFIX + profile
 
 
 @dataclass
@@ -117,15 +120,20 @@ class _Overlay:
         return MergedEntry(self.entry, self.sources, overridden, warnings)
 
 
-def merge_entry(name: str, discovered: dict | None, curated: dict | None,
-                profile_entry: dict | None = None, profile: str | None = None) -> MergedEntry:
+def entry_layers(discovered: dict | None, base: dict | None, profile_entry: dict | None,
+                 profile: str | None) -> tuple[tuple[str, dict | None], ...]:
+    """One model's entry in each layer as (provenance label, entry or None), in LAYER_ORDER."""
+    by_layer = {"discovered": ("discovered", discovered), "curated": ("curated", base),
+                "profile": (profile_label(profile), profile_entry) if profile else ("profile", None)}
+    return tuple(by_layer[layer] for layer in LAYER_ORDER)
+
+
+def merge_entry(name: str, layers: Iterable[tuple[str, dict | None]]) -> MergedEntry:
+    """Apply each layer's entry, lowest priority first (a profile entry's name and profile keys are not data)."""
     overlay = _Overlay(name)
-    if discovered is not None:
-        overlay.apply(discovered, "discovered")
-    if curated is not None:
-        overlay.apply(curated, "curated")
-    if profile_entry is not None and profile:
-        overlay.apply(profile_entry, profile_label(profile), skip=("name", "profile"))
+    for label, entry in layers:
+        if entry is not None:
+            overlay.apply(entry, label, skip=PROFILE_KEYS if label.startswith(PROFILE_PREFIX) else ())
     return overlay.result()
 
 
@@ -142,7 +150,7 @@ def merge_layers(discovered: list[dict], curated: list[dict], profile: str | Non
     base, chosen = split_curated(curated, profile)
     entries, sources, overridden, warnings = [], {}, {}, []
     for name in sorted(found.keys() | base.keys() | chosen.keys()):
-        merged = merge_entry(name, found.get(name), base.get(name), chosen.get(name), profile)
+        merged = merge_entry(name, entry_layers(found.get(name), base.get(name), chosen.get(name), profile))
         entries.append(merged.entry)
         sources[name] = merged.sources
         overridden[name] = merged.overridden
@@ -150,13 +158,58 @@ def merge_layers(discovered: list[dict], curated: list[dict], profile: str | Non
     return MergeResult(entries, sources, overridden, warnings)
 
 
-def flatten(entry: dict, prefix: str = "") -> dict[str, Any]:
-    """Leaf values by dotted path (a list or an empty object is one leaf)."""
-    out: dict[str, Any] = {}
-    for key, value in entry.items():
-        path = prefix + key
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
+# ---- the one layer diff (modelreg diff, the GUI's diff page) ------------------------------------------------
+SAME, OVERRIDDEN, CURATED_ONLY, DISCOVERED_ONLY = "same", "overridden", "curated-only", "discovered-only"
+
+
+@dataclass
+class DiffRow:
+    """One model's leaf field in every layer; `status` compares the curated value (profile over base) with disk."""
+
+    name: str
+    field: str
+    discovered: Any
+    curated: Any
+    profile: Any
+    merged: Any
+    source: str | None
+    status: str
+
+    @property
+    def changed(self) -> bool:
+        """The curated layer decides this field differently from disk."""
+        return self.status in (OVERRIDDEN, CURATED_ONLY)
+
+
+def _diff_status(discovered: Any, curated: Any) -> str:
+    if curated is None:
+        return DISCOVERED_ONLY
+    if discovered is None:
+        return CURATED_ONLY
+    return SAME if discovered == curated else OVERRIDDEN
+
+
+def layer_diff(discovered: list[dict], curated: list[dict], merged: MergeResult, profile: str | None,
+               names: Iterable[str] | None = None, changed_only: bool = False) -> list[DiffRow]:
+    """Per model and leaf field: discovered | curated | profile | merged, the layer it came from and a status."""
+    found = {e["name"]: e for e in discovered}
+    base, chosen = split_curated(curated, profile)
+    merged_by_name = merged.by_name
+    wanted = list(merged_by_name) if names is None else [n for n in names if n in merged_by_name]
+    rows = []
+    for name in wanted:
+        layers = [flatten(_body(found.get(name))), flatten(_body(base.get(name))),
+                  flatten(_body(chosen.get(name))), flatten(_body(merged_by_name[name]))]
+        for path in sorted(set().union(*layers)):
+            d, c, p, m = (layer.get(path) for layer in layers)
+            if d is None and c is None and p is None and m is None:
+                continue
+            row = DiffRow(name, path, d, c, p, m, merged.sources[name].get(path),
+                          _diff_status(d, p if p is not None else c))
+            if row.changed or not changed_only:
+                rows.append(row)
+    return rows
+
+
+def _body(entry: dict | None) -> dict:
+    return {k: v for k, v in (entry or {}).items() if k not in PROFILE_KEYS}

@@ -10,15 +10,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from core.errors import (BadInput, ConfigFieldInDiscovered, ConflictError, FactFieldRefused, InvalidRegistry,
-                         UnknownModel)
-from core.fields import STUB_FIELDS, FieldClass, field_class
-from core.merge import MergeResult, flatten, merge_layers, split_curated
-from core.schema import validate_layer
-from core.settings import Settings, active_profile, load_settings
-from core.store import (CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, CuratedHistory, HistoryItem, LayerFile,
-                        atomic_write, dumps, dumps_snapshot, file_stamp, read_layer, registry_lock, revision_of,
-                        without_gc)
+from modelreg.errors import (
+    BadInput,
+    ConfigFieldInDiscovered,
+    ConflictError,
+    FactFieldRefused,
+    InvalidRegistry,
+    UnknownModel,
+)
+from modelreg.fields import STUB_FIELDS, FieldClass, field_class
+from modelreg.merge import DiffRow, MergeResult, layer_diff, merge_layers
+from modelreg.paths import flatten, get_path, remove_path, set_path
+from modelreg.schema import validate_layer
+from modelreg.settings import Settings, active_profile, load_settings
+from modelreg.store import (
+    CURATED_FILE,
+    DISCOVERED_FILE,
+    SNAPSHOT_FILE,
+    CuratedHistory,
+    HistoryItem,
+    LayerFile,
+    atomic_write,
+    dumps,
+    dumps_snapshot,
+    file_stamp,
+    read_layer,
+    registry_lock,
+    revision_of,
+    without_gc,
+)
 
 
 class _Unset:
@@ -69,45 +89,6 @@ class Migration:
     backups: list[str]
 
 
-def get_path(entry: dict, path: str, default: Any = None) -> Any:
-    node: Any = entry
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def set_path(entry: dict, path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = entry
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
-
-
-def remove_path(entry: dict, path: str) -> bool:
-    """Remove a dotted path and any objects it leaves empty; True when something was removed."""
-    parts = path.split(".")
-    chain = [entry]
-    for part in parts[:-1]:
-        child = chain[-1].get(part)
-        if not isinstance(child, dict):
-            return False
-        chain.append(child)
-    if parts[-1] not in chain[-1]:
-        return False
-    del chain[-1][parts[-1]]
-    for depth in range(len(parts) - 1, 0, -1):
-        if chain[depth]:
-            break
-        del chain[depth - 1][parts[depth - 1]]
-    return True
-
-
 def check_editable(path: str) -> None:
     """Refuse a path a human edit may not write: not a dotted field path, the entry's identity, or a fact."""
     if not path or path in ("name", "profile") or any(not p for p in path.split(".")):
@@ -115,14 +96,6 @@ def check_editable(path: str) -> None:
     if field_class(path) is FieldClass.FACT:
         raise FactFieldRefused(f"{path!r} is a fact read from disk (written only by scans and downloads); "
                                "it cannot be set in the curated layer")
-
-
-def parse_value(text: str) -> Any:
-    """A value typed by a person (command line, free-form GUI field): JSON when it parses, else the plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def default_config_dir() -> Path:
@@ -229,32 +202,12 @@ class Registry:
     def known_names(self) -> set[str]:
         return {e["name"] for e in self.discovered_entries()} | {e["name"] for e in self.curated_entries()}
 
-    def diff(self, name: str) -> list[dict[str, Any]]:
-        """Per leaf field: discovered, curated (with the active profile), merged value and a status."""
+    def diff(self, name: str) -> list[DiffRow]:
+        """One model's fields in every layer, with the status of the curated value against disk."""
         merged = self.merged()
         if name not in merged.sources:
             raise UnknownModel(name, difflib.get_close_matches(name, list(merged.sources), n=3, cutoff=0.5))
-        found = next((e for e in self.discovered_entries() if e["name"] == name), {})
-        base, chosen = split_curated(self.curated_entries(), self.profile)
-        curated = copy.deepcopy(base.get(name, {}))
-        for path, value in flatten({k: v for k, v in chosen.get(name, {}).items() if k not in ("name", "profile")}).items():
-            set_path(curated, path, value)
-        flat_d, flat_c, flat_m = flatten(found), flatten(curated), flatten(merged.by_name[name])
-        rows = []
-        for path in sorted(flat_d.keys() | flat_c.keys() | flat_m.keys()):
-            d, c, m = flat_d.get(path), flat_c.get(path), flat_m.get(path)
-            in_d, in_c = flat_d.get(path) is not None, flat_c.get(path) is not None
-            if in_d and in_c:
-                status = "same" if d == c else "overridden"
-            elif in_c:
-                status = "curated-only"
-            elif in_d:
-                status = "discovered-only"
-            else:
-                status = "unset"
-            rows.append({"field": path, "discovered": d, "curated": c, "merged": m, "status": status,
-                         "source": merged.sources[name].get(path)})
-        return rows
+        return layer_diff(self.discovered_entries(), self.curated_entries(), merged, self.profile, [name])
 
     # ---- the snapshot's one write path ---------------------------------------------------------------------
     def rebuild(self) -> Snapshot:

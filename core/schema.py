@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from core.store import LayerFile
+from modelreg.store import LayerFile
 
 
 class BackendConfig(BaseModel):

@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import BadInput
-from core.store import atomic_write, registry_lock
+from modelreg.errors import BadInput
+from modelreg.paths import deep_merge
+from modelreg.store import atomic_write, registry_lock
 
 SETTINGS_FILE = "settings.json"
 
@@ -29,7 +30,8 @@ class Settings(BaseModel):
     active_profile: str | None = Field(
         None, description="Profile whose curated entries apply when neither --profile nor MODELREG_PROFILE is given.")
     model_roots: list[str] = Field(
-        default_factory=list, description="Folders `modelreg scan` searches when no path is given (besides the Hugging Face and Ollama caches).")
+        default_factory=list, description="Folders `modelreg scan` searches when no path is given (besides the "
+                                          "Hugging Face and Ollama caches).")
     port_range: tuple[int, int] = Field(
         (24001, 24999), description="Inclusive range from which new curated stubs get a port no other entry uses.")
     gpu_memory: str = Field(
@@ -37,11 +39,13 @@ class Settings(BaseModel):
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Fraction of GPU memory a backend may take (vLLM's --gpu-memory-utilization).")
     executables: dict[str, str] = Field(
-        default_factory=_default_executables, description="Executable per backend (`vllm`, `llama.cpp`, `llama-cpp-python`).")
+        default_factory=_default_executables,
+        description="Executable per backend (`vllm`, `llama.cpp`, `llama-cpp-python`).")
     backend_host: str = Field(
         "127.0.0.1", description="Address that launched backends bind to.")
     ollama_host: str = Field(
-        "http://127.0.0.1:11434", description="Ollama daemon that `ollama` entries run on and `download ollama` pulls through.")
+        "http://127.0.0.1:11434",
+        description="Ollama daemon that `ollama` entries run on and `download ollama` pulls through.")
     ready_timeout: float = Field(
         600.0, gt=0, description="Seconds a launched backend may take to become ready before the start fails.")
     stop_grace: float = Field(
@@ -51,7 +55,8 @@ class Settings(BaseModel):
     log_dir: str = Field(
         "logs", description="Folder for backend logs and state files, relative to the config folder's parent.")
     proxy_url: str = Field(
-        "http://127.0.0.1:8100", description="Where the GUI finds the running `modelreg proxy` to reload it after a save.")
+        "http://127.0.0.1:8100",
+        description="Where the GUI finds the running `modelreg proxy` to reload it after a save.")
     proxy_api_key: str | None = Field(
         None, description="When set, `/v1/*` requests to the proxy need `Authorization: Bearer <key>`.")
     max_request_bytes: int = Field(
@@ -59,15 +64,17 @@ class Settings(BaseModel):
     history_limit: int = Field(
         50, ge=1, description="How many earlier versions of the curated file `configs/.history/` keeps.")
     profiles: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-profile overrides of the settings above, e.g. `{\"rtx4080\": {\"gpu_memory\": \"16GiB\"}}`.")
+        default_factory=dict,
+        description="Per-profile overrides of the settings above, e.g. `{\"rtx4080\": {\"gpu_memory\": \"16GiB\"}}`.")
 
     def for_profile(self, profile: str | None) -> "Settings":
-        """These settings with the named profile's overrides applied."""
+        """These settings with the named profile's overrides applied (objects such as `executables` merge key by
+        key, so a profile that overrides one executable keeps the others)."""
         overrides = self.profiles.get(profile or "", {})
         if not overrides:
             return self
         try:
-            return Settings.model_validate({**self.model_dump(), **overrides})
+            return Settings.model_validate(deep_merge(self.model_dump(), overrides))
         except ValidationError as exc:
             raise BadInput(f"settings profile {profile!r}: {exc.errors()[0]['msg']}") from exc
 

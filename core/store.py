@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import orjson
 from filelock import FileLock
 
-from core.errors import BadInput
+from modelreg.errors import BadInput
 
 DISCOVERED_FILE = "model_registry.discovered.json"
 CURATED_FILE = "model_registry.curated.json"

@@ -5,11 +5,18 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from watchdog.events import (FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
-                             FileMovedEvent, FileSystemEvent, FileSystemEventHandler)
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
-from core.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE
 
 REGISTRY_FILES = (DISCOVERED_FILE, CURATED_FILE, SNAPSHOT_FILE)
 # Only events that can change a file's content; reads (opened, closed-no-write) are left out.

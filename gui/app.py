@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from gui import services
+from modelreg.gui import services
 
 st.set_page_config(page_title="modelreg", page_icon=":material/dataset:", layout="wide")
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import view
-from core.errors import InvalidRegistry, RegistryError
-from gui import services, widgets
+from modelreg.errors import InvalidRegistry, RegistryError
+from modelreg.gui import services, widgets
+from modelreg.merge import layer_diff
+from modelreg.views import models as view
 
 ALL = "(all models: changed fields only)"
 CHANGED_CSS = "background-color: #fff3cd"
@@ -24,21 +25,20 @@ st.subheader("Layers per field")
 names = [e["name"] for e in merged.entries]
 scope = st.radio("Show", ["selected model", ALL], horizontal=True, key="diff_scope")
 if scope == ALL:
-    rows = view.layer_diff(reg.discovered_entries(), reg.curated_entries(), merged.entries, merged.sources,
-                           reg.profile, changed_only=True)
+    rows = layer_diff(reg.discovered_entries(), reg.curated_entries(), merged, reg.profile, changed_only=True)
 else:
     name = widgets.model_picker(names, key="diff_picker")
-    rows = view.layer_diff(reg.discovered_entries(), reg.curated_entries(), merged.entries, merged.sources,
-                           reg.profile, [name] if name else [])
+    rows = layer_diff(reg.discovered_entries(), reg.curated_entries(), merged, reg.profile, [name] if name else [])
 profile_column = f"profile {reg.profile}" if reg.profile else "profile (none active)"
 table = pd.DataFrame([{"model": r.name, "field": r.field, "discovered": view.cell_text(r.discovered),
                        "curated": view.cell_text(r.curated), profile_column: view.cell_text(r.profile),
-                       "merged": view.cell_text(r.merged), "from": r.source or ""} for r in rows],
-                     columns=["model", "field", "discovered", "curated", profile_column, "merged", "from"])
+                       "merged": view.cell_text(r.merged), "from": r.source or "", "status": r.status} for r in rows],
+                     columns=["model", "field", "discovered", "curated", profile_column, "merged", "from", "status"])
 if scope != ALL:
     table = table.drop(columns="model")
 changed = [r.changed for r in rows]
-st.caption("Highlighted: fields the curated layer or the profile sets.")
+st.caption("Highlighted: fields the curated layer (or the profile) decides differently from disk: "
+           "status overridden or curated-only.")
 st.dataframe(table.style.apply(lambda row: [CHANGED_CSS if changed[row.name] else ""] * len(row), axis=1),
              hide_index=True, width="stretch", key="diff_table")
 

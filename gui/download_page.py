@@ -1,14 +1,15 @@
-"""Download wizard: a Hugging Face repo or an Ollama name to a saved, launch-tested model (steps in core.wizard)."""
+"""Download wizard: a Hugging Face repo or an Ollama name to a saved, launch-tested model (steps: views.wizard)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core import editing, view
-from core import wizard as wz
-from core.download import human_size
-from core.errors import RegistryError
-from gui import services, widgets
+from modelreg.download.progress import human_size
+from modelreg.errors import RegistryError
+from modelreg.gui import services, widgets
+from modelreg.views import editor as editing
+from modelreg.views import models as view
+from modelreg.views import wizard as wz
 
 WIZARD_KEY, PROBLEM_KEY = "wizard", "wizard_problem"
 STEP_NAMES = dict(zip(wz.STEPS, ("Source", "Download", "Review", "Configure", "Launch test", "Done")))

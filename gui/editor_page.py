@@ -4,10 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import editing, view
-from core.errors import ConflictError
-from core.registry import parse_value
-from gui import services, widgets
+from modelreg.errors import ConflictError
+from modelreg.fields import field_kind
+from modelreg.gui import services, widgets
+from modelreg.values import format_value, parse_value
+from modelreg.views import editor as editing
+from modelreg.views import models as view
 
 st.title("Model editor")
 reg = services.registry()
@@ -48,7 +50,7 @@ def pending() -> tuple[dict, dict]:
     """The curated changes the form holds now (read from the session, so a click's own callback sees them too)."""
     texts = {path: st.session_state[key] for path, key in keys.items()}
     path = st.session_state.get(f"extra_path:{gen}", "").strip()
-    extra = {path: parse_value(st.session_state.get(f"extra_value:{gen}", ""))} if path else {}
+    extra = {path: parse_value(st.session_state.get(f"extra_value:{gen}", ""), field_kind(path), path)} if path else {}
     return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
 
 
@@ -59,8 +61,7 @@ plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_
 
 
 def reset(path: str, key: str) -> None:
-    st.session_state[key] = resets[path] = editing.format_value(editing.FIELDS_BY_PATH[path],
-                                                               target.under_value(path))
+    st.session_state[key] = resets[path] = format_value(target.under_value(path), field_kind(path))
 
 
 facts_col, form_col = st.columns([2, 3], gap="large")
@@ -82,7 +83,7 @@ with form_col:
                          else "reset to the base entry (remove this profile override)")
         note = f"from **{state.source or 'unset'}**"
         if state.discovered is not None and state.source != "discovered":
-            note += f" · discovered value: `{editing.format_value(spec, state.discovered) or '[]'}`"
+            note += f" · discovered value: `{format_value(state.discovered, spec.kind) or '[]'}`"
         if state.overrides:
             note += " · overrides discovered"
         st.caption(note)
@@ -103,7 +104,9 @@ def save(base_revision: str, edits: dict | None = None) -> None:
         edits, problems = pending()
         if problems or not edits:
             return
-    write = lambda: reg.apply_curated(name, edits, base_revision=base_revision, profile=edit_profile)
+    def write():
+        return reg.apply_curated(name, edits, base_revision=base_revision, profile=edit_profile)
+
     try:
         if widgets.save_then_reload(write):
             reload_form()

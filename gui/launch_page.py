@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import editing
-from core.errors import InvalidRegistry
-from gui import services, widgets
+from modelreg.errors import InvalidRegistry
+from modelreg.gui import services, widgets
+from modelreg.views import editor as editing
 
 st.title("Launch test")
 st.caption("Starts the model exactly as the merged registry says, waits until it is ready, asks one question, "

@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import streamlit as st
 
-from core import view
-from core.errors import InvalidRegistry
-from gui import services, widgets
+from modelreg.errors import InvalidRegistry
+from modelreg.gui import services, widgets
+from modelreg.views import models as view
 
 st.title("Models")
 widgets.legend()

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.discovery.scan import ScanResult, default_roots, scan
-from core.jobs import Job, JobRegistry
-from core.launch_test import start_launch_test_job
-from core.proxy_admin import ProxyAdmin, ProxyUnreachable, reload_report
-from core.registry import Merged, Registry, default_config_dir
-from core.settings import SETTINGS_FILE
-from core.store import file_stamp
-from core.view import ModelRow, model_rows
+from modelreg.discovery.scan import ScanResult, default_roots, scan
+from modelreg.jobs import Job, JobRegistry
+from modelreg.launch.launch_test import start_launch_test_job
+from modelreg.proxy.client import ProxyAdmin, ProxyUnreachable, reload_report
+from modelreg.registry import Merged, Registry, default_config_dir
+from modelreg.settings import SETTINGS_FILE
+from modelreg.store import file_stamp
+from modelreg.views.models import ModelRow, model_rows
 
 PROFILE_KEY = "active_profile"
 LAUNCH_JOB_KEY = "launch_job"

@@ -6,11 +6,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import editing
-from core.discovery.scan import default_roots
-from core.jobs import Job
-from core.settings import Settings, save_setting
-from gui import services, widgets
+from modelreg.discovery.scan import default_roots
+from modelreg.gui import services, widgets
+from modelreg.jobs import Job
+from modelreg.settings import Settings, save_setting
+from modelreg.views import editor as editing
 
 st.title("Settings & status")
 reg = services.registry()

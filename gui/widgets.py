@@ -7,14 +7,15 @@ from typing import Callable
 
 import streamlit as st
 
-from core import editing
-from core.errors import ConflictError, InvalidRegistry, RegistryError
-from core.jobs import Job
-from core.launch import LaunchPlan
-from core.proxy_admin import ReloadReport, reload_report
-from core.registry import Snapshot
-from core.view import LAYER_COLORS
-from gui import services
+from modelreg.errors import ConflictError, InvalidRegistry, RegistryError
+from modelreg.gui import services
+from modelreg.jobs import Job
+from modelreg.launch.plan import LaunchPlan
+from modelreg.proxy.client import ReloadReport, reload_report
+from modelreg.registry import Snapshot
+from modelreg.values import NOT_SET
+from modelreg.views import editor as editing
+from modelreg.views.models import LAYER_COLORS
 
 MODEL_KEY = "model"
 REPORT_KEY = "last_save_report"
@@ -52,7 +53,7 @@ def field_input(state: editing.FieldState, key: str) -> None:
     spec = state.spec
     if spec.kind in ("bool", "backend"):
         options = editing.backend_choices(state.value) if spec.kind == "backend" else \
-            [editing.NOT_SET, "true", "false"]
+            [NOT_SET, "true", "false"]
         st.selectbox(spec.label, options, key=key, help=spec.help)
     elif spec.kind == "json":
         st.text_area(spec.label, key=key, help=spec.help, height=90)

@@ -11,9 +11,9 @@ import psutil
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from core.launch import launch_plan
-from core.settings import Settings
-from core.supervisor import Supervisor
+from modelreg.launch.plan import launch_plan
+from modelreg.launch.supervisor import Supervisor
+from modelreg.settings import Settings
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
 # CI replays the same examples every run (a failure there is reproducible); local runs keep exploring.

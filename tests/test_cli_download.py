@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from core.cli import main
+from modelreg.cli.main import main
 from support import wait_for
 from support.fake_hub import FakeHub, point_client_at, tiny_safetensors_files
 from support.fake_ollama import FakeOllama
@@ -33,7 +33,7 @@ def config(tmp_path):
 
 def modelreg(*args, **options) -> subprocess.Popen:
     """`modelreg ARGS` in a fresh interpreter: it sees the Hub only through the HF_ENDPOINT variable."""
-    return subprocess.Popen([sys.executable, "-m", "core.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "modelreg", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=os.environ.copy(), **options)
 
 
@@ -46,7 +46,7 @@ def test_download_in_a_new_process_registers_the_model(hub, config, tmp_path):
     assert "to decide: roles: not set" in stdout
     assert "is not in model_roots" in stdout  # --to outside the scan roots is pointed out
     assert (tmp_path / "models" / LLAMA / "config.json").is_file()
-    listed = subprocess.run([sys.executable, "-m", "core.cli", "--config-dir", str(config), "list", "--json"],
+    listed = subprocess.run([sys.executable, "-m", "modelreg", "--config-dir", str(config), "list", "--json"],
                             capture_output=True, text=True, check=True)
     [entry] = json.loads(listed.stdout)
     assert entry["backend"] == "vllm" and entry["metadata"]["_config_needed"] is True

@@ -6,8 +6,8 @@ import tomllib
 
 import httpx
 
-from core.cli import build_parser
-from core.cli_gui import app_path, gui_env, streamlit_argv
+from modelreg.cli.gui import app_path, gui_env, streamlit_argv
+from modelreg.cli.main import build_parser
 from support import free_port
 from support.gui_servers import REPO, gui_registry, start_gui
 

@@ -6,11 +6,11 @@ import shlex
 
 import pytest
 
-from core.cli import main
-from core.launch_test import launch_test
-from core.registry import Registry
-from core.store import DISCOVERED_FILE
-from core.supervisor import resolve_log_dir
+from modelreg.cli.main import main
+from modelreg.launch.launch_test import launch_test
+from modelreg.launch.logs import resolve_log_dir
+from modelreg.registry import Registry
+from modelreg.store import DISCOVERED_FILE
 from support import free_port
 from support.layers import upstream_copy, write_layers
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from core.cli import main
+from modelreg.cli.main import main
 from support import free_port
 from support.gui_servers import ProxyProcess
 from support.layers import write_layers
@@ -52,7 +52,7 @@ def test_port_comes_from_the_proxy_url_setting(tmp_path):
     port = free_port()
     config_dir = write_layers(tmp_path / "configs", curated=[])
     (config_dir / "settings.json").write_text(json.dumps({"proxy_url": f"http://127.0.0.1:{port}"}))
-    process = subprocess.Popen([sys.executable, "-m", "core.cli", "--config-dir", str(config_dir), "proxy"],
+    process = subprocess.Popen([sys.executable, "-m", "modelreg", "--config-dir", str(config_dir), "proxy"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     try:

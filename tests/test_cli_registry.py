@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.cli import main
+from modelreg.cli.main import main
 from support.layers import discovered_model, upstream_copy, write_layers
 
 NAME = "qwen2.5-vl-7b-instruct_(AWQ)"
@@ -51,7 +51,7 @@ def test_config_dir_from_environment(folder, capsys, monkeypatch):
 @pytest.mark.parametrize("argv, reason", [
     (["set", NAME, "size_bytes", "5"], "is a fact"),
     (["set", "qwen2.5-vl-7b-instruct", "backend", "vllm"], "did you mean"),
-    (["set", NAME, "backend_config.extra_args", "--", "--enforce-eager"], "extra_args"),
+    (["set", NAME, "backend_config.extra_args", '["--max-model-len", 4096]'], "extra_args: expected a JSON list"),
     (["restore", "nope"], "no history item"),
 ])
 def test_refusals_exit_2_with_one_line_reason(folder, capsys, argv, reason):
@@ -63,8 +63,9 @@ def test_refusals_exit_2_with_one_line_reason(folder, capsys, argv, reason):
 def test_unset_diff_history_restore(folder, capsys):
     run(capsys, "--config-dir", folder, "set", NAME, "display_name", "Mine")
     rows = {r["field"]: r for r in json.loads(run(capsys, "--config-dir", folder, "diff", NAME, "--json")[1])}
-    assert rows["display_name"] == {"field": "display_name", "discovered": NAME, "curated": "Mine",
-                                    "merged": "Mine", "status": "overridden", "source": "curated"}
+    assert rows["display_name"] == {"name": NAME, "field": "display_name", "discovered": NAME, "curated": "Mine",
+                                    "profile": None, "merged": "Mine", "source": "curated", "status": "overridden",
+                                    "changed": True}
     assert run(capsys, "--config-dir", folder, "unset", NAME, "display_name")[0] == 0
     history = json.loads(run(capsys, "--config-dir", folder, "history", "--json")[1])
     assert len(history) == 2
@@ -97,7 +98,7 @@ def test_validate_and_migrate_upstream(tmp_path, capsys):
 
 def test_invalid_layers_exit_2_from_a_real_process(folder):
     (folder / "model_registry.curated.json").write_text('[{"name": 1}]')
-    proc = subprocess.run([sys.executable, "-m", "core.cli", "--config-dir", str(folder), "rebuild"],
+    proc = subprocess.run([sys.executable, "-m", "modelreg", "--config-dir", str(folder), "rebuild"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "model_registry.curated.json:1: entry #1: field 'name'" in proc.stderr

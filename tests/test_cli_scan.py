@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.cli import main
+from modelreg.cli.main import main
 from support import model_folders as mf
 
 AWQ = "qwen2.5-vl-7b-instruct_(AWQ)"
@@ -87,6 +87,6 @@ def test_fit_errors_are_one_line_and_exit_2(models, tmp_path, capsys):
 
 def test_the_console_script(models, tmp_path):
     """The installed `modelreg` entry point runs a scan as a user would."""
-    done = subprocess.run([sys.executable, "-m", "core.cli", "--config-dir", str(tmp_path / "c"), "scan",
+    done = subprocess.run([sys.executable, "-m", "modelreg", "--config-dir", str(tmp_path / "c"), "scan",
                            str(models), "--json"], capture_output=True, text=True, check=True)
     assert len(json.loads(done.stdout)["models"]) == 2

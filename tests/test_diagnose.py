@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from core.diagnose import diagnose, reported_context_size
+from modelreg.launch.diagnose import diagnose, reported_context_size
 
 
 def vllm_entry(extra_args=None, **fields) -> dict:
@@ -42,7 +42,8 @@ KV_V1 = ("ERROR 04-05 01:12:55 [core.py:390] ValueError: To serve at least one r
          "(9.97 GiB). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the "
          "engine.")
 # https://github.com/gpustack/gpustack/issues/1269 (llama.cpp)
-KV_LLAMA = """3.02.199.202 E ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4480.00 MiB on device 3: cudaMalloc failed: out of memory
+KV_LLAMA = """3.02.199.202 E ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4480.00 MiB on device 3: \
+cudaMalloc failed: out of memory
 3.02.199.205 E llama_kv_cache_init: failed to allocate buffer for kv cache
 3.02.199.208 E llama_init_from_model: llama_kv_cache_init() failed for self-attention cache"""
 

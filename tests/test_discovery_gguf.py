@@ -6,9 +6,9 @@ from pathlib import Path
 import gguf
 import pytest
 
-from core.discovery.facts import ScanError
-from core.discovery.gguf_models import group_gguf_files, read_gguf_set
-from core.discovery.gguf_reader import ARRAY_KEEP_LIMIT, GGUFError, read_gguf_header
+from modelreg.discovery.facts import ScanError
+from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
+from modelreg.discovery.gguf_reader import ARRAY_KEEP_LIMIT, GGUFError, read_gguf_header
 from support import model_folders as mf
 from support.tiny_gguf import write_tiny_gguf
 

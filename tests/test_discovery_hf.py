@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from core.discovery import hf
-from core.discovery.facts import Known, ScanError
-from core.discovery.quant import parameter_count, quantization_from_config
-from core.discovery.scan import discover
+from modelreg.discovery import hf
+from modelreg.discovery.facts import Known, ScanError
+from modelreg.discovery.quant import parameter_count, quantization_from_config
+from modelreg.discovery.scan import discover
 from support import model_folders as mf
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.discovery.naming import assign_names, candidate_name, display_name, slug, strip_quant_suffix
+from modelreg.discovery.naming import assign_names, candidate_name, display_name, slug, strip_quant_suffix
 
 
 @pytest.mark.parametrize("raw, quant, name", [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.discovery import ollama_store
+from modelreg.discovery import ollama_store
 from support import model_folders as mf
 
 
@@ -72,8 +72,8 @@ def test_a_manifest_outside_the_layout_is_reported(store):
 
 
 def test_a_running_daemon_enriches_the_entries(store, tmp_path):
-    from core.discovery.scan import scan
-    from core.registry import Registry
+    from modelreg.discovery.scan import scan
+    from modelreg.registry import Registry
     from support.fake_ollama import FakeOllama
 
     models, _ = store
@@ -93,8 +93,8 @@ def test_a_running_daemon_enriches_the_entries(store, tmp_path):
 
 
 def test_no_daemon_leaves_the_file_facts(store, tmp_path):
-    from core.discovery.scan import scan
-    from core.registry import Registry
+    from modelreg.discovery.scan import scan
+    from modelreg.registry import Registry
 
     models, _ = store
     config = tmp_path / "configs"

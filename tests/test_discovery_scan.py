@@ -11,10 +11,10 @@ from pathlib import Path
 import gguf
 import pytest
 
-from core.discovery.scan import scan
-from core.fields import FieldClass, field_class
-from core.merge import flatten
-from core.registry import Registry, get_path
+from modelreg.discovery.scan import scan
+from modelreg.fields import FieldClass, field_class
+from modelreg.paths import flatten, get_path
+from modelreg.registry import Registry
 from support import model_folders as mf
 from support.layers import upstream_copy, write_layers
 
@@ -171,7 +171,7 @@ def test_corrupt_inputs_are_reported_per_path_and_the_rest_written(models, regis
 def test_a_folder_without_permission_is_reported_and_skipped(models):
     """As root, the scan runs without the capabilities that let root read every folder (util-linux setpriv)."""
     locked = models / "hf" / "Llama-2-7B-Chat-GPTQ"
-    code = ("import json, sys; from core.discovery.scan import discover; d = discover([sys.argv[1]]); "
+    code = ("import json, sys; from modelreg.discovery.scan import discover; d = discover([sys.argv[1]]); "
             "print(json.dumps({'models': [m.key for m in d.models], 'problems': [[p.path, p.message] "
             "for p in d.problems]}))")
     command = [sys.executable, "-c", code, str(models / "hf")]
@@ -220,7 +220,7 @@ def test_rescans_read_only_what_changed(models, registry, monkeypatch):
     touched = models / "gguf" / "Llama-3.2-1B-Instruct-Q4_K_M.gguf"
     os.utime(touched, ns=(1, 1))
     read = []
-    from core.discovery import gguf_models
+    from modelreg.discovery import gguf_models
     original = gguf_models.read_gguf_header
     monkeypatch.setattr(gguf_models, "read_gguf_header", lambda path: read.append(Path(path).name) or original(path))
     scan(registry, [models])

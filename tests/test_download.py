@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core import download as dl
-from core.download import (DownloadCancelled, DownloadError, DownloadProgress, analyse_hf_repo, download_hf,
-                           gguf_quantization, select_files)
-from core.errors import BadInput
-from core.registry import Registry
+from modelreg.download import hub as dl
+from modelreg.download.hub import analyse_hf_repo, download_hf, gguf_quantization, select_files
+from modelreg.download.progress import DownloadCancelled, DownloadError, DownloadProgress
+from modelreg.errors import BadInput
+from modelreg.registry import Registry
 from support.fake_hub import FakeHub, point_client_at, tiny_safetensors_files
 from support.tiny_gguf import write_tiny_gguf
 
@@ -281,7 +281,7 @@ def test_a_second_variant_lands_beside_the_first(hub, registry, models, gguf_fil
 
 @pytest.mark.server
 def test_a_downloaded_gguf_passes_the_launch_test_on_the_real_server(hub, registry, models, tmp_path):
-    from core.launch_test import launch_test
+    from modelreg.launch.launch_test import launch_test
 
     result = download_hf(registry, GGUF, variant="F32")
     [name] = result.names

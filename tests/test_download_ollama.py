@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from core.download import DownloadError, DownloadProgress, check_ollama_name, pull_ollama
-from core.errors import BadInput
-from core.registry import Registry
+from modelreg.download.ollama import check_ollama_name, pull_ollama
+from modelreg.download.progress import DownloadError, DownloadProgress
+from modelreg.errors import BadInput
+from modelreg.registry import Registry
 from support.fake_ollama import FakeOllama
 
 TEMPLATE = "{{ if .Tools }}{{ .Tools }}{{ end }}{{ .Prompt }}"

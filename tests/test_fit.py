@@ -5,11 +5,19 @@ import json
 
 import pytest
 
-from core.discovery import hf
-from core.errors import BadInput
-from core.fit import (BLOCK_TOKENS, GIB, OVERHEAD_BYTES, estimate, fit_summary, kv_bytes_per_token, parse_size,
-                      tokens_that_fit)
-from core.registry import Registry
+from modelreg.discovery import hf
+from modelreg.errors import BadInput
+from modelreg.launch.fit import (
+    BLOCK_TOKENS,
+    GIB,
+    OVERHEAD_BYTES,
+    estimate,
+    fit_summary,
+    kv_bytes_per_token,
+    parse_size,
+    tokens_that_fit,
+)
+from modelreg.registry import Registry
 from support import model_folders as mf
 
 # config.json facts of two more public models (facebook/opt-125m: no GQA; Qwen/Qwen3-14B: GQA, explicit head_dim)

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.download import human_size
-from core.registry import Registry
-from core.store import CURATED_FILE, DISCOVERED_FILE
-from core.view import LAYER_COLORS
+from modelreg.download.progress import human_size
+from modelreg.registry import Registry
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE
+from modelreg.views.models import LAYER_COLORS
 from support import free_port
 from support.fake_hub import FakeHub, point_client_at
 from support.fake_ollama import FakeOllama
@@ -87,7 +87,8 @@ def table_with(at: AppTest, column: str) -> pd.DataFrame:
 def cell_colors(element) -> dict[tuple[int, int], str]:
     """(row, column) -> background color, from the Styler CSS st.dataframe sends to the browser."""
     colors = {}
-    for selectors, color in re.findall(r"([^{}]+)\{\s*background-color:\s*(#[0-9a-f]{6})", element.proto.arrow_data.styler.styles):
+    styles = element.proto.arrow_data.styler.styles
+    for selectors, color in re.findall(r"([^{}]+)\{\s*background-color:\s*(#[0-9a-f]{6})", styles):
         for row, col in re.findall(r"_row(\d+)_col(\d+)", selectors):
             colors[int(row), int(col)] = color
     return colors
@@ -292,7 +293,8 @@ def test_rescan_runs_in_the_background_and_stubs_new_models(folder, tmp_path, mo
     assert any("Scan found 1 model(s); 1 new stub(s)" in s.value for s in at.success), [e.value for e in at.error]
     log = [c.value for c in at.code if "new" in c.value][0]
     registry = Registry(folder)
-    added = set(registry.snapshot().by_name) - {e["name"] for e in json.loads((REPO / "configs" / DISCOVERED_FILE).read_text())}
+    demo = json.loads((REPO / "configs" / DISCOVERED_FILE).read_text())
+    added = set(registry.snapshot().by_name) - {e["name"] for e in demo}
     assert len(added) == 1 and next(iter(added)) in log
     assert registry.entry(next(iter(added)))["metadata"]["_config_needed"] is True
 
@@ -382,7 +384,7 @@ def test_wizard_page_explains_bad_input(folder, hub, monkeypatch):
     hub.add_repo("evil/repo", {"config.json": b"{}", "../../evil.txt": b"x", "m.safetensors": b"y"})
     analysed("evil/repo", at)
     assert any("outside the model folder" in e.value for e in at.error) and at.button(key="wz_download").disabled
-    monkeypatch.setattr("core.wizard.free_space", lambda path: 1000)
+    monkeypatch.setattr("modelreg.views.wizard.free_space", lambda path: 1000)
     analysed(GGUF_REPO, at)
     assert any("Not enough disk space" in e.value and "1000 B free" in e.value for e in at.error)
     assert at.button(key="wz_download").disabled

@@ -16,12 +16,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.registry import Registry
-from core.store import CURATED_FILE, DISCOVERED_FILE
-from core.view import LAYER_COLORS
+from modelreg.registry import Registry
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE
+from modelreg.views.models import LAYER_COLORS
 from support import free_port, wait_for
-from support.gui_servers import (CHROMIUM, CHROMIUM_ARGS, STORY_MODEL, browser_or_skip, gui_registry, navigate,
-                                 screenshot, settle, start_gui, start_proxy)
+from support.gui_servers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    STORY_MODEL,
+    browser_or_skip,
+    gui_registry,
+    navigate,
+    screenshot,
+    settle,
+    start_gui,
+    start_proxy,
+)
 
 pytestmark = pytest.mark.browser
 

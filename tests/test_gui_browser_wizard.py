@@ -13,11 +13,20 @@ import re
 import httpx
 import pytest
 
-from core.registry import Registry
+from modelreg.registry import Registry
 from support import free_port
 from support.fake_hub import FakeHub
-from support.gui_servers import (CHROMIUM, CHROMIUM_ARGS, browser_or_skip, gui_registry, navigate, screenshot,
-                                 settle, start_gui, start_proxy)
+from support.gui_servers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    browser_or_skip,
+    gui_registry,
+    navigate,
+    screenshot,
+    settle,
+    start_gui,
+    start_proxy,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

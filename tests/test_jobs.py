@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from core.jobs import CANCELLED, DONE, FAILED, JobRegistry
+from modelreg.jobs import CANCELLED, DONE, FAILED, JobRegistry
 
 
 def test_a_job_reports_progress_log_and_result():

@@ -5,9 +5,11 @@ import json
 
 import pytest
 
-from core.errors import BadInput
-from core.launch import canonical_backend, check_extra_args, launch_argv, launch_plan
-from core.settings import Settings
+from modelreg.errors import BadInput
+from modelreg.launch.backends import canonical_backend
+from modelreg.launch.flags import check_extra_args
+from modelreg.launch.plan import launch_argv, launch_plan
+from modelreg.settings import Settings
 from support.layers import UPSTREAM
 
 AWQ = "qwen2.5-vl-7b-instruct_(AWQ)"

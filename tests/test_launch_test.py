@@ -11,11 +11,11 @@ import httpx
 import psutil
 import pytest
 
-from core.errors import BadInput
-from core.jobs import JobRegistry
-from core.launch_test import ask, launch_test, start_launch_test_job
-from core.registry import Registry
-from core.settings import Settings
+from modelreg.errors import BadInput
+from modelreg.jobs import JobRegistry
+from modelreg.launch.launch_test import ask, launch_test, start_launch_test_job
+from modelreg.registry import Registry
+from modelreg.settings import Settings
 from support import free_port
 from support.fake_ollama import FakeOllama
 from support.layers import write_layers

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import copy
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.fields import FieldClass, field_class
-from core.merge import flatten, merge_entry, merge_layers
-from core.store import dumps_snapshot
+from modelreg.fields import FieldClass, field_class
+from modelreg.merge import entry_layers, merge_entry, merge_layers
+from modelreg.paths import flatten
+from modelreg.store import dumps_snapshot
 
 scalars = st.one_of(st.integers(-5, 70000), st.text(max_size=6), st.booleans())
 values = st.one_of(scalars, st.lists(st.text(max_size=5), max_size=3))
@@ -36,8 +38,20 @@ discovered_entries = layer_entry(DEFAULT_PATHS + FACT_PATHS)
 curated_entries = layer_entry(CONFIG_PATHS + DEFAULT_PATHS)
 
 
+def merge_two(discovered: dict | None, curated: dict | None):
+    return merge_entry("m", entry_layers(discovered, curated, None, None))
+
+
+def test_merge_iterates_the_declared_layer_order():
+    layers = entry_layers({"name": "m", "display_name": "disk"}, {"name": "m", "display_name": "base"},
+                          {"name": "m", "profile": "p", "display_name": "gpu"}, "p")
+    assert [label for label, _ in layers] == ["discovered", "curated", "profile:p"]
+    assert merge_entry("m", layers).entry == {"name": "m", "display_name": "gpu"}
+    assert merge_entry("m", reversed(layers)).entry["display_name"] == "disk"
+
+
 def test_curated_over_discovered():
-    merged = merge_entry("m", {"name": "m", "backend_config": {"model_path": "/m", "extra_args": []}},
+    merged = merge_two({"name": "m", "backend_config": {"model_path": "/m", "extra_args": []}},
                          {"name": "m", "backend_config": {"extra_args": ["--max-model-len", "4096"]}})
     assert merged.entry["backend_config"] == {"model_path": "/m", "extra_args": ["--max-model-len", "4096"]}
     assert merged.sources["backend_config.extra_args"] == "curated"
@@ -46,9 +60,9 @@ def test_curated_over_discovered():
 
 
 def test_profile_over_curated_over_discovered():
-    merged = merge_entry("m", {"name": "m", "display_name": "D"},
-                         {"name": "m", "backend": "vllm", "backend_config": {"port": 1}},
-                         {"name": "m", "profile": "4080", "backend_config": {"port": 2}}, "4080")
+    merged = merge_entry("m", entry_layers({"name": "m", "display_name": "D"},
+                                           {"name": "m", "backend": "vllm", "backend_config": {"port": 1}},
+                                           {"name": "m", "profile": "4080", "backend_config": {"port": 2}}, "4080"))
     assert merged.entry["backend_config"]["port"] == 2
     assert merged.entry["backend"] == "vllm"
     assert "profile" not in merged.entry
@@ -57,31 +71,31 @@ def test_profile_over_curated_over_discovered():
 
 
 def test_lists_replace_never_append():
-    merged = merge_entry("m", {"name": "m", "capabilities": {"x": [1, 2]}}, {"name": "m", "capabilities": {"x": [3]}})
+    merged = merge_two({"name": "m", "capabilities": {"x": [1, 2]}}, {"name": "m", "capabilities": {"x": [3]}})
     assert merged.entry["capabilities"]["x"] == [3]
 
 
 def test_null_in_higher_layer_is_no_opinion():
-    merged = merge_entry("m", {"name": "m", "display_name": "Disk"}, {"name": "m", "display_name": None})
+    merged = merge_two({"name": "m", "display_name": "Disk"}, {"name": "m", "display_name": None})
     assert merged.entry["display_name"] == "Disk"
     assert merged.sources["display_name"] == "discovered"
 
 
 def test_curated_fact_is_ignored_with_warning():
-    merged = merge_entry("m", {"name": "m", "size_bytes": 10}, {"name": "m", "size_bytes": 99})
+    merged = merge_two({"name": "m", "size_bytes": 10}, {"name": "m", "size_bytes": 99})
     assert merged.entry["size_bytes"] == 10
     assert any("size_bytes" in w and "ignored" in w for w in merged.warnings)
 
 
 def test_legacy_config_in_discovered_is_labelled_and_warned():
-    merged = merge_entry("m", {"name": "m", "backend": "vllm", "backend_config": {"extra_args": []}}, None)
+    merged = merge_two({"name": "m", "backend": "vllm", "backend_config": {"extra_args": []}}, None)
     assert merged.sources["backend"] == "legacy"
     assert merged.sources["backend_config.extra_args"] == "legacy"
     assert any("migrate" in w for w in merged.warnings)
 
 
 def test_object_replacing_scalar_drops_stale_provenance():
-    merged = merge_entry("m", {"name": "m", "chat_template": {"source": "embedded", "sha256": "ab"}},
+    merged = merge_two({"name": "m", "chat_template": {"source": "embedded", "sha256": "ab"}},
                          {"name": "m", "chat_template": "/t.jinja"})
     assert merged.entry["chat_template"] == "/t.jinja"
     assert "chat_template.source" not in merged.sources
@@ -91,7 +105,7 @@ def test_object_replacing_scalar_drops_stale_provenance():
 @settings(max_examples=150, deadline=None)
 @given(discovered_entries, curated_entries)
 def test_curated_wins_on_every_non_fact_field(discovered, curated):
-    merged = merge_entry("m", {"name": "m", **discovered}, {"name": "m", **curated})
+    merged = merge_two({"name": "m", **discovered}, {"name": "m", **curated})
     flat_m = flatten(merged.entry)
     for path, value in flatten(curated).items():
         if value is None or value == {}:
@@ -120,5 +134,5 @@ def test_merge_is_deterministic_and_order_independent(found, chosen):
 @settings(max_examples=100, deadline=None)
 @given(discovered_entries, curated_entries)
 def test_every_leaf_has_provenance(discovered, curated):
-    merged = merge_entry("m", {"name": "m", **discovered}, {"name": "m", **curated})
+    merged = merge_two({"name": "m", **discovered}, {"name": "m", **curated})
     assert set(flatten(merged.entry)) == set(merged.sources)

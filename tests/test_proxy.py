@@ -17,9 +17,9 @@ import psutil
 import pytest
 import uvicorn
 
-from core.proxy import Proxy, create_app
-from core.registry import Registry
-from core.store import CURATED_FILE
+from modelreg.proxy.app import Proxy, create_app
+from modelreg.registry import Registry
+from modelreg.store import CURATED_FILE
 from support import free_port, wait_for
 from support.layers import discovered_model, write_layers
 
@@ -71,7 +71,7 @@ class ProxyServer:
 
     def on_loop(self, coro):
         """Run a coroutine on the proxy's own event loop (to hold a request in flight without HTTP)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.proxy._loop).result(60)
+        return asyncio.run_coroutine_threadsafe(coro, self.proxy.pool._loop).result(60)
 
 
 def model(name: str, **config) -> dict:
@@ -255,7 +255,8 @@ def test_changed_args_restart_only_that_backend(registry_dir, tmp_path):
     with ProxyServer(registry_dir) as server:
         assert server.chat("changing").status_code == 200 and server.chat("steady").status_code == 200
         before = {b["name"]: b for b in server.status()["backends"]}
-        snapshot = Registry(registry_dir).set_value("changing", "backend_config.extra_args", ["--max-model-len", "2048"])
+        snapshot = Registry(registry_dir).set_value("changing", "backend_config.extra_args",
+                                                    ["--max-model-len", "2048"])
         wait_for(lambda: server.status()["revision"] == snapshot.revision, what="new revision served")
         after = wait_for(lambda: (b := server.backend("changing")) and b["pid"] != before["changing"]["pid"]
                          and b["ready"] and b, what="restart")
@@ -271,7 +272,7 @@ def test_changed_args_restart_only_that_backend(registry_dir, tmp_path):
 def test_a_busy_stale_backend_waits_unless_restart_now(registry_dir):
     layers(registry_dir, model("m"))
     with ProxyServer(registry_dir) as server:
-        lease = server.on_loop(server.proxy.acquire("m"))  # a request in flight
+        lease = server.on_loop(server.proxy.pool.acquire("m"))  # a request in flight
         pid = server.backend("m")["pid"]
         snapshot = Registry(registry_dir).set_value("m", "backend_config.extra_args", ["--seed", "7"])
         reload = server.admin("POST", "/admin/reload").json()
@@ -282,18 +283,18 @@ def test_a_busy_stale_backend_waits_unless_restart_now(registry_dir):
         now = server.admin("POST", "/admin/reload", params={"restart": "now"}).json()
         assert now["restarted"] == ["m"]
         wait_for(lambda: (b := server.backend("m")) and b["pid"] != pid and b["ready"], what="forced restart")
-        server.proxy._loop.call_soon_threadsafe(server.proxy.release, lease)
+        server.proxy.pool._loop.call_soon_threadsafe(server.proxy.pool.release, lease)
         assert server.chat("m").status_code == 200
 
 
 def test_release_of_the_last_request_restarts_a_stale_backend(registry_dir):
     layers(registry_dir, model("m"))
     with ProxyServer(registry_dir) as server:
-        lease = server.on_loop(server.proxy.acquire("m"))
+        lease = server.on_loop(server.proxy.pool.acquire("m"))
         pid = server.backend("m")["pid"]
         Registry(registry_dir).set_value("m", "backend_config.extra_args", ["--seed", "8"])
         wait_for(lambda: server.backend("m")["stale"], what="stale mark")
-        server.proxy._loop.call_soon_threadsafe(server.proxy.release, lease)
+        server.proxy.pool._loop.call_soon_threadsafe(server.proxy.pool.release, lease)
         restarted = wait_for(lambda: (b := server.backend("m")) and b["pid"] != pid and b["ready"] and b,
                              what="restart when idle")
         assert restarted["argv"][-2:] == ["--seed", "8"]
@@ -341,8 +342,8 @@ def test_shutdown_stops_every_backend(registry_dir):
 
 
 def test_role_routing_skips_deprecated_and_missing_and_breaks_ties_by_name():
-    from core.proxy import Routes
-    from core.registry import Snapshot
+    from modelreg.proxy.routing import Routes
+    from modelreg.registry import Snapshot
 
     entries = [{"name": "b", "roles": ["chat"], "role_priority": {"chat": 5}},
                {"name": "a", "roles": ["chat"], "role_priority": {"chat": 5}},

@@ -11,10 +11,10 @@ import psutil
 import pytest
 
 from bench.proxy import chat_body
-from support.gui_servers import ProxyProcess
-from core.registry import Registry
-from core.store import CURATED_FILE, dumps
+from modelreg.registry import Registry
+from modelreg.store import CURATED_FILE, dumps
 from support import free_port, wait_for
+from support.gui_servers import ProxyProcess
 from support.tiny_gguf import tiny_entry
 
 pytestmark = pytest.mark.server
@@ -23,7 +23,7 @@ MODELS = ("tiny-a", "tiny-b")
 
 
 def modelreg(config_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", "--config-dir", str(config_dir), *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "modelreg", "--config-dir", str(config_dir), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

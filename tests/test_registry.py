@@ -4,14 +4,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from core.errors import (BadInput, ConfigFieldInDiscovered, ConflictError, FactFieldRefused, InvalidRegistry,
-                         UnknownModel)
-from core.fields import FieldClass, field_class
-from core.merge import flatten
-from core.registry import Registry
-from core.store import revision_of
+from modelreg.errors import (
+    BadInput,
+    ConfigFieldInDiscovered,
+    ConflictError,
+    FactFieldRefused,
+    InvalidRegistry,
+    UnknownModel,
+)
+from modelreg.fields import FieldClass, field_class
+from modelreg.paths import flatten
+from modelreg.registry import Registry
+from modelreg.store import revision_of
 from support.layers import discovered_model, write_layers
 
 FOUR_ARGS = ["--max-model-len", "4096", "--enforce-eager", "--trust-remote-code"]
@@ -210,11 +217,11 @@ def test_rebuild_is_idempotent_and_deterministic(reg):
 def test_diff_statuses(tmp_path):
     write_layers(tmp_path, [discovered_model("alpha", display_name="Disk")],
                  [{"name": "alpha", "display_name": "Mine", "backend": "vllm", "size_bytes": 1000}])
-    rows = {r["field"]: r for r in Registry(tmp_path).diff("alpha")}
-    assert rows["display_name"]["status"] == "overridden" and rows["display_name"]["merged"] == "Mine"
-    assert rows["backend"]["status"] == "curated-only"
-    assert rows["backend_config.model_path"]["status"] == "discovered-only"
-    assert rows["size_bytes"]["status"] == "same"
+    rows = {r.field: r for r in Registry(tmp_path).diff("alpha")}
+    assert rows["display_name"].status == "overridden" and rows["display_name"].merged == "Mine"
+    assert rows["backend"].status == "curated-only" and rows["backend"].changed
+    assert rows["backend_config.model_path"].status == "discovered-only"
+    assert rows["size_bytes"].status == "same"
 
 
 def test_subscribers_hear_every_rebuild(reg):

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from core.errors import BadInput
-from core.registry import Registry
-from core.settings import Settings, load_settings, save_setting
+from modelreg.errors import BadInput
+from modelreg.registry import Registry
+from modelreg.settings import Settings, load_settings, save_setting
 
 
 def test_defaults_without_a_file(tmp_path):

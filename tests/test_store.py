@@ -9,13 +9,13 @@ import sys
 import textwrap
 import time
 
-from core.registry import Registry
-from core.store import atomic_write, read_layer, revision_of
+from modelreg.registry import Registry
+from modelreg.store import atomic_write, read_layer, revision_of
 from support.layers import discovered_model, write_layers
 
 WRITER = textwrap.dedent("""
     import sys
-    from core.registry import Registry
+    from modelreg.registry import Registry
     folder, prefix, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     reg = Registry(folder)
     for i in range(count):

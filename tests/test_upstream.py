@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from core.fields import FieldClass, field_class
-from core.merge import flatten
-from core.registry import Registry
-from core.store import dumps
+from modelreg.fields import FieldClass, field_class
+from modelreg.paths import flatten
+from modelreg.registry import Registry
+from modelreg.store import dumps
 from support.layers import UPSTREAM, upstream_copy
 
 pytestmark = pytest.mark.skipif(not UPSTREAM.is_dir(), reason=f"upstream corpus not found at {UPSTREAM}")

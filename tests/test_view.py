@@ -5,10 +5,12 @@ import json
 
 import pytest
 
-from core import editing, view
-from core.errors import ConflictError, FactFieldRefused
-from core.registry import UNSET, Registry
-from core.store import CURATED_FILE, DISCOVERED_FILE
+from modelreg.errors import ConflictError, FactFieldRefused
+from modelreg.merge import layer_diff
+from modelreg.registry import UNSET, Registry
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE
+from modelreg.views import editor as editing
+from modelreg.views import models as view
 from support.layers import discovered_model, write_layers
 
 
@@ -30,7 +32,8 @@ def folder(tmp_path):
     discovered = [
         discovered_model("vl", "/models/vl", display_name="VL (disk)", quantization="awq",
                          metadata={"format": "safetensors", "architecture": {"max_position_embeddings": 32768}}),
-        discovered_model("gguf", "/models/g.gguf", metadata={"format": "gguf", "architecture": {"context_length": 4096}}),
+        discovered_model("gguf", "/models/g.gguf",
+                         metadata={"format": "gguf", "architecture": {"context_length": 4096}}),
         discovered_model("stub", "/models/s"),
         discovered_model("gone", "/models/gone", missing=True),
         {**discovered_model("legacy", "/models/l"), "backend": "vllm"},
@@ -39,7 +42,8 @@ def folder(tmp_path):
         {"name": "vl", "display_name": "VL", "backend": "vllm",
          "backend_config": {"port": 24001, "extra_args": ["--max-model-len", "4096"]}},
         {"name": "vl", "profile": "small", "backend_config": {"port": 24009}},
-        {"name": "gguf", "backend": "llama.cpp", "backend_config": {"port": 24002, "extra_args": ["-c", "2048", "-c", "1"]}},
+        {"name": "gguf", "backend": "llama.cpp",
+         "backend_config": {"port": 24002, "extra_args": ["-c", "2048", "-c", "1"]}},
         {"name": "stub", "backend": None, "metadata": {"_config_needed": True}},
         {"name": "gone", "backend": "vllm", "backend_config": {"port": 24003}},
         {"name": "legacy", "backend_config": {"port": 24004}},
@@ -201,14 +205,14 @@ def test_launch_preview_shows_the_final_argv_or_the_launch_check(folder):
 def test_layer_diff_rows(folder):
     registry = Registry(folder, "small")
     merged = registry.merged()
-    rows = {r.field: r for r in view.layer_diff(registry.discovered_entries(), registry.curated_entries(),
-                                                 merged.entries, merged.sources, "small", ["vl"])}
+    rows = {r.field: r for r in layer_diff(registry.discovered_entries(), registry.curated_entries(), merged,
+                                            "small", ["vl"])}
     port = rows["backend_config.port"]
     assert (port.discovered, port.curated, port.profile, port.merged, port.source) == (
         None, 24001, 24009, 24009, "profile:small")
     assert rows["display_name"].changed and not rows["quantization"].changed
-    changed = view.layer_diff(registry.discovered_entries(), registry.curated_entries(), merged.entries,
-                              merged.sources, "small", changed_only=True)
+    changed = layer_diff(registry.discovered_entries(), registry.curated_entries(), merged, "small",
+                         changed_only=True)
     assert {r.name for r in changed} == {"vl", "gguf", "stub", "gone", "legacy"}
     assert all(r.changed for r in changed)
 

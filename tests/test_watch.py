@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from core.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, atomic_write
-from core.watch import RegistryWatcher
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, atomic_write
+from modelreg.watch import RegistryWatcher
 
 QUIET = 0.4  # seconds with no callback that count as "nothing fired"
 

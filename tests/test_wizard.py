@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from core import wizard as wz
-from core.errors import BadInput
-from core.jobs import JobRegistry
-from core.registry import Registry
-from core.wizard import Wizard, WizardStepError
+from modelreg.errors import BadInput
+from modelreg.jobs import JobRegistry
+from modelreg.registry import Registry
+from modelreg.views import wizard as wz
+from modelreg.views.wizard import Wizard, WizardStepError
 from support.fake_hub import FakeHub, point_client_at
 from support.fake_ollama import FakeOllama
 

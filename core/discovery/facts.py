@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from core.registry import config_paths, remove_path
+from modelreg.paths import remove_path
+from modelreg.registry import config_paths
 
 # Part of every fingerprint: raise it when readers record new facts, so earlier scans are read again.
 SCAN_VERSION = 1

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.discovery import quant
-from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
-from core.discovery.gguf_reader import GGUFError, GGUFHeader, read_gguf_header
-from core.discovery.naming import slug, strip_quant_suffix
+from modelreg.discovery import quant
+from modelreg.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
+from modelreg.discovery.gguf_reader import GGUFError, GGUFHeader, read_gguf_header
+from modelreg.discovery.naming import slug, strip_quant_suffix
+from modelreg.launch.backends import is_projector_name
 
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 PROJECTOR_ARCH = "clip"
@@ -21,10 +22,6 @@ class GGUFSet:
 
     parts: list[str]
     projector: str | None = None
-
-
-def is_projector_name(name: str) -> bool:
-    return "mmproj" in name.lower()
 
 
 def group_gguf_files(names: list[str]) -> tuple[list[GGUFSet], list[tuple[str, str]]]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from itertools import repeat
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 

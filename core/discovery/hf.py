@@ -11,10 +11,21 @@ from typing import Any, Iterable
 from huggingface_hub import parse_local_safetensors_file_metadata, scan_cache_dir
 from huggingface_hub.errors import SafetensorsParsingError
 
-from core.discovery import quant
-from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
-from core.discovery.naming import slug
-from core.download import MARKER_FILE, TEMPLATE_FILES, read_marker
+from modelreg.discovery import quant
+from modelreg.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
+from modelreg.discovery.naming import slug
+
+TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+MARKER_FILE = ".modelreg-download.json"  # written by a finished download: repo, commit and the files it holds
+
+
+def read_marker(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / MARKER_FILE).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
 
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
-from core.discovery.gguf_models import gguf_facts, read_header
-from core.discovery.naming import slug, strip_quant_suffix
+from modelreg.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
+from modelreg.discovery.gguf_models import gguf_facts, read_header
+from modelreg.discovery.naming import slug, strip_quant_suffix
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from core.discovery import hf, ollama_store
-from core.discovery.facts import Found, Known, Problem, ScanError, facts_only
-from core.discovery.gguf_models import group_gguf_files, read_gguf_set
-from core.discovery.naming import assign_names, candidate_name, display_name
-from core.errors import BadInput
-from core.fit import estimate
-from core.registry import Registry, get_path
+from modelreg.discovery import hf, ollama_store
+from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_only
+from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
+from modelreg.discovery.naming import assign_names, candidate_name, display_name
+from modelreg.errors import BadInput
+from modelreg.launch.fit import estimate
+from modelreg.paths import get_path
+from modelreg.registry import Registry
 
 BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
 # Parts of an entry a scan computes whole; anything else an earlier entry holds is kept under the new facts.

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from core.proxy_admin import TOKEN_FILE
-from core.registry import Registry
-from core.store import CURATED_FILE, DISCOVERED_FILE, dumps
+from modelreg.proxy.token import TOKEN_FILE
+from modelreg.registry import Registry
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE, dumps
 from support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ class Served:
 
 
 def modelreg(config_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "core.cli", "--config-dir", str(config_dir), *args]
+    return [sys.executable, "-m", "modelreg", "--config-dir", str(config_dir), *args]
 
 
 class ProxyProcess(Served):

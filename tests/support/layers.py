@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from core.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE
 
 UPSTREAM = Path(__file__).resolve().parents[2].parent / "shared" / "upstream-registry"
 

@@ -1,4 +1,4 @@
-"""`modelreg launch-cmd` and `modelreg launch-test`: thin wrappers over core.launch and core.launch_test."""
+"""`modelreg launch-cmd` and `modelreg launch-test`: thin wrappers over modelreg.launch.plan and .launch_test."""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +6,11 @@ import json
 import shlex
 import sys
 
-from core.cli import out, print_json, registry_from_args
-from core.launch import launch_plan
-from core.launch_test import DEFAULT_PROMPT, launch_test
-from core.supervisor import resolve_log_dir
+from modelreg.cli.output import print_json, registry_from_args, say
 
 
 def cmd_launch_cmd(args: argparse.Namespace) -> None:
+    from modelreg.launch.plan import launch_plan
     registry = registry_from_args(args)
     plan = launch_plan(registry.entry(args.name), registry.settings)
     if args.json:
@@ -25,11 +23,14 @@ def cmd_launch_cmd(args: argparse.Namespace) -> None:
 
 
 def cmd_launch_test(args: argparse.Namespace) -> int:
+    from modelreg.launch.launch_test import DEFAULT_PROMPT, launch_test
+    from modelreg.launch.logs import resolve_log_dir
     registry = registry_from_args(args)
     entry = registry.entry(args.name)
     stream = None if args.quiet else (lambda text: (sys.stderr.write(text), sys.stderr.flush()))
     result = launch_test(entry, registry.settings, resolve_log_dir(registry.config_dir, registry.settings),
-                         timeout=args.timeout, prompt=args.prompt, max_tokens=args.max_tokens, on_log=stream)
+                         timeout=args.timeout, prompt=args.prompt or DEFAULT_PROMPT, max_tokens=args.max_tokens,
+                         on_log=stream)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -53,12 +54,12 @@ def _print_result(result) -> None:
     if result.error:
         rows.append(("error", result.error))
     for label, value in rows:
-        out.print(f"{label:>21}: {value}", markup=False, highlight=False)
+        say(f"{label:>21}: {value}")
     for finding in result.diagnosis:
-        out.print(f"\ndiagnosis [{finding['rule']}]: {finding['summary']}\n  change: {finding['suggestion']}\n"
-                  f"  log: {finding['evidence']}", markup=False, highlight=False)
+        say(f"\ndiagnosis [{finding['rule']}]: {finding['summary']}\n  change: {finding['suggestion']}\n"
+            f"  log: {finding['evidence']}")
     if not result.ok and result.log_tail:
-        out.print("\nlog tail:\n" + result.log_tail, markup=False, highlight=False)
+        say("\nlog tail:\n" + result.log_tail)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +76,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="model name")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds to wait for readiness (default: backend_config.ready_timeout, else the setting)")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, metavar="TEXT", help="the test question")
+    p.add_argument("--prompt", default=None, metavar="TEXT", help="the test question (default: a greeting)")
     p.add_argument("--max-tokens", type=int, default=16, metavar="N", help="reply length limit (default 16)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="do not stream the backend's log to stderr")

@@ -1,10 +1,8 @@
 """Runs backends: one process group each, a log and a state file per backend, readiness, stop, orphans."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shlex
 import signal
 import socket
@@ -18,65 +16,15 @@ from typing import Any, Callable
 import httpx
 import psutil
 
-from core.diagnose import Finding, diagnose
-from core.errors import RegistryError
-from core.launch import OLLAMA, LaunchPlan
-from core.settings import Settings
-from core.store import atomic_write
+from modelreg.errors import RegistryError
+from modelreg.launch.backends import OLLAMA
+from modelreg.launch.diagnose import Finding, diagnose
+from modelreg.launch.logs import LogFollower, read_tail, resolve_log_dir, safe_name
+from modelreg.launch.plan import LaunchPlan
+from modelreg.store import atomic_write
 
 STATE_SUFFIX = ".state.json"
 LogCallback = Callable[[str], None]
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe form of a model name; a short hash keeps names that differ only in odd characters apart."""
-    cleaned = re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("._") or "model"
-    if cleaned == name:
-        return name
-    return f"{cleaned[:80]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
-def resolve_log_dir(config_dir: str | os.PathLike, settings: Settings) -> Path:
-    """settings.log_dir, relative to the config folder's parent unless absolute."""
-    log_dir = Path(settings.log_dir).expanduser()
-    return log_dir if log_dir.is_absolute() else Path(config_dir).resolve().parent / log_dir
-
-
-def read_tail(path: str | os.PathLike | None, lines: int = 40, max_bytes: int = 65536) -> str:
-    """The last lines of a log file ('' when it does not exist)."""
-    if not path:
-        return ""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-
-class LogFollower:
-    """Reads what was appended to a log since the last read (for streaming a log while a backend starts)."""
-
-    def __init__(self, path: str | os.PathLike, offset: int = 0):
-        self.path, self.offset = Path(path), offset
-        self._partial = b""
-
-    def read_new(self) -> str:
-        """Complete new lines since the last call ('' when none)."""
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return ""
-        self.offset += len(data)
-        data = self._partial + data
-        cut = data.rfind(b"\n") + 1
-        self._partial = data[cut:]
-        return data[:cut].decode("utf-8", "replace")
 
 
 def port_holder(host: str, port: int) -> str | None:

@@ -5,15 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.download import (DownloadProgress, DownloadResult, RepoAnalysis, analyse_hf_repo, check_ollama_name,
-                           download_hf, download_root, free_space, human_size, model_folder, pull_ollama,
-                           select_files, split_repo_id, to_decide)
-from core.editing import EDITOR_FIELDS, field_states, form_patch, format_value, launch_preview, load_target
-from core.errors import BadInput, RegistryError
-from core.fit import fit_summary
-from core.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
-from core.proxy_admin import ReloadReport
-from core.registry import CONFIG_NEEDED, UNSET, Registry, get_path
+from modelreg.download.hub import (
+    RepoAnalysis,
+    analyse_hf_repo,
+    download_hf,
+    download_root,
+    free_space,
+    model_folder,
+    select_files,
+    split_repo_id,
+)
+from modelreg.download.ollama import check_ollama_name, pull_ollama
+from modelreg.download.progress import DownloadProgress, human_size
+from modelreg.download.register import DownloadResult, to_decide
+from modelreg.errors import BadInput, RegistryError
+from modelreg.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
+from modelreg.launch.fit import fit_summary
+from modelreg.paths import get_path
+from modelreg.proxy.client import ReloadReport
+from modelreg.registry import CONFIG_NEEDED, UNSET, Registry
+from modelreg.values import format_value
+from modelreg.views.editor import EDITOR_FIELDS, field_states, form_patch, launch_preview, load_target
 
 SOURCE, DOWNLOAD, REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED = (
     "source", "download", "review", "configure", "launch_test", "done")
@@ -204,7 +216,7 @@ class Wizard:
 
     # ---- step 4: configure ---------------------------------------------------------------------------------
     def fields(self) -> list:
-        """The editor's fields (core.editing.FieldState) with the staged changes not yet applied."""
+        """The editor's fields (modelreg.views.editor.FieldState) with the staged changes not yet applied."""
         self._require(CONFIGURE)
         return field_states(load_target(self.registry, self._model(), None))
 
@@ -212,7 +224,7 @@ class Wizard:
         """Each editor field's text with the staged changes applied (a form drawn afresh shows what was staged)."""
         self._require(CONFIGURE)
         entry = load_target(self.registry, self._model(), None).merged(self.changes).entry
-        return {spec.path: format_value(spec, get_path(entry, spec.path)) for spec in EDITOR_FIELDS}
+        return {spec.path: format_value(get_path(entry, spec.path), spec.kind) for spec in EDITOR_FIELDS}
 
     def edit(self, texts: dict[str, str], resets: set[str] = frozenset(),
              extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -224,7 +236,7 @@ class Wizard:
         return errors
 
     def preview(self) -> dict[str, Any]:
-        """The merged entry with the staged changes, and the launch plan (core.launch.LaunchPlan) with the command
+        """The merged entry with the staged changes, and the launch plan (a LaunchPlan) with the command
         it would start (or why it cannot)."""
         self._require(CONFIGURE)
         target = load_target(self.registry, self._model(), None)
@@ -248,7 +260,7 @@ class Wizard:
         self.saved_revision, self.changes, self.report = snapshot.revision, {}, None
         message = f"saved; revision {snapshot.revision[:12]}"
         if reload_proxy:
-            from core.proxy_admin import ProxyAdmin, reload_report
+            from modelreg.proxy.client import ProxyAdmin, reload_report
 
             admin = ProxyAdmin(self.registry.settings.proxy_url, self.registry.config_dir)
             self.report = reload_report(admin, snapshot.revision)
@@ -260,7 +272,7 @@ class Wizard:
     def start_launch_test(self, **options: Any) -> Job:
         """Start the launch test of the saved entry in the background (the Launch test page shows the same job)."""
         self._require(LAUNCH_TEST)
-        from core.launch_test import start_launch_test_job
+        from modelreg.launch.launch_test import start_launch_test_job
 
         job = start_launch_test_job(self.jobs, self.registry, self._model(), **options)
         self.launch_job_id, self.launch_result, self.error = job.id, None, None

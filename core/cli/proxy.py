@@ -1,22 +1,21 @@
-"""`modelreg proxy`: a thin wrapper that runs core.proxy's OpenAI-compatible server."""
+"""`modelreg proxy`: a thin wrapper that runs modelreg.proxy.app's OpenAI-compatible server."""
 from __future__ import annotations
 
 import argparse
 from urllib.parse import urlsplit
 
-from core.cli import out, registry_from_args
-from core.proxy import serve
-from core.proxy_admin import token_source
+from modelreg.cli.output import registry_from_args, say
 
 
 def cmd_proxy(args: argparse.Namespace) -> None:
+    from modelreg.proxy.app import serve
+    from modelreg.proxy.token import token_source
     registry = registry_from_args(args)
     configured = urlsplit(registry.settings.proxy_url)
     host = args.host or configured.hostname or "127.0.0.1"
     port = args.port or configured.port or 8100
-    out.print(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; "
-              f"admin token: {token_source(registry.config_dir)}",
-              markup=False, highlight=False)
+    say(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; "
+        f"admin token: {token_source(registry.config_dir)}")
     serve(registry, host, port)
 
 

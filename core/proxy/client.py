@@ -8,31 +8,12 @@ from typing import Any
 
 import httpx
 
-from core.errors import RegistryError
-
-TOKEN_ENV = "MODELREG_ADMIN_TOKEN"
-TOKEN_FILE = ".admin-token"
+from modelreg.errors import RegistryError
+from modelreg.proxy.token import admin_token, token_source
 
 
 class ProxyUnreachable(RegistryError):
     """No proxy answered at the configured URL (or it refused the token)."""
-
-
-def admin_token(config_dir: str | os.PathLike) -> str | None:
-    """MODELREG_ADMIN_TOKEN when set, else `<config-dir>/.admin-token` (the proxy creates it on first run)."""
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        return token.strip()
-    path = Path(config_dir) / TOKEN_FILE
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
-def token_source(config_dir: str | os.PathLike) -> str:
-    """Where admin_token reads the token from: the environment variable, or the token file."""
-    return f"${TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else str(Path(config_dir) / TOKEN_FILE)
 
 
 class ProxyAdmin:

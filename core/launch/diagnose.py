@@ -7,7 +7,8 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from core.launch import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend, flag_name, flag_value
+from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
+from modelreg.launch.flags import flag_name, flag_value
 
 LONG_CONTEXT = 65536  # a context this long (vLLM's 128K default for many models) makes startup slow and memory-hungry
 

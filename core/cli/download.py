@@ -1,41 +1,36 @@
-"""`modelreg download hf|ollama`: thin wrappers over core.download with a terminal progress bar."""
+"""`modelreg download hf|ollama`: thin wrappers over modelreg.download.hub with a terminal progress bar."""
 from __future__ import annotations
 
 import argparse
 import threading
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
-from rich.table import Table
+from modelreg.cli.output import add_global_options, console, print_json, print_table, registry_from_args, say
 
-from core.cli import add_global_options, out, print_json, registry_from_args
-from core.download import (DownloadCancelled, DownloadProgress, RepoAnalysis, analyse_hf_repo, download_hf,
-                           download_root, human_size, pull_ollama, select_files)
-
-err = Console(stderr=True)
+if TYPE_CHECKING:
+    from modelreg.download.hub import RepoAnalysis
+    from modelreg.download.progress import DownloadProgress
 
 
-def print_analysis(analysis: RepoAnalysis, chosen: str | None) -> None:
-    out.print(f"{analysis.repo_id} at {analysis.commit[:12]} ({analysis.revision}): {len(analysis.files)} files, "
-              f"{human_size(analysis.total_size)}; formats: {', '.join(analysis.formats) or 'none'}",
-              markup=False, highlight=False)
+def print_analysis(analysis: "RepoAnalysis", chosen: str | None) -> None:
+    from modelreg.download.progress import human_size
+    say(f"{analysis.repo_id} at {analysis.commit[:12]} ({analysis.revision}): {len(analysis.files)} files, "
+        f"{human_size(analysis.total_size)}; formats: {', '.join(analysis.formats) or 'none'}")
     presence = {"config.json": analysis.has_config, "tokenizer": analysis.has_tokenizer,
                 "chat template": ", ".join(analysis.chat_template_sources) or False}
-    out.print("  " + "; ".join(f"{k}: {v if isinstance(v, str) else ('yes' if v else 'no')}"
-                              for k, v in presence.items()), markup=False, highlight=False)
-    table = Table("variant", "format", "weight files", "size", "chat template", "")
-    for variant in analysis.variants:
-        mark = "<- downloading" if variant.key == chosen else ("recommended" if variant.recommended else "")
-        table.add_row(variant.key, variant.format, str(len(variant.weight_files)), human_size(variant.size_bytes),
-                      "yes" if variant.chat_template else "no", mark)
+    say("  " + "; ".join(f"{k}: {v if isinstance(v, str) else ('yes' if v else 'no')}"
+                         for k, v in presence.items()))
     if analysis.variants:
-        out.print(table)
+        print_table(["variant", "format", "weight files", "size", "chat template", ""],
+                    [(v.key, v.format, len(v.weight_files), human_size(v.size_bytes),
+                      "yes" if v.chat_template else "no",
+                      "<- downloading" if v.key == chosen else ("recommended" if v.recommended else ""))
+                     for v in analysis.variants])
     if analysis.login_hint():
-        out.print(f"note: {analysis.login_hint()}", markup=False, highlight=False)
+        say(f"note: {analysis.login_hint()}")
 
 
-def run_with_bar(work, progress: DownloadProgress, quiet: bool):
+def run_with_bar(work, progress: "DownloadProgress", quiet: bool):
     """Run `work()` in a thread with a rich bar fed by `progress`; Ctrl-C cancels (finished files are kept)."""
     outcome: dict = {}
     finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may report a live thread dead
@@ -48,6 +43,8 @@ def run_with_bar(work, progress: DownloadProgress, quiet: bool):
         finally:
             finished.set()
 
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    err = console(stderr=True)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn(), console=err, transient=True, disable=quiet or not err.is_terminal)
     with bar:
@@ -62,7 +59,7 @@ def run_with_bar(work, progress: DownloadProgress, quiet: bool):
                 pass
         except KeyboardInterrupt:
             progress.cancel()
-            err.print("cancelling: stopping at the next chunk ...")
+            say("cancelling: stopping at the next chunk ...", stderr=True)
             finished.wait()
     if "error" in outcome:
         raise outcome["error"]
@@ -73,17 +70,19 @@ def print_result(result, as_json: bool) -> None:
     if as_json:
         return print_json(result.to_dict())
     where = f" in {result.folder}" if result.folder else ""
-    out.print(f"downloaded {result.ref}{where}", markup=False, highlight=False)
+    say(f"downloaded {result.ref}{where}")
     for name in result.names:
         state = "new curated stub" if name in result.stubbed else "already configured"
-        out.print(f"registered {name} ({state})", markup=False, highlight=False)
+        say(f"registered {name} ({state})")
         for item in result.to_decide.get(name, []):
-            out.print(f"  to decide: {item}", markup=False, highlight=False)
+            say(f"  to decide: {item}")
     for line in result.notes + [f"problem: {p}" for p in result.problems]:
-        out.print(line, markup=False, highlight=False)
+        say(line)
 
 
 def cmd_download_hf(args: argparse.Namespace) -> None:
+    from modelreg.download.hub import analyse_hf_repo, download_hf, download_root, select_files
+    from modelreg.download.progress import DownloadCancelled, DownloadProgress, human_size
     registry = registry_from_args(args)
     root = download_root(registry, args.to)
     analysis = analyse_hf_repo(args.repo_id, args.revision)
@@ -95,8 +94,8 @@ def cmd_download_hf(args: argparse.Namespace) -> None:
         files = select_files(analysis, chosen, include)
         if args.json:
             return print_json({"analysis": analysis.to_dict(), "files": [f.path for f in files]})
-        out.print(f"would download {len(files)} file(s), {human_size(sum(f.size for f in files))}: "
-                  + ", ".join(f.path for f in files), markup=False, highlight=False)
+        say(f"would download {len(files)} file(s), {human_size(sum(f.size for f in files))}: "
+            + ", ".join(f.path for f in files))
         return
     progress = DownloadProgress()
     try:
@@ -104,19 +103,21 @@ def cmd_download_hf(args: argparse.Namespace) -> None:
                                                   include=include, root=root, progress=progress,
                                                   analysis=analysis), progress, args.quiet or args.json)
     except DownloadCancelled as exc:
-        err.print(str(exc), markup=False, highlight=False)
+        say(str(exc), stderr=True)
         raise SystemExit(130) from None
     print_result(result, args.json)
 
 
 def cmd_download_ollama(args: argparse.Namespace) -> None:
+    from modelreg.download.ollama import pull_ollama
+    from modelreg.download.progress import DownloadCancelled, DownloadProgress
     registry = registry_from_args(args)
     progress = DownloadProgress()
     try:
         result = run_with_bar(lambda: pull_ollama(registry, args.name, host=args.host, progress=progress),
                               progress, args.quiet or args.json)
     except DownloadCancelled as exc:
-        err.print(str(exc), markup=False, highlight=False)
+        say(str(exc), stderr=True)
         raise SystemExit(130) from None
     print_result(result, args.json)
 

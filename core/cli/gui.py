@@ -6,22 +6,18 @@ import os
 import subprocess
 import sys
 import time
+from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 
-import httpx
-
-from core.errors import BadInput
-from core.registry import default_config_dir
+from modelreg.errors import BadInput
 
 DEFAULT_PORT = 8501
 
 
 def app_path() -> Path:
-    spec = find_spec("gui")
-    if spec is None or not spec.submodule_search_locations:
-        raise BadInput("the gui package is not installed; run `make setup` (pip install -e '.[gui]')")
-    return Path(list(spec.submodule_search_locations)[0]) / "app.py"
+    """The Streamlit entry file, found through the installed package (editable or not)."""
+    return Path(str(resources.files("modelreg.gui") / "app.py"))
 
 
 def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
@@ -34,6 +30,8 @@ def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
 def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
     """Run the app's script once through Streamlit's script health check, so the first visitor finds the imports
     done and the registry merged (cached per process); True when the app answered ok."""
+    import httpx
+
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
         try:
@@ -47,6 +45,8 @@ def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool
 
 def gui_env(config_dir: str | None, profile: str | None) -> dict[str, str]:
     """The app reads its registry folder (and profile) from the environment the CLI passes down."""
+    from modelreg.registry import default_config_dir
+
     env = dict(os.environ)
     env["MODELREG_CONFIG_DIR"] = str((Path(config_dir) if config_dir else default_config_dir()).resolve())
     if profile:

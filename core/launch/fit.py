@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-from core.errors import BadInput
+from modelreg.errors import BadInput
+from modelreg.launch.backends import LLAMA_CPP, SPECS, VLLM, canonical_backend
+from modelreg.launch.flags import flag_value
 
 GIB = 1024 ** 3
 BLOCK_TOKENS = 16            # vLLM's default KV block size; its cache holds whole blocks
@@ -16,7 +16,6 @@ OVERHEAD_BYTES = {"vllm": 2 * GIB, "gguf": GIB // 2}
 VISION_OVERHEAD_BYTES = GIB  # the vision encoder's activations when the backend profiles the largest image
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 _VLLM_KV_DTYPES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "bfloat16": 2, "float16": 2}
-CONTEXT_FLAGS = ("--max-model-len", "--max_model_len", "-c", "--ctx-size", "--n_ctx", "--n-ctx", "--num-ctx")
 
 
 def parse_size(text: str | int | float) -> int:
@@ -36,21 +35,16 @@ def format_size(count: int | float) -> str:
     return f"{count / GIB:.2f} GiB"
 
 
-def flag_value(args: Sequence[str], *names: str) -> str | None:
-    """The value of the last of these flags in an argv list (`--flag V` or `--flag=V`)."""
-    value = None
-    for i, arg in enumerate(args):
-        for name in names:
-            if arg == name and i + 1 < len(args):
-                value = args[i + 1]
-            elif arg.startswith(name + "="):
-                value = arg[len(name) + 1:]
-    return value
+_PLAIN_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0}  # llama.cpp's default KV cache types, without gguf
 
 
 def _ggml_type_bytes(name: str | None) -> float:
     if not name:
         return 2.0
+    if name.lower() in _PLAIN_TYPE_BYTES:
+        return _PLAIN_TYPE_BYTES[name.lower()]
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # numpy and gguf load only for a quantized cache type
+
     try:
         block, size = GGML_QUANT_SIZES[GGMLQuantizationType[name.upper()]]
     except KeyError as exc:
@@ -81,11 +75,15 @@ def tokens_that_fit(kv_bytes: int, per_token: int) -> int:
     return max(0, kv_bytes // (per_token * BLOCK_TOKENS) * BLOCK_TOKENS)
 
 
-def _engine(entry: dict[str, Any]) -> str:
-    backend = str(entry.get("backend") or "")
-    if backend == "vllm" or (not backend and (entry.get("metadata") or {}).get("format") == "safetensors"):
-        return "vllm"
-    return "gguf"
+def _engine(entry: dict[str, Any]) -> tuple[str, str]:
+    """("vllm" or "gguf", the backend whose flags extra_args are read with)."""
+    try:
+        backend = canonical_backend(entry.get("backend"))
+    except BadInput:
+        backend = None
+    if backend == VLLM or (backend is None and (entry.get("metadata") or {}).get("format") == "safetensors"):
+        return "vllm", VLLM
+    return "gguf", backend or LLAMA_CPP
 
 
 def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -> dict[str, Any]:
@@ -99,22 +97,22 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     arch = meta.get("architecture") or {}
     scan = meta.get("scan") or {}
     args = list((entry.get("backend_config") or {}).get("extra_args") or [])
-    engine = _engine(entry)
-    utilization = float(flag_value(args, "--gpu-memory-utilization") or utilization)
+    engine, backend = _engine(entry)
+    utilization = float(flag_value(args, "--gpu-memory-utilization", backend) or utilization)
     if engine == "vllm":
-        kv_dtype = flag_value(args, "--kv-cache-dtype") or "auto"
+        kv_dtype = flag_value(args, "--kv-cache-dtype", backend) or "auto"
         k_bytes = _VLLM_KV_DTYPES.get(kv_dtype.lower()) or 2
         v_bytes = None
     else:
-        k_type = flag_value(args, "-ctk", "--cache-type-k") or "f16"
-        v_type = flag_value(args, "-ctv", "--cache-type-v") or "f16"
+        k_type = flag_value(args, "--cache-type-k", backend) or "f16"
+        v_type = flag_value(args, "--cache-type-v", backend) or "f16"
         kv_dtype = f"{k_type}/{v_type}"
         k_bytes, v_bytes = _ggml_type_bytes(k_type), _ggml_type_bytes(v_type)
     gpu_bytes = parse_size(gpu_memory)
     per_token = kv_bytes_per_token(arch, k_bytes, v_bytes)
     weights = scan.get("weights_bytes") or entry.get("size_bytes")
     native = arch.get("context_length")
-    configured = flag_value(args, *CONTEXT_FLAGS)
+    configured = flag_value(args, SPECS[backend].context_flag, backend)
     vision = bool((entry.get("capabilities") or {}).get("vision"))
     overhead = OVERHEAD_BYTES[engine] + (VISION_OVERHEAD_BYTES if vision else 0)
     budget = int(gpu_bytes * utilization)

@@ -4,15 +4,18 @@ from __future__ import annotations
 import difflib
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
-from core.errors import RegistryError
-from core.fields import FieldClass, field_class
-from core.launch import SPECS, canonical_backend, flag_value, launch_plan
-from core.merge import DISCOVERED_LABELS, LEGACY, flatten, split_curated
-from core.registry import Registry, get_path
-from core.settings import Settings
+from modelreg.errors import RegistryError
+from modelreg.fields import FieldClass, field_class
+from modelreg.launch.backends import SPECS, canonical_backend
+from modelreg.launch.flags import flag_value
+from modelreg.launch.plan import launch_plan
+from modelreg.merge import DISCOVERED_LABELS, LEGACY
+from modelreg.paths import flatten, get_path
+from modelreg.registry import Registry
+from modelreg.settings import Settings
 
 # Cell class -> (legend text, background color). The browser test checks two of these colors on screen.
 LAYER_COLORS: dict[str, tuple[str, str]] = {
@@ -207,45 +210,6 @@ def choices(rows: list[ModelRow], column: str) -> list[str]:
 
 
 # ---- diffs ---------------------------------------------------------------------------------------------------
-@dataclass
-class DiffRow:
-    name: str
-    field: str
-    discovered: Any
-    curated: Any
-    profile: Any
-    merged: Any
-    source: str | None
-    changed: bool = field(default=False)
-
-
-def layer_diff(discovered: list[dict], curated: list[dict], merged_entries: list[dict],
-               sources: dict[str, dict[str, str]], profile: str | None, names: Iterable[str] | None = None,
-               changed_only: bool = False) -> list[DiffRow]:
-    """Per model and leaf field: discovered | curated | profile | merged; changed = merged differs from discovered."""
-    found = {e["name"]: e for e in discovered}
-    base, chosen = split_curated(curated, profile)
-    merged = {e["name"]: e for e in merged_entries}
-    wanted = list(merged) if names is None else [n for n in names if n in merged]
-    rows = []
-    for name in wanted:
-        layers = [flatten(_body(found.get(name))), flatten(_body(base.get(name))), flatten(_body(chosen.get(name))),
-                  flatten(_body(merged[name]))]
-        for path in sorted(set().union(*layers)):
-            d, c, p, m = (layer.get(path) for layer in layers)
-            if all(v is None for v in (d, c, p, m)):
-                continue
-            changed = c is not None or p is not None
-            if changed_only and not changed:
-                continue
-            rows.append(DiffRow(name, path, d, c, p, m, sources.get(name, {}).get(path), changed))
-    return rows
-
-
-def _body(entry: dict | None) -> dict:
-    return {k: v for k, v in (entry or {}).items() if k not in ("name", "profile")}
-
-
 def snapshot_drift(on_disk: list[dict], current: list[dict]) -> list[dict[str, Any]]:
     """Fields where the snapshot file differs from a fresh merge of the layers (a stale snapshot)."""
     old, new = {e["name"]: flatten(e) for e in on_disk}, {e["name"]: flatten(e) for e in current}

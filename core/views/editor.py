@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import copy
-import json
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import BadInput, RegistryError
-from core.launch import BACKENDS, LaunchPlan, launch_plan
-from core.merge import MergedEntry, merge_entry, split_curated
-from core.registry import UNSET, Registry, check_editable, get_path, remove_path, set_path
-from core.settings import Settings
-
-NOT_SET = "(not set)"
+from modelreg.errors import BadInput, RegistryError
+from modelreg.fields import field_kind
+from modelreg.launch.backends import BACKENDS
+from modelreg.launch.plan import LaunchPlan, launch_plan
+from modelreg.merge import MergedEntry, entry_layers, merge_entry, split_curated
+from modelreg.paths import get_path, remove_path, set_path
+from modelreg.registry import UNSET, Registry, check_editable
+from modelreg.settings import Settings
+from modelreg.values import NOT_SET, format_value, parse_value
 
 
 @dataclass(frozen=True)
@@ -22,87 +22,40 @@ class EditorField:
 
     path: str
     label: str
-    kind: str  # text | int | float | bool | args | list | json | backend
     help: str = ""
+
+    @property
+    def kind(self) -> str:
+        return field_kind(self.path)
 
 
 EDITOR_FIELDS: tuple[EditorField, ...] = (
-    EditorField("backend", "backend", "backend", "which server runs the model"),
-    EditorField("backend_config.port", "port", "int", "port the backend listens on"),
-    EditorField("backend_config.extra_args", "extra_args", "args",
-                "extra command-line arguments, shell rules: --max-model-len 4096 --enforce-eager"),
-    EditorField("backend_config.model_path", "model path", "text", "file or folder the backend loads"),
-    EditorField("backend_config.host", "host", "text", "address the backend binds (default from settings)"),
-    EditorField("backend_config.ready_timeout", "ready timeout (s)", "float", "seconds a start may take"),
-    EditorField("backend_config.exclusive_group", "exclusive group", "text",
+    EditorField("backend", "backend", "which server runs the model"),
+    EditorField("backend_config.port", "port", "port the backend listens on"),
+    EditorField("backend_config.extra_args", "extra_args",
+                "extra command-line arguments as shell text (--max-model-len 4096 --enforce-eager) or a JSON list"),
+    EditorField("backend_config.model_path", "model path", "file or folder the backend loads"),
+    EditorField("backend_config.host", "host", "address the backend binds (default from settings)"),
+    EditorField("backend_config.ready_timeout", "ready timeout (s)", "seconds a start may take"),
+    EditorField("backend_config.exclusive_group", "exclusive group",
                 "starting this model stops the group's other running models"),
-    EditorField("backend_config.idle_ttl", "idle ttl (s)", "float", "stop after this many idle seconds"),
-    EditorField("display_name", "display name", "text"),
-    EditorField("served_model_id", "served model id", "text", "the name clients send as `model`"),
-    EditorField("quantization", "quantization", "text"),
-    EditorField("family", "family", "text"),
-    EditorField("capabilities.vision", "vision", "bool"),
-    EditorField("capabilities.tools", "tools", "bool"),
-    EditorField("capabilities.embedding", "embedding", "bool"),
-    EditorField("roles", "roles", "list", "comma-separated, e.g. chat, vision"),
-    EditorField("model_aliases", "aliases", "list", "other names the proxy accepts, comma-separated"),
-    EditorField("deprecated", "deprecated", "bool", "hidden from /v1/models"),
-    EditorField("generation_defaults", "generation defaults", "json",
+    EditorField("backend_config.idle_ttl", "idle ttl (s)", "stop after this many idle seconds"),
+    EditorField("display_name", "display name"),
+    EditorField("served_model_id", "served model id", "the name clients send as `model`"),
+    EditorField("quantization", "quantization"),
+    EditorField("family", "family"),
+    EditorField("capabilities.vision", "vision"),
+    EditorField("capabilities.tools", "tools"),
+    EditorField("capabilities.embedding", "embedding"),
+    EditorField("roles", "roles", "comma-separated, e.g. chat, vision"),
+    EditorField("model_aliases", "aliases", "other names the proxy accepts, comma-separated"),
+    EditorField("deprecated", "deprecated", "hidden from /v1/models"),
+    EditorField("generation_defaults", "generation defaults",
                 'JSON object, e.g. {"temperature": 0.7, "context_window": 8192}'),
-    EditorField("role_priority", "role priority", "json", 'JSON object, e.g. {"chat": 10}'),
-    EditorField("chat_template", "chat template", "json", 'JSON object {"source", "path", "sha256"}'),
+    EditorField("role_priority", "role priority", 'JSON object, e.g. {"chat": 10}'),
+    EditorField("chat_template", "chat template", 'JSON object {"source", "path", "sha256"}'),
 )
 FIELDS_BY_PATH = {f.path: f for f in EDITOR_FIELDS}
-
-
-def format_value(spec: EditorField, value: Any) -> str:
-    """The widget text for a value (the inverse of parse_value)."""
-    if value is None:
-        return NOT_SET if spec.kind in ("bool", "backend") else ""
-    if spec.kind == "args":
-        return shlex.join(str(v) for v in value) if isinstance(value, list) else str(value)
-    if spec.kind == "list":
-        return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
-    if spec.kind == "json":
-        return json.dumps(value, indent=2, ensure_ascii=False)
-    if spec.kind == "bool":
-        return "true" if value else "false"
-    return str(value)
-
-
-def parse_value(spec: EditorField, text: str) -> Any:
-    """Widget text to a value (None: no value in this layer); BadInput names the field and what to write."""
-    text = (text or "").strip()
-    if text in ("", NOT_SET):
-        return None
-    if spec.kind == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise BadInput(f"{spec.label}: {text!r} is not a whole number; write e.g. 24001") from None
-    if spec.kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise BadInput(f"{spec.label}: {text!r} is not a number; write e.g. 600") from None
-    if spec.kind == "bool":
-        return text == "true"
-    if spec.kind == "args":
-        try:
-            return shlex.split(text)
-        except ValueError as exc:
-            raise BadInput(f"{spec.label}: cannot split {text!r} with shell rules ({exc}); close the quote") from None
-    if spec.kind == "list":
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if spec.kind == "json":
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{spec.label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        if not isinstance(value, dict):
-            raise BadInput(f"{spec.label}: expected a JSON object {{...}}, got {type(value).__name__}")
-        return value
-    return text
 
 
 @dataclass
@@ -122,7 +75,8 @@ class EditTarget:
 
     def edited_layer(self, changes: dict[str, Any]) -> dict:
         """The edited curated entry as it would be written with `changes` (value or UNSET per path)."""
-        entry = {"name": self.name, **({"profile": self.profile} if self.profile else {}), **copy.deepcopy(self.layer())}
+        entry = {"name": self.name, **({"profile": self.profile} if self.profile else {}),
+                 **copy.deepcopy(self.layer())}
         for path, value in changes.items():
             if value is UNSET:
                 remove_path(entry, path)
@@ -136,7 +90,7 @@ class EditTarget:
         if changes:
             edited = self.edited_layer(changes)
             base, chosen = (base, edited) if self.profile else (edited, chosen)
-        return merge_entry(self.name, self.discovered, base, chosen, self.profile)
+        return merge_entry(self.name, entry_layers(self.discovered, base, chosen, self.profile))
 
     def under_value(self, path: str) -> Any:
         """The value the field falls back to when the edited layer's value is removed."""
@@ -166,7 +120,7 @@ class FieldState:
 
     @property
     def text(self) -> str:
-        return format_value(self.spec, self.value)
+        return format_value(self.value, self.spec.kind)
 
 
 def field_states(target: EditTarget) -> list[FieldState]:
@@ -200,7 +154,7 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = fro
         if text is None or text == state.text:
             continue
         try:
-            value = parse_value(state.spec, text)
+            value = parse_value(text, state.spec.kind, state.spec.label)
         except BadInput as exc:
             errors[path] = str(exc)
             continue

@@ -12,11 +12,13 @@ from typing import Any, Callable
 
 import httpx
 
-from core.diagnose import diagnose, reported_context_size
-from core.launch import LLAMA_CPP, OLLAMA, VLLM, LaunchPlan, launch_plan
-from core.settings import Settings
-from core.jobs import Job, JobRegistry
-from core.supervisor import Backend, BackendStartError, LogCallback, Supervisor, read_tail, resolve_log_dir
+from modelreg.jobs import Job, JobRegistry
+from modelreg.launch.backends import LLAMA_CPP, OLLAMA, VLLM
+from modelreg.launch.diagnose import diagnose, reported_context_size
+from modelreg.launch.logs import read_tail, resolve_log_dir
+from modelreg.launch.plan import LaunchPlan, launch_plan
+from modelreg.launch.supervisor import Backend, BackendStartError, LogCallback, Supervisor
+from modelreg.settings import Settings
 
 DEFAULT_PROMPT = "Say hello in five words."
 

@@ -1,18 +1,13 @@
-"""`modelreg scan [PATH...]` and `modelreg fit NAME`: thin wrappers over core.discovery.scan and core.fit."""
+"""`modelreg scan [PATH...]`, `forget` and `fit NAME`: thin wrappers over modelreg.discovery.scan and launch.fit."""
 from __future__ import annotations
 
 import argparse
 
-from core.cli import out, print_json, registry_from_args
-from core.discovery.scan import forget, scan
-from core.fit import fit_summary, format_size
-
-
-def say(text: str) -> None:
-    out.print(text, markup=False, highlight=False)
+from modelreg.cli.output import print_json, registry_from_args, say
 
 
 def cmd_scan(args: argparse.Namespace) -> None:
+    from modelreg.discovery.scan import scan
     result = scan(registry_from_args(args), args.paths, stubs=not args.no_stubs)
     if args.json:
         return print_json(result.as_dict())
@@ -28,11 +23,13 @@ def cmd_scan(args: argparse.Namespace) -> None:
 
 
 def cmd_forget(args: argparse.Namespace) -> None:
+    from modelreg.discovery.scan import forget
     for name in forget(registry_from_args(args), args.names):
         say(f"removed {name} from the discovered layer")
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
+    from modelreg.launch.fit import fit_summary, format_size
     registry = registry_from_args(args)
     fit = fit_summary(registry.entry(args.name), registry.settings, args.gpu_mem, args.utilization)
     if args.json:

@@ -1,5 +1,5 @@
-"""Downloads: analyse a Hugging Face repo, fetch a variant with progress (resumable, cancellable), pull through Ollama,
-then discover, stub and rebuild; a partial download never reaches the registry."""
+"""Hugging Face downloads: analyse a repo, fetch a variant with progress (resumable, cancellable) through a staging
+folder, then register it; a partial download never reaches the registry."""
 from __future__ import annotations
 
 import errno
@@ -9,27 +9,25 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
-from core.discovery.gguf_models import group_gguf_files
-from core.discovery.naming import strip_shard_suffix
-from core.errors import BadInput, RegistryError
-from core.fields import STUB_FIELDS
-from core.jobs import JobCancelled
-from core.registry import CONFIG_NEEDED, get_path
-from core.store import atomic_write
+from modelreg.discovery.gguf_models import group_gguf_files
+from modelreg.discovery.hf import MARKER_FILE, TEMPLATE_FILES, read_marker
+from modelreg.discovery.naming import strip_shard_suffix
+from modelreg.download.progress import DownloadError, DownloadProgress, human_size
+from modelreg.download.register import DownloadResult, register_folder
+from modelreg.errors import BadInput, RegistryError
+from modelreg.store import atomic_write
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".onnx_data", ".h5",
                    ".msgpack", ".tflite", ".ot", ".npz")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model")
-TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 # The quantization a GGUF file name carries (llama.cpp's type names, unsloth's `UD-` dynamic prefix).
 GGUF_QUANT = re.compile(
     r"(?<![A-Za-z0-9])((?:UD-)?(?:IQ[1-4]_(?:XXS|XS|S|M|NL)|Q[2-8]_K(?:_(?:XXL|XL|L|M|S))?|Q[4-8]_[01]|TQ[12]_0"
@@ -37,19 +35,7 @@ GGUF_QUANT = re.compile(
 # Preferred default GGUF choice, best first: a good quality/size balance for a single consumer GPU.
 GGUF_PREFERENCE = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "IQ4_XS", "Q4_0", "Q5_K_S", "Q6_K", "Q8_0")
 REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
-OLLAMA_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-OLLAMA_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$")
-OLLAMA_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(?::\d+)?$")
 STAGING_DIR = ".modelreg-downloads"  # dot folder under the models root: scans skip it
-MARKER_FILE = ".modelreg-download.json"  # in a finished folder: repo, commit and the files it holds
-
-
-class DownloadError(RegistryError):
-    """A download that could not finish; the message says why and what to do (the files fetched so far are kept)."""
-
-
-class DownloadCancelled(DownloadError, JobCancelled):
-    """The user cancelled; the finished files are kept and the next run resumes."""
 
 
 # ---- repo analysis ---------------------------------------------------------------------------------------------
@@ -125,14 +111,6 @@ class RepoAnalysis:
         data["total_size"] = self.total_size
         data["login_hint"] = self.login_hint()
         return data
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def gated_message(repo_id: str, anonymous: bool, endpoint: str | None = None) -> str:
@@ -272,8 +250,14 @@ def hub_errors(repo_id: str, revision: str | None, folder: Path | None = None,
                endpoint: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub and network errors into DownloadError/BadInput messages that say what to do."""
     import httpx2
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     kept = (f"; the files finished so far are kept in {folder} and running the same download again resumes"
             if folder else "")
@@ -300,64 +284,6 @@ def hub_errors(repo_id: str, revision: str | None, folder: Path | None = None,
         raise DownloadError(f"download of {repo_id} stopped: network or server failure ({reason}){kept}") from exc
 
 
-# ---- progress and cancel ---------------------------------------------------------------------------------------
-
-@dataclass
-class DownloadProgress:
-    """Live state of one download, written by the download thread and read by a terminal bar or a GUI poller.
-
-    `listeners` are called (with this object) on every change; `cancel()` stops the download at the next chunk.
-    """
-
-    phase: str = "waiting"  # analysing, downloading, verifying, registering, done, failed, cancelled
-    bytes_done: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    files_total: int = 0
-    message: str = ""
-    listeners: list[Callable[["DownloadProgress"], None]] = field(default_factory=list, repr=False)
-    should_cancel: Callable[[], bool] | None = field(default=None, repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def fraction(self) -> float | None:
-        return min(1.0, self.bytes_done / self.bytes_total) if self.bytes_total else None
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set() or bool(self.should_cancel and self.should_cancel())
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def check_cancelled(self) -> None:
-        if self.cancelled:
-            raise DownloadCancelled("download cancelled; the files finished so far are kept and running the same "
-                                    "download again resumes")
-
-    def update(self, **changes: Any) -> None:
-        with self._guard:
-            for key, value in changes.items():
-                setattr(self, key, value)
-        self._notify()
-
-    def add_bytes(self, n: int) -> None:
-        with self._guard:
-            self.bytes_done += n
-        self._notify()
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._guard:
-            return {"phase": self.phase, "bytes_done": self.bytes_done, "bytes_total": self.bytes_total,
-                    "files_done": self.files_done, "files_total": self.files_total, "message": self.message,
-                    "fraction": self.fraction}
-
-    def _notify(self) -> None:
-        for listener in list(self.listeners):
-            listener(self)
-
-
 def _progress_bridge(progress: DownloadProgress) -> type:
     """A tqdm class for snapshot_download that draws nothing and feeds `progress` (bytes, files) and cancel."""
     from huggingface_hub.utils import tqdm as hf_tqdm
@@ -382,23 +308,6 @@ def _progress_bridge(progress: DownloadProgress) -> type:
 
 # ---- Hugging Face download ---------------------------------------------------------------------------------------
 
-@dataclass
-class DownloadResult:
-    """A finished download: where it is and what the registry now holds for it."""
-
-    source: str  # "hf" or "ollama"
-    ref: str  # repo id or Ollama name
-    folder: str
-    names: list[str]
-    stubbed: list[str]
-    to_decide: dict[str, list[str]]
-    notes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def model_folder(root: str | Path, repo_id: str) -> Path:
     """`<root>/<org>/<name>`, refused when it (or a symlink on the way) leads outside the root."""
     org, name = split_repo_id(repo_id)
@@ -417,14 +326,6 @@ def download_root(registry, root: str | Path | None) -> Path:
         return Path(registry.settings.model_roots[0]).expanduser()
     raise BadInput("no folder to download into: pass --to ROOT, or add a folder to `model_roots` in "
                    f"{registry.config_dir / 'settings.json'}")
-
-
-def read_marker(folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((folder / MARKER_FILE).read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _complete_files(folder: Path, wanted: list[RepoFile], marker: dict[str, Any] | None = None) -> set[str]:
@@ -575,130 +476,3 @@ def _remove_empty(path: Path, stop: Path) -> None:
             break
 
 
-# ---- Ollama pull -------------------------------------------------------------------------------------------------
-
-def check_ollama_name(name: str) -> str:
-    """A name the daemon accepts (`[host/][namespace/]model[:tag]`), as Ollama lists it (`:latest` added)."""
-    from core.discovery.ollama_store import DEFAULT_HOST, DEFAULT_NAMESPACE, model_name
-
-    name = name or ""
-    base, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "latest")
-    parts = base.split("/")
-    host, namespace = DEFAULT_HOST, DEFAULT_NAMESPACE
-    if len(parts) == 3:
-        host, namespace, model = parts
-    elif len(parts) == 2:
-        namespace, model = parts
-    else:
-        model = parts[0] if len(parts) == 1 else ""
-    if not (OLLAMA_PART.match(model) and OLLAMA_PART.match(namespace) and OLLAMA_TAG.match(tag)
-            and OLLAMA_HOST.match(host)):
-        raise BadInput(f"{name!r} is not an Ollama model name: use NAME or NAME:TAG (e.g. llama3.2:1b), "
-                       "optionally NAMESPACE/NAME:TAG")
-    return model_name(host, namespace, model, tag)
-
-
-def pull_ollama(registry, name: str, *, host: str | None = None,
-                progress: DownloadProgress | None = None) -> DownloadResult:
-    """Pull `name` through the Ollama daemon (settings.ollama_host), then discover it from the store and stub."""
-    import httpx
-    import ollama
-
-    progress = progress or DownloadProgress()
-    name = check_ollama_name(name)
-    host = host or registry.settings.ollama_host
-    client = ollama.Client(host=host)
-    progress.update(phase="downloading", message=f"pulling {name} through {host}")
-    layers: dict[str, tuple[int, int]] = {}
-    last = None
-    stream = client.pull(name, stream=True)
-    try:
-        for event in stream:
-            progress.check_cancelled()
-            last = event.status
-            if event.digest and event.total:
-                layers[event.digest] = (event.completed or 0, event.total)
-                progress.update(bytes_done=sum(c for c, _ in layers.values()),
-                                bytes_total=sum(t for _, t in layers.values()),
-                                files_total=len(layers), files_done=sum(c >= t for c, t in layers.values()),
-                                message=event.status)
-            else:
-                progress.update(message=event.status or "")
-    except ollama.ResponseError as exc:
-        text = str(exc.error)
-        if "file does not exist" in text or "not found" in text:
-            raise BadInput(f"Ollama has no model {name!r} ({text}): check the name and tag at "
-                           "https://ollama.com/library") from exc
-        raise DownloadError(f"Ollama could not pull {name}: {text}") from exc
-    except (ConnectionError, httpx.ConnectError) as exc:  # the client raises httpx's error when streaming
-        raise DownloadError(f"no Ollama daemon answers at {host}: start it with `ollama serve` or set "
-                            "`ollama_host` in settings") from exc
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"the pull of {name} from {host} broke off ({exc}); run it again to resume "
-                            "(Ollama keeps the finished layers)") from exc
-    finally:
-        stream.close()
-    if last != "success":
-        raise DownloadError(f"the pull of {name} from {host} ended without success (last status: {last!r}); "
-                            "run it again to resume")
-    result = DownloadResult("ollama", name, "", [], [], {})
-    progress.update(phase="registering", message=f"discovering {name} from the Ollama store")
-    register_ollama(registry, name, result)
-    progress.update(phase="done", message=f"{name} pulled")
-    return result
-
-
-# ---- registering what was downloaded -----------------------------------------------------------------------------
-
-def to_decide(registry, name: str) -> list[str]:
-    """What the user still has to decide for a model: stub fields left empty, suggested values to confirm."""
-    entry = registry.entry(name)
-    curated = next((e for e in registry.curated_entries() if e["name"] == name and e.get("profile") is None), {})
-    needed = bool(get_path(entry, CONFIG_NEEDED))
-    items = []
-    for path in STUB_FIELDS:
-        value = get_path(entry, path)
-        if value is None:
-            items.append(f"{path}: not set")
-        elif needed and get_path(curated, path) is not None:
-            items.append(f"{path} = {json.dumps(value)} (suggested; confirm or change)")
-    if needed:
-        items.append(f"{CONFIG_NEEDED} is true until you save your configuration "
-                     f"(`modelreg set {name} PATH VALUE`, or the GUI's editor)")
-    return items
-
-
-def register_folder(registry, folder: Path, result: DownloadResult) -> None:
-    """Scan the downloaded folder into the discovered layer, stub new models with suggestions, rebuild."""
-    from core.discovery.scan import scan
-
-    _record_scan(registry, scan(registry, [folder]), result, f"no model found in {folder}")
-
-
-def register_ollama(registry, name: str, result: DownloadResult) -> None:
-    """Scan Ollama's store (OLLAMA_MODELS or ~/.ollama/models) and register the pulled model."""
-    from core.discovery import ollama_store
-    from core.discovery.scan import default_roots, scan
-
-    stores = [root for root in default_roots(registry.settings) if ollama_store.is_store(root)]
-    if not stores:
-        result.problems.append(f"{name} was pulled, but Ollama's store is not on this machine (no OLLAMA_MODELS, "
-                               "no ~/.ollama/models): set OLLAMA_MODELS to the daemon's models folder and run "
-                               "`modelreg scan`")
-        return
-    report = scan(registry, stores)
-    result.folder = ", ".join(str(s) for s in stores)
-    model_path = ollama_store.MODEL_PATH_PREFIX + name
-    mine = [m for m in report.models if m["path"] == model_path]
-    _record_scan(registry, report, result, f"{name} was pulled but is not in the store at {result.folder}: "
-                                           "is OLLAMA_MODELS the daemon's models folder?", only=mine)
-
-
-def _record_scan(registry, report, result: DownloadResult, nothing: str, only: list | None = None) -> None:
-    models = report.models if only is None else only
-    result.names = [m["name"] for m in models]
-    result.stubbed = [n for n in report.stubs if n in result.names]
-    result.problems += [str(p) for p in report.problems]
-    result.to_decide = {n: to_decide(registry, n) for n in result.names}
-    if not result.names:
-        result.problems.append(nothing)

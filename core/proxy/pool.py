@@ -1,67 +1,26 @@
-"""The OpenAI-compatible proxy: one Registry, routing by name, alias or role, backends started on demand, hot reload."""
+"""The backends one proxy runs: started on demand, restarted on reload, stopped when idle, and their status."""
 from __future__ import annotations
 
 import asyncio
 import collections
-import difflib
-import hmac
-import json
 import os
-import secrets
-import tempfile
 import threading
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, AsyncIterator
-from urllib.parse import quote
+from typing import Any
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
-from core.errors import BadInput, InvalidRegistry, RegistryError, UnknownModel
-from core.launch import LaunchPlan, launch_plan
-from core.proxy_admin import TOKEN_ENV, TOKEN_FILE
-from core.registry import Registry, Snapshot
-from core.supervisor import Backend, BackendStartError, Supervisor
-from core.watch import RegistryWatcher
+from modelreg.errors import InvalidRegistry, RegistryError
+from modelreg.launch.plan import LaunchPlan, launch_plan
+from modelreg.launch.supervisor import Backend, BackendStartError, Supervisor
+from modelreg.proxy.errors import ProxyError
+from modelreg.proxy.routing import EMPTY_ROUTES, Routes
+from modelreg.registry import Registry, Snapshot
+from modelreg.watch import RegistryWatcher
 
-ROLE_PREFIX = "role:"
-ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-# Not passed on from a backend's response: hop-by-hop, or set again by our own server.
-DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"})
 EVENTS_KEPT = 100
-
-
-def ensure_admin_token(config_dir: str | os.PathLike) -> str:
-    """$MODELREG_ADMIN_TOKEN when set, else `<config-dir>/.admin-token`, created (mode 0600) on first run."""
-    from_env = os.environ.get(TOKEN_ENV, "").strip()
-    if from_env:
-        return from_env
-    path = Path(config_dir) / TOKEN_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TOKEN_FILE}.", dir=path.parent)  # mkstemp creates mode 0600
-        try:
-            os.write(fd, (secrets.token_urlsafe(32) + "\n").encode())
-            os.fsync(fd)
-            os.close(fd)
-            try:
-                os.link(tmp, path)  # create-if-absent with its content: a proxy starting at once keeps ours
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(tmp)
-    token = path.read_text(encoding="utf-8").strip()
-    if not token:
-        raise BadInput(f"{path} is empty; delete it so the proxy creates a new token, or set ${TOKEN_ENV}")
-    return token
 
 
 def _iso(stamp: float | None) -> str | None:
@@ -71,114 +30,6 @@ def _iso(stamp: float | None) -> str | None:
 def _exclusive_group(entry: dict | None) -> str | None:
     group = ((entry or {}).get("backend_config") or {}).get("exclusive_group")
     return group if isinstance(group, str) and group else None
-
-
-class ProxyError(Exception):
-    """An answer other than success, in OpenAI's error shape: {"error": {"message", "type", ...details}}."""
-
-    def __init__(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None, **details: Any):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.headers, self.details = status, message, kind, headers, details
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"message": self.message, "type": self.kind, "code": self.status,
-                                       **self.details}}, status_code=self.status, headers=self.headers)
-
-
-@dataclass(frozen=True)
-class Routes:
-    """One merged snapshot and the alias index built from it; a reload swaps the whole object in one step."""
-
-    snapshot: Snapshot
-    by_name: dict[str, dict]
-    aliases: dict[str, str]
-    warnings: tuple[str, ...]
-    aliases_of: dict[str, list[str]] = field(default_factory=dict)  # model name -> its aliases, for /v1/models
-    role_model: dict[str, str] = field(default_factory=dict)  # role -> the model `role:<role>` routes to
-
-    @classmethod
-    def build(cls, snapshot: Snapshot) -> "Routes":
-        by_name = snapshot.by_name
-        aliases: dict[str, str] = {}
-        warnings = []
-        for entry in snapshot.entries:
-            for alias in entry.get("model_aliases") or []:
-                if not isinstance(alias, str) or not alias or alias == entry["name"]:
-                    continue
-                if alias in by_name:
-                    warnings.append(f"alias {alias!r} of {entry['name']!r} is also a model's name; the model wins")
-                elif alias in aliases:
-                    warnings.append(f"alias {alias!r} is claimed by {aliases[alias]!r} and {entry['name']!r}; "
-                                    f"{aliases[alias]!r} wins")
-                else:
-                    aliases[alias] = entry["name"]
-        aliases_of: dict[str, list[str]] = {}
-        for alias, name in aliases.items():
-            aliases_of.setdefault(name, []).append(alias)
-        return cls(snapshot, by_name, aliases, tuple(warnings), aliases_of, _role_models(snapshot.entries))
-
-    @property
-    def revision(self) -> str:
-        return self.snapshot.revision
-
-    def resolve(self, model: str) -> str:
-        """The model name a request's `model` means: a name, an alias, or `role:<role>`; UnknownModel otherwise."""
-        if model in self.by_name:
-            return model
-        if model in self.aliases:
-            return self.aliases[model]
-        if model.startswith(ROLE_PREFIX):
-            chosen = self.for_role(model[len(ROLE_PREFIX):])
-            if chosen:
-                return chosen
-        close = difflib.get_close_matches(model, self.choices(), n=5, cutoff=0.4)
-        raise UnknownModel(model, close)
-
-    def for_role(self, role: str) -> str | None:
-        """The usable model with this role and the highest role_priority for it (ties: by name)."""
-        return self.role_model.get(role)
-
-    def choices(self) -> list[str]:
-        roles = {f"{ROLE_PREFIX}{role}" for e in self.snapshot.entries for role in _roles(e)}
-        return [*self.by_name, *self.aliases, *sorted(roles)]
-
-
-# generation_defaults keys -> the request field each fills when the client leaves it out
-REQUEST_DEFAULTS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
-                    "min_p": "min_p", "frequency_penalty": "frequency_penalty",
-                    "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty",
-                    "seed": "seed", "stop_sequences": "stop"}
-
-
-def with_generation_defaults(payload: dict, entry: dict) -> dict:
-    """The request with the model's curated generation_defaults filled in where the client set nothing."""
-    defaults = entry.get("generation_defaults") or {}
-    added = {field: defaults[key] for key, field in REQUEST_DEFAULTS.items()
-             if defaults.get(key) not in (None, []) and field not in payload}
-    return {**payload, **added} if added else payload
-
-
-def _role_models(entries: list[dict]) -> dict[str, str]:
-    """For every role, the usable (not deprecated, not missing) model with the highest role_priority (ties: name)."""
-    best: dict[str, tuple[float, str]] = {}
-    for entry in entries:
-        if entry.get("deprecated") or entry.get("missing"):
-            continue
-        for role in _roles(entry):
-            value = (entry.get("role_priority") or {}).get(role, 0)
-            priority = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-            rank = (-priority, entry["name"])
-            if role not in best or rank < best[role]:
-                best[role] = rank
-    return {role: rank[1] for role, rank in best.items()}
-
-
-def _roles(entry: dict) -> list[str]:
-    roles = entry.get("roles")
-    return [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
-
-
-EMPTY_ROUTES = Routes(Snapshot([], ""), {}, {}, ())
 
 
 @dataclass
@@ -212,15 +63,15 @@ class Failure:
     error: ProxyError
 
 
-class Proxy:
-    """Serves the merged snapshot of exactly one Registry object; the ASGI app is `create_app(proxy)`."""
+class BackendPool:
+    """The merged snapshot one Registry serves, and the backends started for it: on demand, restarted when their
+    launch changes, stopped when idle; starts and stops of one exclusive group happen one at a time."""
 
     def __init__(self, registry: Registry, supervisor: Supervisor | None = None, debounce: float = 0.05,
                  reap_interval: float = 1.0):
         self.registry = registry
         self.settings = registry.settings
         self.supervisor = supervisor or Supervisor.for_registry(registry)
-        self.admin_token = ensure_admin_token(registry.config_dir)
         self.routes: Routes = EMPTY_ROUTES
         self.loaded_at: float | None = None
         self.last_reload: dict[str, Any] = {}
@@ -522,142 +373,3 @@ class Proxy:
                 "stale_reason": run.stale, "in_flight": run.in_flight,
                 "last_request_at": _iso(run.last_request_at), "revision": run.revision, "base_url": plan.base_url,
                 "served_model_id": plan.served_model_id, "log_path": str(run.handle.log_path)}
-
-    # ---- HTTP -------------------------------------------------------------------------------------------------------
-    def _require_bearer(self, request: Request, secret: str, what: str) -> None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret.encode()):
-            raise ProxyError(401, f"{what} required: send `Authorization: Bearer <{what}>`", "unauthorized",
-                             headers={"WWW-Authenticate": "Bearer"})
-
-    def _check_api_key(self, request: Request) -> None:
-        if self.settings.proxy_api_key:
-            self._require_bearer(request, self.settings.proxy_api_key, "API key")
-
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.settings.max_request_bytes
-        declared = request.headers.get("content-length", "")
-        too_large = ProxyError(413, f"request body over the limit of {limit} bytes (setting max_request_bytes)",
-                               "request_too_large")
-        if declared.isdigit() and int(declared) > limit:
-            raise too_large
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def list_models(self, request: Request) -> Response:
-        self._check_api_key(request)
-        routes = self.routes
-        data = []
-        for entry in routes.snapshot.entries:
-            if entry.get("deprecated"):
-                continue
-            name = entry["name"]
-            run = self.running.get(name)
-            data.append({"id": name, "object": "model", "created": int(self.loaded_at or 0), "owned_by": "modelreg",
-                         "aliases": routes.aliases_of.get(name, []), "roles": _roles(entry),
-                         "backend": entry.get("backend"), "display_name": entry.get("display_name"),
-                         "running": bool(run and run.ready)})
-        return JSONResponse({"object": "list", "data": data}, headers={"x-modelreg-revision": routes.revision})
-
-    async def forward(self, request: Request) -> Response:
-        """Route one OpenAI request to its model's backend and relay the answer (SSE chunk by chunk)."""
-        self._check_api_key(request)
-        body = await self._read_body(request)
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            raise ProxyError(400, "the request body is not valid JSON", "invalid_request_error") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
-            raise ProxyError(400, "the request needs a string `model` (a name, an alias or role:<role>)",
-                             "invalid_request_error")
-        routes = self.routes
-        try:
-            name = routes.resolve(payload["model"])
-        except UnknownModel as exc:
-            raise ProxyError(404, str(exc), "model_not_found", close=exc.close) from None
-        run = await self.acquire(name)
-        plan = run.handle.plan
-        outgoing = payload if request.url.path.endswith("/embeddings") else \
-            with_generation_defaults(payload, routes.by_name[name])
-        if outgoing is not payload or payload["model"] != plan.served_model_id:
-            # the backend knows its served name only (the request may name an alias or a role)
-            body = json.dumps({**outgoing, "model": plan.served_model_id}).encode()
-        headers = {"content-type": "application/json", "accept": request.headers.get("accept", "*/*")}
-        upstream_request = self.client.build_request("POST", plan.base_url + request.url.path, content=body,
-                                                     headers=headers)
-        try:
-            upstream = await self.client.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
-            self.release(run)
-            raise ProxyError(502, f"backend of {name!r} at {plan.base_url} failed: {type(exc).__name__}: {exc}",
-                             "backend_error", model=name) from exc
-        reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROPPED_HEADERS}
-        reply_headers["x-modelreg-model"] = quote(name, safe="()[]:/@+,;=!*'")
-        reply_headers["x-modelreg-revision"] = routes.revision
-        if upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            return StreamingResponse(self._relay(upstream, run), status_code=upstream.status_code,
-                                     headers=reply_headers)
-        try:
-            data = b"".join([chunk async for chunk in upstream.aiter_raw()])
-        except httpx.HTTPError as exc:
-            raise ProxyError(502, f"backend of {name!r} broke off its answer: {type(exc).__name__}: {exc}",
-                             "backend_error", model=name) from exc
-        finally:
-            await upstream.aclose()
-            self.release(run)
-        return Response(data, status_code=upstream.status_code, headers=reply_headers)
-
-    async def _relay(self, upstream: httpx.Response, run: Running) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-        finally:
-            await upstream.aclose()
-            self.release(run)
-
-    async def status_endpoint(self, request: Request) -> Response:
-        self._require_bearer(request, self.admin_token, "admin token")
-        return JSONResponse(self.status())
-
-    async def reload_endpoint(self, request: Request) -> Response:
-        self._require_bearer(request, self.admin_token, "admin token")
-        restart = request.query_params.get("restart")
-        if restart not in (None, "", "idle", "now"):
-            raise ProxyError(400, f"restart={restart!r}: use restart=now (or leave it out: restart when idle)",
-                             "invalid_request_error")
-        return JSONResponse(await self.reload("admin", restart_now=restart == "now"))  # `ok` says how it went
-
-    async def health(self, request: Request) -> Response:
-        return JSONResponse({"ok": True, "revision": self.routes.revision})
-
-
-def create_app(proxy: Proxy) -> Starlette:
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await proxy.startup()
-        try:
-            yield
-        finally:
-            await proxy.shutdown()
-
-    async def on_proxy_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ProxyError)
-        return exc.response()
-
-    routes = [Route("/v1/models", proxy.list_models, methods=["GET"]),
-              *(Route(path, proxy.forward, methods=["POST"]) for path in ROUTED_PATHS),
-              Route("/admin/status", proxy.status_endpoint, methods=["GET"]),
-              Route("/admin/reload", proxy.reload_endpoint, methods=["POST"]),
-              Route("/health", proxy.health, methods=["GET"])]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ProxyError: on_proxy_error})
-
-
-def serve(registry: Registry, host: str = "127.0.0.1", port: int = 8100) -> None:
-    """Run the proxy until SIGINT/SIGTERM; every backend it started is stopped on the way out."""
-    uvicorn.run(create_app(Proxy(registry)), host=host, port=port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=5)

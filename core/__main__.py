@@ -1,0 +1,6 @@
+"""`python -m modelreg`: the command line."""
+import sys
+
+from modelreg.cli.main import main
+
+sys.exit(main())

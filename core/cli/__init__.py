@@ -1,0 +1,1 @@
+"""The `modelreg` command line: thin wrappers over the library."""

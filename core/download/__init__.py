@@ -1,0 +1,1 @@
+"""Downloads: Hugging Face Hub and Ollama pulls, progress, registering what was downloaded."""

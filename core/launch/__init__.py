@@ -1,0 +1,1 @@
+"""Starting models: flags and argv, backends, supervisor, logs, fit estimate, diagnosis, launch test."""

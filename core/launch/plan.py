@@ -1,0 +1,196 @@
+"""Turns a merged registry entry into how its backend is started: the only code that builds launch commands."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelreg.errors import BadInput
+from modelreg.launch.backends import (
+    LLAMA_CPP,
+    LLAMA_CPP_PYTHON,
+    OLLAMA,
+    PROCESS_BACKENDS,
+    SPECS,
+    VLLM,
+    canonical_backend,
+    is_projector_name,
+)
+from modelreg.launch.fit import fit_summary
+from modelreg.launch.flags import check_extra_args, flag_value
+from modelreg.paths import get_path
+from modelreg.settings import Settings
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How to start one model: the argv for a process backend, or the daemon request for Ollama."""
+
+    name: str
+    backend: str
+    argv: list[str]
+    host: str
+    port: int | None
+    base_url: str  # where clients reach the OpenAI-compatible API (without /v1)
+    ready_url: str | None
+    served_model_id: str
+    ready_timeout: float
+    vision: bool = False
+    ollama_model: str | None = None
+    ollama_options: dict[str, Any] = field(default_factory=dict)
+    fit_max_context: int | None = None  # the fit estimate's largest context, for diagnoses
+    entry: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_process(self) -> bool:
+        return self.backend in PROCESS_BACKENDS
+
+    @property
+    def signature(self) -> str:
+        """Changes exactly when what would be started changes (the proxy restarts a backend whose signature moved)."""
+        return json.dumps([self.backend, self.argv, self.ollama_model, self.ollama_options], sort_keys=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("entry")
+        return data
+
+
+def _served_model_id(entry: dict) -> str | None:
+    value = entry.get("served_model_id")
+    # the upstream files hold the string "None" where their writer stringified a missing id
+    return value if isinstance(value, str) and value.strip() and value not in ("None", "null") else None
+
+
+def _context_window(entry: dict) -> int | None:
+    value = get_path(entry, "generation_defaults.context_window")
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def _model_file(name: str, backend: str, model_path: Any) -> str:
+    if not isinstance(model_path, str) or not model_path:
+        raise BadInput(f"model {name!r} has no backend_config.model_path; set it with "
+                       f"`modelreg set {name} backend_config.model_path /path/to/model`")
+    if backend in (LLAMA_CPP, LLAMA_CPP_PYTHON):
+        folder = Path(model_path).expanduser()
+        if folder.is_dir():
+            ggufs = sorted(p for p in folder.glob("*.gguf") if not is_projector_name(p.name))
+            if len(ggufs) != 1:
+                raise BadInput(f"model {name!r}: backend_config.model_path {model_path} is a folder with "
+                               f"{len(ggufs)} model .gguf files; point it at one file")
+            return str(ggufs[0])
+    return str(Path(model_path).expanduser()) if model_path.startswith("~") else model_path
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _ollama_options(name: str, entry: dict, extra_args: list[str]) -> dict[str, Any]:
+    """Ollama load/run options: generation defaults the daemon understands, then extra_args (`--num-ctx 4096`)."""
+    from ollama._types import Options  # the client's own list of option names
+
+    known = set(Options.model_fields)
+    options: dict[str, Any] = {}
+    defaults = get_path(entry, "generation_defaults", {}) or {}
+    for key, value in defaults.items():
+        if key in known and value is not None:
+            options[key] = value
+    if _context_window(entry):
+        options["num_ctx"] = _context_window(entry)
+    index = 0
+    while index < len(extra_args):
+        token = extra_args[index]
+        if not token.startswith("--"):
+            raise BadInput(f"model {name!r}: extra_args for ollama must be `--option value` pairs; "
+                           f"{token!r} is not an option")
+        key, _, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in known:
+            raise BadInput(f"model {name!r}: extra_args option {token.split('=', 1)[0]} is not an Ollama option "
+                           f"(known: {', '.join(sorted(known))})")
+        if not value:
+            index += 1
+            value = extra_args[index]
+        options[key] = _parse_scalar(value)
+        index += 1
+    return options
+
+
+def _parse_scalar(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _fit_max_context(entry: dict[str, Any], settings: Settings) -> int | None:
+    try:
+        fit = fit_summary(entry, settings)
+    except BadInput:
+        return None  # the fit is advice for diagnoses; a bad gpu_memory setting is reported by `modelreg fit`
+    return (fit.get("max_context") or None) if fit.get("known") else None
+
+
+def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
+    """How to start this merged entry under these (profile-applied) settings; BadInput says what to fix."""
+    name = entry.get("name") or "?"
+    backend = canonical_backend(entry.get("backend"), name)
+    config = entry.get("backend_config") or {}
+    spec = SPECS[backend]
+    extra = check_extra_args(name, backend, config.get("extra_args"))
+    served = _served_model_id(entry) or name
+    timeout = float(config.get("ready_timeout") or settings.ready_timeout)
+    vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
+
+    if backend == OLLAMA:
+        base_url = (config.get("base_url") or settings.ollama_host).rstrip("/")
+        model = _served_model_id(entry) or str(config.get("model_path") or name).removeprefix("ollama:/")
+        return LaunchPlan(name=name, backend=backend, argv=[], host=base_url, port=None, base_url=base_url,
+                          ready_url=None, served_model_id=model, ready_timeout=timeout, vision=vision,
+                          ollama_model=model, ollama_options=_ollama_options(name, entry, extra),
+                          fit_max_context=_fit_max_context(entry, settings), entry=entry)
+
+    port = config.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise BadInput(f"model {name!r} has no usable backend_config.port ({port!r}); set one with "
+                       f"`modelreg set {name} backend_config.port 24001`")
+    host = config.get("host") or settings.backend_host
+    model_file = _model_file(name, backend, config.get("model_path"))
+    # a profile that overrides `executables` for one backend keeps the defaults of the others
+    executable = settings.executables.get(backend) or Settings.model_fields["executables"].default_factory()[backend]
+    context = _context_window(entry)
+    if flag_value(extra, spec.context_flag, backend) is not None:
+        context = None  # extra_args set it; they win over the generation default
+
+    if backend == VLLM:
+        argv = [executable, "serve", model_file, "--host", host, "--port", str(port), "--served-model-name", served]
+        if context:
+            argv += ["--max-model-len", str(context)]
+        if flag_value(extra, "--gpu-memory-utilization", backend) is None:
+            argv += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
+    elif backend == LLAMA_CPP:
+        argv = [executable, "-m", model_file, "--host", host, "--port", str(port), "--alias", served]
+        if context:
+            argv += ["-c", str(context)]
+    else:
+        argv = [executable, "-m", "llama_cpp.server", "--model", model_file, "--host", host, "--port", str(port),
+                "--model_alias", served]
+        if context:
+            argv += ["--n_ctx", str(context)]
+    argv += extra
+    base_url = f"http://{_connect_host(host)}:{port}"
+    return LaunchPlan(name=name, backend=backend, argv=argv, host=host, port=port, base_url=base_url,
+                      ready_url=base_url + spec.ready_path, served_model_id=served, ready_timeout=timeout,
+                      vision=vision, fit_max_context=_fit_max_context(entry, settings), entry=entry)
+
+
+def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:
+    """The argv that starts this entry (empty for Ollama, which runs in its daemon)."""
+    return launch_plan(entry, settings).argv

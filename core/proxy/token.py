@@ -1,0 +1,54 @@
+"""The proxy's admin token: created once per registry folder (mode 0600), or given in $MODELREG_ADMIN_TOKEN."""
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from modelreg.errors import BadInput
+
+TOKEN_ENV = "MODELREG_ADMIN_TOKEN"
+TOKEN_FILE = ".admin-token"
+
+
+def ensure_admin_token(config_dir: str | os.PathLike) -> str:
+    """$MODELREG_ADMIN_TOKEN when set, else `<config-dir>/.admin-token`, created (mode 0600) on first run."""
+    from_env = os.environ.get(TOKEN_ENV, "").strip()
+    if from_env:
+        return from_env
+    path = Path(config_dir) / TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TOKEN_FILE}.", dir=path.parent)  # mkstemp creates mode 0600
+        try:
+            os.write(fd, (secrets.token_urlsafe(32) + "\n").encode())
+            os.fsync(fd)
+            os.close(fd)
+            try:
+                os.link(tmp, path)  # create-if-absent with its content: a proxy starting at once keeps ours
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise BadInput(f"{path} is empty; delete it so the proxy creates a new token, or set ${TOKEN_ENV}")
+    return token
+
+
+def admin_token(config_dir: str | os.PathLike) -> str | None:
+    """MODELREG_ADMIN_TOKEN when set, else `<config-dir>/.admin-token` (the proxy creates it on first run)."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token.strip()
+    path = Path(config_dir) / TOKEN_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def token_source(config_dir: str | os.PathLike) -> str:
+    """Where admin_token reads the token from: the environment variable, or the token file."""
+    return f"${TOKEN_ENV}" if os.environ.get(TOKEN_ENV) else str(Path(config_dir) / TOKEN_FILE)

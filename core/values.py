@@ -1,0 +1,88 @@
+"""Text a person typed (a command-line VALUE, a GUI field) to a field's value and back: one parser for every kind."""
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from modelreg.errors import BadInput
+
+NOT_SET = "(not set)"
+
+
+def format_value(value: Any, kind: str = "auto") -> str:
+    """The text a person would type for `value` (the inverse of parse_value)."""
+    if value is None:
+        return NOT_SET if kind in ("bool", "backend") else ""
+    if kind == "args":
+        return shlex.join(str(v) for v in value) if isinstance(value, list) else str(value)
+    if kind == "list":
+        return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind in ("json", "auto") and not isinstance(value, str):
+        return json.dumps(value, indent=2 if kind == "json" else None, ensure_ascii=False)
+    return str(value)
+
+
+def _json(text: str, label: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+def parse_value(text: str, kind: str = "auto", label: str = "value") -> Any:
+    """Typed text to a value of `kind` (see modelreg.fields.FIELD_KINDS). An empty field is None (no value in
+    this layer), except for `auto`, which gives JSON when the text parses and the plain string otherwise.
+    BadInput names the field and what to write."""
+    if kind == "auto":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    text = (text or "").strip()
+    if text in ("", NOT_SET):
+        return None
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise BadInput(f"{label}: {text!r} is not a whole number; write e.g. 24001") from None
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise BadInput(f"{label}: {text!r} is not a number; write e.g. 600") from None
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            raise BadInput(f"{label}: {text!r} is not true or false")
+        return text.lower() == "true"
+    if kind == "args":
+        return _args(text, label)
+    if kind == "list":
+        if text.startswith("["):
+            return _string_list(_json(text, label), label)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if kind == "json":
+        value = _json(text, label)
+        if not isinstance(value, dict):
+            raise BadInput(f"{label}: expected a JSON object {{...}}, got {type(value).__name__}")
+        return value
+    return text
+
+
+def _args(text: str, label: str) -> list[str]:
+    """Command-line arguments written as a JSON list of strings or as shell text."""
+    if text.startswith("["):
+        return _string_list(_json(text, label), label)
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise BadInput(f"{label}: cannot split {text!r} with shell rules ({exc}); close the quote") from None
+
+
+def _string_list(value: Any, label: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadInput(f'{label}: expected a JSON list of strings such as ["--max-model-len", "4096"]')
+    return value
