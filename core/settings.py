@@ -16,6 +16,7 @@ from modelreg.store import atomic_write, registry_lock
 from modelreg.values import parse_size
 
 SETTINGS_FILE = "settings.json"
+PROXY_URL_ENV = "MODELREG_PROXY_URL"  # set by `modelreg up` for the GUI: where the proxy it started really listens
 
 
 def _default_executables() -> dict[str, str]:

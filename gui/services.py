@@ -1,6 +1,7 @@
 """Cached services every page shares: the registry per config dir and profile, merges, jobs, the proxy client."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -10,13 +11,14 @@ from modelreg.jobs import Job, JobRegistry
 from modelreg.launch.launch_test import start_launch_test_job
 from modelreg.proxy.client import ProxyAdmin, ProxyUnreachable, reload_report
 from modelreg.registry import Merged, Registry, default_config_dir
-from modelreg.settings import SETTINGS_FILE
+from modelreg.settings import PROXY_URL_ENV, SETTINGS_FILE
 from modelreg.store import file_stamp
 from modelreg.views.models import ModelRow, model_rows
 
 PROFILE_KEY = "active_profile"
 LAUNCH_JOB_KEY = "launch_job"
 SCAN_JOB_KEY = "scan_job"
+SCAN_REQUEST_KEY = "scan_request"
 
 
 def config_dir() -> Path:
@@ -87,8 +89,19 @@ def _proxy(url: str, folder: str) -> ProxyAdmin:
     return ProxyAdmin(url, folder, timeout=5.0)
 
 
+def proxy_url() -> str:
+    """Where the proxy is: the one `modelreg up` started (it says so in the environment), else `proxy_url`."""
+    return os.environ.get(PROXY_URL_ENV) or registry().settings.proxy_url
+
+
+def proxy_url_mismatch() -> str | None:
+    """The proxy's actual address when it differs from the `proxy_url` setting (then the GUI offers the fix)."""
+    actual = os.environ.get(PROXY_URL_ENV)
+    return actual if actual and actual.rstrip("/") != registry().settings.proxy_url.rstrip("/") else None
+
+
 def proxy() -> ProxyAdmin:
-    return _proxy(registry().settings.proxy_url, str(config_dir()))
+    return _proxy(proxy_url(), str(config_dir()))
 
 
 def proxy_status() -> tuple[dict | None, str | None]:
@@ -110,23 +123,27 @@ def start_launch_test(name: str) -> str:
     return job.id
 
 
-def start_rescan() -> str:
-    """Scan the model roots in the background (discovered facts, stubs for new models, rebuild, proxy reload)."""
+def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> str:
+    """Scan `paths` (default: the model roots) in the background: discovered facts, stubs for new models, rebuild,
+    proxy reload; a dry run writes nothing and says what a scan would change."""
     reg, admin = registry(), proxy()
+    roots = paths or [str(r) for r in default_roots(reg.settings)]
 
     def work(job: Job) -> ScanResult:
-        job.set_progress(None, "scanning " + ", ".join(str(r) for r in default_roots(reg.settings)))
-        result = scan(reg)
+        job.set_progress(None, ("dry run: " if dry_run else "scanning ") + ", ".join(roots))
+        result = scan(reg, paths or None, dry_run=dry_run)
         for model in result.models:
             job.log(f"{model['status']:>9}  {model['name']}  ({model['format']}, {model['path']})")
         for name in result.missing:
             job.log(f"  missing  {name}")
         for problem in result.problems:
             job.log(f"  problem  {problem}")
-        job.log(f"stubs created: {', '.join(result.stubs) or 'none'}")
-        job.log(reload_report(admin, reg.snapshot().revision).message)
+        job.log(f"stubs {'to create' if dry_run else 'created'}: {', '.join(result.stubs) or 'none'}")
+        if not dry_run:
+            job.log(reload_report(admin, reg.snapshot().revision).message)
         return result
 
-    job = jobs().start("scan", work, key=str(reg.config_dir), title="rescan")
+    job = jobs().start("scan", work, key=str(reg.config_dir), title="dry run" if dry_run else "rescan")
     st.session_state[SCAN_JOB_KEY] = job.id
+    st.session_state[SCAN_REQUEST_KEY] = {"job": job.id, "paths": paths, "dry_run": dry_run}
     return job.id

@@ -1,5 +1,5 @@
 """Pieces several pages share: the layer legend, the model picker, field inputs, save-then-reload, a polled job
-panel, a launch command and a launch test's outcome."""
+panel, a launch command and a launch test's outcome, the settings writer's outcome, and a model's row actions."""
 from __future__ import annotations
 
 import shlex
@@ -7,24 +7,29 @@ from typing import Callable
 
 import streamlit as st
 
+from modelreg.discovery.scan import removal_plan, remove_model
+from modelreg.download.progress import human_size
 from modelreg.errors import ConflictError, InvalidRegistry, RegistryError
 from modelreg.gui import services
 from modelreg.jobs import Job
 from modelreg.launch.plan import LaunchPlan
-from modelreg.proxy.client import ReloadReport, reload_report
+from modelreg.proxy.client import ProxyUnreachable, ReloadReport, reload_report
 from modelreg.registry import Snapshot
+from modelreg.settings import save_setting
 from modelreg.values import NOT_SET
 from modelreg.views import editor as editing
-from modelreg.views.models import LAYER_COLORS
+from modelreg.views.models import LAYER_COLORS, LAYER_CUES
 
 MODEL_KEY = "model"
 REPORT_KEY = "last_save_report"
 
 
 def legend(classes: tuple[str, ...] = ("discovered", "curated", "override", "profile", "legacy", "unset")) -> None:
+    """The layer colors, each with the letter cells carry beside their value (so color is not the only cue)."""
     chips = " ".join(
         f'<span data-layer="{cls}" style="background:{LAYER_COLORS[cls][1]};color:#1f2328;padding:2px 8px;'
-        f'border-radius:4px;margin-right:6px;border:1px solid #d0d7de">{LAYER_COLORS[cls][0]}</span>'
+        f'border-radius:4px;margin-right:6px;border:1px solid #d0d7de">'
+        f'{LAYER_CUES.get(cls, "")} {LAYER_COLORS[cls][0]}</span>'
         for cls in classes)
     st.markdown(chips, unsafe_allow_html=True)
 
@@ -34,8 +39,10 @@ def registry_problem(exc: InvalidRegistry) -> None:
              + "\n".join(f"- {p}" for p in exc.problems))
 
 
-def model_picker(names: list[str], label: str = "Model", key: str = "picker") -> str | None:
-    """A select box bound to the session's selected model (shared by every page)."""
+def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: set[str] = frozenset(),
+                 ) -> str | None:
+    """A select box bound to the session's selected model (shared by every page); `marked` models show a dot
+    (the editor's unsaved edits)."""
     if not names:
         st.info("The registry has no models yet: run a scan on the Settings page.")
         return None
@@ -44,7 +51,8 @@ def model_picker(names: list[str], label: str = "Model", key: str = "picker") ->
         current = st.session_state[MODEL_KEY] = names[0]
     if st.session_state.get(key) != current:
         st.session_state[key] = current
-    st.selectbox(label, names, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}))
+    st.selectbox(label, names, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}),
+                 format_func=lambda n: f"● {n} (unsaved edits)" if n in marked else n)
     return current
 
 
@@ -127,12 +135,14 @@ def job_panel(job_id: str | None, describe: Callable[[Job], None], every: float 
             st.progress(job.progress or 0.0, text=job.message or f"{job.title}: running {job.elapsed:.0f}s")
             if st.button("Cancel", key=f"cancel:{job.id}"):
                 job.cancel()
-        st.code("\n".join(job.lines(40)) or "(no output yet)", language="log", wrap_lines=True)
-        if not job.running:
-            if not st.session_state.get(f"seen:{job.id}"):
-                st.session_state[f"seen:{job.id}"] = True
-                st.rerun(scope="app")  # stop polling: the next full run defines the panel without run_every
-            describe(job)
+            st.code("\n".join(job.lines(40)) or "(no output yet)", language="log", wrap_lines=True)
+            return
+        if not st.session_state.get(f"seen:{job.id}"):
+            st.session_state[f"seen:{job.id}"] = True
+            st.rerun(scope="app")  # stop polling: the next full run defines the panel without run_every
+        describe(job)  # the verdict first, the log below it
+        with st.expander(f"Log ({len(job.lines())} lines)"):
+            st.code("\n".join(job.lines(200)) or "(no output)", language="log", wrap_lines=True)
 
     panel()
 
@@ -161,3 +171,76 @@ def launch_outcome(name: str, finished: Job) -> None:
         st.caption(f"log: `{result.log_path}`")
     if not result.ok and result.log_tail:
         st.code(result.log_tail, language="log", wrap_lines=True)
+
+
+SETTING_KEY = "last_setting_outcome"
+
+
+def write_setting(name: str, value, profile: str | None = None) -> None:
+    """Button callback: one setting through the core's settings writer; the outcome shows on the next run."""
+    where = f" for profile {profile}" if profile else ""
+    try:
+        save_setting(services.config_dir(), name, value, profile)
+    except RegistryError as exc:
+        st.session_state[SETTING_KEY] = ("error", f"Not saved: {exc}")
+        return
+    st.session_state[SETTING_KEY] = ("success", f"Saved `{name}`{where} in settings.json (the proxy reads settings "
+                                                "when it starts: restart it to apply them there).")
+
+
+def show_setting_outcome() -> None:
+    outcome = st.session_state.pop(SETTING_KEY, None)
+    if outcome:
+        (st.error if outcome[0] == "error" else st.success)(outcome[1])
+
+
+def row_actions(name: str, running: bool) -> None:
+    """Edit, diff, launch test, stop (when the proxy runs it) and remove, for the selected model."""
+    edit, diff, launch, stop, remove = st.columns(5)
+    if edit.button("Open in editor", key="open_editor", icon=":material/edit:", width="stretch"):
+        st.switch_page("editor_page.py")
+    if diff.button("Layer diff", key="open_diff", icon=":material/difference:", width="stretch"):
+        st.switch_page("diff_page.py")
+    if launch.button("Launch test", key="open_launch", icon=":material/rocket_launch:", width="stretch"):
+        st.switch_page("launch_page.py")
+    if stop.button("Stop", key="row_stop", icon=":material/stop_circle:", disabled=not running, width="stretch",
+                   help="stop the backend the proxy runs for this model" if running else "not running in the proxy"):
+        stop_backend(name)
+    if remove.button("Remove…", key="row_remove", icon=":material/delete:", width="stretch"):
+        remove_dialog(name)
+
+
+def stop_backend(name: str) -> None:
+    """Ask the proxy to unload one backend; the outcome shows as a toast."""
+    try:
+        services.proxy().unload(name)
+        st.toast(f"Stopped {name}", icon=":material/stop_circle:")
+    except ProxyUnreachable as exc:
+        st.toast(f"Could not stop {name}: {exc}", icon=":material/error:")
+
+
+@st.dialog("Remove a model")
+def remove_dialog(name: str) -> None:
+    reg = services.registry()
+    plan = removal_plan(reg, name)
+    st.markdown(f"Forget **{name}**'s discovered entry (a later scan of its folder finds it again).")
+    delete = st.checkbox(f"Also delete its files: `{plan['path']}` ({human_size(plan['size_bytes'] or 0)})"
+                         if plan["deletable"] else f"Delete its files (not possible: {plan['why_not']})",
+                         key="remove_files", disabled=not plan["deletable"])
+    drop = st.checkbox(f"Also remove its curated configuration ({plan['curated_entries']} entr"
+                       f"{'y' if plan['curated_entries'] == 1 else 'ies'}; kept in history)",
+                       key="remove_curated", disabled=not plan["curated_entries"])
+    if delete:
+        st.warning(f"This deletes `{plan['path']}` ({human_size(plan['size_bytes'] or 0)}) from disk for good.")
+    if st.button("Remove" + (" and delete files" if delete else ""), type="primary", key="remove_confirm",
+                 disabled=not plan["discovered"] and not drop):
+        try:
+            done = remove_model(reg, name, delete_files=delete, drop_curated=drop)
+        except RegistryError as exc:
+            st.error(str(exc))
+            return
+        report = reload_report(services.proxy(), reg.snapshot().revision)
+        st.session_state[REPORT_KEY] = report
+        st.session_state.pop(MODEL_KEY, None)
+        st.toast(f"Removed {name}" + (f"; deleted {done['deleted']}" if done["deleted"] else ""))
+        st.rerun()

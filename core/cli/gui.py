@@ -14,7 +14,6 @@ from pathlib import Path
 from modelreg.errors import BadInput
 
 DEFAULT_PORT = 8501
-PROXY_URL_ENV = "MODELREG_PROXY_URL"  # set by `modelreg up`: where the proxy it started really listens
 
 
 def app_path() -> Path:
@@ -51,6 +50,7 @@ def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool
 def gui_env(config_dir: str | None, profile: str | None, proxy_url: str | None = None) -> dict[str, str]:
     """The app reads its registry folder (and profile, and the proxy `modelreg up` started) from the environment."""
     from modelreg.registry import default_config_dir
+    from modelreg.settings import PROXY_URL_ENV
 
     env = dict(os.environ)
     env["MODELREG_CONFIG_DIR"] = str((Path(config_dir) if config_dir else default_config_dir()).resolve())
