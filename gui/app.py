@@ -22,6 +22,7 @@ sections = {
     "System": [st.Page("settings_page.py", title="Settings & status", icon=":material/settings:")],
 }
 
+st.html("<style>.block-container{padding-left:2rem;padding-right:2rem;padding-top:2.5rem}</style>")
 with st.sidebar:
     st.caption(f"config dir `{services.config_dir()}`  \nprofile `{services.profile() or 'none'}`")
     unsaved = st.session_state.get("editor_drafts")

@@ -20,12 +20,14 @@ st.title("Model editor")
 reg = services.registry()
 names = [e["name"] for e in reg.snapshot().entries]
 unsaved = {name for name, _ in drafts}
-name = widgets.model_picker(names, key="editor_picker", marked=unsaved)
+pick_col, profile_col = st.columns([3, 2], vertical_alignment="bottom")
+with pick_col:
+    name = widgets.model_picker(names, key="editor_picker", marked=unsaved)
 if name is None:
     st.stop()
 profiles = editing.profiles_of(reg)
-edit_profile = st.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
-                        format_func=lambda p: "base curated entry" if p is None else f"profile {p}")
+edit_profile = profile_col.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
+                                 format_func=lambda p: "base curated entry" if p is None else f"profile {p}")
 draft = drafts.get((name, edit_profile))
 
 loaded = ss.get("edit_target")
@@ -116,7 +118,7 @@ def draw_field(state: editing.FieldState) -> None:
                      help="reset to discovered (remove this override)" if not edit_profile
                      else "reset to the base entry (remove this profile override)")
     note = state.provenance
-    if state.discovered is not None and state.source != "discovered":
+    if state.discovered is not None and state.discovered != state.value:
         note += f" · discovered value: `{format_value(state.discovered, state.spec.kind) or '[]'}`"
     if state.overrides:
         note += " · overrides discovered"
@@ -130,21 +132,33 @@ for role in dict.fromkeys([*(ss.get(keys["roles"]) or []), *current_priority]):
     priority_keys[role] = f"ed:{gen}:priority:{role}"
     ss.setdefault(priority_keys[role], current_priority.get(role))
 changes, errors = pending()
+WIDE = ("json", "args")  # full-width fields; the others sit two to a row
 for group in editing.GROUPS:
     with tabs[group]:
-        for state in states:
-            if state.spec.group == group:
+        narrow: list = []
+        for state in [s for s in states if s.spec.group == group] + [None]:
+            if state is not None and state.spec.kind not in WIDE and state.spec.path != "role_priority":
+                narrow.append(state)
+                if len(narrow) < 2:
+                    continue
+            for column, pending_state in zip(st.columns(2), narrow):
+                with column:
+                    draw_field(pending_state)
+            narrow = []
+            if state is not None and (state.spec.kind in WIDE or state.spec.path == "role_priority"):
                 draw_field(state)
+                if state.spec.path == "backend_config.extra_args":
+                    command = st.empty()  # the argv preview, filled once every field has been read
         if group == editing.DISPLAY:
             with st.expander("Set another field (dotted path = JSON value)"):
                 st.text_input("field path", key=f"extra_path:{gen}", placeholder="metadata.notes")
                 st.text_input("value", key=f"extra_value:{gen}", placeholder='"any JSON, or plain text"')
 preview = target.merged(changes)
 plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_profile).settings)
-with tabs[editing.LAUNCH]:
-    st.markdown("**Command** (the exact argv the launcher will run)")
+with command.container():
+    st.caption("The exact command the launcher will run:")
     widgets.launch_command(plan, plan_error)
-    extra_path = ss.get(f"extra_path:{gen}", "").strip()
+extra_path = ss.get(f"extra_path:{gen}", "").strip()
 with tabs[editing.DISPLAY]:
     if extra_path in errors:
         st.error(errors[extra_path])

@@ -33,15 +33,14 @@ descending = order.toggle("Descending", key="f_desc")
 page_size = size_col.selectbox("Rows per page", [50, 100, 250, 500], index=1, key="f_page_size")
 rows = view.sort_rows(view.filter_rows(all_rows, backends, formats, statuses, text), sort_by, descending)
 
-SMALL = ("status", "backend", "format", "size GB", "native ctx", "effective ctx", "port", "vision", "tools")
-COLUMN_CONFIG = {"name": st.column_config.TextColumn("name", pinned=True, width=260),
-                 "display name": st.column_config.TextColumn(width=170),
-                 "extra_args": st.column_config.TextColumn(width=230),
-                 "quantization": st.column_config.TextColumn(width=95),
-                 "roles": st.column_config.TextColumn(width=95),
-                 "overrides": st.column_config.TextColumn(width=120),
-                 **{c: st.column_config.TextColumn(width=80 if c in ("status", "backend", "format") else 70)
-                    for c in SMALL}}
+# Widths (px) that fit the table in a 1,600 px window beside the sidebar; long cells show in full on hover.
+WIDTHS = {"name": 190, "status": 80, "display name": 100, "backend": 75, "format": 75, "quantization": 70,
+          "size GB": 60, "native ctx": 60, "effective ctx": 60, "port": 60, "extra_args": 130, "roles": 70,
+          "vision": 45, "tools": 45, "overrides": 65}
+LABELS = {"native ctx": "native", "effective ctx": "context", "quantization": "quant", "size GB": "GB"}
+COLUMN_CONFIG = {column: st.column_config.TextColumn(LABELS.get(column, column), width=width, pinned=column == "name",
+                                                     help=f"column: {column}")
+                 for column, width in WIDTHS.items()}
 
 
 def frame(page_rows: list[view.ModelRow]) -> pd.io.formats.style.Styler:
