@@ -73,7 +73,10 @@ st.caption("What restoring this version would change in the curated file (the ve
 st.code(diff or "(identical to the current curated file)", language="diff")
 
 
-@st.dialog("Restore this version?", width="large")
+PENDING = "restore_pending"  # the item whose confirmation is open (kept across the dialog's own reruns)
+
+
+@st.dialog("Restore this version?", width="large", on_dismiss=lambda: st.session_state.pop(PENDING, None))
 def confirm_restore(item_id: str, change: str) -> None:
     st.markdown(f"**{labels[item_id]}**")
     st.code(change, language="diff")
@@ -81,11 +84,15 @@ def confirm_restore(item_id: str, change: str) -> None:
                "changed.")
     yes, no = st.columns(2)
     if yes.button("Restore", type="primary", key="restore_confirm"):
+        st.session_state.pop(PENDING, None)
         widgets.save_then_reload(lambda: reg.restore(item_id))
         st.rerun()
     if no.button("Cancel", key="restore_cancel"):
+        st.session_state.pop(PENDING, None)
         st.rerun()
 
 
 if st.button("Restore this version…", key="restore", disabled=not diff):
+    st.session_state[PENDING] = chosen
+if st.session_state.get(PENDING) == chosen and diff:
     confirm_restore(chosen, diff)

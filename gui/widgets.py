@@ -207,6 +207,8 @@ def row_actions(name: str, running: bool) -> None:
                    help="stop the backend the proxy runs for this model" if running else "not running in the proxy"):
         stop_backend(name)
     if remove.button("Remove…", key="row_remove", icon=":material/delete:", width="stretch"):
+        st.session_state[REMOVE_PENDING] = name
+    if st.session_state.get(REMOVE_PENDING) == name:
         remove_dialog(name)
 
 
@@ -219,7 +221,10 @@ def stop_backend(name: str) -> None:
         st.toast(f"Could not stop {name}: {exc}", icon=":material/error:")
 
 
-@st.dialog("Remove a model")
+REMOVE_PENDING = "remove_pending"  # the model whose removal dialog is open
+
+
+@st.dialog("Remove a model", on_dismiss=lambda: st.session_state.pop(REMOVE_PENDING, None))
 def remove_dialog(name: str) -> None:
     reg = services.registry()
     plan = removal_plan(reg, name)
@@ -239,8 +244,8 @@ def remove_dialog(name: str) -> None:
         except RegistryError as exc:
             st.error(str(exc))
             return
-        report = reload_report(services.proxy(), reg.snapshot().revision)
-        st.session_state[REPORT_KEY] = report
+        st.session_state[REPORT_KEY] = reload_report(services.proxy(), reg.snapshot().revision)
         st.session_state.pop(MODEL_KEY, None)
+        st.session_state.pop(REMOVE_PENDING, None)
         st.toast(f"Removed {name}" + (f"; deleted {done['deleted']}" if done["deleted"] else ""))
         st.rerun()
