@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from modelreg.errors import RegistryError
 from modelreg.gui import services, widgets
 from modelreg.proxy.client import ProxyUnreachable
 from modelreg.views.running import running_rows
@@ -19,7 +20,7 @@ def act(action, *args, done: str) -> None:
     try:
         action(*args)
         st.toast(done)
-    except ProxyUnreachable as exc:
+    except RegistryError as exc:
         st.toast(f"Failed: {exc}", icon=":material/error:")
 
 
@@ -47,7 +48,7 @@ def panel() -> None:
                    kwargs={"done": "Stopped every backend"})
     try:
         tail = list(admin.logs(chosen))[-40:]
-    except ProxyUnreachable as exc:
+    except RegistryError as exc:
         tail = [f"(no log: {exc})"]
     st.caption(f"Log tail of {chosen}")
     st.code("\n".join(tail) or "(empty)", language="log", wrap_lines=True)

@@ -13,7 +13,7 @@ from modelreg.errors import ConflictError, InvalidRegistry, RegistryError
 from modelreg.gui import services
 from modelreg.jobs import Job
 from modelreg.launch.plan import LaunchPlan
-from modelreg.proxy.client import ProxyUnreachable, ReloadReport, reload_report
+from modelreg.proxy.client import ReloadReport, reload_report
 from modelreg.registry import Snapshot
 from modelreg.settings import save_setting
 from modelreg.values import NOT_SET
@@ -217,7 +217,7 @@ def stop_backend(name: str) -> None:
     try:
         services.proxy().unload(name)
         st.toast(f"Stopped {name}", icon=":material/stop_circle:")
-    except ProxyUnreachable as exc:
+    except RegistryError as exc:  # unreachable, or the proxy no longer runs it
         st.toast(f"Could not stop {name}: {exc}", icon=":material/error:")
 
 
