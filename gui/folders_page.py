@@ -85,9 +85,9 @@ def scanned(job: Job) -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"scan_rows:{job.id}")
     for problem in result.problems:
         st.warning(str(problem))
-    if dry:
-        st.button("Apply this scan", key="scan_apply", type="primary",
-                  on_click=lambda: services.start_rescan(request.get("paths")))
+    if dry and st.button("Apply this scan", key="scan_apply", type="primary"):
+        services.start_rescan(request.get("paths"))
+        st.rerun(scope="app")  # this runs inside the job panel's fragment: the whole page shows the new job
 
 
 if scan_job is not None:

@@ -166,7 +166,7 @@ def browser_or_skip():
     return sync_playwright
 
 
-def settle(page, wait_for: str | None = None, timeout: float = 30_000) -> None:
+def settle(page, wait_for: str | None = None, timeout: float = 60_000) -> None:
     """Wait until the app's script run is over (and `wait_for`, a selector, is on the page)."""
     page.wait_for_timeout(300)
     page.wait_for_selector(IDLE, timeout=timeout)
