@@ -93,7 +93,7 @@ def save(base_revision: str, edits: dict | None = None) -> None:
 
 
 bar = st.container(border=True)  # the action bar: filled once the form below has been read
-if target.curated_revision != reg.curated_revision():
+if target.curated_revision != services.curated_revision(reg):
     st.warning("The curated file changed on disk since this form was loaded; saving will show both versions.")
 tabs = dict(zip((*editing.GROUPS, "Facts"), st.tabs([*editing.GROUPS, "Facts (read-only)"])))
 
@@ -103,7 +103,7 @@ def draw_field(state: editing.FieldState) -> None:
     field_col, reset_col = st.columns([12, 1], vertical_alignment="bottom")
     with field_col:
         if path == "roles":
-            options = sorted(set(editing.known_roles(reg.curated_entries())) | set(ss.get(key) or []))
+            options = sorted(set(editing.known_roles(services.merged().entries)) | set(ss.get(key) or []))
             st.multiselect(state.spec.label, options, key=key, help=state.spec.help, accept_new_options=True,
                            placeholder="choose roles or type a new one")
         elif path == "role_priority":

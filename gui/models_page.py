@@ -30,7 +30,7 @@ text = search.text_input("Search", key="f_text", placeholder="name, quantization
 sort_col, order, size_col = st.columns([2, 1, 1])
 sort_by = sort_col.selectbox("Sort by", list(view.COLUMNS), key="f_sort")
 descending = order.toggle("Descending", key="f_desc")
-page_size = size_col.selectbox("Rows per page", [50, 100, 250, 500], index=1, key="f_page_size")
+page_size = size_col.selectbox("Rows per page", [50, 100, 250, 500], key="f_page_size")  # each row costs a rerun
 rows = view.sort_rows(view.filter_rows(all_rows, backends, formats, statuses, text), sort_by, descending)
 
 # Widths (px) that fit the table in a 1,600 px window beside the sidebar; long cells show in full on hover.

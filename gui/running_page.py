@@ -19,6 +19,7 @@ st.caption(f"The backends the proxy at `{admin.url}` runs. Stopping one frees it
 def act(action, *args, done: str) -> None:
     try:
         action(*args)
+        services.proxy_changed()
         st.toast(done)
     except RegistryError as exc:
         st.toast(f"Failed: {exc}", icon=":material/error:")

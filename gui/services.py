@@ -12,7 +12,7 @@ from modelreg.launch.launch_test import start_launch_test_job
 from modelreg.proxy.client import ProxyAdmin, ProxyUnreachable, reload_report
 from modelreg.registry import Merged, Registry, default_config_dir
 from modelreg.settings import PROXY_URL_ENV, SETTINGS_FILE
-from modelreg.store import file_stamp
+from modelreg.store import file_stamp, revision_of
 from modelreg.views.models import ModelRow, model_rows
 
 PROFILE_KEY = "active_profile"
@@ -78,6 +78,16 @@ def rows(running: tuple[str, ...] = ()) -> list[ModelRow]:
     return _rows(str(reg.config_dir), reg.profile, layers_stamp(reg), running)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _curated_revision(path: str, stamp: tuple) -> str:
+    return revision_of(Path(path).read_bytes()) if stamp[0] else revision_of(None)
+
+
+def curated_revision(reg: Registry) -> str:
+    """The curated file's revision, read again only when the file changed (the editor asks on every run)."""
+    return _curated_revision(str(reg.curated_path), _stamp(reg.curated_path))
+
+
 @st.cache_resource(show_spinner=False)
 def jobs() -> JobRegistry:
     """One job registry per server process: jobs outlive reruns, page changes and other clicks."""
@@ -104,12 +114,22 @@ def proxy() -> ProxyAdmin:
     return _proxy(proxy_url(), str(config_dir()))
 
 
-def proxy_status() -> tuple[dict | None, str | None]:
-    """The proxy's /admin/status, or why it could not be read."""
+@st.cache_resource(show_spinner=False, ttl=3, max_entries=4)
+def _proxy_status(url: str, folder: str) -> tuple[dict | None, str | None]:
     try:
-        return proxy().status(), None
+        return _proxy(url, folder).status(), None
     except ProxyUnreachable as exc:
         return None, str(exc)
+
+
+def proxy_status() -> tuple[dict | None, str | None]:
+    """The proxy's /admin/status (at most 3 s old: every page run asks), or why it could not be read."""
+    return _proxy_status(proxy_url(), str(config_dir()))
+
+
+def proxy_changed() -> None:
+    """After a reload, stop or restart: the next page run asks the proxy again."""
+    _proxy_status.clear()
 
 
 def running_names(status: dict | None) -> tuple[str, ...]:

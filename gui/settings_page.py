@@ -67,8 +67,10 @@ widgets.show_report()
 
 st.subheader("Machine")
 st.caption("Base settings, or one profile's overrides (empty: the base value applies).")
-scope = st.segmented_control("Settings for", [None, *profiles], default=None, key="settings_scope",
-                             format_func=lambda p: "base" if p is None else f"profile {p}")
+BASE = "base"
+choice = st.segmented_control("Settings for", [BASE, *profiles], default=BASE, key="settings_scope",
+                              format_func=lambda p: p if p == BASE else f"profile {p}")
+scope = None if choice in (BASE, None) else choice
 base = reg.settings if scope is None else services.registry(scope).settings
 overrides = load_settings(reg.config_dir).profiles.get(scope or "", {})
 tag = scope or "base"

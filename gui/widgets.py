@@ -97,6 +97,7 @@ def save_then_reload(write: Callable[[], Snapshot]) -> ReloadReport | None:
         st.session_state[REPORT_KEY] = f"Not saved: {exc}"
         return None
     report = reload_report(services.proxy(), snap.revision)
+    services.proxy_changed()
     st.session_state[REPORT_KEY] = report
     return report
 
@@ -216,6 +217,7 @@ def stop_backend(name: str) -> None:
     """Ask the proxy to unload one backend; the outcome shows as a toast."""
     try:
         services.proxy().unload(name)
+        services.proxy_changed()
         st.toast(f"Stopped {name}", icon=":material/stop_circle:")
     except RegistryError as exc:  # unreachable, or the proxy no longer runs it
         st.toast(f"Could not stop {name}: {exc}", icon=":material/error:")
