@@ -51,7 +51,7 @@ def stack(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
     env.update(HF_HUB_CACHE=str(tmp / "no-hf"), OLLAMA_MODELS=str(tmp / "no-ollama"))
     proxy = start_proxy(folder, proxy_port, tmp, env)
-    gui = start_gui(folder, gui_port, tmp, env)
+    gui = start_gui(folder, gui_port, tmp, env, cwd=tmp)  # outside the repo: no .streamlit/config.toml there
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -95,7 +95,7 @@ def test_every_page_without_chrome_or_a_request_off_loopback(stack):
     settle(page, '[data-testid="stDataFrame"]', timeout=SLOW)
     screenshot(page, "manage-models")
     for title, shot in (("Model editor", None), ("Diff & history", None), ("Fit", "fit"), ("Launch test", None),
-                        ("Running backends", "running"), ("Model folders", "folders"),
+                        ("Running backends", None), ("Model folders", None),
                         ("Settings & status", None), ("Download", None)):
         navigate(page, title)
         page.wait_for_timeout(300)

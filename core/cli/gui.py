@@ -28,7 +28,8 @@ def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--browser.serverAddress", address, "--server.scriptHealthCheckEnabled", "true",
-            "--client.toolbarMode", "minimal", "--server.runOnSave", "false", "--server.fileWatcherType", "none"]
+            "--client.toolbarMode", "minimal", "--client.showErrorLinks", "false", "--server.runOnSave", "false",
+            "--server.fileWatcherType", "none"]
 
 
 def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
