@@ -18,53 +18,15 @@ from modelreg.hosts.llama_swap import PORT_MACRO, llama_swap_config, llama_swap_
 from modelreg.hosts.status import HostModel, HostStatus
 from modelreg.registry import Registry
 from modelreg.settings import Host
-from modelreg.store import CURATED_FILE, dumps
+from support.layers import SWAP_HOST, SWAP_PORTS, SWAP_PROFILE, registry_for_llama_swap
 
 FIXTURE = Path(__file__).parent / "support" / "llama_swap_expected.yaml"
-HOST, PROFILE = "gpu-b", "a6000"
 # The fields llama-swap v250 documents in config.example.yaml (per model, per group, at the top level).
 DOCUMENTED_MODEL_FIELDS = {"macros", "cmd", "name", "description", "env", "proxy", "checkEndpoint", "ttl",
                            "unloadTimeout", "compat", "useModelName", "filters", "aliases", "metadata",
                            "concurrencyLimit", "sendLoadingState", "timeouts", "capabilities", "unlisted", "cmdStop"}
 DOCUMENTED_GROUP_FIELDS = {"swap", "exclusive", "persistent", "members"}
 DOCUMENTED_CAPABILITIES = {"in", "out", "tools", "reranker", "context"}
-PORTS = {"qwen2.5-7b-instruct_(AWQ)": 24001, "llama-3.1-8b-instruct_(Q4_K_M)": 24002, "tiny-embed": 24003,
-         "old-model": 24004}
-
-
-def registry_for_swap(config_dir: Path) -> Path:
-    """A registry with every kind of model the export meets, and a host `gpu-b` running profile a6000."""
-    config_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"executables": {"vllm": "/opt/vllm/bin/vllm", "llama.cpp": "/usr/local/bin/llama-server",
-                                "llama-cpp-python": "/usr/bin/python3"},
-                "idle_ttl": 300, "ready_timeout": 120,
-                "hosts": {HOST: {"url": "http://gpu-b:8100", "profile": PROFILE}},
-                "profiles": {PROFILE: {"gpu_memory_utilization": 0.85}}}
-    (config_dir / "settings.json").write_text(json.dumps(settings))
-    curated = [
-        {"name": "qwen2.5-7b-instruct_(AWQ)", "backend": "vllm", "display_name": "Qwen2.5 7B Instruct (AWQ)",
-         "served_model_id": "Qwen/Qwen2.5-7B-Instruct-AWQ", "model_aliases": ["qwen", "chat"],
-         "capabilities": {"tools": True},
-         "backend_config": {"model_path": "/models/Qwen2.5-7B-Instruct-AWQ", "port": 24001,
-                            "extra_args": ["--max-model-len", "8192", "--enforce-eager"],
-                            "exclusive_group": "big-gpu", "ready_timeout": 900}},
-        {"name": "qwen2.5-7b-instruct_(AWQ)", "profile": PROFILE,
-         "backend_config": {"extra_args": ["--max-model-len", "32768", "--enforce-eager"], "idle_ttl": 600.5}},
-        {"name": "llama-3.1-8b-instruct_(Q4_K_M)", "backend": "llama.cpp",
-         "display_name": "Llama 3.1 8B Instruct (Q4_K_M)", "model_aliases": ["llama"],
-         "capabilities": {"vision": True}, "generation_defaults": {"context_window": 16384},
-         "backend_config": {"model_path": "/models/gguf/Llama 3.1 8B Q4_K_M.gguf", "port": 24002,
-                            "extra_args": ["-ngl", "99"], "exclusive_group": "big-gpu"}},
-        {"name": "tiny-embed", "backend": "llama-cpp-python", "capabilities": {"embedding": True},
-         "backend_config": {"model_path": "/models/tiny.gguf", "port": 24003, "extra_args": ["--embedding", "true"]}},
-        {"name": "old-model", "backend": "llama.cpp", "deprecated": True,
-         "backend_config": {"model_path": "/models/gguf/old.gguf", "port": 24004}},
-        {"name": "ollama-model", "backend": "ollama", "backend_config": {"model_path": "qwen3:8b"}},
-        {"name": "needs-config", "backend": "vllm", "backend_config": {"model_path": "/models/new"}},
-    ]
-    (config_dir / CURATED_FILE).write_bytes(dumps(curated))
-    Registry(config_dir, PROFILE).rebuild()  # the snapshot `launch-cmd --profile a6000` reads
-    return config_dir
 
 
 def modelreg(config_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -74,8 +36,8 @@ def modelreg(config_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def swap_export(tmp_path_factory):
-    config_dir = registry_for_swap(tmp_path_factory.mktemp("swap") / "configs")
-    proc = modelreg(config_dir, "export", "llama-swap", "--host", HOST)
+    config_dir = registry_for_llama_swap(tmp_path_factory.mktemp("swap") / "configs")
+    proc = modelreg(config_dir, "export", "llama-swap", "--host", SWAP_HOST)
     assert proc.returncode == 0, proc.stderr
     return config_dir, proc.stdout
 
@@ -102,8 +64,8 @@ def test_each_cmd_with_the_port_filled_in_is_the_argv_launch_cmd_prints(swap_exp
     """llama-swap fills `${PORT}` into the string, then splits it POSIX-style: that must be modelreg's argv."""
     config_dir, text = swap_export
     models = yaml.safe_load(text)["models"]
-    for name, port in PORTS.items():
-        proc = modelreg(config_dir, "--profile", PROFILE, "launch-cmd", name, "--json")
+    for name, port in SWAP_PORTS.items():
+        proc = modelreg(config_dir, "--profile", SWAP_PROFILE, "launch-cmd", name, "--json")
         assert proc.returncode == 0, proc.stderr
         argv = json.loads(proc.stdout)["argv"]
         assert models[name]["cmd"].count(PORT_MACRO) == 1
@@ -120,18 +82,18 @@ def test_models_llama_swap_cannot_start_are_named_in_the_header(swap_export):
 
 def test_llama_swap_export_is_deterministic_and_follows_a_curated_change(swap_export, tmp_path):
     config_dir, first = swap_export
-    folder = registry_for_swap(tmp_path / "configs")
-    registry = Registry(folder, PROFILE)
-    again = llama_swap_yaml(llama_swap_config(registry), HOST, PROFILE)
+    folder = registry_for_llama_swap(tmp_path / "configs")
+    registry = Registry(folder, SWAP_PROFILE)
+    again = llama_swap_yaml(llama_swap_config(registry), SWAP_HOST, SWAP_PROFILE)
     assert again == first
     registry.set_value("tiny-embed", "model_aliases", ["embedder"])
-    changed = yaml.safe_load(llama_swap_yaml(llama_swap_config(registry), HOST, PROFILE))
+    changed = yaml.safe_load(llama_swap_yaml(llama_swap_config(registry), SWAP_HOST, SWAP_PROFILE))
     assert changed["models"]["tiny-embed"]["aliases"] == ["embedder"]
 
 
 def test_an_argument_llama_swap_would_read_as_a_macro_is_refused(tmp_path):
-    folder = registry_for_swap(tmp_path / "configs")
-    registry = Registry(folder, PROFILE)
+    folder = registry_for_llama_swap(tmp_path / "configs")
+    registry = Registry(folder, SWAP_PROFILE)
     registry.set_value("old-model", "backend_config.extra_args", ["--chat-template", "${env.HOME}/t.jinja"])
     export = llama_swap_config(registry)
     assert "old-model" not in export.config["models"]
