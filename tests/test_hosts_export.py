@@ -157,3 +157,22 @@ def test_host_urls_are_normalised_and_bad_ones_refused():
         Host(url="gpu-b:8100")
     with pytest.raises(ValueError, match="not an environment variable name"):
         Host(url="http://h:1", api_key_env="my key")
+
+
+def test_a_host_serving_another_profile_than_the_setting_says_is_flagged():
+    served = HostStatus("b", HOSTS["b"].url, "a6000", reachable=True, revision="r" * 64, served_profile="rtx4080",
+                        admin="/admin/status")
+    assert served.profile_mismatch and "serves profile rtx4080, the hosts setting says a6000" in served.row()["note"]
+    unknown = HostStatus("b", HOSTS["b"].url, "a6000", reachable=True, admin="no admin_token_env")
+    assert not unknown.profile_mismatch and "running backends from /v1/models" in unknown.row()["note"]
+
+
+def test_served_context_is_the_flag_else_the_context_window_else_the_native_context():
+    from modelreg.launch.plan import served_context
+    native = {"name": "m", "backend": "vllm", "metadata": {"architecture": {"context_length": 131072}}}
+    assert served_context(native) == 131072
+    assert served_context({**native, "generation_defaults": {"context_window": 8192}}) == 8192
+    flagged = {**native, "generation_defaults": {"context_window": 8192},
+               "backend_config": {"extra_args": ["--max_model_len=4096"]}}
+    assert served_context(flagged) == 4096
+    assert served_context({"name": "m", "backend": "no-such-backend"}) is None
