@@ -63,9 +63,10 @@ def fleet(tiny_model, tmp_path_factory):
         warnings.warn(message)
         pytest.skip(message)
     folder = tmp_path_factory.mktemp("hosts")
-    with HostNetwork(list(HOST_MODELS)) as made:
+    with HostNetwork(list(HOST_MODELS), prefer_namespaces=os.environ.get("MODELREG_TEST_HOSTS") != "loopback") as made:
         if not made.mode.startswith("network"):
-            warnings.warn(f"the test hosts ran on {made.mode} (network namespaces were not available)")
+            warnings.warn(f"the test hosts ran on {made.mode} (no network namespaces here, or "
+                          "MODELREG_TEST_HOSTS=loopback)")
         proxies: dict[str, ProxyProcess] = {}
         fleet = None
         try:
