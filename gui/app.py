@@ -19,7 +19,8 @@ sections = {
             st.Page("running_page.py", title="Running backends", icon=":material/dns:")],
     "Add models": [st.Page("folders_page.py", title="Model folders", icon=":material/folder_open:"),
                    st.Page("download_page.py", title="Download", icon=":material/download:")],
-    "System": [st.Page("settings_page.py", title="Settings & status", icon=":material/settings:")],
+    "System": [st.Page("settings_page.py", title="Settings & status", icon=":material/settings:"),
+               st.Page("hosts_page.py", title="Hosts", icon=":material/lan:")],
 }
 
 st.html("<style>.block-container{padding-left:2rem;padding-right:2rem;padding-top:2.5rem}</style>")
