@@ -226,3 +226,12 @@ def test_stop_a_running_backend(stack):
     click(page, f"Stop {STORY_MODEL}")
     wait_for(lambda: proxy.backend(STORY_MODEL) is None, what="the backend stopped", timeout=30, interval=0.2)
     settle(page, "text=The proxy runs no backend right now", timeout=SLOW)
+
+    reply = httpx.post(proxy.url + "/v1/chat/completions", json=chat_body(STORY_MODEL), timeout=60)
+    assert reply.status_code == 200, reply.text                    # running again: its port is taken
+    navigate(page, "Launch test")
+    choose(page, "Model", STORY_MODEL)
+    assert page.get_by_text(f"{STORY_MODEL} is running in the proxy").is_visible()
+    click(page, "Stop it in the proxy, then run the test")
+    settle(page, '[data-testid="stAlertContentSuccess"]:has-text("answered")', timeout=SLOW)
+    assert proxy.backend(STORY_MODEL) is None
