@@ -14,6 +14,7 @@ from pathlib import Path
 from modelreg.errors import BadInput
 
 DEFAULT_PORT = 8501
+STOP_WAIT = 20.0  # seconds Streamlit gets to stop before it is killed
 
 
 def app_path() -> Path:
@@ -83,9 +84,15 @@ def cmd_gui(args: argparse.Namespace) -> None:
         print(f"modelreg GUI {state} on {url} for {env['MODELREG_CONFIG_DIR']}", file=sys.stderr, flush=True)
         code = process.wait()
     except KeyboardInterrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the wait short (an orphan)
+            signal.signal(sig, signal.SIG_IGN)
         process.terminate()
-        code = process.wait()
-    if code not in (0, -15):
+        try:
+            code = process.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+    if code not in (0, -15, -9):
         raise SystemExit(code)
 
 
