@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from modelreg.errors import InvalidRegistry
-from modelreg.gui import services, widgets
+from modelreg.gui import model_actions, services, widgets
 from modelreg.views import editor as editing
 
 st.title("Launch test")
@@ -34,7 +34,7 @@ if in_proxy:
 
 
 def stop_then_test() -> None:
-    widgets.stop_backend(name)
+    model_actions.stop_backend(name)
     services.start_launch_test(name)
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from modelreg.errors import InvalidRegistry
-from modelreg.gui import services, widgets
+from modelreg.gui import model_actions, services, widgets
 from modelreg.views import models as view
 
 st.title("Models")
@@ -72,7 +72,7 @@ def table() -> None:
     row = next((r for r in all_rows if r.name == name), None)
     if row is not None:
         st.markdown(f"**Selected:** `{name}` · status **{row.status}**" + (f": {row.problem}" if row.problem else ""))
-        widgets.row_actions(name, name in running)
+        model_actions.row_actions(name, name in running)
 
 
 table()

@@ -16,8 +16,6 @@ from modelreg.store import file_stamp, revision_of
 from modelreg.views.models import ModelRow, model_rows
 
 PROFILE_KEY = "active_profile"
-LAUNCH_JOB_KEY = "launch_job"
-SCAN_JOB_KEY = "scan_job"
 SCAN_REQUEST_KEY = "scan_request"
 
 
@@ -138,9 +136,7 @@ def running_names(status: dict | None) -> tuple[str, ...]:
 
 def start_launch_test(name: str) -> str:
     """Start the launch test of one model as a background job (one per model at a time); returns the job id."""
-    job = start_launch_test_job(jobs(), registry(), name)
-    st.session_state[LAUNCH_JOB_KEY] = job.id
-    return job.id
+    return start_launch_test_job(jobs(), registry(), name).id
 
 
 def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> str:
@@ -164,6 +160,5 @@ def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> str:
         return result
 
     job = jobs().start("scan", work, key=str(reg.config_dir), title="dry run" if dry_run else "rescan")
-    st.session_state[SCAN_JOB_KEY] = job.id
     st.session_state[SCAN_REQUEST_KEY] = {"job": job.id, "paths": paths, "dry_run": dry_run}
     return job.id
