@@ -157,7 +157,7 @@ def test_unknown_model_is_404_with_close_names(registry_dir):
         reply = server.chat("qwen3-8b")
         assert reply.status_code == 404
         error = reply.json()["error"]
-        assert error["type"] == "model_not_found"
+        assert error["code"] == "model_not_found" and error["type"] == "invalid_request_error"
         assert "qwen3-8b_(Q4_K_M)" in error["close"] and "qwen3-8b_(Q4_K_M)" in error["message"]
         assert server.chat("role:captions").json()["error"]["close"] == ["role:caption"]
         assert server.status()["backends"] == []
@@ -216,7 +216,7 @@ def test_a_failed_start_answers_with_diagnosis_argv_and_log_tail(registry_dir, t
         reply = server.chat("big_(AWQ)")
         assert reply.status_code == 503
         error = reply.json()["error"]
-        assert error["type"] == "backend_start_failed"
+        assert error["code"] == "backend_start_failed" and error["type"] == "server_error"
         assert "exited during startup with code 1" in error["message"]
         assert error["argv"][1:3] == ["serve", "/models/big_(AWQ)"] and "32768" in error["argv"]
         assert OOM_LINE in error["log_tail"]
