@@ -104,7 +104,8 @@ class BackendPool:
         # aiohttp: a fifth of httpx's CPU per relayed request; bodies and encodings pass through untouched
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), skip_auto_headers=("User-Agent",))
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar())
         for orphan in await asyncio.to_thread(self.supervisor.stop_orphans):
             self.note(orphan.name, "orphan stopped", f"pid {orphan.pid} left by a proxy that is gone")
         await self.reload("startup")
