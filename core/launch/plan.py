@@ -78,10 +78,17 @@ class LaunchPlan:
     def process_argv(self) -> list[str]:
         """The argv to execute: `argv` with the API key placeholder replaced by the key itself (argv, which logs,
         state files and status show, holds only the placeholder)."""
-        if not self.api_key_env:
+        if not self.api_key_env or self.backend not in API_KEY_FLAGS:
             return self.argv
         placeholder, key = api_key_placeholder(self.api_key_env), self.api_key()
         return [key if token == placeholder else token for token in self.argv]
+
+    def process_env(self) -> dict[str, str]:
+        """Environment variables the started process needs besides ours: vLLM's API key (vLLM writes its arguments
+        into its log, so the key goes in its own variable, VLLM_API_KEY, instead of --api-key)."""
+        if self.api_key_env and self.backend in API_KEY_VARIABLES:
+            return {API_KEY_VARIABLES[self.backend]: self.api_key()}
+        return {}
 
 
 def _served_model_id(entry: dict) -> str | None:
@@ -111,7 +118,10 @@ def _model_file(name: str, backend: str, model_path: Any) -> str:
 
 
 # ---- upstream API key (backend_config.api_key_env) -----------------------------------------------------------------
-API_KEY_FLAGS = {VLLM: "--api-key", LLAMA_CPP: "--api-key", LLAMA_CPP_PYTHON: "--api_key"}
+# How a backend gets its key: its own flag (with a placeholder in argv), or its own variable where the backend logs
+# its arguments.
+API_KEY_FLAGS = {LLAMA_CPP: "--api-key", LLAMA_CPP_PYTHON: "--api_key"}
+API_KEY_VARIABLES = {VLLM: "VLLM_API_KEY"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -126,7 +136,7 @@ def _api_key_env(name: str, backend: str, config: dict, extra: list[str]) -> str
     if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
         raise BadInput(f"model {name!r}: backend_config.api_key_env {env!r} is not an environment variable name; "
                        f"give the name of the variable that holds the key (e.g. MY_BACKEND_KEY), never the key")
-    flag = API_KEY_FLAGS.get(backend)
+    flag = API_KEY_FLAGS.get(backend, "--api-key" if backend == VLLM else None)
     if flag and flag_value(extra, flag, backend) is not None:
         raise BadInput(f"model {name!r}: extra_args set {flag} and backend_config.api_key_env is set too; remove "
                        f"{flag} from extra_args (a key there is written into the registry files)")

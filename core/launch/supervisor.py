@@ -278,14 +278,14 @@ class Supervisor:
             log.write(f"modelreg: starting {shlex.join(plan.argv)}\n".encode())
             log.flush()
             try:
-                argv = plan.process_argv()  # the API key replaces its placeholder only here, never in the log
+                argv, env = plan.process_argv(), plan.process_env()  # the API key: only here, never in the log
             except BadInput as exc:
                 log.write(f"modelreg: {exc}\n".encode())
                 raise BackendStartError(str(exc), plan, log_path=str(log_path), diagnosis=[]) from exc
             try:
                 popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, close_fds=True,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
             except OSError as exc:
                 # the same words Python prints, so the log shows the cause like any other failure
                 log.write(f"{type(exc).__name__}: {exc}\n".encode())

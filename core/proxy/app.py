@@ -319,9 +319,37 @@ class Proxy:
             watcher.cancel()
 
     async def _open(self, exchange: Exchange, call: Call) -> aiohttp.ClientResponse:
-        """Acquire the backend (starting it if needed) and send the request; returns once its headers arrived."""
-        run = exchange.run = await self.pool.acquire(call.name)
-        plan = run.handle.plan
+        """Acquire the backend (starting it if needed) and send the request; returns once its headers arrived. A
+        backend that no longer listens (it died a moment ago) is marked broken and started again, once."""
+        for attempt in (1, 2):
+            run = exchange.run = await self.pool.acquire(call.name)
+            plan = run.handle.plan
+            data, headers = await self._outgoing(call, run)
+            try:
+                exchange.upstream = await self.pool.session.request(
+                    "POST", _upstream_url(plan.base_url, call.path), data=data, headers=headers,
+                    allow_redirects=False)
+                return exchange.upstream
+            except aiohttp.ClientConnectorError as exc:
+                if attempt == 2:
+                    raise self._unreachable(call.name, plan.base_url, exc) from exc
+                run.broken = f"{type(exc).__name__}: {exc}"
+                self.pool.note(call.name, "not answering", run.broken)
+                exchange.run = None
+                self.pool.release(run)
+            except (aiohttp.ClientError, OSError) as exc:
+                raise self._unreachable(call.name, plan.base_url, exc) from exc
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _unreachable(name: str, base_url: str, exc: Exception) -> ProxyError:
+        return ProxyError(502, f"backend of {name!r} at {base_url} failed: {type(exc).__name__}: {exc}",
+                          "backend_error", model=name)
+
+    async def _outgoing(self, call: Call, run: Running) -> tuple[Any, dict[str, str]]:
+        """The body and headers for the backend: `model` set to its served name, generation defaults filled in,
+        its API key instead of the client's."""
+        served = run.handle.plan.served_model_id
         headers = call.headers
         if run.upstream_auth:
             headers = {**headers, "authorization": run.upstream_auth}
@@ -329,19 +357,13 @@ class Proxy:
         if call.payload is not None:
             outgoing = with_generation_defaults(call.payload, call.entry) if call.path in DEFAULTS_PATHS \
                 else call.payload
-            if outgoing is not call.payload or call.model != plan.served_model_id:
+            if outgoing is not call.payload or call.model != served:
                 # the backend knows its served name only (the request may name an alias or a role)
-                data = orjson.dumps({**outgoing, "model": plan.served_model_id})
-        elif call.form is not None and call.model != plan.served_model_id:
-            data = await self._form_for(call.form, plan.served_model_id)
+                data = orjson.dumps({**outgoing, "model": served})
+        elif call.form is not None and call.model != served:
+            data = await self._form_for(call.form, served)
             headers = {k: v for k, v in headers.items() if k != "content-type"}  # a new boundary
-        try:
-            exchange.upstream = await self.pool.session.request("POST", _upstream_url(plan.base_url, call.path),
-                                                                data=data, headers=headers, allow_redirects=False)
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProxyError(502, f"backend of {call.name!r} at {plan.base_url} failed: {type(exc).__name__}: {exc}",
-                             "backend_error", model=call.name) from exc
-        return exchange.upstream
+        return data, headers
 
     @staticmethod
     async def _form_for(form: FormData, model: str) -> aiohttp.FormData:

@@ -47,6 +47,7 @@ class Running:
     # set while no request is in flight, and when a restart is forced (`?restart=now`)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     upstream_auth: str | None = None  # the Authorization header the backend wants (from api_key_env)
+    broken: str | None = None  # why it stopped answering (its process may still be on its way out)
 
     def __post_init__(self) -> None:
         self.drained.set()
@@ -58,7 +59,8 @@ class Running:
         return "stopping" if self.stopping else "ready" if self.ready else "starting"
 
     def usable(self) -> bool:
-        return self.ready and not self.stale and not self.stopping and self.handle.exit_code() is None
+        return (self.ready and not self.stale and not self.stopping and not self.broken
+                and self.handle.exit_code() is None)
 
 
 @dataclass
@@ -283,7 +285,7 @@ class BackendPool:
             if failure and failure.at >= waiting_since and failure.signature == plan.signature:
                 raise failure.error  # the start this request waited for failed: same answer, no second try
             if run is not None:
-                await self._stop(name, drain=True, why=run.stale or "not answering")
+                await self._stop(name, drain=True, why=run.stale or run.broken or "not answering")
             await self._start_exclusive(plan)
 
     async def _start_exclusive(self, plan: LaunchPlan) -> None:
@@ -435,4 +437,5 @@ class BackendPool:
                 "stale": bool(run.stale),
                 "stale_reason": run.stale, "in_flight": run.in_flight,
                 "last_request_at": _iso(run.last_request_at), "revision": run.revision, "base_url": plan.base_url,
-                "served_model_id": plan.served_model_id, "log_path": str(run.handle.log_path)}
+                "served_model_id": plan.served_model_id, "api_key_env": plan.api_key_env,
+                "log_path": str(run.handle.log_path)}
