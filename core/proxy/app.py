@@ -507,8 +507,7 @@ class Proxy:
         self._require_admin(request)
         name = self._admin_target(request)
         run = await self.pool.restart(name)
-        status = next(s for s in self.pool.running_status() if s["name"] == name and s["pid"] == run.handle.pid)
-        return Response(orjson.dumps(status), media_type="application/json")
+        return Response(orjson.dumps(self.pool.backend_status(name, run)), media_type="application/json")
 
     async def logs_endpoint(self, request: Request) -> Response:
         """The backend's log: its last `lines` lines (default 200), then with `follow=1` what it appends."""

@@ -427,9 +427,9 @@ class BackendPool:
 
     def running_status(self) -> list[dict[str, Any]]:
         """What `GET /admin/running` (and `modelreg ps`) shows: every backend this proxy runs or is starting."""
-        return [self._backend_status(name, run) for name, run in sorted(self.running.items())]
+        return [self.backend_status(name, run) for name, run in sorted(self.running.items())]
 
-    def _backend_status(self, name: str, run: Running) -> dict[str, Any]:
+    def backend_status(self, name: str, run: Running) -> dict[str, Any]:
         plan = run.handle.plan
         return {"name": name, "backend": plan.backend, "pid": run.handle.pid, "port": plan.port, "argv": plan.argv,
                 "state": run.state, "idle_ttl": self._idle_ttl(name, run),
