@@ -77,9 +77,10 @@ def run_cli(config_dir: Path, *args: str, timeout: float = 60) -> subprocess.Com
 
 def test_binding_beyond_loopback_needs_proxy_keys(tmp_path):
     config_dir = write_layers(tmp_path / "configs", curated=[])
-    refused = run_cli(config_dir, "proxy", "--host", "127.0.0.2", "--port", str(free_port()))
-    assert refused.returncode == 2
-    assert "refusing to listen on 127.0.0.2" in refused.stderr and "proxy_api_keys" in refused.stderr
+    for host in ("0.0.0.0", "172.17.0.1"):  # refused before anything is bound
+        refused = run_cli(config_dir, "proxy", "--host", host, "--port", str(free_port()))
+        assert refused.returncode == 2
+        assert f"refusing to listen on {host}" in refused.stderr and "proxy_api_keys" in refused.stderr
     (config_dir / "settings.json").write_text(json.dumps({"proxy_api_keys": ["sk-bridge"]}))
     server = ProxyProcess(config_dir, free_port(), tmp_path / "proxy.log", host="127.0.0.2")
     try:

@@ -77,7 +77,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "/v1/embeddings, /v1/rerank, /v1/audio/*, /v1/images/*, /v1/responses, /v1/messages; "
                     "/admin/status, /admin/reload, /admin/running, /admin/unload, /admin/restart and /admin/logs "
                     "with the admin token). Host and port default to the proxy_url setting "
-                    "(http://127.0.0.1:8100); any host but 127.0.0.1 needs proxy_api_keys in settings.json.")
+                    "(http://127.0.0.1:8100); a host beyond loopback needs proxy_api_keys in settings.json.")
     parser.add_argument("--host", default=None,
                         help="address to bind (default from proxy_url: 127.0.0.1; a docker bridge address or "
                              "0.0.0.0 only with proxy_api_keys set)")

@@ -5,6 +5,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from yarl import URL
 
 from modelreg.errors import BadInput, UnknownModel
 from modelreg.launch.logs import LogFollower, read_tail
+from modelreg.launch.plan import served_context
 from modelreg.launch.supervisor import Supervisor
+from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.pool import BackendPool, Running
 from modelreg.proxy.routing import roles_of, with_generation_defaults
@@ -40,6 +43,8 @@ from modelreg.settings import Settings
 log = logging.getLogger("modelreg.proxy")
 T = TypeVar("T")
 
+# what /v1/models says each model can do (a gateway such as LiteLLM reads it into its model_info)
+CAPABILITIES = ("vision", "tools", "embedding")
 # Routed by the request's `model` field to that model's backend (started on demand).
 ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/reranking",
                 "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
@@ -51,7 +56,6 @@ DROPPED_REQUEST_HEADERS = frozenset({"connection", "keep-alive", "proxy-authoriz
                                      "authorization", "x-api-key", "cookie"})
 DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date",
                                    "server"})
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 LOG_FOLLOW_INTERVAL = 0.25
 
 
@@ -60,9 +64,17 @@ def proxy_keys(settings: Settings) -> list[str]:
     return [key for key in (settings.proxy_api_key, *settings.proxy_api_keys) if key]
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_bind(host: str, settings: Settings) -> None:
-    """Binding beyond 127.0.0.1 (a docker bridge, 0.0.0.0) exposes every model: only with proxy keys set."""
-    if host not in LOOPBACK_HOSTS and not proxy_keys(settings):
+    """Binding beyond loopback (a docker bridge, a LAN address, 0.0.0.0) exposes every model: only with proxy keys
+    set."""
+    if not is_loopback(host) and not proxy_keys(settings):
         raise BadInput(f"refusing to listen on {host}: anyone who reaches that address could use every model. Set "
                        f"`proxy_api_keys` in settings.json (clients then send one of them as their API key), or "
                        f"keep the default 127.0.0.1")
@@ -198,7 +210,8 @@ class Proxy:
         return {"id": name, "object": "model", "created": int(self.pool.loaded_at or 0), "owned_by": "modelreg",
                 "aliases": self.pool.routes.aliases_of.get(name, []), "roles": roles_of(entry),
                 "backend": entry.get("backend"), "display_name": entry.get("display_name"),
-                "running": bool(run and run.ready)}
+                "running": bool(run and run.ready), "context_length": served_context(entry),
+                "capabilities": {key: bool(get_path(entry, f"capabilities.{key}")) for key in CAPABILITIES}}
 
     async def list_models(self, request: Request) -> Response:
         self._check_api_key(request)
