@@ -150,5 +150,6 @@ def test_logs_follow_prints_what_the_backend_writes(tmp_path, standin_vllm):
         if follower is not None:
             follower.send_signal(signal.SIGINT)
             follower.wait(10)
+            follower.stdout.close()
         server.stop()
     assert follower.returncode == 0
