@@ -221,7 +221,8 @@ def test_stop_a_running_backend(stack):
     reply = httpx.post(proxy.url + "/v1/chat/completions", json=chat_body(STORY_MODEL), timeout=60)
     assert reply.status_code == 200, reply.text
     page.goto(gui_url + "/running_page")
-    settle(page, f'td[id^="glide-cell"]:has-text("{STORY_MODEL}")', timeout=SLOW)
+    page.wait_for_selector(f'td[id^="glide-cell"]:has-text("{STORY_MODEL}")', state="attached", timeout=SLOW)
+    settle(page, timeout=SLOW)
     screenshot(page, "manage-running", docs_name="running")
     click(page, f"Stop {STORY_MODEL}")
     wait_for(lambda: proxy.backend(STORY_MODEL) is None, what="the backend stopped", timeout=30, interval=0.2)
