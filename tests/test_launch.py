@@ -162,7 +162,7 @@ def test_host_from_entry_and_clients_connect_to_loopback_for_a_wildcard_bind():
     (["--served_model_name", "x"], r"read as `--served-model-name`\) is set by the launcher from served_model_id"),
     (["--enforce-eager", "--max-model-len"], r"`--max-model-len` takes a value but has none \(at the end"),
     (["--max-model-len", "--enforce-eager"], r"takes a value but has none \(before `--enforce-eager`\)"),
-    (["--max-model-length", "4096"], r"`--max-model-length` is not a flag of vllm serve .*did you mean `--max-model-len`"),
+    (["--max-model-length", "4096"], r"`--max-model-length` is not a flag of vllm .*did you mean `--max-model-len`"),
     (["--max", "4096"], r"`--max` could be any of"),
 ])
 def test_vllm_extra_args_refused_with_model_and_flag(args, message):

@@ -20,7 +20,8 @@ from modelreg.launch.catalogue import (
     parse_llama_help,
 )
 from modelreg.launch.flags import flag_value, parse_extra_args
-from support.real_backends import LLAMA_SERVER, VLLM as VLLM_PROGRAM, require
+from support.real_backends import LLAMA_SERVER, require
+from support.real_backends import VLLM as VLLM_PROGRAM
 
 # Lines as `vllm serve --help=all` (vLLM 0.32, Python 3.11 argparse) prints them, help text and group text included.
 VLLM_HELP = """\

@@ -8,7 +8,7 @@ import numpy as np
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from .tiny_gguf import CHAT_TEMPLATE, CONTEXT_LENGTH, N_EMBD, N_FF, N_LAYERS, SPECIAL_TOKENS, BOS_ID, EOS_ID, UNK_ID
+from .tiny_gguf import BOS_ID, CHAT_TEMPLATE, CONTEXT_LENGTH, EOS_ID, N_EMBD, N_FF, N_LAYERS, SPECIAL_TOKENS, UNK_ID
 
 # vLLM's CPU attention kernel needs a head size of at least 32 (with 16 every request answers 500).
 N_HEAD = 2
