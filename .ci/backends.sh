@@ -58,8 +58,8 @@ build_llama() {
             CMAKE_ARGS="$LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
                 pip_run "$PYTHON" -m pip wheel -q --no-deps -w "$LLAMA/wheels" -C build-dir="$LLAMA/build" "$LLAMA/src"
         fi
-        cmake -S "$LLAMA/src" -B "$LLAMA/build" $LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
-            >/dev/null
+        cmake -Wno-dev -S "$LLAMA/src" -B "$LLAMA/build" $LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TOOLS=ON \
+            -DLLAMA_BUILD_SERVER=ON >/dev/null
         cmake --build "$LLAMA/build" --target llama-server -j "$JOBS" >/dev/null
         mkdir -p "$LLAMA/bin"
         ln -sfn ../build/bin/llama-server "$LLAMA/bin/llama-server"

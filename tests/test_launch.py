@@ -172,6 +172,7 @@ def test_vllm_extra_args_refused_with_model_and_flag(args, message):
 
 @pytest.mark.parametrize("backend, args, message", [
     ("llama.cpp", ["-c", "4096", "--ctx-size", "8192"], "`--ctx-size` is given twice"),
+    ("llama.cpp", ["--lora", "a.gguf", "--lora", "b.gguf"], "`--lora` is given twice"),  # it would keep only b
     ("llama.cpp", ["-m", "/other.gguf"], r"`-m` \(read as `--model`\) is set by the launcher"),
     ("llama.cpp", ["-ngl"], "`-ngl` takes a value"),
     ("llama.cpp", ["--ctx-sizee", "8"], "did you mean `--ctx-size`"),
@@ -193,7 +194,8 @@ def test_extra_args_checks_per_backend(backend, args, message):
     ("vllm", ["--limit-mm-per-prompt", '{"image":1,"video":0}']),
     ("vllm", ["--max_model_len=4096"]),                                  # `_` spelling and `=value`
     ("vllm", ["-O3", "--compilation-config.mode", "3"]),
-    ("llama.cpp", ["--lora", "a.gguf", "--lora", "b.gguf"]),            # repeatable flag
+    ("vllm", ["--middleware", "a.M", "--middleware", "b.M"]),           # its one append flag
+    ("llama.cpp", ["--lora", "a.gguf,b.gguf"]),                          # several values: comma-separated
     ("llama.cpp", ["--n_gpu_layers", "99"]),                             # llama.cpp reads `_` as `-` too
     ("llama-cpp-python", ["--n_gpu_layers", "-1", "--verbose", "false"]),  # a negative number is a value
 ])

@@ -115,7 +115,7 @@ def test_unknown_and_ambiguous_flags_say_what_they_could_be():
     assert ambiguous.how == "ambiguous" and "--max-model-len" in ambiguous.candidates
     llama = committed_catalogue(LLAMA_CPP)
     assert llama.resolve("--ctx").how == "unknown"                 # llama.cpp takes no prefixes
-    assert llama.resolve("--n_gpu_layers").flag.name == "--n-gpu-layers"
+    assert llama.resolve("--n_gpu_layers").flag.name == "--gpu-layers"  # `-ngl, --gpu-layers, --n-gpu-layers`
     assert llama.resolve("--ctx-size=8").flag is None              # nor `--flag=value`
     python = committed_catalogue(LLAMA_CPP_PYTHON)
     assert python.resolve("--n-ctx").flag is None and python.resolve("--n-ctx").candidates == ("--n_ctx",)
@@ -135,10 +135,10 @@ def test_extra_args_problems(args, messages):
 
 
 def test_two_value_flags_need_both():
-    parsed = parse_extra_args(["--lora-scaled", "a.gguf"], committed_catalogue(LLAMA_CPP))
+    parsed = parse_extra_args(["--control-vector-layer-range", "1"], committed_catalogue(LLAMA_CPP))
     assert [p.message for p in parsed.errors] == [
-        "`--lora-scaled` takes two values but has only one (at the end of extra_args); add it after the flag or "
-        "remove the flag"]
+        "`--control-vector-layer-range` takes two values but has only one (at the end of extra_args); add it after "
+        "the flag or remove the flag"]
 
 
 def test_notes_say_which_flag_a_spelling_is_read_as():

@@ -47,15 +47,14 @@ SPECS: dict[str, BackendSpec] = {
         owned={"--host": _HOST, "--port": _PORT, "--uds": f"{_HOST} and {_PORT}", "--model": _MODEL,
                "--served-model-name": _SERVED},
         context_flag="--max-model-len",
-        repeatable=frozenset({"--middleware", "--allowed-origins"}),
+        repeatable=frozenset({"--middleware"}),  # the only append action of `vllm serve`
     ),
     LLAMA_CPP: BackendSpec(
         ready_path="/health",
         owned={"--host": _HOST, "--port": _PORT, "--model": _MODEL, "--model-url": _MODEL, "--hf-repo": _MODEL,
                "--docker-repo": _MODEL, "--models-dir": _MODEL, "--models-preset": _MODEL, "--alias": _SERVED},
         context_flag="--ctx-size",
-        repeatable=frozenset({"--lora", "--lora-scaled", "--override-kv", "--control-vector",
-                              "--control-vector-scaled", "--override-tensor"}),
+        # none repeat: llama-server keeps only the last of a flag given twice (several values go comma-separated)
         unset_env=("LLAMA_ARG_HOST", "LLAMA_ARG_PORT", "LLAMA_ARG_MODEL", "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_HF_REPO",
                    "LLAMA_ARG_DOCKER_REPO", "LLAMA_ARG_MODELS_DIR", "LLAMA_ARG_MODELS_PRESET", "LLAMA_ARG_ALIAS"),
     ),

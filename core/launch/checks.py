@@ -20,6 +20,9 @@ class LaunchProblem:
     field: str
     message: str
     error: bool = True
+    # about a file on this machine (a chat template): the registry may be edited on another machine than the one
+    # that runs the model, so `validate` only warns
+    local: bool = False
 
 
 def launch_problems(entry: dict[str, Any], settings: Settings) -> list[LaunchProblem]:
@@ -54,14 +57,15 @@ def launch_problems(entry: dict[str, Any], settings: Settings) -> list[LaunchPro
     try:
         chat_template_file(name, backend, entry)
     except BadInput as exc:
-        problems.append(LaunchProblem("chat_template", str(exc)))
+        problems.append(LaunchProblem("chat_template", str(exc), local="does not exist" in str(exc)))
     return problems
 
 
 def curated_launch_problems(entries: list[dict[str, Any]], sources: dict[str, dict[str, str]],
                             settings: Settings) -> tuple[list[str], list[str]]:
     """Errors and warnings for `modelreg validate`: a problem in a field the curated layer (base or profile) sets is
-    an error; in a field that comes from elsewhere (a legacy discovered layer) it is a warning."""
+    an error; in a field that comes from elsewhere (a legacy discovered layer), or about a file missing on this
+    machine, it is a warning."""
     errors: list[str] = []
     warnings: list[str] = []
     for entry in entries:
@@ -70,7 +74,7 @@ def curated_launch_problems(entries: list[dict[str, Any]], sources: dict[str, di
             curated = any(source == "curated" or source.startswith("profile:")
                           for path, source in origin.items()
                           if path == problem.field or path.startswith(problem.field + "."))
-            (errors if problem.error and curated else warnings).append(problem.message)
+            (errors if problem.error and curated and not problem.local else warnings).append(problem.message)
     return errors, warnings
 
 

@@ -109,7 +109,7 @@ def parse_extra_args(args: list[str], catalogue: Catalogue, owned: dict[str, str
         key = flag.name if found.how != "dotted" else found.spelling
         if key in seen and flag.name not in repeatable:
             problems.append(ArgProblem(index, token, f"`{flag.name}` is given twice (arguments {seen[key] + 1} and "
-                                                     f"{index + 1}); keep one"))
+                                                     f"{index + 1}); the backend would use only one, so keep one"))
         seen[key] = index
         start = index
         values, index = _take_values(args, index, flag, found.attached, problems)
