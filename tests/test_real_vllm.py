@@ -15,6 +15,7 @@ test reads vLLM's own errors (about 20 s each).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,13 +95,15 @@ def story(tmp_path_factory):
         "ready_timeout": START_TIMEOUT, "model_roots": [],
         "executables": {"vllm": vllm, "llama.cpp": llama_server, "llama-cpp-python": sys.executable}}))
     write_tiny_hf(models / "tiny-llama-hf")
+    (models / "tiny-gguf").mkdir(parents=True)
     write_tiny_gguf(models / "tiny-gguf" / "tiny-llama-F32.gguf")
     scanned = cli(folder, "scan", str(models), "--json")
     assert scanned.returncode == 0, scanned.stderr
     registry = Registry(folder)
     names = {registry.entry(n)["backend"]: n for n in json.loads(scanned.stdout)["stubs"]}
     assert set(names) == {"vllm", "llama.cpp"}
-    # vLLM's CPU build wants float32 kernels for this model; the story's own arguments come from the GUI
+    for name in names.values():  # a port free on this machine (the stubs' ports are free in the registry only)
+        registry.set_value(name, "backend_config.port", free_port())
     return folder, models, tmp, proxy_port, names["vllm"], names["llama.cpp"]
 
 
@@ -146,10 +149,9 @@ def test_the_seed_story_against_real_vllm(story):
             navigate(page, "Launch test")
             page.get_by_role("button", name="Run launch test").click()
             settle(page, '[data-testid="stAlertContentSuccess"]:has-text("answered")', timeout=START_TIMEOUT * 1000)
-            metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
-            assert any("context size" in m and "256" in m for m in metrics), metrics
-            assert any("ready after" in m and " s" in m for m in metrics), metrics
             screenshot(page, "real-vllm-launch-test")
+            shown = page.inner_text("body")
+            assert re.search(r"context size\s+256\b", shown) and re.search(r"ready after\s+[\d.]+ s", shown), shown
             browser.close()
     finally:
         gui.stop()

@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -280,12 +280,13 @@ def read_catalogue(backend: str, executable: str, version: str | None = None) ->
                      tuple(flags), **reader.rules)
 
 
-def committed_catalogue(backend: str, note: str = "") -> Catalogue | None:
+@cache
+def committed_catalogue(backend: str) -> Catalogue | None:
     """The catalogue generated from the real program and committed with modelreg (`.ci/flag_catalogues.py`)."""
     path = COMMITTED / f"{backend}.json"
     if not path.is_file():
         return None
-    return Catalogue.from_dict(json.loads(path.read_text(encoding="utf-8")), notes=(note,) if note else ())
+    return Catalogue.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
@@ -296,12 +297,15 @@ def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
         return None
     found = shutil.which(executable) if executable else None
     if found is None:
-        committed = committed_catalogue(backend)
-        if committed is None:
-            return None
-        return replace(committed, notes=(f"{executable or backend} is not installed here: flags are checked against "
-                                         f"{committed.program} {committed.version}, whose catalogue ships with "
-                                         "modelreg",))
+        key = json.dumps([backend, executable, None])
+        if key not in _memo:
+            committed = committed_catalogue(backend)
+            if committed is None:
+                return None
+            _memo[key] = replace(committed, notes=(
+                f"{executable or backend} is not installed here: flags are checked against {committed.program} "
+                f"{committed.version}, whose catalogue ships with modelreg",))
+        return _memo[key]
     # run it as found (a venv's python is a link that only works by its own path); key the cache by what it links
     # to, so that clones at other paths share one reading
     program, real = os.path.abspath(found), os.path.realpath(found)

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
-from modelreg.launch.flags import default_catalogue, flag_name, flag_value
+from modelreg.launch.catalogue import committed_catalogue
+from modelreg.launch.flags import flag_name, flag_value
 
 LONG_CONTEXT = 65536  # a context this long (vLLM's 128K default for many models) makes startup slow and memory-hungry
 
@@ -244,7 +245,7 @@ def _unknown_flag(ctx: _Context) -> Finding | None:
         return None
     given = match.group(1).split()[0]
     flag = given.split("=", 1)[0]
-    closest = default_catalogue(ctx.backend).closest(flag) if ctx.backend and default_catalogue(ctx.backend) else ()
+    closest = committed_catalogue(ctx.backend).closest(flag) if ctx.backend and committed_catalogue(ctx.backend) else ()
     if closest and flag in ctx.extra_args:
         args = [closest[0] if token == flag else token for token in ctx.extra_args]
         advice = f"did you mean {closest[0]}? {_set_command(ctx, args)}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from modelreg.errors import BadInput
@@ -144,17 +143,11 @@ def _take_values(args: list[str], index: int, flag: Flag, attached: str | None,
     return tuple(values), index
 
 
-@cache
-def default_catalogue(backend: str) -> Catalogue | None:
-    """The committed catalogue: enough to find which flag a token names where no program is at hand."""
-    return committed_catalogue(backend)
-
-
 def flag_name(token: str, backend: str, catalogue: Catalogue | None = None) -> str | None:
     """The canonical flag a token names (`--max_model_len=4` -> `--max-model-len`), or None for a value."""
     if not _looks_like_flag(token):
         return None
-    catalogue = catalogue or default_catalogue(backend)
+    catalogue = catalogue or committed_catalogue(backend)
     if catalogue is None:  # Ollama's options: `--num-ctx` / `--num_ctx`
         return "--" + token[2:].split("=", 1)[0].replace("_", "-") if token.startswith("--") else token
     found = catalogue.resolve(token)
@@ -163,7 +156,7 @@ def flag_name(token: str, backend: str, catalogue: Catalogue | None = None) -> s
 
 def flag_value(args: list[str], flag: str, backend: str, catalogue: Catalogue | None = None) -> str | None:
     """The value extra_args give a flag in any spelling the backend accepts, or None."""
-    catalogue = catalogue or default_catalogue(backend)
+    catalogue = catalogue or committed_catalogue(backend)
     wanted = flag_name(flag, backend, catalogue)
     if catalogue is not None:
         return parse_extra_args(args, catalogue).value(wanted)
@@ -182,7 +175,7 @@ def extra_args_problems(backend: str, extra_args: Any, catalogue: Catalogue | No
         extra_args = []
     if not isinstance(extra_args, list) or not all(isinstance(a, str) for a in extra_args):
         return ParsedArgs([], [ArgProblem(0, "", f"must be a list of strings, got {json.dumps(extra_args)}")])
-    catalogue = catalogue or default_catalogue(backend)
+    catalogue = catalogue or committed_catalogue(backend)
     if catalogue is None:
         return ParsedArgs([], [])
     spec = SPECS[backend]
