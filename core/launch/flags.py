@@ -10,7 +10,6 @@ from modelreg.errors import BadInput
 from modelreg.launch.backends import SPECS
 from modelreg.launch.catalogue import MANY, NONE, ONE, OPTIONAL, TWO, Catalogue, Flag, committed_catalogue
 
-# ---- extra_args, read as the backend reads them ----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Arg:
