@@ -19,10 +19,7 @@ import httpx
 from bench.common import side_by_side
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, dumps
-
-
-def chat_body(model: str, max_tokens: int = 1, **extra) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens, **extra}
+from support import chat_body
 
 
 def load(url: str, models: list[str], total: int = 200, concurrency: int = 20, max_tokens: int = 1) -> dict:

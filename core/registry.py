@@ -349,7 +349,12 @@ class Registry:
 
     # ---- migration of a legacy (config-in-discovered) registry ---------------------------------------------
     def migrate(self, dry_run: bool = False) -> Migration:
-        """Move config values out of discovered into curated where curated has none; merged snapshot unchanged."""
+        """Move config values out of discovered into curated where curated has none; merged snapshot unchanged.
+
+        The one write that bypasses the layer writers, on purpose: it is the only change that removes configuration
+        from the discovered layer (the discovered writer keeps legacy configuration, the curated writer never
+        touches discovered), and both files must change under one lock, after backups of both.
+        """
         with registry_lock(self.config_dir):
             discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
             report, _ = self._check(discovered, curated)

@@ -10,12 +10,14 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import orjson
-from filelock import FileLock
 
 from modelreg.errors import BadInput
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 DISCOVERED_FILE = "model_registry.discovered.json"
 CURATED_FILE = "model_registry.curated.json"
@@ -148,11 +150,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-_locks: dict[Path, FileLock] = {}
+_locks: dict[Path, "FileLock"] = {}
 
 
-def registry_lock(config_dir: Path) -> FileLock:
+def registry_lock(config_dir: Path) -> "FileLock":
     """The cross-process lock every registry write holds (re-entrant within a thread)."""
+    from filelock import FileLock  # loads asyncio; commands that only read never pay for it
+
     path = (Path(config_dir) / LOCK_FILE).resolve()
     if path not in _locks:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -158,3 +158,19 @@ def test_old_failure_curated_args_reach_the_real_server(tmp_path, capsys, tiny_m
     # the machine-written layer still says what it said: nothing curated leaked into it
     discovered = json.loads((folder / DISCOVERED_FILE).read_text())
     assert discovered[0]["backend_config"]["extra_args"] == []
+
+
+def test_profile_overriding_one_executable_keeps_the_others(tmp_path, capsys):
+    """Settings merge deeply: a profile's `executables.vllm` leaves the user's llama.cpp path in place."""
+    folder = tmp_path / "configs"
+    write_layers(folder, [], [
+        {"name": "big", "backend": "vllm", "backend_config": {"port": 24001, "model_path": "/m/big"}},
+        {"name": "small", "backend": "llama.cpp", "backend_config": {"port": 24002, "model_path": "/m/s.gguf"}}])
+    (folder / "settings.json").write_text(json.dumps({
+        "executables": {"vllm": "/opt/vllm/bin/vllm", "llama.cpp": "/opt/llama/llama-server"},
+        "profiles": {"gpu2": {"executables": {"vllm": "/opt/vllm-nightly/bin/vllm"}}}}))
+    for profile, vllm in ((None, "/opt/vllm/bin/vllm"), ("gpu2", "/opt/vllm-nightly/bin/vllm")):
+        chosen = ["--profile", profile] if profile else []
+        assert shlex.split(run(capsys, "--config-dir", folder, *chosen, "launch-cmd", "big")[1])[0] == vllm
+        small = shlex.split(run(capsys, "--config-dir", folder, *chosen, "launch-cmd", "small")[1])
+        assert small[0] == "/opt/llama/llama-server"

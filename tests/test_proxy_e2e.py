@@ -10,10 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.proxy import chat_body
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, dumps
-from support import free_port, wait_for
+from support import chat_body, free_port, wait_for
 from support.gui_servers import ProxyProcess
 from support.tiny_gguf import tiny_entry
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -54,12 +55,17 @@ def gui_env(config_dir: str | None, profile: str | None) -> dict[str, str]:
     return env
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_gui(args: argparse.Namespace) -> None:
     if find_spec("streamlit") is None:
         raise BadInput("streamlit is not installed; run `make setup` (pip install -e '.[gui]')")
     env = gui_env(args.config_dir, args.profile)
     url = f"http://{'127.0.0.1' if args.address in ('0.0.0.0', '::') else args.address}:{args.port}"
     process = subprocess.Popen(streamlit_argv(args.port, args.address), env=env)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # SIGTERM stops the Streamlit server too, as Ctrl-C does
     try:
         warmed = warm_up(url, process)
         state = "ready" if warmed else "started, but its first run of the app failed or timed out (see above)"

@@ -1,10 +1,16 @@
 """The backends modelreg starts: their names, other spellings, and what the launcher knows of each."""
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from functools import cache
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 from modelreg.errors import BadInput
+from modelreg.store import atomic_write
 
 VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA = "vllm", "llama.cpp", "llama-cpp-python", "ollama"
 BACKENDS = (VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA)
@@ -87,3 +93,39 @@ def canonical_backend(backend: Any, name: str = "?") -> str:
 def is_projector_name(name: str) -> bool:
     """A GGUF file named as a vision projector (`mmproj`): loaded beside a model, never as one."""
     return "mmproj" in name.lower()
+
+
+def user_cache_dir() -> Path:
+    """modelreg's per-user cache ($MODELREG_CACHE, else $XDG_CACHE_HOME/modelreg, else ~/.cache/modelreg): outside
+    any registry folder; .ci/backends.sh installs the tests' real backends there too."""
+    if os.environ.get("MODELREG_CACHE"):
+        return Path(os.environ["MODELREG_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelreg"
+
+
+@cache
+def ollama_option_names() -> frozenset[str]:
+    """The option names Ollama models take (the `ollama` client's Options model), cached per installed client so
+    that planning a launch does not import the client (and httpx and pydantic's models with it)."""
+    spec = find_spec("ollama")
+    if spec is None or not spec.origin:
+        raise BadInput("the `ollama` Python client is not installed; reinstall modelreg (`make setup`)")
+    types_file = Path(spec.origin).with_name("_types.py")
+    stat = types_file.stat()
+    key = f"{types_file}:{stat.st_mtime_ns}:{stat.st_size}"
+    cached = user_cache_dir() / "ollama-options.json"
+    try:
+        data = json.loads(cached.read_bytes())
+        if data.get("key") == key:
+            return frozenset(data["options"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    from ollama._types import Options  # the client's own list of option names
+
+    names = sorted(Options.model_fields)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cached, json.dumps({"key": key, "options": names}).encode())
+    except OSError:
+        pass  # a read-only home: the next start reads the client again
+    return frozenset(names)

@@ -14,7 +14,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM
+from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM, user_cache_dir
 from modelreg.store import atomic_write, file_stamp
 
 # How many values a flag takes.
@@ -225,13 +225,6 @@ READ_TIMEOUT = 300.0  # `vllm serve --help=all` imports vLLM: 22 s on an idle 2-
 _memo: dict[tuple, Catalogue] = {}
 
 
-def cache_dir() -> Path:
-    """modelreg's per-user cache: $MODELREG_CACHE, else $XDG_CACHE_HOME/modelreg, else ~/.cache/modelreg."""
-    if os.environ.get("MODELREG_CACHE"):
-        return Path(os.environ["MODELREG_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelreg"
-
-
 def _start(argv: list[str]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
@@ -316,7 +309,7 @@ def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
     reader = READERS[backend]
     version = program_version(backend, program) if reader.cheap_version else None
     identity = [real, version if reader.cheap_version else stamp]
-    cache = cache_dir() / "flags" / f"{backend}-{hashlib.sha1(real.encode()).hexdigest()[:16]}.json"
+    cache = user_cache_dir() / "flags" / f"{backend}-{hashlib.sha1(real.encode()).hexdigest()[:16]}.json"
     catalogue = None
     try:
         cached = json.loads(cache.read_text(encoding="utf-8"))

@@ -18,6 +18,7 @@ from modelreg.launch.backends import (
     VLLM,
     canonical_backend,
     is_projector_name,
+    ollama_option_names,
 )
 from modelreg.launch.catalogue import Catalogue, catalogue_for
 from modelreg.launch.fit import fit_summary
@@ -92,9 +93,7 @@ def _connect_host(host: str) -> str:
 
 def _ollama_options(name: str, entry: dict, extra_args: list[str]) -> dict[str, Any]:
     """Ollama load/run options: generation defaults the daemon understands, then extra_args (`--num-ctx 4096`)."""
-    from ollama._types import Options  # the client's own list of option names
-
-    known = set(Options.model_fields)
+    known = ollama_option_names()
     options: dict[str, Any] = {}
     defaults = get_path(entry, "generation_defaults", {}) or {}
     for key, value in defaults.items():

@@ -20,3 +20,8 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval)
     return value
+
+
+def chat_body(model: str, max_tokens: int = 1, **extra) -> dict:
+    """An OpenAI chat request asking `model` a one-word question."""
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens, **extra}
