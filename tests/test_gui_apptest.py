@@ -384,14 +384,14 @@ def test_wizard_page_from_repo_id_to_a_saved_configuration(folder, hub, proxy, t
     facts = at.dataframe[0].value
     assert facts[facts["field"] == "metadata.format"]["value"].tolist() == ["gguf"]
     stub = json.loads(at.json[0].value)
-    assert stub["metadata"]["_config_needed"] is True and stub["backend"] == "llama.cpp"
+    assert stub["metadata"]["_config_needed"] is True and stub["backend"] == "llama-cpp-python"  # installed here
     assert any("roles: not set" in m.value for m in at.markdown)
 
     at.button(key="wz_configure").click().run()
     at.selectbox(key=f"wz_field:{name}:backend").set_value("llama-cpp-python")
     at.text_input(key=f"wz_field:{name}:backend_config.extra_args").set_value("--n_ctx 256").run()
     assert any("llama_cpp.server" in c.value and c.value.endswith("--n_ctx 256") for c in at.code)
-    assert Registry(folder).entry(name)["backend"] == "llama.cpp"  # nothing written before save
+    assert not Registry(folder).entry(name)["backend_config"].get("extra_args")  # nothing written before save
     at.button(key="wz_save").click().run()
     assert not at.exception, at.exception
     entry = Registry(folder).entry(name)
