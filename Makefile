@@ -3,11 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 LITELLM_VENV := .venv-litellm
 PY := $(VENV)/bin/python
-WHEELS := .cache/wheels
-LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+BACKENDS := .cache/backends
 CONFIG_DIR ?= configs
 
-.PHONY: run test bench setup browser clean
+.PHONY: run test bench setup backends browser clean
 
 setup: $(VENV)/.installed-test $(LITELLM_VENV)/.installed
 
@@ -18,17 +17,16 @@ $(VENV)/.installed-app: pyproject.toml
 	$(PY) -m pip install -q -e ".[gui]"
 	touch $@
 
-# llama-cpp-python compiles llama.cpp (minutes on 2 cores): build its wheel once into a git-ignored cache.
-$(WHEELS)/.built:
-	mkdir -p $(WHEELS)
-	ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
-	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-deps -w $(WHEELS) "llama-cpp-python>=0.3.0"
+# The tests' extras: pytest, hypothesis, Playwright, and the real llama-cpp-python server. Its wheel compiles llama.cpp
+# (minutes on 2 cores), so .ci/backends.sh builds it once per user and version, outside the clone.
+$(VENV)/.installed-test: $(VENV)/.installed-app .ci/backends.sh
+	wheel=$$(.ci/backends.sh llama) && $(PY) -m pip install -q "$$wheel" -e ".[gui,test]"
 	touch $@
 
-# The tests' extras: pytest, hypothesis, Playwright, and the real llama-cpp-python server from the cached wheel.
-$(VENV)/.installed-test: $(VENV)/.installed-app $(WHEELS)/.built
-	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[gui,test]"
-	touch $@
+# Real vLLM (CPU) and llama.cpp's llama-server for the tests, cached per user; linked as $(BACKENDS)/bin/vllm and
+# $(BACKENDS)/bin/llama-server. Seconds when cached.
+backends:
+	.ci/backends.sh links $(BACKENDS)
 
 # The real LiteLLM proxy, the gateway of the several-hosts tests and benchmark, in a venv of its own: it pins
 # huggingface-hub below 2 (modelreg needs 2.4). 1.110 moved the proxy into a separate litellm-proxy distribution that
@@ -49,11 +47,11 @@ run: $(VENV)/.installed-app
 
 # The linter first (pyflakes, import order, line length), then every test. pytest runs from the venv's bin (not
 # `python -m`), so the repo root is not on sys.path: the code is imported by its installed name only.
-test: setup browser
+test: setup backends browser
 	$(VENV)/bin/ruff check core gui tests bench
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: setup browser
+bench: setup backends browser
 	$(PY) -m bench
 
 clean:
