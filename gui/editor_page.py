@@ -62,7 +62,8 @@ def pending() -> tuple[dict, dict]:
     texts = form_texts()
     path = ss.get(f"extra_path:{gen}", "").strip()
     extra = {path: parse_value(ss.get(f"extra_value:{gen}", ""), field_kind(path), path)} if path else {}
-    return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
+    return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra,
+                              services.registry(edit_profile).settings)
 
 
 def reload_form() -> None:
@@ -123,8 +124,12 @@ def draw_field(state: editing.FieldState) -> None:
     if state.overrides:
         note += " · overrides discovered"
     st.caption(note)
+    if path == "backend_config.extra_args" and (parsed := editing.args_preview(ss[key])):
+        st.text(f"parsed: {parsed}")
     if path in errors:
         st.error(errors[path])
+    for text in notes.get(path, []):
+        st.text(f"note: {text}")
 
 
 current_priority = parse_value(seed.get("role_priority", by_path["role_priority"].text), "json", "priority") or {}
@@ -132,6 +137,7 @@ for role in dict.fromkeys([*(ss.get(keys["roles"]) or []), *current_priority]):
     priority_keys[role] = f"ed:{gen}:priority:{role}"
     ss.setdefault(priority_keys[role], current_priority.get(role))
 changes, errors = pending()
+notes = editing.field_notes(target, changes, services.registry(edit_profile).settings)
 WIDE = ("json", "args")  # full-width fields; the others sit two to a row
 for group in editing.GROUPS:
     with tabs[group]:

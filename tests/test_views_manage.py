@@ -59,9 +59,9 @@ def test_typed_generation_defaults_with_ranges_and_the_json_rest(folder):
     assert by_path["generation_defaults"].value == {"seed": 7}  # only the keys without a field of their own
     changes, errors = editing.form_patch(target, {
         "generation_defaults.temperature": "2.5", "generation_defaults.top_p": "0.9",
-        "backend_config.port": "70000", "generation_defaults.max_tokens": "0"})
+        "backend_config.ready_timeout": "0", "generation_defaults.max_tokens": "0"})
     assert errors == {"generation_defaults.temperature": "temperature: 2.5 is above the maximum 2",
-                      "backend_config.port": "port: 70000 is above the maximum 65535",
+                      "backend_config.ready_timeout": "ready timeout (s): 0 is below the minimum 1",
                       "generation_defaults.max_tokens": "max_tokens: 0 is below the minimum 1"}
     assert changes == {"generation_defaults.top_p": 0.9}
     changes, errors = editing.form_patch(target, {"generation_defaults": '{"min_p": 0.05}',
