@@ -33,13 +33,20 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "WARNING: could not install Debian's chromium; browser tests will be skipped"; }
 
-run: $(VENV)/.installed-app
-	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) gui
+# Tiny real model files the demo registry in configs/ points at (git-ignored), so a Rescan keeps the demo models.
+DEMO_MODELS := .cache/demo-models
+$(DEMO_MODELS)/.made: tests/support/demo_models.py $(VENV)/.installed-app
+	PYTHONPATH=tests $(PY) -m support.demo_models $(DEMO_MODELS)
+	touch $@
+
+# The proxy and the GUI together on the demo registry (Ctrl-C stops both and every backend they started).
+run: $(VENV)/.installed-app $(DEMO_MODELS)/.made
+	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) up
 
 # The linter first (pyflakes, import order, line length), then every test. pytest runs from the venv's bin (not
 # `python -m`), so the repo root is not on sys.path: the code is imported by its installed name only.
 test: setup backends browser
-	$(VENV)/bin/ruff check core gui tests bench
+	$(VENV)/bin/ruff check core gui tests bench demo
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup backends browser

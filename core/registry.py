@@ -320,6 +320,13 @@ class Registry:
 
         return self._write_curated(edit, None, f"restore {item_id}")
 
+    def remove_curated(self, name: str) -> Snapshot:
+        """Remove every curated entry of one model (base and profiles); the version replaced is kept in history."""
+        def edit(entries: list[dict]) -> None:
+            entries[:] = [e for e in entries if e.get("name") != name]
+
+        return self._write_curated(edit, None, f"{name}: remove curated entries")
+
     def _curated_target(self, entries: list[dict], name: str, profile: str | None) -> dict:
         for entry in entries:
             if entry.get("name") == name and entry.get("profile") == profile:

@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modelreg.errors import BadInput
 from modelreg.paths import deep_merge
 from modelreg.store import atomic_write, registry_lock
+from modelreg.values import parse_size
 
 SETTINGS_FILE = "settings.json"
+PROXY_URL_ENV = "MODELREG_PROXY_URL"  # set by `modelreg up` for the GUI: where the proxy it started really listens
 
 
 def _default_executables() -> dict[str, str]:
@@ -70,6 +72,15 @@ class Settings(BaseModel):
         (24001, 24999), description="Inclusive range from which new curated stubs get a port no other entry uses.")
     gpu_memory: str = Field(
         "16GiB", description="GPU memory the fit estimate plans for, such as `16GiB` or `24GB`.")
+
+    @field_validator("gpu_memory")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        try:
+            parse_size(value)
+        except BadInput as exc:
+            raise ValueError(str(exc)) from None
+        return value
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Fraction of GPU memory a backend may take (vLLM's --gpu-memory-utilization).")
     executables: dict[str, str] = Field(
@@ -151,19 +162,81 @@ def load_settings(config_dir: Path) -> Settings:
         raise BadInput(f"{path}: setting {field!r}: {first['msg']}") from exc
 
 
-def save_setting(config_dir: Path, name: str, value: Any) -> Settings:
-    """Set one setting in `<config-dir>/settings.json` (validated first; other keys kept as written)."""
-    if name not in Settings.model_fields:
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = _Default()  # save_setting(..., DEFAULT): remove the key, so the default (or the base setting) applies again
+PROFILE_SETTINGS = ("gpu_memory", "gpu_memory_utilization", "executables", "port_range", "backend_host",
+                    "ready_timeout", "idle_ttl")  # what the GUI offers per profile (any setting may be overridden)
+
+
+def check_setting(name: str, value: Any) -> None:
+    """The checks a write makes beyond the types: model roots are existing folders, listed once; the proxy URL is
+    http(s)://host:port; the port range is ordered and within 1-65535; GPU memory is a size; executables are named."""
+    if name == "model_roots":
+        seen: set[str] = set()
+        for root in value or []:
+            folder = Path(os.path.expanduser(str(root)))
+            if not str(root).strip():
+                raise BadInput("model_roots: an empty folder name; choose a folder")
+            if not folder.is_dir():
+                raise BadInput(f"model_roots: {root!r} is not an existing folder; create it or choose another")
+            key = str(folder.resolve())
+            if key in seen:
+                raise BadInput(f"model_roots: {root!r} is listed twice")
+            seen.add(key)
+    elif name == "proxy_url":
+        parts = urlsplit(str(value))
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise BadInput(f"proxy_url: {value!r} is not a URL like http://127.0.0.1:8100 (scheme, host and port)")
+    elif name == "port_range":
+        low, high = value
+        if not 1 <= low <= high <= 65535:
+            raise BadInput(f"port_range: {low}-{high} must be two ports from 1 to 65535, the first not above the "
+                           "second")
+    elif name == "gpu_memory":
+        parse_size(value)
+    elif name == "executables":
+        for backend, exe in (value or {}).items():
+            if not str(exe).strip():
+                raise BadInput(f"executables: the executable for {backend!r} is empty; name a program or a path")
+
+
+def save_setting(config_dir: Path, name: str, value: Any, profile: str | None = None) -> Settings:
+    """Set one setting in `<config-dir>/settings.json`, or one profile's override of it; `DEFAULT` removes it.
+
+    The one writer of settings: checked (types, then `check_setting`) before anything is written, atomic under the
+    registry lock; other keys are kept as written, and a broken file is reported, never overwritten.
+    """
+    if name not in Settings.model_fields or name == "profiles" and profile:
         raise BadInput(f"unknown setting {name!r}; known: {', '.join(Settings.model_fields)}")
     path = Path(config_dir) / SETTINGS_FILE
     with registry_lock(config_dir):
         load_settings(config_dir)  # a broken file is reported, never overwritten
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        data[name] = value
+        target = data.setdefault("profiles", {}).setdefault(profile, {}) if profile else data
+        if value is DEFAULT:
+            target.pop(name, None)
+        else:
+            target[name] = value
+        if profile and not target:
+            del data["profiles"][profile]
+        where = f"profile {profile!r}: " if profile else ""
         try:
             settings = Settings.model_validate(data)
+            effective = settings.for_profile(profile)
         except ValidationError as exc:
-            raise BadInput(f"setting {name!r}: {exc.errors()[0]['msg']}") from exc
+            raise BadInput(f"{where}setting {name!r}: {exc.errors()[0]['msg']}") from exc
+        except BadInput as exc:
+            raise BadInput(f"{where}setting {name!r}: {exc}") from exc
+        if value is not DEFAULT:
+            check_setting(name, getattr(effective, name))
         atomic_write(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return settings
 

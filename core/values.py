@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from typing import Any
 
 from modelreg.errors import BadInput
 
 NOT_SET = "(not set)"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
 
 def format_value(value: Any, kind: str = "auto") -> str:
@@ -86,3 +88,16 @@ def _string_list(value: Any, label: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadInput(f'{label}: expected a JSON list of strings such as ["--max-model-len", "4096"]')
     return value
+
+
+def parse_size(text: str | int | float) -> int:
+    """`16GiB`, `16G` (binary), `24GB` (decimal), `512MiB`, or a number of bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    match = _SIZE.match(str(text))
+    if not match:
+        raise BadInput(f"GPU memory {text!r} is not a size; write it like 16GiB, 24GB or 12288MiB")
+    number, unit, binary = float(match[1]), match[2].upper(), match[3]
+    power = "KMGT".index(unit) + 1 if unit else 0
+    base = 1024 if (binary or not str(text).strip().upper().endswith("B")) and unit else 1000
+    return int(number * base ** power)

@@ -1,26 +1,32 @@
-"""modelreg's GUI: the navigation over the page modules (`modelreg gui`, or `make run` on the demo registry)."""
+"""modelreg's GUI: the navigation over the page modules (`modelreg gui`, or `modelreg up` / `make run`)."""
 from pathlib import Path
 
 import streamlit as st
 
 from modelreg.gui import services
 
-st.set_page_config(page_title="modelreg", page_icon=":material/dataset:", layout="wide")
-
 HERE = Path(__file__).parent
+st.set_page_config(page_title="modelreg", page_icon=str(HERE / "icon.png"), layout="wide")  # local: no CDN
+
 sections = {
     "Registry": [
         st.Page("models_page.py", title="Models", icon=":material/table:", default=True),
         st.Page("editor_page.py", title="Model editor", icon=":material/edit:"),
         st.Page("diff_page.py", title="Diff & history", icon=":material/difference:"),
+        st.Page("fit_page.py", title="Fit", icon=":material/memory:"),
     ],
-    "Run": [st.Page("launch_page.py", title="Launch test", icon=":material/rocket_launch:")],
+    "Run": [st.Page("launch_page.py", title="Launch test", icon=":material/rocket_launch:"),
+            st.Page("running_page.py", title="Running backends", icon=":material/dns:")],
+    "Add models": [st.Page("folders_page.py", title="Model folders", icon=":material/folder_open:"),
+                   st.Page("download_page.py", title="Download", icon=":material/download:")],
+    "System": [st.Page("settings_page.py", title="Settings & status", icon=":material/settings:"),
+               st.Page("hosts_page.py", title="Hosts", icon=":material/lan:")],
 }
-if (HERE / "download_page.py").exists():  # the download wizard (issue 7) plugs in here
-    sections["Add models"] = [st.Page("download_page.py", title="Download", icon=":material/download:")]
-sections["System"] = [st.Page("settings_page.py", title="Settings & status", icon=":material/settings:")]
-sections["System"].append(st.Page("hosts_page.py", title="Hosts", icon=":material/dns:"))
 
+st.html("<style>.block-container{padding-left:2rem;padding-right:2rem;padding-top:2.5rem}</style>")
 with st.sidebar:
     st.caption(f"config dir `{services.config_dir()}`  \nprofile `{services.profile() or 'none'}`")
+    unsaved = st.session_state.get("editor_drafts")
+    if unsaved:
+        st.caption(f"● unsaved editor changes: {', '.join(sorted({name for name, _ in unsaved}))}")
 st.navigation(sections).run()

@@ -10,7 +10,7 @@ from modelreg.merge import layer_diff
 from modelreg.views import models as view
 
 ALL = "(all models: changed fields only)"
-CHANGED_CSS = "background-color: #fff3cd"
+CHANGED_CSS = "background-color: #f8d7da"  # rose: none of the layer legend's colors (the status column says it too)
 
 st.title("Diff & history")
 reg = services.registry()
@@ -61,15 +61,38 @@ items = reg.history_items()
 if not items:
     st.info("No earlier curated versions yet: every save keeps the version it replaced here.")
     st.stop()
-labels = {i.id: f"{i.saved_at} · {i.reason}" for i in items}
+labels = view.history_labels(items)
 chosen = st.selectbox("Earlier version", list(labels), format_func=labels.get, key="history_item")
 try:
     diff = view.history_diff(reg, chosen)
 except RegistryError as exc:
     st.error(str(exc))
     st.stop()
-st.caption("Restoring makes this version current; the version it replaces is kept in history too.")
+st.caption("What restoring this version would change in the curated file (the version it replaces is kept in "
+           "history too):")
 st.code(diff or "(identical to the current curated file)", language="diff")
-if st.button("Restore this version", key="restore", disabled=not diff):
-    widgets.save_then_reload(lambda: reg.restore(chosen))
-    st.rerun()
+
+
+PENDING = "restore_pending"  # the item whose confirmation is open (kept across the dialog's own reruns)
+
+
+@st.dialog("Restore this version?", width="large", on_dismiss=lambda: st.session_state.pop(PENDING, None))
+def confirm_restore(item_id: str, change: str) -> None:
+    st.markdown(f"**{labels[item_id]}**")
+    st.code(change, language="diff")
+    st.warning("Restoring rewrites the curated file; the proxy reloads it and restarts the backends whose launch "
+               "changed.")
+    yes, no = st.columns(2)
+    if yes.button("Restore", type="primary", key="restore_confirm"):
+        st.session_state.pop(PENDING, None)
+        widgets.save_then_reload(lambda: reg.restore(item_id))
+        st.rerun()
+    if no.button("Cancel", key="restore_cancel"):
+        st.session_state.pop(PENDING, None)
+        st.rerun()
+
+
+if st.button("Restore this version…", key="restore", disabled=not diff):
+    st.session_state[PENDING] = chosen
+if st.session_state.get(PENDING) == chosen and diff:
+    confirm_restore(chosen, diff)

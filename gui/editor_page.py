@@ -1,4 +1,5 @@
-"""Model editor: facts read-only with their source; curated fields editable, reset, preview argv, save + reload."""
+"""Model editor: tabs of curated fields over read-only facts; an action bar on top; edits kept per model until saved
+or discarded (switching model or page loses nothing)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -11,97 +12,68 @@ from modelreg.values import format_value, parse_value
 from modelreg.views import editor as editing
 from modelreg.views import models as view
 
+DRAFTS = "editor_drafts"  # (model, profile) -> {"target", "texts", "resets"}: unsaved edits, kept across pages
+ss = st.session_state
+drafts: dict = ss.setdefault(DRAFTS, {})
+
 st.title("Model editor")
 reg = services.registry()
-name = widgets.model_picker([e["name"] for e in reg.snapshot().entries], key="editor_picker")
+names = [e["name"] for e in reg.snapshot().entries]
+unsaved = {name for name, _ in drafts}
+pick_col, profile_col = st.columns([3, 2], vertical_alignment="bottom")
+with pick_col:
+    name = widgets.model_picker(names, key="editor_picker", marked=unsaved)
 if name is None:
     st.stop()
 profiles = editing.profiles_of(reg)
-edit_profile = st.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
-                        format_func=lambda p: "base curated entry" if p is None else f"profile {p}")
+edit_profile = profile_col.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
+                                 format_func=lambda p: "base curated entry" if p is None else f"profile {p}")
+draft = drafts.get((name, edit_profile))
 
-loaded = st.session_state.get("edit_target")
+loaded = ss.get("edit_target")
 if loaded is None or (loaded.name, loaded.profile) != (name, edit_profile):
-    loaded = st.session_state["edit_target"] = editing.load_target(reg, name, edit_profile)
-    st.session_state["edit_gen"] = st.session_state.get("edit_gen", 0) + 1
-    st.session_state.pop("conflict", None)
+    loaded = ss["edit_target"] = draft["target"] if draft else editing.load_target(reg, name, edit_profile)
+    ss["edit_gen"] = ss.get("edit_gen", 0) + 1
+    ss.pop("conflict", None)
 target: editing.EditTarget = loaded
-gen = st.session_state["edit_gen"]
-resets: dict[str, str] = st.session_state.setdefault(f"resets:{gen}", {})
-
-
-def reload_form() -> None:
-    st.session_state.pop("edit_target", None)
-    st.session_state.pop("conflict", None)
-
-
-if target.curated_revision != reg.curated_revision():
-    st.warning("The curated file changed on disk since this form was loaded; saving will show both versions.")
-    st.button("Reload from disk (discard my edits)", on_click=reload_form, key="reload_top")
-
+gen = ss["edit_gen"]
+resets: dict[str, str] = ss.setdefault(f"resets:{gen}", dict(draft["resets"]) if draft else {})
 states = editing.field_states(target)
-keys = {s.spec.path: f"ed:{gen}:{s.spec.path}" for s in states}
-for state in states:
-    st.session_state.setdefault(keys[state.spec.path], state.text)
-extra_path = st.session_state.get(f"extra_path:{gen}", "").strip()
+by_path = {s.spec.path: s for s in states}
+keys = {path: f"ed:{gen}:{path}" for path in by_path}
+seed = draft["texts"] if draft else {}
+for path, key in keys.items():
+    text = seed.get(path, by_path[path].text)
+    ss.setdefault(key, parse_value(text, "list", "roles") or [] if path == "roles" else text)
+priority_keys: dict[str, str] = {}
+
+
+def form_texts() -> dict[str, str]:
+    """The form's text per field (the roles multiselect and the priority numbers as the fields' own text)."""
+    texts = {path: ss[key] for path, key in keys.items() if key in ss}
+    texts["roles"] = ", ".join(ss.get(keys["roles"]) or [])
+    if priority_keys:
+        texts["role_priority"] = editing.priority_text({r: ss.get(k) for r, k in priority_keys.items()})
+    return texts
 
 
 def pending() -> tuple[dict, dict]:
     """The curated changes the form holds now (read from the session, so a click's own callback sees them too)."""
-    texts = {path: st.session_state[key] for path, key in keys.items()}
-    path = st.session_state.get(f"extra_path:{gen}", "").strip()
-    extra = {path: parse_value(st.session_state.get(f"extra_value:{gen}", ""), field_kind(path), path)} if path else {}
+    texts = form_texts()
+    path = ss.get(f"extra_path:{gen}", "").strip()
+    extra = {path: parse_value(ss.get(f"extra_value:{gen}", ""), field_kind(path), path)} if path else {}
     return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra,
                               services.registry(edit_profile).settings)
 
 
-changes, errors = pending()
-widgets.show_report(stale=bool(changes))
-preview = target.merged(changes)
-plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_profile).settings)
-notes = editing.field_notes(target, changes, services.registry(edit_profile).settings)
+def reload_form() -> None:
+    drafts.pop((name, edit_profile), None)
+    ss.pop("edit_target", None)
+    ss.pop("conflict", None)
 
 
 def reset(path: str, key: str) -> None:
-    st.session_state[key] = resets[path] = format_value(target.under_value(path), field_kind(path))
-
-
-facts_col, form_col = st.columns([2, 3], gap="large")
-with facts_col:
-    st.subheader("Facts (read-only)")
-    st.caption("Read from disk by scans and downloads; the editor never writes them.")
-    current = target.merged()
-    st.dataframe(pd.DataFrame(view.fact_rows(current.entry, current.sources)),
-                 hide_index=True, width="stretch", height=520)
-with form_col:
-    st.subheader("Configuration" + (f" (profile {edit_profile})" if edit_profile else ""))
-    for state in states:
-        path, key, spec = state.spec.path, keys[state.spec.path], state.spec
-        field_col, reset_col = st.columns([6, 1], vertical_alignment="bottom")
-        with field_col:
-            widgets.field_input(state, key)
-        reset_col.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key), disabled=not state.in_layer,
-                         help="reset to discovered (remove this override)" if not edit_profile
-                         else "reset to the base entry (remove this profile override)")
-        note = f"from **{state.source or 'unset'}**"
-        if state.discovered is not None and state.source != "discovered":
-            note += f" · discovered value: `{format_value(state.discovered, spec.kind) or '[]'}`"
-        if state.overrides:
-            note += " · overrides discovered"
-        st.caption(note)
-        if path == "backend_config.extra_args" and (parsed := editing.args_preview(st.session_state[key])):
-            st.text(f"parsed: {parsed}")
-        if path in errors:
-            st.error(errors[path])
-        for text in notes.get(path, []):
-            st.text(f"note: {text}")
-        if path == "backend_config.extra_args":
-            widgets.launch_command(plan, plan_error)
-    with st.expander("Set another field (dotted path = JSON value)"):
-        st.text_input("field path", key=f"extra_path:{gen}", placeholder="metadata.notes")
-        st.text_input("value", key=f"extra_value:{gen}", placeholder='"any JSON, or plain text"')
-        if extra_path in errors:
-            st.error(errors[extra_path])
+    ss[key] = resets[path] = format_value(target.under_value(path), field_kind(path))
 
 
 def save(base_revision: str, edits: dict | None = None) -> None:
@@ -110,6 +82,7 @@ def save(base_revision: str, edits: dict | None = None) -> None:
         edits, problems = pending()
         if problems or not edits:
             return
+
     def write():
         return reg.apply_curated(name, edits, base_revision=base_revision, profile=edit_profile)
 
@@ -117,29 +90,120 @@ def save(base_revision: str, edits: dict | None = None) -> None:
         if widgets.save_then_reload(write):
             reload_form()
     except ConflictError:
-        st.session_state["conflict"] = edits
+        ss["conflict"] = edits
 
 
-conflict = st.session_state.get("conflict")
-if conflict is not None:
-    fresh = editing.load_target(reg, name, edit_profile)
-    st.error("Not saved: the curated file changed on disk since this form was loaded. Both versions:")
-    mine, theirs = st.columns(2)
-    mine.markdown("**Your version**")
-    mine.json(target.edited_layer(conflict))
-    theirs.markdown(f"**On disk now** (revision `{fresh.curated_revision[:12]}`)")
-    theirs.json(fresh.layer() or {"name": name, "(no curated entry)": True})
-    again, drop = st.columns(2)
-    again.button("Apply my changes on top of the disk version", key="save_over", on_click=save,
-                 args=(fresh.curated_revision, conflict))
-    drop.button("Discard my changes", key="discard", on_click=reload_form)
+bar = st.container(border=True)  # the action bar: filled once the form below has been read
+if target.curated_revision != services.curated_revision(reg):
+    st.warning("The curated file changed on disk since this form was loaded; saving will show both versions.")
+tabs = dict(zip((*editing.GROUPS, "Facts"), st.tabs([*editing.GROUPS, "Facts (read-only)"])))
 
-st.divider()
-pending_text = ", ".join(f"unset {p}" if v is editing.UNSET else f"set {p}" for p, v in changes.items())
-st.caption(f"Pending: {pending_text}" if pending_text else "No changes.")
-save_col, test_col = st.columns(2)
-save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None,
-                on_click=save, args=(target.curated_revision,))
-if test_col.button("Launch test", key="editor_launch", disabled=plan is None):
-    services.start_launch_test(name)
-    st.switch_page("launch_page.py")
+
+def draw_field(state: editing.FieldState) -> None:
+    path, key = state.spec.path, keys[state.spec.path]
+    field_col, reset_col = st.columns([12, 1], vertical_alignment="bottom")
+    with field_col:
+        if path == "roles":
+            options = sorted(set(editing.known_roles(services.merged().entries)) | set(ss.get(key) or []))
+            st.multiselect(state.spec.label, options, key=key, help=state.spec.help, accept_new_options=True,
+                           placeholder="choose roles or type a new one")
+        elif path == "role_priority":
+            st.caption("role priority (the highest number wins a role)" if priority_keys else
+                       "role priority: choose roles first")
+            for (role, pkey), column in zip(priority_keys.items(), st.columns(max(1, len(priority_keys)))):
+                column.number_input(f"priority: {role}", step=1, key=pkey, placeholder="none")
+        else:
+            widgets.field_input(state, key)
+    reset_col.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key),
+                     disabled=not state.in_layer or path in ("roles", "role_priority"),
+                     help="reset to discovered (remove this override)" if not edit_profile
+                     else "reset to the base entry (remove this profile override)")
+    note = state.provenance
+    if state.discovered is not None and state.discovered != state.value:
+        note += f" · discovered value: `{format_value(state.discovered, state.spec.kind) or '[]'}`"
+    if state.overrides:
+        note += " · overrides discovered"
+    st.caption(note)
+    if path == "backend_config.extra_args" and (parsed := editing.args_preview(ss[key])):
+        st.text(f"parsed: {parsed}")
+    if path in errors:
+        st.error(errors[path])
+    for text in notes.get(path, []):
+        st.text(f"note: {text}")
+
+
+current_priority = parse_value(seed.get("role_priority", by_path["role_priority"].text), "json", "priority") or {}
+for role in dict.fromkeys([*(ss.get(keys["roles"]) or []), *current_priority]):
+    priority_keys[role] = f"ed:{gen}:priority:{role}"
+    ss.setdefault(priority_keys[role], current_priority.get(role))
+changes, errors = pending()
+notes = editing.field_notes(target, changes, services.registry(edit_profile).settings)
+WIDE = ("json", "args")  # full-width fields; the others sit two to a row
+for group in editing.GROUPS:
+    with tabs[group]:
+        narrow: list = []
+        for state in [s for s in states if s.spec.group == group] + [None]:
+            if state is not None and state.spec.kind not in WIDE and state.spec.path != "role_priority":
+                narrow.append(state)
+                if len(narrow) < 2:
+                    continue
+            for column, pending_state in zip(st.columns(2), narrow):
+                with column:
+                    draw_field(pending_state)
+            narrow = []
+            if state is not None and (state.spec.kind in WIDE or state.spec.path == "role_priority"):
+                draw_field(state)
+                if state.spec.path == "backend_config.extra_args":
+                    command = st.empty()  # the argv preview, filled once every field has been read
+        if group == editing.DISPLAY:
+            with st.expander("Set another field (dotted path = JSON value)"):
+                st.text_input("field path", key=f"extra_path:{gen}", placeholder="metadata.notes")
+                st.text_input("value", key=f"extra_value:{gen}", placeholder='"any JSON, or plain text"')
+preview = target.merged(changes)
+plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_profile).settings)
+with command.container():
+    st.caption("The exact command the launcher will run:")
+    widgets.launch_command(plan, plan_error)
+extra_path = ss.get(f"extra_path:{gen}", "").strip()
+with tabs[editing.DISPLAY]:
+    if extra_path in errors:
+        st.error(errors[extra_path])
+with tabs["Facts"]:
+    st.caption("Read from disk by scans and downloads; the editor never writes them.")
+    current = target.merged()
+    st.dataframe(pd.DataFrame(view.fact_rows(current.entry, current.sources)), hide_index=True, width="stretch")
+
+if changes:
+    drafts[(name, edit_profile)] = {"target": target, "texts": form_texts(), "resets": dict(resets)}
+else:
+    drafts.pop((name, edit_profile), None)
+
+conflict = ss.get("conflict")
+with bar:
+    widgets.show_report(stale=bool(changes))
+    summary = editing.pending_summary(changes)
+    text_col, save_col, discard_col, test_col = st.columns([6, 1, 1, 1.3], vertical_alignment="center")
+    text_col.markdown(f"**Pending:** {summary}" if summary else "No changes.")
+    save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None,
+                    on_click=save, args=(target.curated_revision,), width="stretch")
+    discard_col.button("Discard", key="discard_edits", disabled=not changes, on_click=reload_form, width="stretch")
+    if test_col.button("Launch test", key="editor_launch", disabled=plan is None, width="stretch"):
+        services.start_launch_test(name)
+        st.switch_page("launch_page.py")
+    if errors:
+        st.caption(f"Save is disabled while {len(errors)} field(s) have an error: {', '.join(errors)}")
+    others = sorted(f"{n}" + (f" (profile {p})" if p else "") for n, p in drafts if (n, p) != (name, edit_profile))
+    if others:
+        st.caption("Unsaved edits kept for: " + ", ".join(others))
+    if conflict is not None:
+        fresh = editing.load_target(reg, name, edit_profile)
+        st.error("Not saved: the curated file changed on disk since this form was loaded. Both versions:")
+        mine, theirs = st.columns(2)
+        mine.markdown("**Your version**")
+        mine.json(target.edited_layer(conflict))
+        theirs.markdown(f"**On disk now** (revision `{fresh.curated_revision[:12]}`)")
+        theirs.json(fresh.layer() or {"name": name, "(no curated entry)": True})
+        again, drop = st.columns(2)
+        again.button("Apply my changes on top of the disk version", key="save_over", on_click=save,
+                     args=(fresh.curated_revision, conflict))
+        drop.button("Discard my changes", key="discard", on_click=reload_form)

@@ -1,6 +1,7 @@
 """Cached services every page shares: the registry per config dir and profile, merges, jobs, the proxy client."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -10,13 +11,12 @@ from modelreg.jobs import Job, JobRegistry
 from modelreg.launch.launch_test import start_launch_test_job
 from modelreg.proxy.client import ProxyAdmin, ProxyUnreachable, reload_report
 from modelreg.registry import Merged, Registry, default_config_dir
-from modelreg.settings import SETTINGS_FILE
-from modelreg.store import file_stamp
+from modelreg.settings import PROXY_URL_ENV, SETTINGS_FILE
+from modelreg.store import file_stamp, revision_of
 from modelreg.views.models import ModelRow, model_rows
 
 PROFILE_KEY = "active_profile"
-LAUNCH_JOB_KEY = "launch_job"
-SCAN_JOB_KEY = "scan_job"
+SCAN_REQUEST_KEY = "scan_request"
 
 
 def config_dir() -> Path:
@@ -76,6 +76,16 @@ def rows(running: tuple[str, ...] = ()) -> list[ModelRow]:
     return _rows(str(reg.config_dir), reg.profile, layers_stamp(reg), running)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _curated_revision(path: str, stamp: tuple) -> str:
+    return revision_of(Path(path).read_bytes()) if stamp[0] else revision_of(None)
+
+
+def curated_revision(reg: Registry) -> str:
+    """The curated file's revision, read again only when the file changed (the editor asks on every run)."""
+    return _curated_revision(str(reg.curated_path), _stamp(reg.curated_path))
+
+
 @st.cache_resource(show_spinner=False)
 def jobs() -> JobRegistry:
     """One job registry per server process: jobs outlive reruns, page changes and other clicks."""
@@ -87,16 +97,37 @@ def _proxy(url: str, folder: str) -> ProxyAdmin:
     return ProxyAdmin(url, folder, timeout=5.0)
 
 
+def proxy_url() -> str:
+    """Where the proxy is: the one `modelreg up` started (it says so in the environment), else `proxy_url`."""
+    return os.environ.get(PROXY_URL_ENV) or registry().settings.proxy_url
+
+
+def proxy_url_mismatch() -> str | None:
+    """The proxy's actual address when it differs from the `proxy_url` setting (then the GUI offers the fix)."""
+    actual = os.environ.get(PROXY_URL_ENV)
+    return actual if actual and actual.rstrip("/") != registry().settings.proxy_url.rstrip("/") else None
+
+
 def proxy() -> ProxyAdmin:
-    return _proxy(registry().settings.proxy_url, str(config_dir()))
+    return _proxy(proxy_url(), str(config_dir()))
+
+
+@st.cache_resource(show_spinner=False, ttl=3, max_entries=4)
+def _proxy_status(url: str, folder: str) -> tuple[dict | None, str | None]:
+    try:
+        return _proxy(url, folder).status(), None
+    except ProxyUnreachable as exc:
+        return None, str(exc)
 
 
 def proxy_status() -> tuple[dict | None, str | None]:
-    """The proxy's /admin/status, or why it could not be read."""
-    try:
-        return proxy().status(), None
-    except ProxyUnreachable as exc:
-        return None, str(exc)
+    """The proxy's /admin/status (at most 3 s old: every page run asks), or why it could not be read."""
+    return _proxy_status(proxy_url(), str(config_dir()))
+
+
+def proxy_changed() -> None:
+    """After a reload, stop or restart: the next page run asks the proxy again."""
+    _proxy_status.clear()
 
 
 def running_names(status: dict | None) -> tuple[str, ...]:
@@ -105,28 +136,29 @@ def running_names(status: dict | None) -> tuple[str, ...]:
 
 def start_launch_test(name: str) -> str:
     """Start the launch test of one model as a background job (one per model at a time); returns the job id."""
-    job = start_launch_test_job(jobs(), registry(), name)
-    st.session_state[LAUNCH_JOB_KEY] = job.id
-    return job.id
+    return start_launch_test_job(jobs(), registry(), name).id
 
 
-def start_rescan() -> str:
-    """Scan the model roots in the background (discovered facts, stubs for new models, rebuild, proxy reload)."""
+def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> str:
+    """Scan `paths` (default: the model roots) in the background: discovered facts, stubs for new models, rebuild,
+    proxy reload; a dry run writes nothing and says what a scan would change."""
     reg, admin = registry(), proxy()
+    roots = paths or [str(r) for r in default_roots(reg.settings)]
 
     def work(job: Job) -> ScanResult:
-        job.set_progress(None, "scanning " + ", ".join(str(r) for r in default_roots(reg.settings)))
-        result = scan(reg)
+        job.set_progress(None, ("dry run: " if dry_run else "scanning ") + ", ".join(roots))
+        result = scan(reg, paths or None, dry_run=dry_run)
         for model in result.models:
             job.log(f"{model['status']:>9}  {model['name']}  ({model['format']}, {model['path']})")
         for name in result.missing:
             job.log(f"  missing  {name}")
         for problem in result.problems:
             job.log(f"  problem  {problem}")
-        job.log(f"stubs created: {', '.join(result.stubs) or 'none'}")
-        job.log(reload_report(admin, reg.snapshot().revision).message)
+        job.log(f"stubs {'to create' if dry_run else 'created'}: {', '.join(result.stubs) or 'none'}")
+        if not dry_run:
+            job.log(reload_report(admin, reg.snapshot().revision).message)
         return result
 
-    job = jobs().start("scan", work, key=str(reg.config_dir), title="rescan")
-    st.session_state[SCAN_JOB_KEY] = job.id
+    job = jobs().start("scan", work, key=str(reg.config_dir), title="dry run" if dry_run else "rescan")
+    st.session_state[SCAN_REQUEST_KEY] = {"job": job.id, "paths": paths, "dry_run": dry_run}
     return job.id

@@ -1,5 +1,5 @@
 """Pieces several pages share: the layer legend, the model picker, field inputs, save-then-reload, a polled job
-panel, a launch command and a launch test's outcome."""
+panel, a launch command and a launch test's outcome, and the settings writer's outcome."""
 from __future__ import annotations
 
 import shlex
@@ -13,18 +13,21 @@ from modelreg.jobs import Job
 from modelreg.launch.plan import LaunchPlan
 from modelreg.proxy.client import ReloadReport, reload_report
 from modelreg.registry import Snapshot
+from modelreg.settings import save_setting
 from modelreg.values import NOT_SET
 from modelreg.views import editor as editing
-from modelreg.views.models import LAYER_COLORS
+from modelreg.views.models import LAYER_COLORS, LAYER_CUES
 
 MODEL_KEY = "model"
 REPORT_KEY = "last_save_report"
 
 
 def legend(classes: tuple[str, ...] = ("discovered", "curated", "override", "profile", "legacy", "unset")) -> None:
+    """The layer colors, each with the letter cells carry beside their value (so color is not the only cue)."""
     chips = " ".join(
         f'<span data-layer="{cls}" style="background:{LAYER_COLORS[cls][1]};color:#1f2328;padding:2px 8px;'
-        f'border-radius:4px;margin-right:6px;border:1px solid #d0d7de">{LAYER_COLORS[cls][0]}</span>'
+        f'border-radius:4px;margin-right:6px;border:1px solid #d0d7de">'
+        f'{LAYER_CUES.get(cls, "")} {LAYER_COLORS[cls][0]}</span>'
         for cls in classes)
     st.markdown(chips, unsafe_allow_html=True)
 
@@ -34,8 +37,10 @@ def registry_problem(exc: InvalidRegistry) -> None:
              + "\n".join(f"- {p}" for p in exc.problems))
 
 
-def model_picker(names: list[str], label: str = "Model", key: str = "picker") -> str | None:
-    """A select box bound to the session's selected model (shared by every page)."""
+def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: set[str] = frozenset(),
+                 ) -> str | None:
+    """A select box bound to the session's selected model (shared by every page); `marked` models show a dot
+    (the editor's unsaved edits)."""
     if not names:
         st.info("The registry has no models yet: run a scan on the Settings page.")
         return None
@@ -44,7 +49,8 @@ def model_picker(names: list[str], label: str = "Model", key: str = "picker") ->
         current = st.session_state[MODEL_KEY] = names[0]
     if st.session_state.get(key) != current:
         st.session_state[key] = current
-    st.selectbox(label, names, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}))
+    st.selectbox(label, names, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}),
+                 format_func=lambda n: f"● {n} (unsaved edits)" if n in marked else n)
     return current
 
 
@@ -89,6 +95,7 @@ def save_then_reload(write: Callable[[], Snapshot]) -> ReloadReport | None:
         st.session_state[REPORT_KEY] = f"Not saved: {exc}"
         return None
     report = reload_report(services.proxy(), snap.revision)
+    services.proxy_changed()
     st.session_state[REPORT_KEY] = report
     return report
 
@@ -127,12 +134,14 @@ def job_panel(job_id: str | None, describe: Callable[[Job], None], every: float 
             st.progress(job.progress or 0.0, text=job.message or f"{job.title}: running {job.elapsed:.0f}s")
             if st.button("Cancel", key=f"cancel:{job.id}"):
                 job.cancel()
-        st.code("\n".join(job.lines(40)) or "(no output yet)", language="log", wrap_lines=True)
-        if not job.running:
-            if not st.session_state.get(f"seen:{job.id}"):
-                st.session_state[f"seen:{job.id}"] = True
-                st.rerun(scope="app")  # stop polling: the next full run defines the panel without run_every
-            describe(job)
+            st.code("\n".join(job.lines(40)) or "(no output yet)", language="log", wrap_lines=True)
+            return
+        if not st.session_state.get(f"seen:{job.id}"):
+            st.session_state[f"seen:{job.id}"] = True
+            st.rerun(scope="app")  # stop polling: the next full run defines the panel without run_every
+        describe(job)  # the verdict first, the log below it
+        with st.expander(f"Log ({len(job.lines())} lines)"):
+            st.code("\n".join(job.lines(200)) or "(no output)", language="log", wrap_lines=True)
 
     panel()
 
@@ -161,3 +170,24 @@ def launch_outcome(name: str, finished: Job) -> None:
         st.caption(f"log: `{result.log_path}`")
     if not result.ok and result.log_tail:
         st.code(result.log_tail, language="log", wrap_lines=True)
+
+
+SETTING_KEY = "last_setting_outcome"
+
+
+def write_setting(name: str, value, profile: str | None = None) -> None:
+    """Button callback: one setting through the core's settings writer; the outcome shows on the next run."""
+    where = f" for profile {profile}" if profile else ""
+    try:
+        save_setting(services.config_dir(), name, value, profile)
+    except RegistryError as exc:
+        st.session_state[SETTING_KEY] = ("error", f"Not saved: {exc}")
+        return
+    st.session_state[SETTING_KEY] = ("success", f"Saved `{name}`{where} in settings.json (the proxy reads settings "
+                                                "when it starts: restart it to apply them there).")
+
+
+def show_setting_outcome() -> None:
+    outcome = st.session_state.pop(SETTING_KEY, None)
+    if outcome:
+        (st.error if outcome[0] == "error" else st.success)(outcome[1])

@@ -18,6 +18,7 @@ def test_the_command_binds_loopback_and_sends_no_statistics():
     options = dict(zip(argv[5::2], argv[6::2]))
     assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "8600"
     assert options["--browser.gatherUsageStats"] == "false" and options["--server.headless"] == "true"
+    assert options["--client.toolbarMode"] == "minimal" and options["--client.showErrorLinks"] == "false"  # no chrome
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1" and config["browser"]["gatherUsageStats"] is False
 

@@ -61,7 +61,7 @@ def open_app(page: str | None = None) -> AppTest:
 
 
 def field(at: AppTest, path: str):
-    for widgets in (at.text_input, at.selectbox, at.text_area):
+    for widgets in (at.text_input, at.selectbox, at.text_area, at.multiselect):
         for widget in widgets:
             if widget.key and widget.key.startswith("ed:") and widget.key.endswith(":" + path):
                 return widget
@@ -109,7 +109,7 @@ def test_models_page_colors_every_cell_by_layer_and_filters(folder):
     assert frame["status"][story] == "needs config"
     assert any(LAYER_COLORS["override"][0] in m.value for m in at.markdown)  # the legend
     at.multiselect(key="f_backend").set_value(["ollama"]).run()
-    assert set(at.dataframe[0].value["backend"]) == {"ollama"}
+    assert set(at.dataframe[0].value["backend"]) == {"ollama ᶜ"}  # the value and its layer's letter
     at.multiselect(key="f_backend").set_value([]).run()
     at.text_input(key="f_text").set_value("enforce").run()
     assert not at.dataframe and any("No model matches" in i.value for i in at.info)
@@ -150,7 +150,7 @@ def test_save_writes_only_curated_and_the_proxy_serves_the_new_revision(folder, 
 
 def test_save_without_a_proxy_stands_and_says_so(folder):
     at = editor_for(MISTRAL)
-    field(at, "roles").set_value("chat").run()
+    field(at, "roles").set_value(["chat"]).run()
     at.button(key="save").click().run()
     assert Registry(folder).entry(MISTRAL)["roles"] == ["chat"]
     assert any("proxy not reachable" in w.value and "the save stands" in w.value for w in at.warning)
@@ -160,7 +160,7 @@ def test_reset_to_discovered_removes_the_override(folder):
     at = editor_for(LLAMA)
     at.button(key=next(b.key for b in at.button if b.key and b.key.endswith(":display_name"))).click().run()
     assert field(at, "display_name").value == "Meta Llama 3.1 8B Instruct (Q4_K_M)"
-    assert any("unset display_name" in c.value for c in at.caption)
+    assert any("**Pending:** unset display_name" in m.value for m in at.markdown)
     at.button(key="save").click().run()
     curated = next(e for e in json.loads((folder / CURATED_FILE).read_text()) if e["name"] == LLAMA)
     assert "display_name" not in curated and curated["backend"] == "llama.cpp"
@@ -248,6 +248,9 @@ def test_diff_page_shows_layers_and_restores_history(folder):
     diff = [c.value for c in at.code if c.language == "diff"][0]
     assert '"port": 25555' in diff and '"port": 24002' in diff
     at.button(key="restore").click().run()
+    assert (folder / CURATED_FILE).read_bytes() != original  # asks first: nothing restored yet
+    assert any('"port": 25555' in c.value for c in at.code if c.language == "diff")
+    at.button(key="restore_confirm").click().run()
     assert (folder / CURATED_FILE).read_bytes() == original
     assert Registry(folder).entry(LLAMA)["backend_config"]["port"] == 24002
 
@@ -311,14 +314,15 @@ def test_rescan_runs_in_the_background_and_stubs_new_models(folder, tmp_path, mo
     write_tiny_gguf(root / "tiny-llama-F32.gguf")
     settings = json.loads((folder / "settings.json").read_text())
     (folder / "settings.json").write_text(json.dumps({**settings, "model_roots": [str(root)]}))
-    at = open_app("settings_page.py")
+    at = open_app("folders_page.py")
     assert any(str(root) in m.value for m in at.markdown)
     at.button(key="rescan").click().run()
     deadline = time.monotonic() + 60
     while not any("Scan" in a.value for a in [*at.success, *at.error]) and time.monotonic() < deadline:
         time.sleep(0.3)
         at.run()
-    assert any("Scan found 1 model(s); 1 new stub(s)" in s.value for s in at.success), [e.value for e in at.error]
+    assert any("Scan done: 1 added" in s.value and "1 new stub(s)" in s.value for s in at.success), \
+        [e.value for e in at.error]
     log = [c.value for c in at.code if "new" in c.value][0]
     registry = Registry(folder)
     demo = json.loads((REPO / "configs" / DISCOVERED_FILE).read_text())

@@ -92,7 +92,7 @@ def test_the_old_story_in_a_browser(stack):
     search = page.get_by_role("textbox", name="Search")
     search.fill("qwen2.5-vl")
     search.press("Enter")
-    settle(page, 'text="1 of 7 models"')
+    settle(page, 'text=1 of 7 models ·')
     table = page.locator('[data-testid="stDataFrame"]')
     page.mouse.move(0, 0)
     counts = color_pixels(table.screenshot())
@@ -111,7 +111,7 @@ def test_the_old_story_in_a_browser(stack):
     page.get_by_role("button", name="Save", exact=True).click()
     settle(page, '[data-testid="stAlertContentSuccess"]')
     message = page.locator('[data-testid="stAlertContentSuccess"]').first.inner_text()
-    screenshot(page, "editor", docs_name="editor")
+    screenshot(page, "editor")
 
     curated = {e["name"]: e for e in json.loads((folder / CURATED_FILE).read_text()) if "profile" not in e}
     assert curated[STORY_MODEL]["backend_config"]["extra_args"] == NEW_ARGS
@@ -126,10 +126,12 @@ def test_the_old_story_in_a_browser(stack):
     assert restarted["pid"] != first["pid"] and not restarted["stale"]
 
     navigate(page, "Diff & history")
-    screenshot(page, "diff", docs_name="diff")
+    screenshot(page, "diff")
     navigate(page, "Settings & status")
-    page.wait_for_selector(f'td[id^="glide-cell"]:has-text("{STORY_MODEL}")', state="attached", timeout=10_000)
-    screenshot(page, "settings", docs_name="settings")
+    settle(page, "text=serves the snapshot on disk")
+    running = page.locator('[data-testid="stMetric"]:has-text("running backends") [data-testid="stMetricValue"]')
+    assert running.inner_text() == "1"
+    screenshot(page, "settings")
 
     proxy.stop()  # frees the model's port for the launch test (the proxy's shutdown stops its backends)
     navigate(page, "Launch test")

@@ -48,3 +48,41 @@ def test_save_setting_never_overwrites_a_broken_file(tmp_path):
     with pytest.raises(BadInput, match="invalid JSON"):
         save_setting(tmp_path, "active_profile", "a")
     assert (tmp_path / "settings.json").read_text() == "{oops"
+
+
+def test_the_writer_checks_each_setting_and_writes_profile_overrides(tmp_path):
+    from modelreg.settings import DEFAULT
+
+    models = tmp_path / "models"
+    models.mkdir()
+    save_setting(tmp_path, "model_roots", [str(models)])
+    with pytest.raises(BadInput, match="is not an existing folder"):
+        save_setting(tmp_path, "model_roots", [str(models), str(tmp_path / "nope")])
+    with pytest.raises(BadInput, match="listed twice"):
+        save_setting(tmp_path, "model_roots", [str(models), str(models) + "/"])
+    with pytest.raises(BadInput, match="not a URL like http://127.0.0.1:8100"):
+        save_setting(tmp_path, "proxy_url", "127.0.0.1:8100")
+    save_setting(tmp_path, "proxy_url", "http://127.0.0.1:8200")
+    with pytest.raises(BadInput, match="the first not above the second"):
+        save_setting(tmp_path, "port_range", [25000, 24000])
+    with pytest.raises(BadInput, match="is not a size"):
+        save_setting(tmp_path, "gpu_memory", "lots")
+    with pytest.raises(BadInput, match="executable for 'vllm' is empty"):
+        save_setting(tmp_path, "executables", {"vllm": " "})
+    save_setting(tmp_path, "gpu_memory", "24GiB", profile="big")
+    with pytest.raises(BadInput, match="profile 'big': setting 'gpu_memory_utilization'"):
+        save_setting(tmp_path, "gpu_memory_utilization", 1.5, profile="big")
+    assert json.loads((tmp_path / "settings.json").read_text()) == {
+        "model_roots": [str(models)], "proxy_url": "http://127.0.0.1:8200",
+        "profiles": {"big": {"gpu_memory": "24GiB"}}}
+    assert Registry(tmp_path, "big").settings.gpu_memory == "24GiB"
+    assert Registry(tmp_path).settings.gpu_memory == "16GiB"
+    save_setting(tmp_path, "gpu_memory", DEFAULT, profile="big")
+    save_setting(tmp_path, "proxy_url", DEFAULT)
+    assert json.loads((tmp_path / "settings.json").read_text()) == {"model_roots": [str(models)], "profiles": {}}
+
+
+def test_a_bad_gpu_memory_in_the_file_is_reported_on_load(tmp_path):
+    (tmp_path / "settings.json").write_text(json.dumps({"gpu_memory": "sixteen"}))
+    with pytest.raises(BadInput, match=r"settings.json: setting 'gpu_memory': .*write it like 16GiB"):
+        load_settings(tmp_path)

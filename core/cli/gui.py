@@ -14,6 +14,7 @@ from pathlib import Path
 from modelreg.errors import BadInput
 
 DEFAULT_PORT = 8501
+STOP_WAIT = 20.0  # seconds Streamlit gets to stop before it is killed
 
 
 def app_path() -> Path:
@@ -22,10 +23,14 @@ def app_path() -> Path:
 
 
 def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
-    """The command that serves the app: loopback, no usage statistics, no browser opened by the server."""
+    """The command that serves the app: loopback, no usage statistics, no browser opened by the server, and no
+    Streamlit chrome (minimal toolbar, no Deploy button) wherever it is started from (flags, not only the repo's
+    .streamlit/config.toml, which Streamlit reads from the working directory only)."""
     return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--browser.serverAddress", address, "--server.scriptHealthCheckEnabled", "true"]
+            "--browser.serverAddress", address, "--server.scriptHealthCheckEnabled", "true",
+            "--client.toolbarMode", "minimal", "--client.showErrorLinks", "false", "--server.runOnSave", "false",
+            "--server.fileWatcherType", "none"]
 
 
 def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
@@ -44,15 +49,22 @@ def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool
     return False
 
 
-def gui_env(config_dir: str | None, profile: str | None) -> dict[str, str]:
-    """The app reads its registry folder (and profile) from the environment the CLI passes down."""
+def gui_env(config_dir: str | None, profile: str | None, proxy_url: str | None = None) -> dict[str, str]:
+    """The app reads its registry folder (and profile, and the proxy `modelreg up` started) from the environment."""
     from modelreg.registry import default_config_dir
+    from modelreg.settings import PROXY_URL_ENV
 
     env = dict(os.environ)
     env["MODELREG_CONFIG_DIR"] = str((Path(config_dir) if config_dir else default_config_dir()).resolve())
     if profile:
         env["MODELREG_PROFILE"] = profile
+    if proxy_url:
+        env[PROXY_URL_ENV] = proxy_url
     return env
+
+
+def loopback_url(address: str, port: int) -> str:
+    return f"http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{port}"
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:
@@ -63,7 +75,7 @@ def cmd_gui(args: argparse.Namespace) -> None:
     if find_spec("streamlit") is None:
         raise BadInput("streamlit is not installed; run `make setup` (pip install -e '.[gui]')")
     env = gui_env(args.config_dir, args.profile)
-    url = f"http://{'127.0.0.1' if args.address in ('0.0.0.0', '::') else args.address}:{args.port}"
+    url = loopback_url(args.address, args.port)
     process = subprocess.Popen(streamlit_argv(args.port, args.address), env=env)
     signal.signal(signal.SIGTERM, stop_on_sigterm)  # SIGTERM stops the Streamlit server too, as Ctrl-C does
     try:
@@ -72,9 +84,15 @@ def cmd_gui(args: argparse.Namespace) -> None:
         print(f"modelreg GUI {state} on {url} for {env['MODELREG_CONFIG_DIR']}", file=sys.stderr, flush=True)
         code = process.wait()
     except KeyboardInterrupt:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the wait short (an orphan)
+            signal.signal(sig, signal.SIG_IGN)
         process.terminate()
-        code = process.wait()
-    if code not in (0, -15):
+        try:
+            code = process.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+    if code not in (0, -15, -9):
         raise SystemExit(code)
 
 

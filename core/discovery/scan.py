@@ -257,8 +257,12 @@ def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterab
     return (port for port in range(low, high + 1) if port not in used)
 
 
-def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, stubs: bool = True) -> ScanResult:
-    """Scan `paths` (default: default_roots), write discovered facts, mark vanished models, stub new ones, rebuild."""
+def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, stubs: bool = True,
+         dry_run: bool = False) -> ScanResult:
+    """Scan `paths` (default: default_roots), write discovered facts, mark vanished models, stub new ones, rebuild.
+
+    `dry_run`: write nothing; the result says what would be added, updated, marked missing and stubbed.
+    """
     existing = registry.discovered_entries()
     found = discover(list(paths or []) or default_roots(registry.settings), Known(existing))
     ollama_store.enrich_from_daemon(found.models, registry.settings.ollama_host)
@@ -289,6 +293,9 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
         report.append({"name": name, "path": entry["backend_config"]["model_path"], "format": model.format,
                        "quantization": model.quantization, "status": status})
     vanished = sorted(e["name"] for e in existing if _identity(e) not in keys and _vanished(e, found))
+    if dry_run:
+        would_stub = [e["name"] for e in entries if e["name"] not in by_name] if stubs else []
+        return ScanResult(report, vanished, would_stub, found.problems, found.roots)
     writer = registry.discovered_writer()
     writer.upsert(entries, rebuild=False)
     if vanished:
@@ -302,6 +309,54 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
     else:
         registry.rebuild()
     return ScanResult(report, vanished, created, found.problems, found.roots)
+
+
+def remove_model(registry: Registry, name: str, delete_files: bool = False, drop_curated: bool = False,
+                 ) -> dict[str, Any]:
+    """Forget one model's discovered entry; optionally delete its files (only when they lie under a model root) and
+    its curated entries (base and every profile). Returns what was done."""
+    import shutil
+
+    entry = next((e for e in registry.discovered_entries() if e["name"] == name), None)
+    plan = removal_plan(registry, name)
+    if entry is None and not drop_curated:
+        raise BadInput(f"{name!r} has no discovered entry; tick its curated entry to remove the model")
+    if delete_files:
+        if not plan["deletable"]:
+            raise BadInput(f"will not delete {plan['path']!r}: {plan['why_not']}")
+        path = Path(plan["path"])
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if entry is not None:
+        registry.discovered_writer().remove([name], rebuild=not drop_curated)
+    if drop_curated:
+        registry.remove_curated(name)
+    return {"name": name, "forgot": entry is not None, "deleted": plan["path"] if delete_files else None,
+            "curated_removed": drop_curated}
+
+
+def removal_plan(registry: Registry, name: str) -> dict[str, Any]:
+    """What removing a model would touch: its path and size on disk, and whether its files may be deleted (only a
+    file or folder strictly inside a `model_roots` folder, never a root itself or anything outside)."""
+    entry = next((e for e in registry.discovered_entries() if e["name"] == name), None)
+    path = get_path(entry or {}, "backend_config.model_path")
+    curated = [e for e in registry.curated_entries() if e.get("name") == name]
+    plan: dict[str, Any] = {"name": name, "discovered": entry is not None, "curated_entries": len(curated),
+                            "path": path, "size_bytes": None, "deletable": False, "why_not": None}
+    if not isinstance(path, str) or path.startswith(ollama_store.MODEL_PATH_PREFIX):
+        plan["why_not"] = "its files are not a path on disk (Ollama models are removed with `ollama rm`)"
+        return plan
+    real = os.path.realpath(os.path.expanduser(path))
+    roots = [os.path.realpath(os.path.expanduser(r)) for r in registry.settings.model_roots]
+    if not os.path.exists(real):
+        plan["why_not"] = "its files are already gone"
+    elif not any(real != root and _within(real, root) for root in roots):
+        plan["why_not"] = "it is not inside one of the model_roots folders"
+    else:
+        plan["deletable"] = True
+        plan["path"] = real
+        files = [real] if os.path.isfile(real) else [os.path.join(d, f) for d, _, fs in os.walk(real) for f in fs]
+        plan["size_bytes"] = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+    return plan
 
 
 def forget(registry: Registry, names: Iterable[str]) -> list[str]:

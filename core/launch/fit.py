@@ -1,12 +1,12 @@
 """Fit estimate: weight memory and KV-cache bytes per token from discovered facts, and the largest context that fits."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import LLAMA_CPP, SPECS, VLLM, canonical_backend
 from modelreg.launch.flags import flag_value
+from modelreg.values import parse_size
 
 GIB = 1024 ** 3
 BLOCK_TOKENS = 16            # vLLM's default KV block size; its cache holds whole blocks
@@ -14,21 +14,7 @@ SUGGEST_STEP = 1024          # a suggested --max-model-len is rounded down to a 
 # Memory a backend needs besides weights and KV cache (see README, "Fit estimate").
 OVERHEAD_BYTES = {"vllm": 2 * GIB, "gguf": GIB // 2}
 VISION_OVERHEAD_BYTES = GIB  # the vision encoder's activations when the backend profiles the largest image
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 _VLLM_KV_DTYPES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "bfloat16": 2, "float16": 2}
-
-
-def parse_size(text: str | int | float) -> int:
-    """`16GiB`, `16G` (binary), `24GB` (decimal), `512MiB`, or a number of bytes."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    match = _SIZE.match(str(text))
-    if not match:
-        raise BadInput(f"GPU memory {text!r} is not a size; write it like 16GiB, 24GB or 12288MiB")
-    number, unit, binary = float(match[1]), match[2].upper(), match[3]
-    power = "KMGT".index(unit) + 1 if unit else 0
-    base = 1024 if (binary or not str(text).strip().upper().endswith("B")) and unit else 1000
-    return int(number * base ** power)
 
 
 def format_size(count: int | float) -> str:

@@ -17,14 +17,21 @@ from modelreg.registry import UNSET, Registry, check_editable
 from modelreg.settings import Settings
 from modelreg.values import NOT_SET, format_value, parse_value
 
+LAUNCH, GENERATION, ROUTING, DISPLAY = "Launch", "Generation", "Routing", "Display & metadata"
+GROUPS = (LAUNCH, GENERATION, ROUTING, DISPLAY)
+OTHER_GENERATION = "generation_defaults"  # the JSON field for generation keys without a typed field
+
 
 @dataclass(frozen=True)
 class EditorField:
-    """One curated-editable field: its dotted path, label and widget kind."""
+    """One curated-editable field: its dotted path, label, widget kind, tab, and the range a number must be in."""
 
     path: str
     label: str
     help: str = ""
+    group: str = DISPLAY
+    minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def kind(self) -> str:
@@ -32,35 +39,56 @@ class EditorField:
 
 
 EDITOR_FIELDS: tuple[EditorField, ...] = (
-    EditorField("backend", "backend", "which server runs the model"),
-    EditorField("backend_config.port", "port", "port the backend listens on"),
+    EditorField("backend", "backend", "which server runs the model", LAUNCH),
+    EditorField("backend_config.port", "port", "port the backend listens on (1-65535; checked with the launch)",
+                LAUNCH),
     EditorField("backend_config.extra_args", "extra_args",
-                "extra command-line arguments as shell text (--max-model-len 4096 --enforce-eager) or a JSON list"),
-    EditorField("backend_config.model_path", "model path", "file or folder the backend loads"),
-    EditorField("backend_config.host", "host", "address the backend binds (default from settings)"),
-    EditorField("backend_config.ready_timeout", "ready timeout (s)", "seconds a start may take"),
+                "extra command-line arguments as shell text (--max-model-len 4096 --enforce-eager) or a JSON list",
+                LAUNCH),
+    EditorField("chat_template", "chat template", 'JSON object {"source", "path", "sha256"}', LAUNCH),
+    EditorField("backend_config.ready_timeout", "ready timeout (s)", "seconds a start may take", LAUNCH, 1),
     EditorField("backend_config.exclusive_group", "exclusive group",
-                "starting this model stops the group's other running models"),
-    EditorField("backend_config.idle_ttl", "idle ttl (s)", "stop after this many idle seconds"),
+                "starting this model stops the group's other running models", LAUNCH),
+    EditorField("backend_config.idle_ttl", "idle ttl (s)", "stop after this many idle seconds", LAUNCH, 0),
+    EditorField("backend_config.model_path", "model path", "file or folder the backend loads", LAUNCH),
+    EditorField("backend_config.host", "host", "address the backend binds (default from settings)", LAUNCH),
     EditorField("backend_config.api_key_env", "API key variable",
-                "name of the environment variable holding the backend's API key (never the key itself)"),
+                "name of the environment variable holding the backend's API key (never the key itself)", LAUNCH),
     EditorField("backend_config.max_concurrency", "max concurrency",
-                "requests in flight at once; more get 429 with Retry-After"),
+                "requests in flight at once; more get 429 with Retry-After", LAUNCH, 1),
+    EditorField("generation_defaults.temperature", "temperature",
+                "sampling temperature, 0 (greedy) to 2; the proxy fills it in when a request leaves it out",
+                GENERATION, 0, 2),
+    EditorField("generation_defaults.top_p", "top_p", "nucleus sampling: keep the smallest set of tokens whose "
+                "probabilities add up to this, 0 to 1", GENERATION, 0, 1),
+    EditorField("generation_defaults.top_k", "top_k", "sample from the k most likely tokens (-1 or 0: all)",
+                GENERATION, -1),
+    EditorField("generation_defaults.max_tokens", "max_tokens", "longest reply in tokens", GENERATION, 1),
+    EditorField("generation_defaults.presence_penalty", "presence penalty",
+                "-2 to 2: positive values favour new topics", GENERATION, -2, 2),
+    EditorField("generation_defaults.frequency_penalty", "frequency penalty",
+                "-2 to 2: positive values discourage repeating tokens", GENERATION, -2, 2),
+    EditorField("generation_defaults.stop_sequences", "stop sequences",
+                "comma-separated texts that end the reply (sent as `stop`)", GENERATION),
+    EditorField("generation_defaults.context_window", "context window",
+                "context size the launcher passes (-c / --max-model-len) unless extra_args set one", GENERATION, 1),
+    EditorField(OTHER_GENERATION, "other generation defaults",
+                'JSON object for keys without a field above, e.g. {"min_p": 0.05, "seed": 7}', GENERATION),
+    EditorField("roles", "roles", "what the proxy routes to this model as `role:<name>`", ROUTING),
+    EditorField("role_priority", "role priority", 'JSON object, e.g. {"chat": 10}: the highest wins a role',
+                ROUTING),
+    EditorField("model_aliases", "aliases", "other names the proxy accepts, comma-separated", ROUTING),
+    EditorField("served_model_id", "served model id", "the name clients send as `model`", ROUTING),
+    EditorField("deprecated", "deprecated", "hidden from /v1/models", ROUTING),
     EditorField("display_name", "display name"),
-    EditorField("served_model_id", "served model id", "the name clients send as `model`"),
     EditorField("quantization", "quantization"),
     EditorField("family", "family"),
     EditorField("capabilities.vision", "vision"),
     EditorField("capabilities.tools", "tools"),
     EditorField("capabilities.embedding", "embedding"),
-    EditorField("roles", "roles", "comma-separated, e.g. chat, vision"),
-    EditorField("model_aliases", "aliases", "other names the proxy accepts, comma-separated"),
-    EditorField("deprecated", "deprecated", "hidden from /v1/models"),
-    EditorField("generation_defaults", "generation defaults",
-                'JSON object, e.g. {"temperature": 0.7, "context_window": 8192}'),
-    EditorField("role_priority", "role priority", 'JSON object, e.g. {"chat": 10}'),
-    EditorField("chat_template", "chat template", 'JSON object {"source", "path", "sha256"}'),
 )
+TYPED_GENERATION = tuple(f.path.removeprefix("generation_defaults.") for f in EDITOR_FIELDS
+                         if f.path.startswith("generation_defaults."))
 FIELDS_BY_PATH = {f.path: f for f in EDITOR_FIELDS}
 
 
@@ -123,10 +151,44 @@ class FieldState:
     discovered: Any         # the discovered value (what "reset" returns to for the base entry)
     in_layer: bool          # the edited curated entry sets this field
     overrides: bool         # the effective value replaces a different discovered value
+    provenance: str = ""    # where the value shown comes from, true for every value (null and objects included)
 
     @property
     def text(self) -> str:
         return format_value(self.value, self.spec.kind)
+
+
+def field_value(entry: dict | None, path: str) -> Any:
+    """A field's value in an entry; the "other generation defaults" field holds only the keys without a field."""
+    value = get_path(entry or {}, path)
+    if path == OTHER_GENERATION and isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in TYPED_GENERATION} or None
+    return value
+
+
+def provenance(path: str, value: Any, sources: dict[str, str], layer_holds_null: bool = False) -> str:
+    """Which layer the value of `path` comes from: one label, the labels of an object's fields, or "not set"."""
+    if value is None:
+        return "not set" + (" (the edited entry holds null: no opinion)" if layer_holds_null else "")
+    if path in sources:
+        return f"from {sources[path]}"
+    leaves = {p: label for p, label in sources.items() if p.startswith(path + ".")}
+    if path == OTHER_GENERATION:
+        leaves = {p: label for p, label in leaves.items() if p.split(".")[1] not in TYPED_GENERATION}
+    labels = sorted(set(leaves.values()))
+    if not labels:
+        return "derived"
+    if len(labels) == 1:
+        return f"from {labels[0]}"
+    parts = [f"{label} ({', '.join(sorted(p[len(path) + 1:] for p, of in leaves.items() if of == label))})"
+             for label in labels]
+    return "from " + "; ".join(parts)
+
+
+def _holds_null(layer: dict, path: str) -> bool:
+    parent, _, key = path.rpartition(".")
+    node = get_path(layer, parent) if parent else layer
+    return isinstance(node, dict) and key in node and node[key] is None
 
 
 def field_states(target: EditTarget) -> list[FieldState]:
@@ -134,10 +196,40 @@ def field_states(target: EditTarget) -> list[FieldState]:
     layer = target.layer()
     out = []
     for spec in EDITOR_FIELDS:
-        value = get_path(merged.entry, spec.path)
-        out.append(FieldState(spec, value, merged.sources.get(spec.path), get_path(target.discovered or {}, spec.path),
-                              get_path(layer, spec.path) is not None, spec.path in merged.overridden))
+        value = field_value(merged.entry, spec.path)
+        out.append(FieldState(spec, value, merged.sources.get(spec.path), field_value(target.discovered, spec.path),
+                              field_value(layer, spec.path) is not None, spec.path in merged.overridden,
+                              provenance(spec.path, value, merged.sources, _holds_null(layer, spec.path))))
     return out
+
+
+def out_of_range(spec: EditorField, value: Any) -> str | None:
+    """Why a number is outside the field's range, or None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if spec.minimum is not None and value < spec.minimum:
+        return f"{spec.label}: {value:g} is below the minimum {spec.minimum:g}"
+    if spec.maximum is not None and value > spec.maximum:
+        return f"{spec.label}: {value:g} is above the maximum {spec.maximum:g}"
+    return None
+
+
+def _other_generation_changes(layer: dict, old: Any, new: Any) -> dict[str, Any]:
+    """The "other generation defaults" object as per-key changes, so the typed keys beside it are kept."""
+    if new is not None and not isinstance(new, dict):
+        raise BadInput(f'{FIELDS_BY_PATH[OTHER_GENERATION].label}: expected a JSON object such as {{"seed": 7}}')
+    old, new = old or {}, new or {}
+    changes: dict[str, Any] = {}
+    for key in old.keys() | new.keys():
+        path = f"{OTHER_GENERATION}.{key}"
+        if key in TYPED_GENERATION:
+            raise BadInput(f"{FIELDS_BY_PATH[OTHER_GENERATION].label}: {key} has its own field; set it there")
+        if key not in new:
+            if get_path(layer, path) is not None:
+                changes[path] = UNSET
+        elif new[key] != old.get(key):
+            changes[path] = new[key]
+    return changes
 
 
 def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = frozenset(),
@@ -164,8 +256,15 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = fro
             continue
         try:
             value = parse_value(text, state.spec.kind, state.spec.label)
+            if path == OTHER_GENERATION:
+                changes.update(_other_generation_changes(layer, state.value, value))
+                continue
         except BadInput as exc:
             errors[path] = str(exc)
+            continue
+        problem = out_of_range(state.spec, value)
+        if problem:
+            errors[path] = problem
             continue
         if value is None:
             if get_path(layer, path) is not None:
@@ -210,6 +309,21 @@ def launch_preview(entry: dict, settings: Settings) -> tuple[LaunchPlan | None, 
 def backend_choices(current: Any) -> list[str]:
     extra = [current] if isinstance(current, str) and current not in BACKENDS else []
     return [NOT_SET, *BACKENDS, *extra]
+
+
+def known_roles(entries: list[dict]) -> list[str]:
+    """Every role some entry already has (the roles a multiselect offers)."""
+    return sorted({str(r) for e in entries for r in (e.get("roles") or []) if isinstance(e.get("roles"), list)})
+
+
+def priority_text(priorities: dict[str, float | None]) -> str:
+    """Role priorities typed as numbers, as the role_priority field's text (roles without a number left out)."""
+    chosen = {role: (int(p) if float(p).is_integer() else p) for role, p in priorities.items() if p is not None}
+    return format_value(chosen, "json") if chosen else ""
+
+
+def pending_summary(changes: dict[str, Any]) -> str:
+    return ", ".join(f"unset {p}" if v is UNSET else f"set {p}" for p, v in changes.items())
 
 
 def profiles_of(registry: Registry) -> list[str]:

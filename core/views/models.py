@@ -17,6 +17,8 @@ from modelreg.paths import flatten, get_path
 from modelreg.registry import Registry
 from modelreg.settings import Settings
 
+# Cell class -> a letter shown beside the value: the layer without relying on color (explained in the legend).
+LAYER_CUES: dict[str, str] = {"discovered": "ᵈ", "legacy": "ˡ", "curated": "ᶜ", "override": "ᵒ", "profile": "ᵖ"}
 # Cell class -> (legend text, background color). The browser test checks two of these colors on screen.
 LAYER_COLORS: dict[str, tuple[str, str]] = {
     "discovered": ("discovered (from disk)", "#cfe2ff"),
@@ -27,6 +29,9 @@ LAYER_COLORS: dict[str, tuple[str, str]] = {
     "unset": ("unset", "#f1f1f1"),
     "derived": ("derived from other fields", "#ffffff"),
 }
+
+# Cell class -> a letter shown beside the value: the layer without relying on color (explained in the legend).
+LAYER_CUES: dict[str, str] = {"discovered": "ᵈ", "legacy": "ˡ", "curated": "ᶜ", "override": "ᵒ", "profile": "ᵖ"}
 
 OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING = "ok", "needs config", "files missing", "invalid", "running"
 STATUSES = (OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING)
@@ -175,6 +180,19 @@ def model_rows(entries: Iterable[dict], sources: dict[str, dict[str, str]], over
     return rows
 
 
+def cell_label(value: Any, cls: str) -> str:
+    """A table cell's text: the value (empty, never "None", when unset) and its layer's letter."""
+    if value is None or value == "":
+        return ""
+    cue = LAYER_CUES.get(cls)
+    text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    return f"{text} {cue}" if cue else text
+
+
+def total_size_gb(rows: Iterable[ModelRow]) -> float:
+    return round(sum(r.values.get("size GB") or 0 for r in rows), 2)
+
+
 def filter_rows(rows: list[ModelRow], backends: Iterable[str] = (), formats: Iterable[str] = (),
                 statuses: Iterable[str] = (), text: str = "") -> list[ModelRow]:
     """Rows matching every given filter (empty filter = all); text matches any cell, case-insensitive."""
@@ -246,6 +264,18 @@ def history_diff(registry: Registry, item_id: str) -> str:
     """What restoring a history item would change in the curated file, as a unified diff."""
     old = registry.history.raw(item_id).decode("utf-8")
     return text_diff(curated_text(registry), old, "curated (now)", f"curated ({item_id})")
+
+
+def history_labels(items: list[Any]) -> dict[str, str]:
+    """Each history item (newest first) labelled by what that version is: the write that made it and when, and the
+    write that replaced it. An item holds the curated file as it was before its own write (`reason`, `saved_at`)."""
+    labels = {}
+    for index, item in enumerate(items):
+        made = items[index + 1] if index + 1 < len(items) else None
+        origin = (f"version after \u201c{made.reason}\u201d, saved {made.saved_at}" if made
+                  else f"oldest kept version (before {item.saved_at})")
+        labels[item.id] = f"{origin} · replaced {item.saved_at} by \u201c{item.reason}\u201d"
+    return labels
 
 
 def cell_text(value: Any) -> str:

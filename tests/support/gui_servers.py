@@ -36,10 +36,10 @@ class Served:
     """A command in its own process group, ready once `health_url` answers 200; stopped with its whole group."""
 
     def __init__(self, argv: list[str], health_url: str, log_path: Path, env: dict[str, str] | None = None,
-                 timeout: float = 90.0, ready_line: str | None = None):
+                 timeout: float = 90.0, ready_line: str | None = None, cwd: Path = REPO):
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
@@ -110,10 +110,11 @@ def start_proxy(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] 
     return ProxyProcess(config_dir, port, log_dir / "proxy.log", env)
 
 
-def start_gui(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> Served:
-    """`modelreg gui`, ready once it says so (after its warm-up run of the app)."""
+def start_gui(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None,
+              cwd: Path = REPO) -> Served:
+    """`modelreg gui` started in `cwd`, ready once it says so (after its warm-up run of the app)."""
     return Served(modelreg(config_dir, "gui", "--port", str(port)), f"http://127.0.0.1:{port}/_stcore/health",
-                  log_dir / "gui.log", env, ready_line="modelreg GUI ready")
+                  log_dir / "gui.log", env, ready_line="modelreg GUI ready", cwd=cwd)
 
 
 def vllm_standin(folder: Path) -> Path:
@@ -171,7 +172,7 @@ def browser_or_skip():
     return sync_playwright
 
 
-def settle(page, wait_for: str | None = None, timeout: float = 30_000) -> None:
+def settle(page, wait_for: str | None = None, timeout: float = 60_000) -> None:
     """Wait until the app's script run is over (and `wait_for`, a selector, is on the page)."""
     page.wait_for_timeout(300)
     page.wait_for_selector(IDLE, timeout=timeout)

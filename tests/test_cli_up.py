@@ -1,0 +1,86 @@
+"""`modelreg up`: the proxy and the GUI from one command, both URLs printed; SIGTERM or Ctrl-C stops both and every
+backend they started (no orphan process, no held port). `modelreg gui` alone stops its Streamlit child on SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import psutil
+import pytest
+
+from modelreg.cli.main import build_parser
+from modelreg.settings import PROXY_URL_ENV
+from support import chat_body, free_port, wait_for
+from support.gui_servers import REPO, STORY_MODEL, gui_registry, modelreg
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def started(argv: list[str], log, env=None) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def test_the_command_line():
+    args = build_parser().parse_args(["--config-dir", "c", "up", "--port", "9001", "--proxy-port", "9002"])
+    assert (args.port, args.proxy_port, args.config_dir) == (9001, 9002, "c")
+    assert build_parser().parse_args(["up"]).proxy_port is None  # from the proxy_url setting
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_up_starts_both_and_stops_everything(tmp_path, how):
+    folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
+    gui_port, proxy_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = started(modelreg(folder, "up", "--port", str(gui_port), "--proxy-port", str(proxy_port)), log, env)
+        try:
+            wait_for(lambda: "GUI:" in log_path.read_text(), timeout=150, what="modelreg up's URLs", interval=0.2)
+            text = log_path.read_text()
+            assert f"GUI:   http://127.0.0.1:{gui_port}" in text and f"proxy: http://127.0.0.1:{proxy_port}/v1" in text
+            assert httpx.get(f"http://127.0.0.1:{gui_port}/_stcore/health").text == "ok"
+            reply = httpx.post(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", json=chat_body(STORY_MODEL),
+                               timeout=60)
+            assert reply.status_code == 200, reply.text  # the proxy started a backend
+            family = psutil.Process(up.pid).children(recursive=True)
+            streamlit = next(p for p in family if "streamlit" in " ".join(p.cmdline()))
+            assert streamlit.environ()[PROXY_URL_ENV] == f"http://127.0.0.1:{proxy_port}"  # the GUI knows where
+            backend = next(p for p in family if "standin_vllm" in " ".join(p.cmdline()))
+            if how == "sigterm":
+                up.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(up.pid, signal.SIGINT)  # what a terminal sends to the foreground group on Ctrl-C
+            assert up.wait(90) == 0
+        finally:
+            if up.poll() is None:
+                os.killpg(up.pid, signal.SIGKILL)
+    gone, alive = psutil.wait_procs(family, timeout=5)
+    assert not alive, [p.cmdline() for p in alive]
+    assert backend in gone and not port_open(gui_port) and not port_open(proxy_port)
+
+
+def test_modelreg_gui_stops_its_streamlit_child_on_sigterm(tmp_path):
+    folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
+    port = free_port()
+    log_path = tmp_path / "gui.log"
+    with open(log_path, "wb") as log:
+        gui = started([sys.executable, "-m", "modelreg", "--config-dir", str(folder), "gui", "--port", str(port)], log)
+        try:
+            wait_for(lambda: "modelreg GUI ready" in log_path.read_text(), timeout=150, what="the GUI", interval=0.2)
+            children = psutil.Process(gui.pid).children(recursive=True)
+            assert children and port_open(port)
+            gui.send_signal(signal.SIGTERM)  # to `modelreg gui` alone, not its group
+            gui.wait(30)
+        finally:
+            if gui.poll() is None:
+                os.killpg(gui.pid, signal.SIGKILL)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive and not port_open(port)

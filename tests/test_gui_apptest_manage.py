@@ -1,0 +1,182 @@
+"""The management pages through Streamlit's AppTest: editor drafts kept per model, ranges that disable Save, roles
+and priorities, the settings writer, model folders with a dry run, migrate, fit apply, remove a model."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from modelreg.registry import Registry
+from modelreg.settings import PROXY_URL_ENV
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE
+from support import free_port
+from support.gui_servers import REPO, STORY_MODEL, gui_registry
+from support.tiny_gguf import write_tiny_gguf
+
+APP = str(REPO / "gui" / "app.py")
+LLAMA = "llama-3.1-8b-instruct_(Q4_K_M)"
+MISTRAL = "mistral-7b-instruct-v0.3_(BF16)"
+PHI = "phi-3.5-mini-instruct_(Q4_K_M)"
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    for name in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE", PROXY_URL_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf-cache"))
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "no-ollama"))
+    folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
+    monkeypatch.setenv("MODELREG_CONFIG_DIR", str(folder))
+    return folder
+
+
+def open_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def field(at: AppTest, path: str):
+    for widgets in (at.text_input, at.selectbox, at.text_area, at.multiselect):
+        for widget in widgets:
+            if widget.key and widget.key.startswith("ed:") and widget.key.endswith(":" + path):
+                return widget
+    raise KeyError(path)
+
+
+def settings_of(folder) -> dict:
+    return json.loads((folder / "settings.json").read_text())
+
+
+def test_edits_are_kept_per_model_across_models_and_pages_until_discarded(folder):
+    before = (folder / CURATED_FILE).read_bytes()
+    at = open_app("editor_page.py")
+    at.selectbox(key="editor_picker").set_value(MISTRAL).run()
+    field(at, "backend_config.port").set_value("24100").run()
+    at.selectbox(key="editor_picker").set_value(LLAMA).run()
+    assert field(at, "backend_config.port").value == "24002"
+    assert any(f"Unsaved edits kept for: {MISTRAL}" in c.value for c in at.caption)
+    at.switch_page("models_page.py").run()
+    at.switch_page("editor_page.py").run()
+    at.selectbox(key="editor_picker").set_value(MISTRAL).run()
+    assert field(at, "backend_config.port").value == "24100"      # nothing lost
+    assert any("**Pending:** set backend_config.port" in m.value for m in at.markdown)
+    at.button(key="discard_edits").click().run()
+    assert field(at, "backend_config.port").value == "24003" and not at.session_state["editor_drafts"]
+    assert (folder / CURATED_FILE).read_bytes() == before
+
+
+def test_out_of_range_values_disable_save_and_typed_generation_saves(folder):
+    at = open_app("editor_page.py")
+    at.selectbox(key="editor_picker").set_value(LLAMA).run()
+    field(at, "generation_defaults.temperature").set_value("3").run()
+    assert any("temperature: 3 is above the maximum 2" in e.value for e in at.error)
+    assert at.button(key="save").disabled
+    field(at, "generation_defaults.temperature").set_value("0.2").run()
+    field(at, "generation_defaults.top_k").set_value("40").run()
+    field(at, "generation_defaults").set_value('{"seed": 7}').run()
+    assert not at.button(key="save").disabled
+    at.button(key="save").click().run()
+    assert Registry(folder).entry(LLAMA)["generation_defaults"] == {
+        "context_window": 16384, "temperature": 0.2, "top_k": 40, "seed": 7}
+
+
+def test_roles_multiselect_and_priorities_as_numbers(folder):
+    at = open_app("editor_page.py")
+    at.selectbox(key="editor_picker").set_value(LLAMA).run()
+    roles = field(at, "roles")
+    assert {"chat", "tools", "vision", "embedding"} <= set(roles.options)
+    roles.set_value(["chat", "coding"]).run()  # a new role is typed in
+    gen = at.session_state["edit_gen"]
+    at.number_input(key=f"ed:{gen}:priority:coding").set_value(20).run()
+    at.button(key="save").click().run()
+    entry = Registry(folder).entry(LLAMA)
+    assert entry["roles"] == ["chat", "coding"] and entry["role_priority"] == {"coding": 20}
+
+
+def test_settings_are_written_through_the_core_writer(folder, monkeypatch):
+    monkeypatch.setenv(PROXY_URL_ENV, "http://127.0.0.1:9")
+    at = open_app("settings_page.py")
+    assert any("runs at `http://127.0.0.1:9`" in w.value for w in at.warning)
+    at.button(key="proxy_url_fix").click().run()
+    assert settings_of(folder)["proxy_url"] == "http://127.0.0.1:9"
+    at.text_input(key="proxy_url_text").set_value("localhost-no-port").run()
+    at.button(key="proxy_url_save").click().run()
+    assert any("Not saved" in e.value and "not a URL" in e.value for e in at.error)
+    at.segmented_control(key="settings_scope").set_value("rtx4080").run()
+    at.text_input(key="set_gpu:rtx4080").set_value("24GiB")
+    at.number_input(key="set_high:rtx4080").set_value(25100).run()
+    at.button(key="machine_save").click().run()
+    assert settings_of(folder)["profiles"]["rtx4080"] == {
+        "gpu_memory": "24GiB", "gpu_memory_utilization": 0.85, "port_range": [24001, 25100]}
+    assert Registry(folder).settings.gpu_memory == "16GiB"  # the base setting is untouched
+
+
+def test_model_folders_dry_run_then_apply(folder, tmp_path):
+    root = tmp_path / "models"
+    root.mkdir()
+    write_tiny_gguf(root / "tiny-F32.gguf")
+    at = open_app("folders_page.py")
+    assert any("No model roots" in i.value for i in at.info)
+    assert at.button(key="rescan").disabled
+    at.text_input(key="picker_path").set_value(str(tmp_path / "nope")).run()
+    at.button(key="root_add").click().run()
+    assert any("is not an existing folder" in e.value for e in at.error)
+    at.text_input(key="picker_path").set_value(str(root)).run()
+    at.button(key="scan_folder").click().run()
+    wait_until(at, lambda: any("Dry run, nothing written" in i.value for i in at.info))
+    assert any("1 to add, 0 to update, 0 to mark missing" in i.value for i in at.info)
+    before = Registry(folder).snapshot().by_name
+    at.button(key="scan_apply").click().run()
+    wait_until(at, lambda: any("Scan done: 1 added" in s.value for s in at.success))
+    assert len(Registry(folder).snapshot().by_name) == len(before) + 1
+    at.button(key="root_add").click().run()
+    assert settings_of(folder)["model_roots"] == [str(root)]
+
+
+def wait_until(at: AppTest, done, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, [e.value for e in at.error]
+        time.sleep(0.3)
+        at.run()
+
+
+def test_migrate_previews_then_moves_legacy_config(folder):
+    discovered = json.loads((folder / DISCOVERED_FILE).read_text())
+    next(e for e in discovered if e["name"] == PHI)["backend_config"]["extra_args"] = ["-c", "4096"]
+    (folder / DISCOVERED_FILE).write_text(json.dumps(discovered))
+    at = open_app("settings_page.py")
+    assert any("warning(s)" in e.label for e in at.expander)
+    preview = next(d.value for d in at.dataframe if "action" in d.value.columns)
+    assert list(preview["field"]) == ["backend_config.extra_args"] and list(preview["action"]) == ["moved"]
+    at.button(key="migrate").click().run()
+    curated = next(e for e in json.loads((folder / CURATED_FILE).read_text()) if e["name"] == PHI)
+    assert curated["backend_config"]["extra_args"] == ["-c", "4096"]
+    assert not any(b.key == "migrate" for b in at.button)
+
+
+def test_fit_applies_the_context_to_curated(folder):
+    at = open_app("fit_page.py")
+    at.selectbox(key="fit_picker").set_value(MISTRAL).run()
+    at.slider(key=f"fit_context:{MISTRAL}:None").set_value(4096).run()
+    assert any("KV cache at 4,096" == m.label for m in at.metric)
+    at.button(key="fit_apply").click().run()
+    assert Registry(folder).entry(MISTRAL)["backend_config"]["extra_args"] == [
+        "--enable-auto-tool-choice", "--tool-call-parser", "mistral", "--max-model-len", "4096"]
+
+
+def test_remove_a_model_keeps_curated_unless_ticked(folder):
+    at = open_app()
+    row = list(at.dataframe[0].value["name"]).index(STORY_MODEL)
+    at.session_state["models_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    at.button(key="row_remove").click().run()
+    assert any("Delete its files (not possible" in c.label for c in at.checkbox)
+    at.button(key="remove_confirm").click().run()
+    assert STORY_MODEL not in {e["name"] for e in Registry(folder).discovered_entries()}
+    assert any(e["name"] == STORY_MODEL for e in json.loads((folder / CURATED_FILE).read_text()))
