@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
-from modelreg.store import LayerFile
+from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
+from modelreg.store import MAX_DEPTH, LayerFile, nesting_depth_exceeded
 
 
 class BackendConfig(BaseModel):
@@ -42,25 +43,63 @@ class Entry(BaseModel):
     chat_template: dict[str, Any] | StrictStr | None = None
     metadata: dict[str, Any] | None = None
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is not None and backend_key(value) is None:
+            raise ValueError(f"unknown backend {value!r}")
+        return value
+
 
 _WHAT_TO_DO = {
     "name": "give every entry a non-empty string `name`",
     "backend_config.extra_args": 'write extra_args as a list of strings, e.g. ["--max-model-len", "4096"]',
     "backend_config.port": "use a whole number between 1 and 65535",
+    "backend": f"use one of {', '.join(BACKENDS)} (also accepted: {', '.join(sorted(BACKEND_ALIASES))})",
 }
 
 
-def entry_lines(text: str) -> list[int]:
-    """Line number where each top-level list element starts (computed only when an error needs it)."""
-    decoder = json.JSONDecoder()
-    lines, idx = [], text.index("[") + 1
+def _elements(text: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, Any]]:
+    """(line, value) of each top-level list element."""
+    idx = text.index("[") + 1
     while True:
         while idx < len(text) and text[idx] in " \t\r\n,":
             idx += 1
         if idx >= len(text) or text[idx] == "]":
-            return lines
-        lines.append(text.count("\n", 0, idx) + 1)
-        _, idx = decoder.raw_decode(text, idx)
+            return
+        line = text.count("\n", 0, idx) + 1
+        value, idx = decoder.raw_decode(text, idx)
+        yield line, value
+
+
+def entry_lines(text: str) -> list[int]:
+    """Line number where each top-level list element starts (computed only when an error needs it)."""
+    return [line for line, _ in _elements(text, json.JSONDecoder())]
+
+
+def duplicate_keys(layer: LayerFile) -> list[str]:
+    """Objects that repeat a key: JSON readers keep only the last value, so the others would be lost unseen."""
+    if layer.raw is None:
+        return []
+    repeated: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            keys = [key for key, _ in pairs]
+            repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
+        return obj
+
+    problems = []
+    for index, (line, value) in enumerate(_elements(layer.raw.decode("utf-8"),
+                                                     json.JSONDecoder(object_pairs_hook=pairs_hook))):
+        if repeated:
+            name = value.get("name") if isinstance(value, dict) else None
+            who = f"entry {name!r}" if isinstance(name, str) else f"entry #{index + 1}"
+            problems.append(f"{layer.path}:{line}: {who}: key {', '.join(map(repr, repeated))} appears twice in one "
+                            "object; JSON readers keep only the last value: remove the other")
+            repeated.clear()
+    return problems
 
 
 def validate_layer(layer: LayerFile, label: str) -> list[str]:
@@ -81,7 +120,13 @@ def validate_layer(layer: LayerFile, label: str) -> list[str]:
             for err in exc.errors():
                 path = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "entry"
                 hint = _WHAT_TO_DO.get(path, "fix the value")
-                problems.append((index, f"{who}: field {path!r}: {err['msg']}; {hint}"))
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append((index, f"{who}: field {path!r}: {message}; {hint}"))
+            continue
+        too_deep = nesting_depth_exceeded(raw, MAX_DEPTH)
+        if too_deep is not None:
+            problems.append((index, f"{who}: field {too_deep!r}: objects or lists nest deeper than {MAX_DEPTH} "
+                                    "levels; flatten it"))
             continue
         key = (name, raw.get("profile"))
         if key in seen:

@@ -4,6 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from modelreg.gui import services
+from modelreg.gui.text import md
 
 st.set_page_config(page_title="modelreg", page_icon=":material/dataset:", layout="wide")
 
@@ -21,5 +22,6 @@ if (HERE / "download_page.py").exists():  # the download wizard (issue 7) plugs 
 sections["System"] = [st.Page("settings_page.py", title="Settings & status", icon=":material/settings:")]
 
 with st.sidebar:
-    st.caption(f"config dir `{services.config_dir()}`  \nprofile `{services.profile() or 'none'}`")
+    st.caption(f"config dir {md(services.config_dir(), code=True)}  \n"
+               f"profile {md(services.profile() or 'none', code=True)}")
 st.navigation(sections).run()

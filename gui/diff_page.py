@@ -6,6 +6,7 @@ import streamlit as st
 
 from modelreg.errors import InvalidRegistry, RegistryError
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.merge import layer_diff
 from modelreg.views import models as view
 
@@ -66,7 +67,7 @@ chosen = st.selectbox("Earlier version", list(labels), format_func=labels.get, k
 try:
     diff = view.history_diff(reg, chosen)
 except RegistryError as exc:
-    st.error(str(exc))
+    st.error(md(exc))
     st.stop()
 st.caption("Restoring makes this version current; the version it replaces is kept in history too.")
 st.code(diff or "(identical to the current curated file)", language="diff")

@@ -7,6 +7,7 @@ import streamlit as st
 from modelreg.errors import ConflictError
 from modelreg.fields import field_kind
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.values import format_value, parse_value
 from modelreg.views import editor as editing
 from modelreg.views import models as view
@@ -18,7 +19,7 @@ if name is None:
     st.stop()
 profiles = editing.profiles_of(reg)
 edit_profile = st.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
-                        format_func=lambda p: "base curated entry" if p is None else f"profile {p}")
+                        format_func=lambda p: "base curated entry" if p is None else f"profile {md(p)}")
 
 loaded = st.session_state.get("edit_target")
 if loaded is None or (loaded.name, loaded.profile) != (name, edit_profile):
@@ -72,7 +73,7 @@ with facts_col:
     st.dataframe(pd.DataFrame(view.fact_rows(current.entry, current.sources)),
                  hide_index=True, width="stretch", height=520)
 with form_col:
-    st.subheader("Configuration" + (f" (profile {edit_profile})" if edit_profile else ""))
+    st.subheader("Configuration" + (f" (profile {md(edit_profile)})" if edit_profile else ""))
     for state in states:
         path, key, spec = state.spec.path, keys[state.spec.path], state.spec
         field_col, reset_col = st.columns([6, 1], vertical_alignment="bottom")
@@ -81,21 +82,21 @@ with form_col:
         reset_col.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key), disabled=not state.in_layer,
                          help="reset to discovered (remove this override)" if not edit_profile
                          else "reset to the base entry (remove this profile override)")
-        note = f"from **{state.source or 'unset'}**"
+        note = f"from **{md(state.source or 'unset')}**"
         if state.discovered is not None and state.source != "discovered":
-            note += f" · discovered value: `{format_value(state.discovered, spec.kind) or '[]'}`"
+            note += f" · discovered value: {md(format_value(state.discovered, spec.kind) or '[]', code=True)}"
         if state.overrides:
             note += " · overrides discovered"
         st.caption(note)
         if path in errors:
-            st.error(errors[path])
+            st.error(md(errors[path]))
         if path == "backend_config.extra_args":
             widgets.launch_command(plan, plan_error)
     with st.expander("Set another field (dotted path = JSON value)"):
         st.text_input("field path", key=f"extra_path:{gen}", placeholder="metadata.notes")
         st.text_input("value", key=f"extra_value:{gen}", placeholder='"any JSON, or plain text"')
         if extra_path in errors:
-            st.error(errors[extra_path])
+            st.error(md(errors[extra_path]))
 
 
 def save(base_revision: str, edits: dict | None = None) -> None:
@@ -130,7 +131,7 @@ if conflict is not None:
 
 st.divider()
 pending_text = ", ".join(f"unset {p}" if v is editing.UNSET else f"set {p}" for p, v in changes.items())
-st.caption(f"Pending: {pending_text}" if pending_text else "No changes.")
+st.caption(f"Pending: {md(pending_text)}" if pending_text else "No changes.")
 save_col, test_col = st.columns(2)
 save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None,
                 on_click=save, args=(target.curated_revision,))

@@ -8,6 +8,7 @@ import streamlit as st
 
 from modelreg.errors import InvalidRegistry
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.views import models as view
 
 st.title("Models")
@@ -66,7 +67,8 @@ def table() -> None:
     name = st.session_state.get(widgets.MODEL_KEY)
     row = next((r for r in all_rows if r.name == name), None)
     if row is not None:
-        st.markdown(f"**Selected:** `{name}` · status **{row.status}**" + (f": {row.problem}" if row.problem else ""))
+        st.markdown(f"**Selected:** {md(name, code=True)} · status **{md(row.status)}**"
+                    + (f": {md(row.problem)}" if row.problem else ""))
         edit, diff, launch = st.columns(3)
         if edit.button("Open in editor", key="open_editor"):
             st.switch_page("editor_page.py")

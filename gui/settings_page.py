@@ -8,6 +8,7 @@ import streamlit as st
 
 from modelreg.discovery.scan import default_roots
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.jobs import Job
 from modelreg.settings import Settings, save_setting
 from modelreg.views import editor as editing
@@ -16,7 +17,7 @@ st.title("Settings & status")
 reg = services.registry()
 
 st.subheader("Registry")
-st.markdown(f"Config dir: `{reg.config_dir}`")
+st.markdown(f"Config dir: {md(reg.config_dir, code=True)}")
 profiles = editing.profiles_of(reg)
 default = services.default_profile()
 options = ([None] if default is None else []) + profiles
@@ -25,16 +26,17 @@ if options:
     st.selectbox("Active profile (this session)", options, index=options.index(current) if current in options else 0,
                  format_func=lambda p: p or "none", key="profile_choice",
                  on_change=lambda: st.session_state.update({services.PROFILE_KEY: st.session_state.profile_choice}))
-    st.caption(f"Default from settings / $MODELREG_PROFILE: `{default or 'none'}`. Saves write the merged snapshot "
-               "for the profile chosen here.")
-    if current != default and st.button(f"Make `{current or 'none'}` the default profile", key="profile_default"):
+    st.caption(f"Default from settings / $MODELREG_PROFILE: {md(default or 'none', code=True)}. Saves write the "
+               "merged snapshot for the profile chosen here.")
+    if current != default and st.button(f"Make {md(current or 'none', code=True)} the default profile",
+                                        key="profile_default"):
         save_setting(reg.config_dir, "active_profile", current)  # the proxy takes it when it is restarted
         st.rerun()
 
 st.subheader("Models on disk")
 roots = default_roots(reg.settings)
-st.markdown("Roots scanned: " + (", ".join(f"`{r}`" for r in roots) or "none found") +
-            f"  \n(settings `model_roots`: {', '.join(f'`{r}`' for r in reg.settings.model_roots) or 'none'})")
+st.markdown("Roots scanned: " + (", ".join(md(r, code=True) for r in roots) or "none found") +
+            f"  \n(settings `model_roots`: {', '.join(md(r, code=True) for r in reg.settings.model_roots) or 'none'})")
 scan_job = services.jobs().latest("scan", str(reg.config_dir))
 if st.button("Rescan", key="rescan", disabled=scan_job is not None and scan_job.running):
     services.start_rescan()
@@ -43,7 +45,7 @@ if st.button("Rescan", key="rescan", disabled=scan_job is not None and scan_job.
 
 def scanned(job: Job) -> None:
     if job.result is None:
-        st.error(f"Scan failed: {job.error}")
+        st.error(f"Scan failed: {md(job.error)}")
     else:
         result = job.result
         st.success(f"Scan found {len(result.models)} model(s); {len(result.stubs)} new stub(s), "
@@ -55,10 +57,10 @@ if scan_job is not None:
 
 st.subheader("Proxy")
 admin = services.proxy()
-st.markdown(f"URL: `{admin.url}` · admin token from `{admin.token_source}`")
+st.markdown(f"URL: {md(admin.url, code=True)} · admin token from {md(admin.token_source, code=True)}")
 status, problem = services.proxy_status()
 if status is None:
-    st.warning(problem)
+    st.warning(md(problem))
 else:
     a, b, c = st.columns(3)
     a.metric("serves revision", status.get("revision", "")[:12])
@@ -66,14 +68,15 @@ else:
     c.metric("running backends", len(status.get("backends") or []))
     snap = reg.snapshot()
     if status.get("revision") == snap.revision:
-        st.success(f"The proxy serves the snapshot on disk (`{snap.revision[:12]}`), loaded {status.get('loaded_at')}.")
+        st.success(f"The proxy serves the snapshot on disk (`{snap.revision[:12]}`), loaded "
+                   f"{md(status.get('loaded_at'))}.")
     else:
-        st.warning(f"The proxy serves `{str(status.get('revision'))[:12]}`; the snapshot on disk is "
+        st.warning(f"The proxy serves {md(str(status.get('revision'))[:12], code=True)}; the snapshot on disk is "
                    f"`{snap.revision[:12]}`.")
     last = status.get("last_reload") or {}
     if last:
-        st.caption(f"last reload: {last.get('at')} by {last.get('source')}, "
-                   + ("ok" if last.get("ok") else f"refused: {last.get('error')}"))
+        st.caption(f"last reload: {md(last.get('at'))} by {md(last.get('source'))}, "
+                   + ("ok" if last.get("ok") else f"refused: {md(last.get('error'))}"))
     backends = status.get("backends") or []
     if backends:
         st.dataframe(pd.DataFrame([{"name": b["name"], "pid": b.get("pid"), "port": b.get("port"),
@@ -90,9 +93,9 @@ report = reg.validate()
 if report.ok and not report.warnings:
     st.success("Both layers validate; no warnings.")
 for error in report.errors:
-    st.error(error)
+    st.error(md(error))
 for warning in report.warnings:
-    st.warning(warning)
+    st.warning(md(warning))
 
 with st.expander("All settings (settings.json, profile overrides applied)"):
     st.dataframe(pd.DataFrame([{"setting": key, "value": json.dumps(getattr(reg.settings, key)),
