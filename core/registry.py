@@ -228,7 +228,7 @@ class Registry:
         with self._cache_guard:
             if self._snapshot_cache and self._snapshot_cache[0] == key:
                 return self._snapshot_cache[1]
-        layer = read_layer(self.snapshot_path)
+        layer = read_layer(self.snapshot_path, check_nesting=False)  # written only from layers that passed it
         snap = Snapshot(layer.entries, layer.revision)
         with self._cache_guard:
             self._snapshot_cache = (key, snap)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
-from modelreg.store import MAX_DEPTH, LayerFile, nesting_depth_exceeded
+from modelreg.store import LayerFile, entry_lines, layer_elements
 
 
 class BackendConfig(BaseModel):
@@ -59,24 +59,6 @@ _WHAT_TO_DO = {
 }
 
 
-def _elements(text: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, Any]]:
-    """(line, value) of each top-level list element."""
-    idx = text.index("[") + 1
-    while True:
-        while idx < len(text) and text[idx] in " \t\r\n,":
-            idx += 1
-        if idx >= len(text) or text[idx] == "]":
-            return
-        line = text.count("\n", 0, idx) + 1
-        value, idx = decoder.raw_decode(text, idx)
-        yield line, value
-
-
-def entry_lines(text: str) -> list[int]:
-    """Line number where each top-level list element starts (computed only when an error needs it)."""
-    return [line for line, _ in _elements(text, json.JSONDecoder())]
-
-
 def duplicate_keys(layer: LayerFile) -> list[str]:
     """Objects that repeat a key: JSON readers keep only the last value, so the others would be lost unseen."""
     if layer.raw is None:
@@ -91,7 +73,7 @@ def duplicate_keys(layer: LayerFile) -> list[str]:
         return obj
 
     problems = []
-    for index, (line, value) in enumerate(_elements(layer.raw.decode("utf-8"),
+    for index, (line, value) in enumerate(layer_elements(layer.raw.decode("utf-8"),
                                                      json.JSONDecoder(object_pairs_hook=pairs_hook))):
         if repeated:
             name = value.get("name") if isinstance(value, dict) else None
@@ -122,11 +104,6 @@ def validate_layer(layer: LayerFile, label: str) -> list[str]:
                 hint = _WHAT_TO_DO.get(path, "fix the value")
                 message = err["msg"].removeprefix("Value error, ")
                 problems.append((index, f"{who}: field {path!r}: {message}; {hint}"))
-            continue
-        too_deep = nesting_depth_exceeded(raw, MAX_DEPTH)
-        if too_deep is not None:
-            problems.append((index, f"{who}: field {too_deep!r}: objects or lists nest deeper than {MAX_DEPTH} "
-                                    "levels; flatten it"))
             continue
         key = (name, raw.get("profile"))
         if key in seen:

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import orjson
 
@@ -80,8 +80,9 @@ class LayerFile:
         return self.raw is not None
 
 
-def read_layer(path: Path) -> LayerFile:
-    """Read a JSON list of entries; malformed JSON raises BadInput naming file, line and column."""
+def read_layer(path: Path, check_nesting: bool = True) -> LayerFile:
+    """Read a JSON list of entries; malformed JSON raises BadInput naming file, line and column, and so does an entry
+    nesting deeper than MAX_DEPTH (which would overflow the stack of whatever walks it next)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -98,7 +99,34 @@ def read_layer(path: Path) -> LayerFile:
             "(or `modelreg restore ID` an earlier curated version); nothing was written") from exc
     if not isinstance(data, list):
         raise BadInput(f"{path}:1:1: expected a JSON list of model entries, found {type(data).__name__}")
+    if check_nesting:
+        for index, entry in enumerate(data):
+            deep = nesting_depth_exceeded(entry) if type(entry) is dict or type(entry) is list else None
+            if deep is not None:
+                name = entry.get("name") if isinstance(entry, dict) else None
+                who = f"entry {name!r}" if isinstance(name, str) else f"entry #{index + 1}"
+                line = entry_lines(raw.decode("utf-8"))[index]
+                raise BadInput(f"{path}:{line}: {who}: field {deep!r}: objects or lists nest deeper than {MAX_DEPTH} "
+                               "levels; flatten it (nothing was written)")
     return LayerFile(path, data, raw)
+
+
+def layer_elements(text: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, Any]]:
+    """(line, value) of each top-level list element."""
+    idx = text.index("[") + 1
+    while True:
+        while idx < len(text) and text[idx] in " \t\r\n,":
+            idx += 1
+        if idx >= len(text) or text[idx] == "]":
+            return
+        line = text.count("\n", 0, idx) + 1
+        value, idx = decoder.raw_decode(text, idx)
+        yield line, value
+
+
+def entry_lines(text: str) -> list[int]:
+    """Line number where each top-level list element starts (computed only when an error needs it)."""
+    return [line for line, _ in layer_elements(text, json.JSONDecoder())]
 
 
 def without_gc(func: Callable[..., T]) -> Callable[..., T]:
@@ -149,7 +177,8 @@ def nesting_depth_exceeded(value: Any, limit: int = MAX_DEPTH) -> str | None:
             kind = type(child)
             if kind is dict or kind is list:
                 if depth >= limit:
-                    return f"{path}{key}"
+                    parts = f"{path}{key}".split(".")
+                    return ".".join(parts if len(parts) < 8 else [*parts[:3], "...", *parts[-2:]])
                 stack.append((child, depth + 1, f"{path}{key}."))
     return None
 
@@ -210,7 +239,7 @@ def remove_leftover_temp_files(config_dir: Path) -> list[Path]:
     return leftovers
 
 
-_locks: dict[Path, "FileLock"] = {}
+_locks: dict[tuple[int, Path], "FileLock"] = {}  # per process: a lock object must not cross a fork
 
 
 @functools.cache
@@ -224,6 +253,9 @@ def _lock_class() -> type["FileLock"]:
         def acquire(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 proxy = super().acquire(*args, **kwargs)
+            except TimeoutError as exc:  # filelock's Timeout
+                raise BadInput(f"another modelreg process has held {self.lock_file} for {self.timeout:.0f} s; "
+                               "nothing was changed: retry when it has finished") from exc
             except OSError as exc:
                 raise StorageError(self.lock_file, exc, "lock") from exc
             if self.lock_counter == 1:
@@ -235,10 +267,10 @@ def _lock_class() -> type["FileLock"]:
 
 def registry_lock(config_dir: Path) -> "FileLock":
     """The cross-process lock every registry write holds (re-entrant within a thread)."""
-    path = (Path(config_dir) / LOCK_FILE).resolve()
-    if path not in _locks:
-        _locks[path] = _lock_class()(str(path), timeout=60)
-    return _locks[path]
+    key = (os.getpid(), (Path(config_dir) / LOCK_FILE).resolve())
+    if key not in _locks:
+        _locks[key] = _lock_class()(str(key[1]), timeout=60)
+    return _locks[key]
 
 
 @dataclass(frozen=True)

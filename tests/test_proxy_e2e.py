@@ -148,7 +148,8 @@ def test_concurrent_load_from_a_second_process(proxy):
 
 def test_start_failure_through_the_real_server_explains_itself(proxy, tiny_model):
     Registry(proxy.config_dir).set_value("tiny-b", "backend_config.extra_args", ["--n_ctx", "512", "--no_such", "1"])
-    reply = wait_for(lambda: (r := proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b")))
+    admin = {"Authorization": f"Bearer {proxy.token}"}
+    reply = wait_for(lambda: (r := proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b"), headers=admin))
                      .status_code == 503 and r, what="failed start", timeout=30)
     error = reply.json()["error"]
     assert error["argv"][-2:] == ["--no_such", "1"] and error["exit_code"] == 2

@@ -44,6 +44,13 @@ class Proxy:
             raise ProxyError(401, f"{what} required: send `Authorization: Bearer <{what}>`", "unauthorized",
                              headers={"WWW-Authenticate": "Bearer"})
 
+    def is_admin(self, request: Request) -> bool:
+        try:
+            self._require_bearer(request, self.admin_token, "admin token")
+        except ProxyError:
+            return False
+        return True
+
     def _check_api_key(self, request: Request) -> None:
         if self.settings.proxy_api_key:
             self._require_bearer(request, self.settings.proxy_api_key, "API key")
@@ -162,7 +169,7 @@ def create_app(proxy: Proxy) -> Starlette:
 
     async def on_proxy_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
-        return exc.response()
+        return exc.response(admin=proxy.is_admin(request))
 
     routes = [Route("/v1/models", proxy.list_models, methods=["GET"]),
               *(Route(path, proxy.forward, methods=["POST"]) for path in ROUTED_PATHS),

@@ -279,7 +279,8 @@ class BackendPool:
         except BackendStartError as exc:
             if run is not None and self.running.get(plan.name) is run:
                 del self.running[plan.name]
-            error = ProxyError(503, str(exc), "backend_start_failed", model=plan.name, **exc.to_dict())
+            public = {k: v for k, v in exc.to_dict().items() if k in ("name", "reason", "exit_code", "timed_out")}
+            error = ProxyError(503, str(exc), "backend_start_failed", private=exc.to_dict(), model=plan.name, **public)
             self.failures[plan.name] = Failure(plan.signature, time.monotonic(), error)
             self._event(plan.name, "start failed", exc.reason)
             raise error from exc
@@ -354,7 +355,7 @@ class BackendPool:
             "loaded_at": _iso(self.loaded_at),
             "last_reload": self.last_reload,
             "backends": [self._backend_status(name, run) for name, run in sorted(self.running.items())],
-            "failures": {name: {"message": f.error.message, **f.error.details}
+            "failures": {name: {"message": f.error.message, **f.error.details, **f.error.private}
                          for name, f in sorted(self.failures.items())},
             "warnings": list(self.routes.warnings),
             "events": list(self.events),
