@@ -6,7 +6,7 @@ WHEELS := .cache/wheels
 LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 CONFIG_DIR ?= configs
 
-.PHONY: run test bench setup browser clean
+.PHONY: run test bench setup browser strace clean
 
 setup: $(VENV)/.installed-test
 
@@ -35,12 +35,18 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "WARNING: could not install Debian's chromium; browser tests will be skipped"; }
 
+# Debian's strace for the tests that SIGKILL a command at an exact write point (fault injection).
+strace:
+	@command -v strace >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace) \
+	  || echo "WARNING: could not install Debian's strace; the kill-at-a-write-point tests will be skipped"; }
+
 run: $(VENV)/.installed-app
 	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) gui
 
 # The linter first (pyflakes, import order, line length), then every test. pytest runs from the venv's bin (not
 # `python -m`), so the repo root is not on sys.path: the code is imported by its installed name only.
-test: setup browser
+test: setup browser strace
 	$(VENV)/bin/ruff check core gui tests bench
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -19,7 +19,7 @@ if name is None:
     st.stop()
 profiles = editing.profiles_of(reg)
 edit_profile = st.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
-                        format_func=lambda p: "base curated entry" if p is None else f"profile {md(p)}")
+                        format_func=lambda p: "base curated entry" if p is None else f"profile {md(p, code=True)}")
 
 loaded = st.session_state.get("edit_target")
 if loaded is None or (loaded.name, loaded.profile) != (name, edit_profile):
