@@ -193,3 +193,20 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:
     """The argv that starts this entry (empty for Ollama, which runs in its daemon)."""
     return launch_plan(entry, settings).argv
+
+
+def served_context(entry: dict[str, Any]) -> int | None:
+    """The context length the model is served with: the context flag in extra_args, else
+    generation_defaults.context_window, else the native context read from disk (None when none is known)."""
+    try:
+        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
+    except BadInput:
+        backend = None
+    extra = (entry.get("backend_config") or {}).get("extra_args")
+    if backend and isinstance(extra, list):
+        value = flag_value([str(arg) for arg in extra], SPECS[backend].context_flag, backend)
+        if value and value.isdigit():
+            return int(value)
+    native = get_path(entry, "metadata.architecture.context_length")
+    native = native if isinstance(native, int) and not isinstance(native, bool) and native > 0 else None
+    return _context_window(entry) or native

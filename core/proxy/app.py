@@ -15,13 +15,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from modelreg.errors import UnknownModel
+from modelreg.launch.plan import served_context
 from modelreg.launch.supervisor import Supervisor
+from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.pool import BackendPool, Running
 from modelreg.proxy.routing import roles_of, with_generation_defaults
 from modelreg.proxy.token import ensure_admin_token
 from modelreg.registry import Registry
 
+# what /v1/models says each model can do (a gateway such as LiteLLM reads it into its model_info)
+CAPABILITIES = ("vision", "tools", "embedding")
 ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 # Not passed on from a backend's response: hop-by-hop, or set again by our own server.
 DROPPED_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"})
@@ -83,7 +87,8 @@ class Proxy:
                          "owned_by": "modelreg",
                          "aliases": routes.aliases_of.get(name, []), "roles": roles_of(entry),
                          "backend": entry.get("backend"), "display_name": entry.get("display_name"),
-                         "running": bool(run and run.ready)})
+                         "running": bool(run and run.ready), "context_length": served_context(entry),
+                         "capabilities": {key: bool(get_path(entry, f"capabilities.{key}")) for key in CAPABILITIES}})
         return JSONResponse({"object": "list", "data": data}, headers={"x-modelreg-revision": routes.revision})
 
     async def forward(self, request: Request) -> Response:

@@ -19,17 +19,21 @@ class ProxyUnreachable(RegistryError):
 class ProxyAdmin:
     """`GET /admin/status` and `POST /admin/reload` of one proxy."""
 
-    def __init__(self, url: str, config_dir: str | os.PathLike, timeout: float = 5.0):
+    def __init__(self, url: str, config_dir: str | os.PathLike, timeout: float = 5.0, token: str | None = None,
+                 token_from: str | None = None):
+        """The admin token is `token` (read from `token_from`, for messages) when given, else the local one
+        (`$MODELREG_ADMIN_TOKEN`, else `<config_dir>/.admin-token`)."""
         self.url = url.rstrip("/")
         self.config_dir = Path(config_dir)
         self.timeout = timeout
+        self.token, self.token_from = token, token_from
 
     @property
     def token_source(self) -> str:
-        return token_source(self.config_dir)
+        return (self.token_from or "the given token") if self.token else token_source(self.config_dir)
 
     def _call(self, method: str, path: str, **params: Any) -> dict[str, Any]:
-        token = admin_token(self.config_dir)
+        token = self.token or admin_token(self.config_dir)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             reply = httpx.request(method, self.url + path, headers=headers, params=params, timeout=self.timeout)

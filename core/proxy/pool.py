@@ -18,6 +18,7 @@ from modelreg.launch.supervisor import Backend, BackendStartError, Supervisor
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.routing import EMPTY_ROUTES, Routes
 from modelreg.registry import Registry, Snapshot
+from modelreg.settings import Settings
 from modelreg.watch import RegistryWatcher
 
 EVENTS_KEPT = 100
@@ -27,9 +28,17 @@ def _iso(stamp: float | None) -> str | None:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="milliseconds") if stamp else None
 
 
-def _exclusive_group(entry: dict | None) -> str | None:
+def exclusive_group(entry: dict | None) -> str | None:
+    """backend_config.exclusive_group: starting a member stops the group's other running members."""
     group = ((entry or {}).get("backend_config") or {}).get("exclusive_group")
     return group if isinstance(group, str) and group else None
+
+
+def idle_ttl(entry: dict, settings: Settings) -> float | None:
+    """Seconds without requests after which the backend is stopped: backend_config.idle_ttl, else the setting."""
+    ttl = (entry.get("backend_config") or {}).get("idle_ttl")
+    ttl = settings.idle_ttl if ttl is None else ttl
+    return float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0 else None
 
 
 @dataclass
@@ -215,7 +224,7 @@ class BackendPool:
     # ---- backends ---------------------------------------------------------------------------------------------------
     def _lock(self, name: str) -> asyncio.Lock:
         """Starts and stops of one exclusive group (or of one model outside groups) happen one at a time."""
-        group = _exclusive_group(self.routes.by_name.get(name))
+        group = exclusive_group(self.routes.by_name.get(name))
         return self._locks[f"group:{group}" if group else f"model:{name}"]
 
     def _plan(self, name: str) -> LaunchPlan:
@@ -262,10 +271,10 @@ class BackendPool:
 
     async def _start_exclusive(self, plan: LaunchPlan) -> None:
         """Stop the other running members of the plan's exclusive group, then start it (caller holds the lock)."""
-        group = _exclusive_group(plan.entry)
+        group = exclusive_group(plan.entry)
         if group:
             for other in [n for n, r in self.running.items() if n != plan.name
-                          and _exclusive_group(self.routes.by_name.get(n) or r.handle.plan.entry) == group]:
+                          and exclusive_group(self.routes.by_name.get(n) or r.handle.plan.entry) == group]:
                 await self._stop(other, drain=True, why=f"exclusive group {group!r}: starting {plan.name}")
         await self._start(plan)
 
@@ -311,10 +320,7 @@ class BackendPool:
         self._event(name, "stopped", why)
 
     def _idle_ttl(self, name: str, run: Running) -> float | None:
-        entry = self.routes.by_name.get(name) or run.handle.plan.entry
-        ttl = (entry.get("backend_config") or {}).get("idle_ttl")
-        ttl = self.settings.idle_ttl if ttl is None else ttl
-        return float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0 else None
+        return idle_ttl(self.routes.by_name.get(name) or run.handle.plan.entry, self.settings)
 
     async def _reap_forever(self) -> None:
         while True:
