@@ -427,7 +427,13 @@ class Registry:
     def restore(self, item_id: str) -> Snapshot:
         """Make an earlier curated version current again (the version replaced is kept in history too)."""
         raw = self.history.raw(item_id)
-        restored = json.loads(raw)
+        try:
+            restored = json.loads(raw)
+        except ValueError:
+            restored = None
+        if not isinstance(restored, list):
+            raise BadInput(f"history item {item_id} does not hold a curated file (a JSON list of entries); "
+                           "choose another one (`modelreg history`)")
 
         def edit(entries: list[dict]) -> None:
             entries[:] = restored

@@ -306,13 +306,26 @@ class CuratedHistory:
     def items(self) -> list[HistoryItem]:
         out = []
         for path in self._files():
-            record = json.loads(path.read_bytes())
+            record = self._record(path)
             out.append(HistoryItem(record["id"], record["saved_at"], record["reason"], record["revision"]))
         return out
+
+    @staticmethod
+    def _record(path: Path) -> dict[str, Any]:
+        try:
+            record = json.loads(path.read_bytes())
+            if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in
+                                                ("id", "saved_at", "reason", "revision", "text")):
+                return record
+        except OSError as exc:
+            raise StorageError(path, exc, "read") from exc
+        except ValueError:
+            pass
+        raise BadInput(f"{path}: not a curated history record (edited or damaged by hand?); move it out of the way")
 
     def raw(self, item_id: str) -> bytes:
         path = self.folder / f"{item_id}.json"
         if not path.is_file() or path.parent != self.folder:
             known = ", ".join(i.id for i in self.items()[:5]) or "none"
             raise BadInput(f"no history item {item_id!r} (newest: {known}); see `modelreg history`")
-        return json.loads(path.read_bytes())["text"].encode("utf-8")
+        return self._record(path)["text"].encode("utf-8")

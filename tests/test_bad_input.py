@@ -222,3 +222,13 @@ def test_an_admin_token_others_can_read_is_made_private_with_a_warning(tmp_path,
     caplog.clear()
     ensure_admin_token(tmp_path)
     assert caplog.text == ""
+
+
+def test_a_damaged_history_record_is_named_not_a_traceback(folder, capsys):
+    assert cli(capsys, "--config-dir", folder, "set", "m0", "roles", "chat")[0] == 0
+    record = next((folder / ".history").glob("*.json"))
+    item = record.stem
+    record.write_text(json.dumps({**json.loads(record.read_text()), "text": '{"not": "a list"}'}))
+    assert "does not hold a curated file" in refused(capsys, "--config-dir", folder, "restore", item)
+    record.write_text("{damaged")
+    assert f"{record}: not a curated history record" in refused(capsys, "--config-dir", folder, "history")
