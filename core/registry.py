@@ -254,21 +254,20 @@ class Registry:
             if source.get("profile") != self.profile:
                 return (f"the snapshot on disk was built for profile {source.get('profile') or 'none'}, not "
                         f"{self.profile or 'none'}; {fix}")
-            changed = []
-            for label, path in (("discovered", self.discovered_path), ("curated", self.curated_path)):
-                if file_stamp(path) != source["stamps"].get(label) and _file_revision(path) != source.get(label):
-                    changed.append(label)
+            changed = [label for label, path in (("discovered", self.discovered_path), ("curated", self.curated_path))
+                       if file_stamp(path) != source["stamps"].get(label) and _file_revision(path) != source.get(label)]
             if not changed:
                 return None
-            return (f"the snapshot on disk is stale: the {' and '.join(changed)} layer changed since it was built "
-                    f"(an interrupted write, or an edit by hand); {fix}")
-        try:
-            fresh = self.merged().revision  # no record of this snapshot (older version, interrupted rebuild): compare
+            why = (f"the {' and '.join(changed)} layer changed since it was built (an interrupted write, or an edit "
+                   "by hand)")
+        else:
+            why = "it is not the merge of the layers as they are now (an interrupted write?)"
+        try:  # a changed layer, or no record of this snapshot (an older version, an interrupted rebuild): compare
+            if self.merged().revision == snap.revision:
+                return None
         except InvalidRegistry as exc:
             return f"the layers do not validate, so the snapshot on disk is the last good one: {exc}"
-        if fresh == snap.revision:
-            return None
-        return f"the snapshot on disk is not the merge of the layers as they are now (an interrupted write?); {fix}"
+        return f"the snapshot on disk is stale: {why}; {fix}"
 
     def entry(self, name: str) -> dict[str, Any]:
         by_name = self.snapshot().by_name
