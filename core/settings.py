@@ -6,7 +6,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -92,7 +92,15 @@ class Settings(BaseModel):
         "http://127.0.0.1:8100",
         description="Where the GUI finds the running `modelreg proxy` to reload it after a save.")
     proxy_api_key: str | None = Field(
-        None, description="When set, `/v1/*` requests to the proxy need `Authorization: Bearer <key>`.")
+        None, description="One key `/v1/*` requests to the proxy must send (kept for older settings files; "
+                          "`proxy_api_keys` holds any number).")
+    proxy_api_keys: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Keys that `/v1/*` requests to the proxy must send (any one of them), as "
+                                          "`Authorization: Bearer`, `x-api-key` or Basic; needed to bind beyond "
+                                          "loopback.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins (e.g. `http://localhost:3000`, or `*`) the proxy answers "
+                                          "CORS preflights for; empty: none.")
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
     history_limit: int = Field(

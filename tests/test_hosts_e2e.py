@@ -23,7 +23,7 @@ from support.tiny_gguf import tiny_entry
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 HOST_MODELS = {"alpha": ("tiny-shared", "tiny-a"), "beta": ("tiny-shared", "tiny-b")}
 SECRETS = {"ALPHA_ADMIN_TOKEN": "alpha-admin-token", "BETA_ADMIN_TOKEN": "beta-admin-token",
-           "BETA_API_KEY": "beta-api-key"}
+           "ALPHA_API_KEY": "alpha-api-key", "BETA_API_KEY": "beta-api-key"}
 
 
 class Fleet:
@@ -76,17 +76,19 @@ def fleet(tiny_model, tmp_path_factory):
                 aliases = {"tiny-shared": ["shared"]}
                 entries = [tiny_entry(tiny_model, name=m, model_aliases=aliases.get(m, [])) for m in HOST_MODELS[name]]
                 (config_dir / CURATED_FILE).write_bytes(dumps(entries))
-                settings = {"log_dir": str(folder / name / "logs"), "stop_grace": 3}
+                # a proxy listening beyond loopback (a namespace's address) needs a key: each host has one
+                settings = {"log_dir": str(folder / name / "logs"), "stop_grace": 3,
+                            "proxy_api_key": SECRETS[f"{name.upper()}_API_KEY"]}
                 if name == "beta":
-                    settings.update(proxy_api_key=SECRETS["BETA_API_KEY"], active_profile="big",
-                                    profiles={"big": {"stop_grace": 2}})
+                    settings.update(active_profile="big", profiles={"big": {"stop_grace": 2}})
                 (config_dir / "settings.json").write_text(json.dumps(settings))
                 env = {**os.environ, "MODELREG_ADMIN_TOKEN": SECRETS[f"{name.upper()}_ADMIN_TOKEN"]}
                 proxies[name] = ProxyProcess(config_dir, free_port(), folder / name / "proxy.log", env,
                                              host=host.address, wrap=host.wrap)
             local = folder / "gateway-host" / "configs"
             local.mkdir(parents=True)
-            hosts = {"alpha": {"url": proxies["alpha"].url, "admin_token_env": "ALPHA_ADMIN_TOKEN"},
+            hosts = {"alpha": {"url": proxies["alpha"].url, "api_key_env": "ALPHA_API_KEY",
+                               "admin_token_env": "ALPHA_ADMIN_TOKEN"},
                      "beta": {"url": proxies["beta"].url, "profile": "big", "api_key_env": "BETA_API_KEY",
                               "admin_token_env": "BETA_ADMIN_TOKEN"}}
             (local / "settings.json").write_text(json.dumps({"hosts": hosts}))
@@ -104,8 +106,8 @@ def fleet(tiny_model, tmp_path_factory):
 
 def test_hosts_lists_each_host_with_its_revision_models_and_running_backends(fleet):
     alpha, beta = fleet.proxies["alpha"], fleet.proxies["beta"]
-    reply = alpha.http.post("/v1/chat/completions", json={"model": "tiny-a", "max_tokens": 1,
-                                                          "messages": [{"role": "user", "content": "hi"}]})
+    reply = alpha.http.post("/v1/chat/completions", headers={"Authorization": f"Bearer {SECRETS['ALPHA_API_KEY']}"},
+                            json={"model": "tiny-a", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
     assert reply.status_code == 200, reply.text
     proc = fleet.modelreg("hosts", "--json")
     assert proc.returncode == 0, proc.stderr
