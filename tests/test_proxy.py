@@ -129,7 +129,8 @@ def test_a_failed_start_answers_the_admin_with_diagnosis_argv_and_log_tail(regis
         public = reply.json()["error"]  # a client without the admin token: the reason, not the argv or the log
         assert public["code"] == "backend_start_failed" and public["exit_code"] == 1
         assert "exited during startup with code 1" in public["message"]
-        assert not {"argv", "log_tail", "log_path", "diagnosis"} & set(public) and OOM_LINE not in reply.text
+        assert not {"argv", "log_tail", "log_path"} & set(public) and OOM_LINE not in reply.text
+        assert public["diagnosis"][0]["rule"] == "cuda_oom" and "evidence" not in public["diagnosis"][0]
         reply = server.http.post("/v1/chat/completions", json=chat_body("big_(AWQ)"),
                                  headers={"Authorization": f"Bearer {server.proxy.admin_token}"})
         error = reply.json()["error"]

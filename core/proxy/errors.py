@@ -37,7 +37,8 @@ class ProxyError(Exception):
 
     def body(self, admin: bool = False) -> dict[str, Any]:
         hidden = {"details": "argv, log and diagnosis: GET /admin/status with the admin token"} if self.private else {}
-        return error_body(self.status, self.message, self.code, **self.details, **(self.private if admin else hidden))
+        details = {**self.details, **(self.private if admin else hidden)}
+        return error_body(self.status, self.message, self.code, **details)
 
     def response(self, admin: bool = False) -> Response:
         return Response(orjson.dumps(self.body(admin)), status_code=self.status, headers=self.headers,

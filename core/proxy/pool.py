@@ -316,8 +316,12 @@ class BackendPool:
         except BackendStartError as exc:
             if run is not None and self.running.get(plan.name) is run:
                 del self.running[plan.name]
-            public = {k: v for k, v in exc.to_dict().items() if k in ("name", "reason", "exit_code", "timed_out")}
-            error = ProxyError(503, str(exc), "backend_start_failed", private=exc.to_dict(), model=plan.name, **public)
+            # the reason and modelreg's diagnosis for every client; the argv, the log and the log lines the
+            # diagnosis quotes for the admin token only
+            details = exc.to_dict()
+            public = {k: details[k] for k in ("name", "reason", "exit_code", "timed_out")}
+            public["diagnosis"] = [{k: v for k, v in f.items() if k != "evidence"} for f in details["diagnosis"]]
+            error = ProxyError(503, str(exc), "backend_start_failed", private=details, model=plan.name, **public)
             self.failures[plan.name] = Failure(plan.signature, time.monotonic(), error)
             self.note(plan.name, "start failed", exc.reason)
             raise error from exc
