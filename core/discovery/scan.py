@@ -13,7 +13,9 @@ from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_onl
 from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
 from modelreg.discovery.naming import assign_names, candidate_name, display_name
 from modelreg.errors import BadInput
+from modelreg.launch.backends import LLAMA_CPP
 from modelreg.launch.fit import estimate
+from modelreg.launch.plan import installed_gguf_backend
 from modelreg.paths import get_path
 from modelreg.registry import Registry
 from modelreg.store import registry_lock
@@ -294,7 +296,8 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
                            "quantization": model.quantization, "status": status})
         vanished = sorted(e["name"] for e in existing if _identity(e) not in keys and _vanished(e, found))
         fresh = [e for e in entries if e["name"] not in by_name]
-        owed = _stub_suggestions(registry, fresh, existing + curated) if stubs else {}
+        owed, notes = _stub_suggestions(registry, fresh, existing + curated) if stubs else ({}, [])
+        found.problems.extend(notes)
         created = registry.record_discovery(entries, vanished, owed)
     return ScanResult(report, vanished, recovered + created, found.problems, found.roots)
 
@@ -314,16 +317,25 @@ def forget(registry: Registry, names: Iterable[str]) -> list[str]:
 
 
 def _stub_suggestions(registry: Registry, new: list[dict[str, Any]], others: list[dict[str, Any]],
-                      ) -> dict[str, dict[str, Any]]:
-    """Backend from format, a port no entry uses, and `--max-model-len` when the native context does not fit.
+                      ) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """Backend from format (for GGUF, one that is installed), a port no entry uses, and `--max-model-len` when the
+    native context does not fit; and a note per GGUF model when no GGUF backend is installed.
 
     New models never have a curated entry: their names avoid every name either layer holds.
     """
     ports = _free_ports(registry, others)
     settings = registry.settings
     stubs: dict[str, dict[str, Any]] = {}
+    notes: list[Problem] = []
+    gguf_backend = None
     for entry in new:
         backend = BACKEND_FOR_FORMAT[entry["metadata"]["format"]]
+        if backend == LLAMA_CPP:
+            if gguf_backend is None:
+                gguf_backend, note = installed_gguf_backend(settings)
+            backend = gguf_backend
+            if note:
+                notes.append(Problem(entry["backend_config"]["model_path"], note))
         suggestions: dict[str, Any] = {"backend": backend}
         if backend != "ollama":
             suggestions["backend_config.port"] = next(ports, None)
@@ -332,4 +344,4 @@ def _stub_suggestions(registry: Registry, new: list[dict[str, Any]], others: lis
             if fit.get("suggested_args"):
                 suggestions["backend_config.extra_args"] = fit["suggested_args"]
         stubs[entry["name"]] = {p: v for p, v in suggestions.items() if v is not None}
-    return stubs
+    return stubs, notes
