@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKENDS := .cache/backends
 CONFIG_DIR ?= configs
 
-.PHONY: run test bench setup backends browser clean
+.PHONY: run test bench setup backends browser strace clean
 
 setup: $(VENV)/.installed-test
 
@@ -43,10 +43,16 @@ $(DEMO_MODELS)/.made: tests/support/demo_models.py $(VENV)/.installed-app
 run: $(VENV)/.installed-app $(DEMO_MODELS)/.made
 	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) up
 
+# Debian's strace for the tests that SIGKILL a command at an exact write point (fault injection).
+strace:
+	@command -v strace >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace) \
+	  || echo "WARNING: could not install Debian's strace; the kill-at-a-write-point tests will be skipped"; }
+
 # The linter first (pyflakes, import order, line length), then every test. pytest runs from the venv's bin (not
 # `python -m`), so the repo root is not on sys.path: the code is imported by its installed name only.
-test: setup backends browser
-	$(VENV)/bin/ruff check core gui tests bench demo
+test: setup backends browser strace
+	$(VENV)/bin/ruff check core gui tests bench
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup backends browser

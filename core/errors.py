@@ -12,6 +12,15 @@ class BadInput(RegistryError):
     """A file, argument or value that cannot be used as given."""
 
 
+class StorageError(RegistryError):
+    """The operating system refused a read or write (permissions, read-only or full disk, file-size limit)."""
+
+    def __init__(self, path: Any, exc: OSError, doing: str):
+        reason = exc.strerror or str(exc)
+        super().__init__(f"cannot {doing} {path}: {reason}; nothing was changed (check the folder's permissions, "
+                         "free space and file-size limit, then retry)")
+
+
 class InvalidRegistry(RegistryError):
     """The layers do not validate; nothing was written."""
 

@@ -52,6 +52,27 @@ FIELD_CLASSES: dict[str, FieldClass] = {
     "metadata._config_needed": FieldClass.CONFIG,
 }
 
+# The backends a model can run on (modelreg.launch knows how to start each), and the other spellings registry files
+# use for them (the upstream files write `gguf` for a llama.cpp-served GGUF).
+BACKENDS: tuple[str, ...] = ("vllm", "llama.cpp", "llama-cpp-python", "ollama")
+BACKEND_ALIASES: dict[str, str] = {
+    "gguf": "llama.cpp",
+    "llamacpp": "llama.cpp",
+    "llama-cpp": "llama.cpp",
+    "llama_cpp": "llama.cpp",
+    "llama-server": "llama.cpp",
+    "llama_cpp_python": "llama-cpp-python",
+    "llama-cpp-py": "llama-cpp-python",
+    "llama_cpp.server": "llama-cpp-python",
+}
+
+
+def backend_key(backend: str) -> str | None:
+    """The registry's name for a backend spelling (any case, upstream aliases), None when unknown."""
+    key = backend.strip().lower()
+    key = BACKEND_ALIASES.get(key, key)
+    return key if key in BACKENDS else None
+
 # Fields a curated stub lists for the user to fill (null = not decided yet).
 STUB_FIELDS: tuple[str, ...] = (
     "backend",

@@ -16,17 +16,21 @@ from modelreg.errors import (
     ConflictError,
     FactFieldRefused,
     InvalidRegistry,
+    StorageError,
     UnknownModel,
 )
 from modelreg.fields import STUB_FIELDS, FieldClass, field_class
 from modelreg.merge import DiffRow, MergeResult, layer_diff, merge_layers
 from modelreg.paths import flatten, get_path, remove_path, set_path
-from modelreg.schema import validate_layer
+from modelreg.schema import duplicate_keys, validate_layer
 from modelreg.settings import Settings, active_profile, load_settings
 from modelreg.store import (
     CURATED_FILE,
     DISCOVERED_FILE,
+    MAX_DEPTH,
+    PENDING_STUBS_FILE,
     SNAPSHOT_FILE,
+    SOURCE_FILE,
     CuratedHistory,
     HistoryItem,
     LayerFile,
@@ -34,6 +38,7 @@ from modelreg.store import (
     dumps,
     dumps_snapshot,
     file_stamp,
+    nesting_depth_exceeded,
     read_layer,
     registry_lock,
     revision_of,
@@ -89,13 +94,23 @@ class Migration:
     backups: list[str]
 
 
-def check_editable(path: str) -> None:
-    """Refuse a path a human edit may not write: not a dotted field path, the entry's identity, or a fact."""
+def check_editable(path: str, value: Any = UNSET) -> None:
+    """Refuse what a human edit may not write: not a dotted field path, the entry's identity, a fact (also one inside
+    an object set at a parent path), or a value nested too deep."""
     if not path or path in ("name", "profile") or any(not p for p in path.split(".")):
         raise BadInput(f"{path!r} cannot be edited; give a dotted field path such as backend_config.port")
-    if field_class(path) is FieldClass.FACT:
-        raise FactFieldRefused(f"{path!r} is a fact read from disk (written only by scans and downloads); "
-                               "it cannot be set in the curated layer")
+    facts = [path] if field_class(path) is FieldClass.FACT else []
+    if isinstance(value, (dict, list)):
+        deep = nesting_depth_exceeded(value, MAX_DEPTH - path.count(".") - 1)
+        if deep is not None:
+            raise BadInput(f"{path}: the value nests objects or lists deeper than {MAX_DEPTH} levels "
+                           f"(at {path}.{deep}); flatten it")
+    if isinstance(value, dict) and value:
+        facts += [p for p in (f"{path}.{leaf}" for leaf in flatten(value)) if field_class(p) is FieldClass.FACT]
+    if facts:
+        inside = f" (inside the object set at {path!r})" if facts != [path] else ""
+        raise FactFieldRefused(f"{', '.join(map(repr, facts))}{inside} is a fact read from disk (written only by "
+                               "scans and downloads); it cannot be set in the curated layer")
 
 
 def default_config_dir() -> Path:
@@ -109,17 +124,40 @@ def config_paths(entry: dict, include_empty: bool = False) -> list[str]:
             if field_class(p) is FieldClass.CONFIG and (include_empty or v is not None)]
 
 
+def _file_revision(path: Path) -> str:
+    try:
+        return revision_of(path.read_bytes())
+    except FileNotFoundError:
+        return revision_of(None)
+    except OSError as exc:
+        raise StorageError(path, exc, "read") from exc
+
+
 class Registry:
     """A registry folder: the discovered and curated layers and the merged snapshot built from them."""
 
-    def __init__(self, config_dir: str | os.PathLike | None = None, profile: str | None = None):
+    def __init__(self, config_dir: str | os.PathLike | None = None, profile: str | None = None,
+                 create: bool = False):
+        """`create`: make the folder if it is missing (commands that initialise a registry); otherwise a missing
+        folder is BadInput, and nothing is created."""
         self.config_dir = Path(config_dir) if config_dir else default_config_dir()
+        if create:
+            try:
+                self.config_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(self.config_dir, exc, "create the registry folder") from exc
+        elif not self.config_dir.is_dir():
+            what = "is not a folder" if self.config_dir.exists() else "does not exist"
+            raise BadInput(f"registry folder {self.config_dir} {what}; give --config-dir (or $MODELREG_CONFIG_DIR) "
+                           "of a registry, or create one with `modelreg scan PATH`")
         base_settings = load_settings(self.config_dir)
         self.profile = active_profile(base_settings, profile)
         self.settings: Settings = base_settings.for_profile(self.profile)
         self.discovered_path = self.config_dir / DISCOVERED_FILE
         self.curated_path = self.config_dir / CURATED_FILE
         self.snapshot_path = self.config_dir / SNAPSHOT_FILE
+        self.source_path = self.config_dir / SOURCE_FILE
+        self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit)
         self._subscribers: list[Callable[[Snapshot], None]] = []
         self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
@@ -141,11 +179,14 @@ class Registry:
         return self.curated_layer().revision
 
     def validate(self) -> ValidationReport:
-        """Check both layers and their merge; warnings do not block, errors do."""
+        """Check both layers and their merge, and that no object repeats a key; warnings do not block, errors do."""
         try:
-            return self._check(read_layer(self.discovered_path), read_layer(self.curated_path))[0]
+            layers = read_layer(self.discovered_path), read_layer(self.curated_path)
         except BadInput as exc:
             return ValidationReport(errors=[str(exc)])
+        report = self._check(*layers)[0]
+        report.errors[:0] = [problem for layer in layers for problem in duplicate_keys(layer)]
+        return report
 
     def _check(self, discovered: LayerFile, curated: LayerFile) -> tuple[ValidationReport, MergeResult | None]:
         report = ValidationReport()
@@ -187,11 +228,46 @@ class Registry:
         with self._cache_guard:
             if self._snapshot_cache and self._snapshot_cache[0] == key:
                 return self._snapshot_cache[1]
-        layer = read_layer(self.snapshot_path)
+        layer = read_layer(self.snapshot_path, check_nesting=False)  # written only from layers that passed it
         snap = Snapshot(layer.entries, layer.revision)
         with self._cache_guard:
             self._snapshot_cache = (key, snap)
         return snap
+
+    def _read_source(self) -> dict[str, Any] | None:
+        try:
+            source = json.loads(self.source_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if isinstance(source, dict) and isinstance(source.get("stamps"), dict):
+            source["stamps"] = {k: v and tuple(v) for k, v in source["stamps"].items()}
+            return source
+        return None
+
+    def snapshot_staleness(self) -> str | None:
+        """Why the snapshot on disk may not be the merge of the layers as they are now (an interrupted write, an
+        edit by hand since the last rebuild, another profile), else None. Reads only; `rebuild` fixes it."""
+        snap = self.snapshot()
+        source = self._read_source()
+        fix = "run `modelreg rebuild` (or any write) to rebuild it"
+        if source is not None and source.get("snapshot") == snap.revision:
+            if source.get("profile") != self.profile:
+                return (f"the snapshot on disk was built for profile {source.get('profile') or 'none'}, not "
+                        f"{self.profile or 'none'}; {fix}")
+            changed = [label for label, path in (("discovered", self.discovered_path), ("curated", self.curated_path))
+                       if file_stamp(path) != source["stamps"].get(label) and _file_revision(path) != source.get(label)]
+            if not changed:
+                return None
+            why = (f"the {' and '.join(changed)} layer changed since it was built (an interrupted write, or an edit "
+                   "by hand)")
+        else:
+            why = "it is not the merge of the layers as they are now (an interrupted write?)"
+        try:  # a changed layer, or no record of this snapshot (an older version, an interrupted rebuild): compare
+            if self.merged().revision == snap.revision:
+                return None
+        except InvalidRegistry as exc:
+            return f"the layers do not validate, so the snapshot on disk is the last good one: {exc}"
+        return f"the snapshot on disk is stale: {why}; {fix}"
 
     def entry(self, name: str) -> dict[str, Any]:
         by_name = self.snapshot().by_name
@@ -225,10 +301,16 @@ class Registry:
         return snap
 
     def _publish(self, merged: Merged) -> Snapshot:
-        """Write a merge as the snapshot (caller holds the lock) and tell the subscribers."""
+        """Write a merge as the snapshot, then the record of what it was built from (caller holds the lock), and
+        tell the subscribers."""
         current = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
         if current != merged.data:
             atomic_write(self.snapshot_path, merged.data)
+        source = {"snapshot": merged.revision, "profile": self.profile,
+                  "discovered": merged.discovered_revision, "curated": merged.curated_revision,
+                  "stamps": {"discovered": file_stamp(self.discovered_path), "curated": file_stamp(self.curated_path)}}
+        if self._read_source() != source:
+            atomic_write(self.source_path, dumps(source))
         snap = Snapshot(merged.entries, merged.revision)
         self._published = ((merged.discovered_revision, merged.curated_revision), snap)
         with self._cache_guard:
@@ -253,8 +335,8 @@ class Registry:
 
         `base_revision` is the curated revision the caller read; if the file changed since, ConflictError.
         """
-        for path in changes:
-            check_editable(path)
+        for path, value in changes.items():
+            check_editable(path, value)
 
         def edit(entries: list[dict]) -> None:
             target = self._curated_target(entries, name, profile)
@@ -307,13 +389,50 @@ class Registry:
         self._write_curated(edit, None, f"stub {', '.join(stubs)}")
         return created
 
+    def record_discovery(self, entries: list[dict], missing: list[str], stubs: dict[str, dict[str, Any]]) -> list[str]:
+        """A scan's writes as one locked operation: facts (and missing marks) into discovered, then stubs for the new
+        models, then the snapshot. The stubs are written down first, so a scan killed between the two files leaves
+        them to the next one (`finish_pending_stubs`). Returns the stubs created."""
+        with registry_lock(self.config_dir):
+            if stubs:
+                atomic_write(self.pending_stubs_path, dumps(stubs))
+            self.discovered_writer().upsert(entries, rebuild=False, missing=missing)
+            if not stubs:
+                self.rebuild()
+                return []
+            return self.finish_pending_stubs()
+
+    def finish_pending_stubs(self) -> list[str]:
+        """Create the stubs an interrupted scan owed (for the models it wrote into discovered that still have no
+        curated entry), rebuild, and clear the record; returns the stubs created."""
+        with registry_lock(self.config_dir):
+            try:
+                pending = json.loads(self.pending_stubs_path.read_bytes())
+            except FileNotFoundError:
+                return []
+            except (OSError, ValueError):
+                pending = {}  # unreadable: the next scan stubs what it finds new
+            discovered = {e["name"] for e in self.discovered_entries()}
+            owed = {n: s for n, s in pending.items() if n in discovered} if isinstance(pending, dict) else {}
+            created = self.stub_many(owed) if owed else []
+            if not owed:
+                self.rebuild()
+            self.pending_stubs_path.unlink(missing_ok=True)
+            return created
+
     def history_items(self) -> list[HistoryItem]:
         return self.history.items()
 
     def restore(self, item_id: str) -> Snapshot:
         """Make an earlier curated version current again (the version replaced is kept in history too)."""
         raw = self.history.raw(item_id)
-        restored = json.loads(raw)
+        try:
+            restored = json.loads(raw)
+        except ValueError:
+            restored = None
+        if not isinstance(restored, list):
+            raise BadInput(f"history item {item_id} does not hold a curated file (a JSON list of entries); "
+                           "choose another one (`modelreg history`)")
 
         def edit(entries: list[dict]) -> None:
             entries[:] = restored
@@ -343,6 +462,10 @@ class Registry:
             layer = read_layer(self.curated_path)  # a corrupt file raises here and is never overwritten
             if base_revision is not None and base_revision != layer.revision:
                 raise ConflictError(base_revision, layer.revision)
+            if layer.raw is not None and layer.raw != dumps(layer.entries):  # edited by hand: would a rewrite drop
+                repeated = duplicate_keys(layer)                               # a value JSON readers never saw?
+                if repeated:
+                    raise InvalidRegistry(repeated)
             entries = copy.deepcopy(layer.entries)
             edit(entries)
             if entries == layer.entries:
@@ -418,9 +541,17 @@ class DiscoveredWriter:
                     f"discovered entry {entry['name']!r}: {', '.join(bad)} are configuration; configuration is "
                     "written only into the curated layer (use Registry.stub or set)")
 
-    def upsert(self, entries: list[dict], rebuild: bool = True) -> None:
-        """Replace (or add) these entries' facts; other entries are untouched."""
-        self._write(lambda current: self._merge_in(current, entries, keep_others=True), entries, rebuild)
+    def upsert(self, entries: list[dict], rebuild: bool = True, missing: Iterable[str] = ()) -> None:
+        """Replace (or add) these entries' facts, and mark `missing` ones missing; other entries are untouched."""
+        gone = set(missing)
+
+        def update(current: list[dict]) -> list[dict]:
+            result = self._merge_in(current, entries, keep_others=True)
+            for entry in result:
+                if entry.get("name") in gone:
+                    entry["missing"] = True
+            return result
+        self._write(update, entries, rebuild)
 
     def replace(self, entries: list[dict], rebuild: bool = True) -> None:
         """Make the layer exactly these entries (legacy configuration of same-named entries is kept)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 
-from modelreg.store import LayerFile
+from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
+from modelreg.store import LayerFile, entry_lines, layer_elements
 
 
 class BackendConfig(BaseModel):
@@ -44,27 +45,47 @@ class Entry(BaseModel):
     chat_template: dict[str, Any] | StrictStr | None = None
     metadata: dict[str, Any] | None = None
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is not None and backend_key(value) is None:
+            raise ValueError(f"unknown backend {value!r}")
+        return value
+
 
 _WHAT_TO_DO = {
     "name": "give every entry a non-empty string `name`",
     "backend_config.extra_args": 'write extra_args as a list of strings, e.g. ["--max-model-len", "4096"]',
     "backend_config.port": "use a whole number between 1 and 65535",
+    "backend": f"use one of {', '.join(BACKENDS)} (also accepted: {', '.join(sorted(BACKEND_ALIASES))})",
     "backend_config.api_key_env": "give the name of an environment variable that holds the key (e.g. MY_KEY)",
     "backend_config.max_concurrency": "use a whole number of 1 or more (or null: no limit)",
 }
 
 
-def entry_lines(text: str) -> list[int]:
-    """Line number where each top-level list element starts (computed only when an error needs it)."""
-    decoder = json.JSONDecoder()
-    lines, idx = [], text.index("[") + 1
-    while True:
-        while idx < len(text) and text[idx] in " \t\r\n,":
-            idx += 1
-        if idx >= len(text) or text[idx] == "]":
-            return lines
-        lines.append(text.count("\n", 0, idx) + 1)
-        _, idx = decoder.raw_decode(text, idx)
+def duplicate_keys(layer: LayerFile) -> list[str]:
+    """Objects that repeat a key: JSON readers keep only the last value, so the others would be lost unseen."""
+    if layer.raw is None:
+        return []
+    repeated: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            keys = [key for key, _ in pairs]
+            repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
+        return obj
+
+    problems = []
+    for index, (line, value) in enumerate(layer_elements(layer.raw.decode("utf-8"),
+                                                     json.JSONDecoder(object_pairs_hook=pairs_hook))):
+        if repeated:
+            name = value.get("name") if isinstance(value, dict) else None
+            who = f"entry {name!r}" if isinstance(name, str) else f"entry #{index + 1}"
+            problems.append(f"{layer.path}:{line}: {who}: key {', '.join(map(repr, repeated))} appears twice in one "
+                            "object; JSON readers keep only the last value: remove the other")
+            repeated.clear()
+    return problems
 
 
 def validate_layer(layer: LayerFile, label: str) -> list[str]:
@@ -85,7 +106,8 @@ def validate_layer(layer: LayerFile, label: str) -> list[str]:
             for err in exc.errors():
                 path = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "entry"
                 hint = _WHAT_TO_DO.get(path, "fix the value")
-                problems.append((index, f"{who}: field {path!r}: {err['msg']}; {hint}"))
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append((index, f"{who}: field {path!r}: {message}; {hint}"))
             continue
         key = (name, raw.get("profile"))
         if key in seen:

@@ -10,11 +10,11 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import orjson
 
-from modelreg.errors import BadInput
+from modelreg.errors import BadInput, StorageError
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -24,13 +24,22 @@ CURATED_FILE = "model_registry.curated.json"
 SNAPSHOT_FILE = "model_registry.json"
 LOCK_FILE = ".registry.lock"
 HISTORY_DIR = ".history"
+SOURCE_FILE = ".model_registry.source.json"  # the layer revisions (and profile) the snapshot was built from
+SETTINGS_FILE = "settings.json"
+PENDING_STUBS_FILE = ".pending-stubs.json"  # the stubs a scan owes: written before its discovered write, then removed
+# Files only written under the registry lock: a temp file of theirs seen while holding the lock is a killed writer's.
+LOCKED_FILES = (DISCOVERED_FILE, CURATED_FILE, SNAPSHOT_FILE, SOURCE_FILE, SETTINGS_FILE, PENDING_STUBS_FILE)
 EMPTY_REVISION = "0" * 64
+MAX_DEPTH = 64  # how deep objects and lists may nest in an entry (real entries nest 5 levels)
 T = TypeVar("T")
 
 
 def dumps(data: Any) -> bytes:
     """How the layer files are written: the upstream files' own format, so an edit changes only what it edits."""
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        return (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    except ValueError as exc:  # NaN or Infinity: not JSON, and every other reader of the file would fail on it
+        raise BadInput(f"{exc}; write a number or null") from None
 
 
 def dumps_snapshot(data: Any) -> bytes:
@@ -71,12 +80,15 @@ class LayerFile:
         return self.raw is not None
 
 
-def read_layer(path: Path) -> LayerFile:
-    """Read a JSON list of entries; malformed JSON raises BadInput naming file, line and column."""
+def read_layer(path: Path, check_nesting: bool = True) -> LayerFile:
+    """Read a JSON list of entries; malformed JSON raises BadInput naming file, line and column, and so does an entry
+    nesting deeper than MAX_DEPTH (which would overflow the stack of whatever walks it next)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return LayerFile(path, [], None)
+    except OSError as exc:
+        raise StorageError(path, exc, "read") from exc
     try:
         data = _loads(raw)
     except UnicodeDecodeError as exc:
@@ -87,7 +99,34 @@ def read_layer(path: Path) -> LayerFile:
             "(or `modelreg restore ID` an earlier curated version); nothing was written") from exc
     if not isinstance(data, list):
         raise BadInput(f"{path}:1:1: expected a JSON list of model entries, found {type(data).__name__}")
+    if check_nesting:
+        for index, entry in enumerate(data):
+            deep = nesting_depth_exceeded(entry) if type(entry) is dict or type(entry) is list else None
+            if deep is not None:
+                name = entry.get("name") if isinstance(entry, dict) else None
+                who = f"entry {name!r}" if isinstance(name, str) else f"entry #{index + 1}"
+                line = entry_lines(raw.decode("utf-8"))[index]
+                raise BadInput(f"{path}:{line}: {who}: field {deep!r}: objects or lists nest deeper than {MAX_DEPTH} "
+                               "levels; flatten it (nothing was written)")
     return LayerFile(path, data, raw)
+
+
+def layer_elements(text: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, Any]]:
+    """(line, value) of each top-level list element."""
+    idx = text.index("[") + 1
+    while True:
+        while idx < len(text) and text[idx] in " \t\r\n,":
+            idx += 1
+        if idx >= len(text) or text[idx] == "]":
+            return
+        line = text.count("\n", 0, idx) + 1
+        value, idx = decoder.raw_decode(text, idx)
+        yield line, value
+
+
+def entry_lines(text: str) -> list[int]:
+    """Line number where each top-level list element starts (computed only when an error needs it)."""
+    return [line for line, _ in layer_elements(text, json.JSONDecoder())]
 
 
 def without_gc(func: Callable[..., T]) -> Callable[..., T]:
@@ -105,12 +144,43 @@ def without_gc(func: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON number; write a number or null")
+
+
 @without_gc
 def _loads(raw: bytes) -> Any:
+    """orjson; where it refuses, the standard library's verdict: its message, or the value (integers beyond 64
+    bits). NaN and Infinity, which the standard library would accept, are refused: they are not JSON."""
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)  # the standard library's message (and NaN/Infinity, which it accepts)
+    except orjson.JSONDecodeError as fast:
+        try:
+            return json.loads(raw, parse_constant=_refuse_constant)
+        except (_NotJSON, RecursionError) as exc:
+            why = f"nested deeper than {MAX_DEPTH} levels" if isinstance(exc, RecursionError) else str(exc)
+            raise json.JSONDecodeError(why, fast.doc, fast.pos) from None
+
+
+def nesting_depth_exceeded(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The dotted path where `value` nests objects or lists deeper than `limit` levels, else None (no recursion:
+    the point is to catch what would overflow Python's stack)."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        items = node.items() if type(node) is dict else enumerate(node)
+        for key, child in items:
+            kind = type(child)
+            if kind is dict or kind is list:
+                if depth >= limit:
+                    parts = f"{path}{key}".split(".")
+                    return ".".join(parts if len(parts) < 8 else [*parts[:3], "...", *parts[-2:]])
+                stack.append((child, depth + 1, f"{path}{key}."))
+    return None
 
 
 def _read_umask() -> int:
@@ -130,38 +200,77 @@ def _mode_for(path: Path) -> int:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half.
+
+    A symlink is written through (its target is replaced, the link stays). An OS refusal (read-only or full disk,
+    permissions, file-size limit) raises StorageError with the old file untouched."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; keep the file's mode, else the umask's default
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise StorageError(path, exc, "write") from exc
     finally:
-        os.close(dir_fd)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
-_locks: dict[Path, "FileLock"] = {}
+def remove_leftover_temp_files(config_dir: Path) -> list[Path]:
+    """Delete the temp files killed writers left beside the files written under the lock (caller holds it)."""
+    folder = Path(config_dir)
+    leftovers = [p for name in LOCKED_FILES for p in folder.glob(f".{name}.*.tmp")]
+    leftovers += (folder / HISTORY_DIR).glob(".*.tmp")
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
+_locks: dict[tuple[int, Path], "FileLock"] = {}  # per process: a lock object must not cross a fork
+
+
+@functools.cache
+def _lock_class() -> type["FileLock"]:
+    from filelock import FileLock  # loads asyncio; commands that only read never pay for it
+
+    class RegistryLock(FileLock):
+        """Whoever takes the lock first removes the temp files a killed writer left (no writer is mid-write then);
+        an OS refusal to create the lock file is a StorageError."""
+
+        def acquire(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                proxy = super().acquire(*args, **kwargs)
+            except TimeoutError as exc:  # filelock's Timeout
+                raise BadInput(f"another modelreg process has held {self.lock_file} for {self.timeout:.0f} s; "
+                               "nothing was changed: retry when it has finished") from exc
+            except OSError as exc:
+                raise StorageError(self.lock_file, exc, "lock") from exc
+            if self.lock_counter == 1:
+                remove_leftover_temp_files(Path(self.lock_file).parent)
+            return proxy
+
+    return RegistryLock
 
 
 def registry_lock(config_dir: Path) -> "FileLock":
     """The cross-process lock every registry write holds (re-entrant within a thread)."""
-    from filelock import FileLock  # loads asyncio; commands that only read never pay for it
-
-    path = (Path(config_dir) / LOCK_FILE).resolve()
-    if path not in _locks:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _locks[path] = FileLock(str(path), timeout=60)
-    return _locks[path]
+    key = (os.getpid(), (Path(config_dir) / LOCK_FILE).resolve())
+    if key not in _locks:
+        _locks[key] = _lock_class()(str(key[1]), timeout=60)
+    return _locks[key]
 
 
 @dataclass(frozen=True)
@@ -197,13 +306,26 @@ class CuratedHistory:
     def items(self) -> list[HistoryItem]:
         out = []
         for path in self._files():
-            record = json.loads(path.read_bytes())
+            record = self._record(path)
             out.append(HistoryItem(record["id"], record["saved_at"], record["reason"], record["revision"]))
         return out
+
+    @staticmethod
+    def _record(path: Path) -> dict[str, Any]:
+        try:
+            record = json.loads(path.read_bytes())
+            if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in
+                                                ("id", "saved_at", "reason", "revision", "text")):
+                return record
+        except OSError as exc:
+            raise StorageError(path, exc, "read") from exc
+        except ValueError:
+            pass
+        raise BadInput(f"{path}: not a curated history record (edited or damaged by hand?); move it out of the way")
 
     def raw(self, item_id: str) -> bytes:
         path = self.folder / f"{item_id}.json"
         if not path.is_file() or path.parent != self.folder:
             known = ", ".join(i.id for i in self.items()[:5]) or "none"
             raise BadInput(f"no history item {item_id!r} (newest: {known}); see `modelreg history`")
-        return json.loads(path.read_bytes())["text"].encode("utf-8")
+        return self._record(path)["text"].encode("utf-8")

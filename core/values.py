@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from typing import Any
@@ -27,11 +28,28 @@ def format_value(value: Any, kind: str = "auto") -> str:
     return str(value)
 
 
-def _json(text: str, label: str) -> Any:
+class _NotANumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotANumber(name)
+
+
+def _json(text: str, label: str, or_text: bool = False) -> Any:
+    """JSON as the standard says: NaN and Infinity (which Python's parser accepts) are refused, and so is nesting
+    too deep to process. `or_text`: text that is not JSON is returned as it is."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
+        if or_text:
+            return text
         raise BadInput(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except _NotANumber as exc:
+        raise BadInput(f"{label}: {exc} is not a JSON number (files with it cannot be read back); write a number "
+                       "or null") from None
+    except RecursionError:
+        raise BadInput(f"{label}: the value nests objects or lists too deep; flatten it") from None
 
 
 def parse_value(text: str, kind: str = "auto", label: str = "value") -> Any:
@@ -39,10 +57,7 @@ def parse_value(text: str, kind: str = "auto", label: str = "value") -> Any:
     this layer), except for `auto`, which gives JSON when the text parses and the plain string otherwise.
     BadInput names the field and what to write."""
     if kind == "auto":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
+        return _json(text, label, or_text=True)
     text = (text or "").strip()
     if text in ("", NOT_SET):
         return None
@@ -53,9 +68,12 @@ def parse_value(text: str, kind: str = "auto", label: str = "value") -> Any:
             raise BadInput(f"{label}: {text!r} is not a whole number; write e.g. 24001") from None
     if kind == "float":
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             raise BadInput(f"{label}: {text!r} is not a number; write e.g. 600") from None
+        if not math.isfinite(number):
+            raise BadInput(f"{label}: {text!r} is not a finite number; write e.g. 600")
+        return number
     if kind == "bool":
         if text.lower() not in ("true", "false"):
             raise BadInput(f"{label}: {text!r} is not true or false")

@@ -4,6 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from modelreg.gui import services
+from modelreg.gui.text import md
 
 HERE = Path(__file__).parent
 st.set_page_config(page_title="modelreg", page_icon=str(HERE / "icon.png"), layout="wide")  # local: no CDN
@@ -25,8 +26,9 @@ sections = {
 
 st.html("<style>.block-container{padding-left:2rem;padding-right:2rem;padding-top:2.5rem}</style>")
 with st.sidebar:
-    st.caption(f"config dir `{services.config_dir()}`  \nprofile `{services.profile() or 'none'}`")
+    st.caption(f"config dir {md(services.config_dir(), code=True)}  \n"
+               f"profile {md(services.profile() or 'none', code=True)}")
     unsaved = st.session_state.get("editor_drafts")
     if unsaved:
-        st.caption(f"● unsaved editor changes: {', '.join(sorted({name for name, _ in unsaved}))}")
+        st.caption(f"● unsaved editor changes: {md(', '.join(sorted({name for name, _ in unsaved})))}")
 st.navigation(sections).run()

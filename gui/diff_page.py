@@ -6,6 +6,7 @@ import streamlit as st
 
 from modelreg.errors import InvalidRegistry, RegistryError
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.merge import layer_diff
 from modelreg.views import models as view
 
@@ -66,7 +67,7 @@ chosen = st.selectbox("Earlier version", list(labels), format_func=labels.get, k
 try:
     diff = view.history_diff(reg, chosen)
 except RegistryError as exc:
-    st.error(str(exc))
+    st.error(md(exc))
     st.stop()
 st.caption("What restoring this version would change in the curated file (the version it replaces is kept in "
            "history too):")
@@ -78,7 +79,7 @@ PENDING = "restore_pending"  # the item whose confirmation is open (kept across 
 
 @st.dialog("Restore this version?", width="large", on_dismiss=lambda: st.session_state.pop(PENDING, None))
 def confirm_restore(item_id: str, change: str) -> None:
-    st.markdown(f"**{labels[item_id]}**")
+    st.markdown(f"**{md(labels[item_id])}**")
     st.code(change, language="diff")
     st.warning("Restoring rewrites the curated file; the proxy reloads it and restarts the backends whose launch "
                "changed.")

@@ -7,6 +7,7 @@ import streamlit as st
 from modelreg.download.progress import human_size
 from modelreg.errors import RegistryError
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.views import editor as editing
 from modelreg.views import models as view
 from modelreg.views import wizard as wz
@@ -48,7 +49,7 @@ st.title("Download a model")
 st.markdown(" → ".join(f"**{name}**" if step == wizard.step else name for step, name in STEP_NAMES.items()))
 for message in dict.fromkeys(m for m in (ss.get(PROBLEM_KEY), wizard.step in (wz.SOURCE, wz.DOWNLOAD)
                                           and wizard.error) if m):
-    st.error(message)
+    st.error(md(message))
 
 if wizard.step == wz.SOURCE:
     for key, value in (("wz_source", wizard.source or "hf"), ("wz_ref", wizard.ref or ""), ("wz_rev", wizard.revision)):
@@ -64,14 +65,16 @@ if wizard.step == wz.SOURCE:
         wizard.analyse, ss.wz_source, ss.wz_ref, ss.get("wz_rev") if ss.wz_source == "hf" else None))
     analysis = wizard.analysis if hf else None
     if analysis is not None:
-        st.markdown(f"`{analysis.repo_id}` at commit `{analysis.commit[:12]}`: {len(analysis.files)} files, "
-                    f"{human_size(analysis.total_size)}; formats: {', '.join(analysis.formats) or 'none'}; "
+        st.markdown(f"{md(analysis.repo_id, code=True)} at commit {md(analysis.commit[:12], code=True)}: "
+                    f"{len(analysis.files)} files, {human_size(analysis.total_size)}; "
+                    f"formats: {md(', '.join(analysis.formats) or 'none')}; "
                     f"config.json: {'yes' if analysis.has_config else 'no'}; "
                     f"tokenizer: {'yes' if analysis.has_tokenizer else 'no'}; "
-                    f"chat template: {', '.join(analysis.chat_template_sources) or 'none'}")
+                    f"chat template: {md(', '.join(analysis.chat_template_sources) or 'none')}")
         if analysis.login_hint():
-            st.warning(analysis.login_hint(), icon=":material/lock:")
-        labels = {v.key: f"{v.key} · {v.format} · {human_size(v.size_bytes)} · {len(v.weight_files)} weight file(s)"
+            st.warning(md(analysis.login_hint()), icon=":material/lock:")
+        labels = {v.key: f"{md(v.key)} · {md(v.format)} · {human_size(v.size_bytes)} · "
+                         f"{len(v.weight_files)} weight file(s)"
                   + (" · recommended" if v.recommended else "") for v in analysis.variants}
         variant_key = f"wz_variant:{analysis.repo_id}:{analysis.commit}"
         if labels:
@@ -84,19 +87,20 @@ if wizard.step == wz.SOURCE:
         try:
             plan = wizard.plan(root or None)
         except RegistryError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
         if plan:
-            st.info(f"{len(plan['files'])} file(s), {plan['size']} into `{plan['folder']}`; {plan['free']} free there"
-                    if hf else f"Pulls `{plan['name']}` through the Ollama daemon at {plan['host']}")
+            st.info(f"{len(plan['files'])} file(s), {plan['size']} into {md(plan['folder'], code=True)}; "
+                    f"{plan['free']} free there" if hf else
+                    f"Pulls {md(plan['name'], code=True)} through the Ollama daemon at {md(plan['host'])}")
         if plan and not plan.get("fits", True):
             st.error(f"Not enough disk space: {plan['size']} needed, {plan['free']} free; free space or choose "
                      "another models root.")
-        st.button(f"Download {wizard.ref}", type="primary", key="wz_download", on_click=act,
+        st.button(f"Download {md(wizard.ref)}", type="primary", key="wz_download", on_click=act,
                   args=(wizard.start_download, root or None),
                   disabled=not (plan and plan.get("fits", True)) or bool(analysis and analysis.unsafe_files))
 
 elif wizard.step == wz.DOWNLOAD:
-    st.subheader(f"Downloading {wizard.ref}" + (f" ({wizard.variant})" if wizard.variant else ""))
+    st.subheader(f"Downloading {md(wizard.ref)}" + (f" ({md(wizard.variant)})" if wizard.variant else ""))
     st.caption("It runs in the background: other clicks and pages do not stop it. A cancelled or broken download "
                "keeps its finished files, and Retry resumes.")
     widgets.job_panel(wizard.job_id, lambda job: st.caption(f"{job.state} after {job.elapsed:.0f} s"))
@@ -106,16 +110,16 @@ elif wizard.step == wz.DOWNLOAD:
         back_col.button("Back to the source", key="wz_back_source", on_click=act, args=(wizard.back,))
 
 elif wizard.name is None:
-    st.error("The download registered no model:\n\n" + "\n".join(f"- {p}" for p in wizard.result.problems))
+    st.error("The download registered no model:\n\n" + "\n".join(f"- {md(p)}" for p in wizard.result.problems))
 
 elif wizard.step == wz.REVIEW:
     if len(wizard.result.names) > 1:
         st.selectbox("Model", wizard.result.names, index=wizard.result.names.index(wizard.name), key="wz_model",
                      on_change=lambda: act(wizard.select_model, ss.wz_model))
     info = wizard.review()
-    st.subheader(f"{info['name']} is registered")
+    st.subheader(f"{md(info['name'])} is registered")
     for note in info["notes"] + info["problems"]:
-        st.warning(note)
+        st.warning(md(note))
     facts_col, stub_col = st.columns([3, 2], gap="large")
     facts_col.markdown("**Discovered facts** (read from disk; never edited)")
     facts_col.dataframe(pd.DataFrame(view.fact_rows(info["discovered"] or {}, {})), hide_index=True,
@@ -126,8 +130,8 @@ elif wizard.step == wz.REVIEW:
     st.markdown(f"**Fit on {wizard.registry.settings.gpu_memory}**: " + (
         f"native context {fit['native_context'] or 'unknown'}; largest that fits {fit['max_context']:,} tokens"
         + (f"; suggested {' '.join(fit['suggested_args'])}" if fit.get("suggested_args") else "")
-        if fit.get("known") else f"unknown ({fit.get('reason')})"))
-    st.markdown("**Still to decide**\n\n" + "\n".join(f"- {item}" for item in info["to_decide"]))
+        if fit.get("known") else f"unknown ({md(fit.get('reason'))})"))
+    st.markdown("**Still to decide**\n\n" + "\n".join(f"- {md(item)}" for item in info["to_decide"]))
     st.button("Configure", type="primary", key="wz_configure", on_click=act, args=(wizard.configure_step,))
 
 elif wizard.step == wz.CONFIGURE:
@@ -139,26 +143,26 @@ elif wizard.step == wz.CONFIGURE:
     preview = wizard.preview()
     form_col, side_col = st.columns([3, 2], gap="large")
     with form_col:
-        st.subheader(f"Configure {wizard.name}")
+        st.subheader(f"Configure {md(wizard.name)}")
         for state in states:
             widgets.field_input(state, keys[state.spec.path])
             if state.spec.path in errors:
-                st.error(errors[state.spec.path])
+                st.error(md(errors[state.spec.path]))
     with side_col:
         st.markdown("**Command**")
         widgets.launch_command(preview["plan"], preview["error"])
         changes = ", ".join(f"unset {p}" if v is editing.UNSET else f"set {p}" for p, v in preview["changes"].items())
-        st.caption(f"Pending: {changes or 'none (saving confirms the suggestions)'}")
+        st.caption(f"Pending: {md(changes) or 'none (saving confirms the suggestions)'}")
         back_col, save_col = st.columns(2)
         back_col.button("Back to review", key="wz_back_review", on_click=act, args=(wizard.back,))
         save_col.button("Save", type="primary", key="wz_save", on_click=save, disabled=bool(errors))
 
 else:  # launch test, done
     widgets.show_report()
-    st.subheader(f"Launch test of {wizard.name}")
+    st.subheader(f"Launch test of {md(wizard.name)}")
     if wizard.step == wz.FINISHED:
         ss[widgets.MODEL_KEY] = wizard.name  # the editor opens on it
-        st.success(f"{wizard.name} is downloaded, configured, saved and answers.", icon=":material/task_alt:")
+        st.success(f"{md(wizard.name)} is downloaded, configured, saved and answers.", icon=":material/task_alt:")
         st.page_link("editor_page.py", label="Open it in the model editor", icon=":material/edit:")
     widgets.launch_command(*editing.launch_preview(wizard.registry.entry(wizard.name), wizard.registry.settings))
     job = wizard.launch_job

@@ -8,6 +8,7 @@ import streamlit as st
 from modelreg.errors import ConflictError
 from modelreg.fields import field_kind
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.values import format_value, parse_value
 from modelreg.views import editor as editing
 from modelreg.views import models as view
@@ -26,8 +27,9 @@ with pick_col:
 if name is None:
     st.stop()
 profiles = editing.profiles_of(reg)
-edit_profile = profile_col.radio("Edit", [None, *profiles], horizontal=True, key="edit_profile",
-                                 format_func=lambda p: "base curated entry" if p is None else f"profile {p}")
+edit_profile = profile_col.radio(
+    "Edit", [None, *profiles], horizontal=True, key="edit_profile",
+    format_func=lambda p: "base curated entry" if p is None else f"profile {md(p, code=True)}")
 draft = drafts.get((name, edit_profile))
 
 loaded = ss.get("edit_target")
@@ -111,23 +113,23 @@ def draw_field(state: editing.FieldState) -> None:
             st.caption("role priority (the highest number wins a role)" if priority_keys else
                        "role priority: choose roles first")
             for (role, pkey), column in zip(priority_keys.items(), st.columns(max(1, len(priority_keys)))):
-                column.number_input(f"priority: {role}", step=1, key=pkey, placeholder="none")
+                column.number_input(f"priority: {md(role)}", step=1, key=pkey, placeholder="none")
         else:
             widgets.field_input(state, key)
     reset_col.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key),
                      disabled=not state.in_layer or path in ("roles", "role_priority"),
                      help="reset to discovered (remove this override)" if not edit_profile
                      else "reset to the base entry (remove this profile override)")
-    note = state.provenance
+    note = md(state.provenance)
     if state.discovered is not None and state.discovered != state.value:
-        note += f" · discovered value: `{format_value(state.discovered, state.spec.kind) or '[]'}`"
+        note += f" · discovered value: {md(format_value(state.discovered, state.spec.kind) or '[]', code=True)}"
     if state.overrides:
         note += " · overrides discovered"
     st.caption(note)
     if path == "backend_config.extra_args" and (parsed := editing.args_preview(ss[key])):
         st.text(f"parsed: {parsed}")
     if path in errors:
-        st.error(errors[path])
+        st.error(md(errors[path]))
     for text in notes.get(path, []):
         st.text(f"note: {text}")
 
@@ -167,7 +169,7 @@ with command.container():
 extra_path = ss.get(f"extra_path:{gen}", "").strip()
 with tabs[editing.DISPLAY]:
     if extra_path in errors:
-        st.error(errors[extra_path])
+        st.error(md(errors[extra_path]))
 with tabs["Facts"]:
     st.caption("Read from disk by scans and downloads; the editor never writes them.")
     current = target.merged()
@@ -183,7 +185,7 @@ with bar:
     widgets.show_report(stale=bool(changes))
     summary = editing.pending_summary(changes)
     text_col, save_col, discard_col, test_col = st.columns([6, 1, 1, 1.3], vertical_alignment="center")
-    text_col.markdown(f"**Pending:** {summary}" if summary else "No changes.")
+    text_col.markdown(f"**Pending:** {md(summary)}" if summary else "No changes.")
     save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None,
                     on_click=save, args=(target.curated_revision,), width="stretch")
     discard_col.button("Discard", key="discard_edits", disabled=not changes, on_click=reload_form, width="stretch")
@@ -191,10 +193,10 @@ with bar:
         services.start_launch_test(name)
         st.switch_page("launch_page.py")
     if errors:
-        st.caption(f"Save is disabled while {len(errors)} field(s) have an error: {', '.join(errors)}")
+        st.caption(f"Save is disabled while {len(errors)} field(s) have an error: {md(', '.join(errors))}")
     others = sorted(f"{n}" + (f" (profile {p})" if p else "") for n, p in drafts if (n, p) != (name, edit_profile))
     if others:
-        st.caption("Unsaved edits kept for: " + ", ".join(others))
+        st.caption("Unsaved edits kept for: " + md(", ".join(others)))
     if conflict is not None:
         fresh = editing.load_target(reg, name, edit_profile)
         st.error("Not saved: the curated file changed on disk since this form was loaded. Both versions:")

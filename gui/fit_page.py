@@ -6,6 +6,7 @@ import streamlit as st
 
 from modelreg.errors import InvalidRegistry
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.launch.fit import format_size
 from modelreg.views import editor as editing
 from modelreg.views import fit as fitting
@@ -29,9 +30,9 @@ reg = services.registry(profile)
 entry = reg.entry(name)
 base = fitting.fit_at(entry, reg.settings, 1)
 st.markdown(f"GPU memory **{reg.settings.gpu_memory}** × utilization **{base['utilization']}** = budget "
-            f"**{format_size(base['budget_bytes'])}** · engine {base['engine']}")
+            f"**{format_size(base['budget_bytes'])}** · engine {md(base['engine'])}")
 if not base.get("known"):
-    st.warning(f"No estimate for {name}: {base['reason']}")
+    st.warning(f"No estimate for {md(name, code=True)}: {md(base['reason'])}")
     st.stop()
 
 native = base.get("native_context") or base["max_context"] or 4096
@@ -66,7 +67,7 @@ def apply(value: int) -> None:
 
 if flag:
     apply_col, suggest_col = st.columns(2)
-    apply_col.button(f"Apply {flag[1]} {context} to curated" + (f" (profile {profile})" if profile else ""),
+    apply_col.button(f"Apply {flag[1]} {context} to curated" + (f" (profile {md(profile)})" if profile else ""),
                      key="fit_apply", type="primary", on_click=apply, args=(context,))
     if suggested:
         suggest_col.button(f"Apply the suggested {flag[1]} {suggested}", key="fit_apply_suggested",

@@ -9,6 +9,7 @@ import streamlit as st
 
 from modelreg.discovery.scan import ScanResult, default_roots
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.jobs import Job
 
 ss = st.session_state
@@ -23,7 +24,7 @@ if not roots:
             icon=":material/folder_open:")
 for index, root in enumerate(roots):
     path_col, remove_col = st.columns([8, 1], vertical_alignment="center")
-    path_col.markdown(f"`{root}`" + ("" if Path(root).expanduser().is_dir() else " · **folder not found**"))
+    path_col.markdown(md(root, code=True) + ("" if Path(root).expanduser().is_dir() else " · **folder not found**"))
     remove_col.button("Remove", key=f"root_remove:{index}", on_click=widgets.write_setting,
                       args=("model_roots", [r for r in roots if r != root]))
 
@@ -49,7 +50,7 @@ with st.expander("Add a folder", expanded=not roots):
 
 st.subheader("Scan")
 scan_roots = default_roots(reg.settings)
-st.caption("A scan reads the roots " + (", ".join(f"`{r}`" for r in scan_roots) or "(none exist)") +
+st.caption("A scan reads the roots " + (", ".join(md(r, code=True) for r in scan_roots) or "(none exist)") +
            " and writes facts only: curated configuration is never touched.")
 scan_job = services.jobs().latest("scan", str(reg.config_dir))
 busy = scan_job is not None and scan_job.running
@@ -64,7 +65,7 @@ request = ss.get(services.SCAN_REQUEST_KEY) or {}
 def scanned(job: Job) -> None:
     result: ScanResult | None = job.result
     if result is None:
-        st.error(f"Scan failed: {job.error}")
+        st.error(f"Scan failed: {md(job.error)}")
         return
     dry = request.get("job") == job.id and request.get("dry_run")
     counts = {status: sum(m["status"] == status for m in result.models)
@@ -74,7 +75,7 @@ def scanned(job: Job) -> None:
             f"{counts['new']} added, {changed} updated, {len(result.missing)} marked missing, "
             f"{len(result.stubs)} new stub(s)")
     if not result.models and not result.missing:
-        st.warning(f"No model found in {', '.join(result.roots) or 'the roots'}"
+        st.warning(f"No model found in {md(', '.join(result.roots)) or 'the roots'}"
                    + (f"; {len(result.problems)} problem(s)" if result.problems else ""))
     else:
         (st.info if dry else st.success)(("Dry run, nothing written: " if dry else "Scan done: ") + what)

@@ -6,6 +6,7 @@ import streamlit as st
 
 from modelreg.errors import RegistryError
 from modelreg.gui import services
+from modelreg.gui.text import md
 from modelreg.hosts.litellm import litellm_yaml
 from modelreg.hosts.status import hosts_status, require_reachable
 
@@ -27,4 +28,4 @@ st.caption("`modelreg export litellm --out litellm.yaml` writes the same; start 
 try:
     st.code(litellm_yaml(require_reachable(statuses), hosts), language="yaml")  # the code block has a copy button
 except RegistryError as exc:
-    st.warning(f"No config while a host is down or the hosts disagree: {exc}")
+    st.warning(f"No config while a host is down or the hosts disagree: {md(exc)}")

@@ -5,6 +5,7 @@ import streamlit as st
 
 from modelreg.errors import InvalidRegistry
 from modelreg.gui import model_actions, services, widgets
+from modelreg.gui.text import md
 from modelreg.views import editor as editing
 
 st.title("Launch test")
@@ -29,8 +30,8 @@ running = job is not None and job.running
 status, _ = services.proxy_status()
 in_proxy = name in services.running_names(status)
 if in_proxy:
-    st.warning(f"{name} is running in the proxy: its port is taken, so a launch test would fail with \"already "
-               "running\". Stop it first (the proxy starts it again on the next request).")
+    st.warning(f"{md(name, code=True)} is running in the proxy: its port is taken, so a launch test would fail "
+               "with \"already running\". Stop it first (the proxy starts it again on the next request).")
 
 
 def stop_then_test() -> None:

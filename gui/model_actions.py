@@ -8,6 +8,7 @@ from modelreg.discovery.scan import removal_plan, remove_model
 from modelreg.download.progress import human_size
 from modelreg.errors import RegistryError
 from modelreg.gui import services
+from modelreg.gui.text import md
 from modelreg.gui.widgets import MODEL_KEY, REPORT_KEY
 from modelreg.proxy.client import reload_report
 
@@ -37,24 +38,25 @@ def stop_backend(name: str) -> None:
     try:
         services.proxy().unload(name)
         services.proxy_changed()
-        st.toast(f"Stopped {name}", icon=":material/stop_circle:")
+        st.toast(f"Stopped {md(name)}", icon=":material/stop_circle:")
     except RegistryError as exc:  # unreachable, or the proxy no longer runs it
-        st.toast(f"Could not stop {name}: {exc}", icon=":material/error:")
+        st.toast(f"Could not stop {md(name)}: {md(exc)}", icon=":material/error:")
 
 
 @st.dialog("Remove a model", on_dismiss=lambda: st.session_state.pop(REMOVE_PENDING, None))
 def remove_dialog(name: str) -> None:
     reg = services.registry()
     plan = removal_plan(reg, name)
-    st.markdown(f"Forget **{name}**'s discovered entry (a later scan of its folder finds it again).")
-    delete = st.checkbox(f"Also delete its files: `{plan['path']}` ({human_size(plan['size_bytes'] or 0)})"
-                         if plan["deletable"] else f"Delete its files (not possible: {plan['why_not']})",
+    st.markdown(f"Forget **{md(name)}**'s discovered entry (a later scan of its folder finds it again).")
+    delete = st.checkbox(f"Also delete its files: {md(plan['path'], code=True)} ({human_size(plan['size_bytes'] or 0)})"
+                         if plan["deletable"] else f"Delete its files (not possible: {md(plan['why_not'])})",
                          key="remove_files", disabled=not plan["deletable"])
     drop = st.checkbox(f"Also remove its curated configuration ({plan['curated_entries']} entr"
                        f"{'y' if plan['curated_entries'] == 1 else 'ies'}; kept in history)",
                        key="remove_curated", disabled=not plan["curated_entries"])
     if delete:
-        st.warning(f"This deletes `{plan['path']}` ({human_size(plan['size_bytes'] or 0)}) from disk for good.")
+        st.warning(f"This deletes {md(plan['path'], code=True)} ({human_size(plan['size_bytes'] or 0)}) from disk "
+                   "for good.")
     if st.button("Remove" + (" and delete files" if delete else ""), type="primary", key="remove_confirm",
                  disabled=not plan["discovered"] and not drop):
         try:
@@ -65,5 +67,5 @@ def remove_dialog(name: str) -> None:
         st.session_state[REPORT_KEY] = reload_report(services.proxy(), reg.snapshot().revision)
         st.session_state.pop(MODEL_KEY, None)
         st.session_state.pop(REMOVE_PENDING, None)
-        st.toast(f"Removed {name}" + (f"; deleted {done['deleted']}" if done["deleted"] else ""))
+        st.toast(f"Removed {md(name)}" + (f"; deleted {md(done['deleted'])}" if done["deleted"] else ""))
         st.rerun()

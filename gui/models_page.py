@@ -8,6 +8,7 @@ import streamlit as st
 
 from modelreg.errors import InvalidRegistry
 from modelreg.gui import model_actions, services, widgets
+from modelreg.gui.text import md
 from modelreg.views import models as view
 
 st.title("Models")
@@ -71,7 +72,8 @@ def table() -> None:
     name = st.session_state.get(widgets.MODEL_KEY)
     row = next((r for r in all_rows if r.name == name), None)
     if row is not None:
-        st.markdown(f"**Selected:** `{name}` · status **{row.status}**" + (f": {row.problem}" if row.problem else ""))
+        st.markdown(f"**Selected:** {md(name, code=True)} · status **{md(row.status)}**"
+                    + (f": {md(row.problem)}" if row.problem else ""))
         model_actions.row_actions(name, name in running)
 
 

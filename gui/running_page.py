@@ -7,13 +7,14 @@ import streamlit as st
 
 from modelreg.errors import RegistryError
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.proxy.client import ProxyUnreachable
 from modelreg.views.running import running_rows
 
 st.title("Running backends")
 admin = services.proxy()
-st.caption(f"The backends the proxy at `{admin.url}` runs. Stopping one frees its GPU memory; the next request "
-           "for that model starts it again.")
+st.caption(f"The backends the proxy at {md(admin.url, code=True)} runs. Stopping one frees its GPU memory; the next "
+           "request for that model starts it again.")
 
 
 def act(action, *args, done: str) -> None:
@@ -22,7 +23,7 @@ def act(action, *args, done: str) -> None:
         services.proxy_changed()
         st.toast(done)
     except RegistryError as exc:
-        st.toast(f"Failed: {exc}", icon=":material/error:")
+        st.toast(f"Failed: {md(exc)}", icon=":material/error:")
 
 
 @st.fragment(run_every=3)
@@ -30,7 +31,7 @@ def panel() -> None:
     try:
         backends = admin.running()
     except ProxyUnreachable as exc:
-        st.warning(f"{exc}. `modelreg up` starts the proxy and the GUI together.")
+        st.warning(f"{md(exc)}. `modelreg up` starts the proxy and the GUI together.")
         return
     if not backends:
         st.info("The proxy runs no backend right now: it starts one on the first request for a model.")
@@ -41,9 +42,9 @@ def panel() -> None:
     names = [r["name"] for r in rows]
     chosen = st.selectbox("Backend", names, key="running_choice")
     stop_col, restart_col, all_col = st.columns(3)
-    stop_col.button(f"Stop {chosen}", key="running_stop", icon=":material/stop_circle:", on_click=act,
+    stop_col.button(f"Stop {md(chosen)}", key="running_stop", icon=":material/stop_circle:", on_click=act,
                     args=(admin.unload, chosen), kwargs={"done": f"Stopped {chosen}"})
-    restart_col.button(f"Restart {chosen}", key="running_restart", icon=":material/restart_alt:", on_click=act,
+    restart_col.button(f"Restart {md(chosen)}", key="running_restart", icon=":material/restart_alt:", on_click=act,
                        args=(admin.restart, chosen), kwargs={"done": f"Restarting {chosen}"})
     all_col.button("Stop all", key="running_stop_all", on_click=act, args=(admin.unload,),
                    kwargs={"done": "Stopped every backend"})
@@ -51,7 +52,7 @@ def panel() -> None:
         tail = list(admin.logs(chosen))[-40:]
     except RegistryError as exc:
         tail = [f"(no log: {exc})"]
-    st.caption(f"Log tail of {chosen}")
+    st.caption(f"Log tail of {md(chosen, code=True)}")
     st.code("\n".join(tail) or "(empty)", language="log", wrap_lines=True)
 
 

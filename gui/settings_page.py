@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from modelreg.gui import services, widgets
+from modelreg.gui.text import md
 from modelreg.launch.backends import SPECS
 from modelreg.settings import DEFAULT, Settings, load_settings
 from modelreg.views import editor as editing
@@ -19,7 +20,7 @@ widgets.show_setting_outcome()
 write = widgets.write_setting
 
 st.subheader("Registry and profile")
-st.markdown(f"Config dir: `{reg.config_dir}`")
+st.markdown(f"Config dir: {md(reg.config_dir, code=True)}")
 profiles = editing.profiles_of(reg)
 default = services.default_profile()
 options = ([None] if default is None else []) + profiles
@@ -28,18 +29,19 @@ if options:
     st.selectbox("Active profile (this session)", options, index=options.index(current) if current in options else 0,
                  format_func=lambda p: p or "none", key="profile_choice",
                  on_change=lambda: ss.update({services.PROFILE_KEY: ss.profile_choice}))
-    st.caption(f"Default from settings / $MODELREG_PROFILE: `{default or 'none'}`. Saves write the merged snapshot "
-               "for the profile chosen here.")
+    st.caption(f"Default from settings / $MODELREG_PROFILE: {md(default or 'none', code=True)}. Saves write the "
+               "merged snapshot for the profile chosen here.")
     if current != default:
-        st.button(f"Make `{current or 'none'}` the default profile", key="profile_default",
+        st.button(f"Make {md(current or 'none', code=True)} the default profile", key="profile_default",
                   on_click=write, args=("active_profile", current))
 
 st.subheader("Proxy")
 actual = services.proxy_url_mismatch()
 if actual:
-    st.warning(f"The proxy `modelreg up` started runs at `{actual}`, but the `proxy_url` setting says "
-               f"`{reg.settings.proxy_url}` (a `modelreg proxy` started alone would listen there).")
-    st.button(f"Set proxy_url to {actual}", key="proxy_url_fix", on_click=write, args=("proxy_url", actual))
+    st.warning(f"The proxy `modelreg up` started runs at {md(actual, code=True)}, but the `proxy_url` setting says "
+               f"{md(reg.settings.proxy_url, code=True)} (a `modelreg proxy` started alone would listen there).")
+    st.button(f"Set proxy_url to {md(actual, code=True)}", key="proxy_url_fix", on_click=write,
+              args=("proxy_url", actual))
 url_col, save_col = st.columns([5, 1], vertical_alignment="bottom")
 url_col.text_input("proxy_url", value=reg.settings.proxy_url, key="proxy_url_text",
                    help=Settings.model_fields["proxy_url"].description)
@@ -47,7 +49,7 @@ save_col.button("Save URL", key="proxy_url_save", on_click=lambda: write("proxy_
 admin = services.proxy()
 status, problem = services.proxy_status()
 if status is None:
-    st.warning(f"{problem}. `modelreg up` starts the proxy and the GUI together.")
+    st.warning(f"{md(problem)}. `modelreg up` starts the proxy and the GUI together.")
 else:
     snap = reg.snapshot()
     a, b, c = st.columns(3)
@@ -55,10 +57,10 @@ else:
     b.metric("models", status.get("models", "-"))
     c.metric("running backends", len(status.get("backends") or []))
     if status.get("revision") == snap.revision:
-        st.success(f"The proxy at `{admin.url}` serves the snapshot on disk (`{snap.revision[:12]}`), loaded "
-                   f"{status.get('loaded_at')}. Admin token from `{admin.token_source}`.")
+        st.success(f"The proxy at {md(admin.url, code=True)} serves the snapshot on disk (`{snap.revision[:12]}`), "
+                   f"loaded {md(status.get('loaded_at'))}. Admin token from {md(admin.token_source, code=True)}.")
     else:
-        st.warning(f"The proxy serves `{str(status.get('revision'))[:12]}`; the snapshot on disk is "
+        st.warning(f"The proxy serves {md(str(status.get('revision'))[:12], code=True)}; the snapshot on disk is "
                    f"`{snap.revision[:12]}`.")
     if st.button("Reload the proxy now", key="proxy_reload"):
         widgets.save_then_reload(reg.rebuild)
@@ -69,7 +71,7 @@ st.subheader("Machine")
 st.caption("Base settings, or one profile's overrides (empty: the base value applies).")
 BASE = "base"
 choice = st.segmented_control("Settings for", [BASE, *profiles], default=BASE, key="settings_scope",
-                              format_func=lambda p: p if p == BASE else f"profile {p}")
+                              format_func=lambda p: p if p == BASE else f"profile {md(p)}")
 scope = None if choice in (BASE, None) else choice
 base = reg.settings if scope is None else services.registry(scope).settings
 overrides = load_settings(reg.config_dir).profiles.get(scope or "", {})
@@ -107,12 +109,12 @@ if scope and overrides:
 st.subheader("Validation")
 report = reg.validate()
 for error in report.errors:
-    st.error(error)
+    st.error(md(error))
 if report.ok and not report.warnings:
     st.success("Both layers validate; no warnings.")
 if report.warnings:
     with st.expander(f"{len(report.warnings)} warning(s)"):
-        st.markdown("\n".join(f"- {w}" for w in report.warnings))
+        st.markdown("\n".join(f"- {md(w)}" for w in report.warnings))
 migration = reg.migrate(dry_run=True) if report.ok else None
 if migration and migration.moves:
     st.info(f"The discovered file holds configuration from the old registry ({len(migration.moves)} value(s)). "

@@ -9,6 +9,7 @@ import streamlit as st
 
 from modelreg.errors import ConflictError, InvalidRegistry, RegistryError
 from modelreg.gui import services
+from modelreg.gui.text import md
 from modelreg.jobs import Job
 from modelreg.launch.plan import LaunchPlan
 from modelreg.proxy.client import ReloadReport, reload_report
@@ -34,7 +35,7 @@ def legend(classes: tuple[str, ...] = ("discovered", "curated", "override", "pro
 
 def registry_problem(exc: InvalidRegistry) -> None:
     st.error("The registry layers do not validate; nothing can be merged until they are fixed:\n\n"
-             + "\n".join(f"- {p}" for p in exc.problems))
+             + "\n".join(f"- {md(p)}" for p in exc.problems))
 
 
 def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: set[str] = frozenset(),
@@ -70,7 +71,7 @@ def field_input(state: editing.FieldState, key: str) -> None:
 def launch_command(plan: LaunchPlan | None, problem: str | None) -> None:
     """The exact command a launch would run (an Ollama model runs in the daemon), or why it cannot start."""
     if plan is None:
-        st.error(problem)
+        st.error(md(problem))
     elif plan.argv:
         st.code(shlex.join(plan.argv), language="bash", wrap_lines=True)
     else:
@@ -89,10 +90,10 @@ def save_then_reload(write: Callable[[], Snapshot]) -> ReloadReport | None:
         raise
     except InvalidRegistry as exc:
         st.session_state[REPORT_KEY] = "Not saved: the change would make the registry invalid:\n\n" + "\n".join(
-            f"- {p}" for p in exc.problems)
+            f"- {md(p)}" for p in exc.problems)
         return None
     except RegistryError as exc:
-        st.session_state[REPORT_KEY] = f"Not saved: {exc}"
+        st.session_state[REPORT_KEY] = f"Not saved: {md(exc)}"
         return None
     report = reload_report(services.proxy(), snap.revision)
     services.proxy_changed()
@@ -112,12 +113,12 @@ def show_report(stale: bool = False) -> None:
     if report is None:
         return
     if isinstance(report, str):
-        st.error(report)
+        st.error(md(report))
         return
     if report.confirmed:
-        st.success(report.message, icon=":material/check_circle:")
+        st.success(md(report.message), icon=":material/check_circle:")
     else:
-        st.warning(report.message, icon=":material/warning:")
+        st.warning(md(report.message), icon=":material/warning:")
     st.caption(f"snapshot revision `{report.expected_revision}` · proxy serves "
                f"`{report.served_revision or 'n/a'}`")
 
@@ -131,7 +132,7 @@ def job_panel(job_id: str | None, describe: Callable[[Job], None], every: float 
     @st.fragment(run_every=every if job.running else None)
     def panel() -> None:
         if job.running:
-            st.progress(job.progress or 0.0, text=job.message or f"{job.title}: running {job.elapsed:.0f}s")
+            st.progress(job.progress or 0.0, text=md(job.message or f"{job.title}: running {job.elapsed:.0f}s"))
             if st.button("Cancel", key=f"cancel:{job.id}"):
                 job.cancel()
             st.code("\n".join(job.lines(40)) or "(no output yet)", language="log", wrap_lines=True)
@@ -150,12 +151,12 @@ def launch_outcome(name: str, finished: Job) -> None:
     """A finished launch test: the reply or the error, timings, the argv used, the diagnosis and the log."""
     result = finished.result
     if result is None:
-        st.error(f"Launch test did not run: {finished.error}")
+        st.error(f"Launch test did not run: {md(finished.error)}")
         return
     if result.ok:
-        st.success(f"{name} answered: {result.reply!r}", icon=":material/check_circle:")
+        st.success(f"{md(name)} answered: {md(repr(result.reply))}", icon=":material/check_circle:")
     else:
-        st.error(f"{name} failed: {result.error}", icon=":material/error:")
+        st.error(f"{md(name)} failed: {md(result.error)}", icon=":material/error:")
     a, b, c = st.columns(3)
     a.metric("ready after", f"{result.seconds_to_ready:.2f} s" if result.seconds_to_ready is not None else "-")
     b.metric("first response after",
@@ -165,9 +166,10 @@ def launch_outcome(name: str, finished: Job) -> None:
         st.caption("argv used")
         st.code(shlex.join(result.argv), language="bash", wrap_lines=True)
     for finding in result.diagnosis:
-        st.warning(f"**{finding['summary']}**  \nchange: {finding['suggestion']}  \nlog: `{finding['evidence']}`")
+        st.warning(f"**{md(finding['summary'])}**  \nchange: {md(finding['suggestion'])}  \n"
+                   f"log: {md(finding['evidence'], code=True)}")
     if result.log_path:
-        st.caption(f"log: `{result.log_path}`")
+        st.caption(f"log: {md(result.log_path, code=True)}")
     if not result.ok and result.log_tail:
         st.code(result.log_tail, language="log", wrap_lines=True)
 

@@ -35,7 +35,7 @@ def models(tmp_path):
 
 @pytest.fixture()
 def registry(tmp_path):
-    return Registry(tmp_path / "configs")
+    return Registry(tmp_path / "configs", create=True)
 
 
 def files_of(registry: Registry) -> dict[str, bytes]:
@@ -125,7 +125,7 @@ def test_name_clashes_get_a_deterministic_suffix(tmp_path, registry):
     assert first[str(one / "Mistral-7B-Instruct-v0.3")] == "mistral-7b-instruct-v0.3_(BF16)"
     suffixed = first[str(two / "Mistral-7B-Instruct-v0.3")]
     assert suffixed.startswith("mistral-7b-instruct-v0.3_(BF16)-")
-    other = Registry(tmp_path / "other-configs")  # the same files found in the other order: the same names
+    other = Registry(tmp_path / "other-configs", create=True)  # the same files found in the other order: the same names
     assert {m["path"]: m["name"] for m in scan(other, [two, one]).models} == first
     shutil.rmtree(one)
     again = scan(registry, [two])

@@ -21,7 +21,7 @@ from modelreg.views.models import LAYER_COLORS
 from support import free_port
 from support.fake_hub import FakeHub, point_client_at
 from support.fake_ollama import FakeOllama
-from support.gui_servers import REPO, STORY_MODEL, gui_registry, start_proxy
+from support.gui_servers import REPO, STORY_MODEL, gui_registry, shown, start_proxy
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
 APP = str(REPO / "gui" / "app.py")
@@ -107,12 +107,12 @@ def test_models_page_colors_every_cell_by_layer_and_filters(folder):
     story = frame.index[frame["name"] == STORY_MODEL][0]
     assert frame["extra_args"][story] == "" and colors[story, column["extra_args"]] == LAYER_COLORS["unset"][1]
     assert frame["status"][story] == "needs config"
-    assert any(LAYER_COLORS["override"][0] in m.value for m in at.markdown)  # the legend
+    assert any(LAYER_COLORS["override"][0] in shown(m.value) for m in at.markdown)  # the legend
     at.multiselect(key="f_backend").set_value(["ollama"]).run()
     assert set(at.dataframe[0].value["backend"]) == {"ollama ᶜ"}  # the value and its layer's letter
     at.multiselect(key="f_backend").set_value([]).run()
     at.text_input(key="f_text").set_value("enforce").run()
-    assert not at.dataframe and any("No model matches" in i.value for i in at.info)
+    assert not at.dataframe and any("No model matches" in shown(i.value) for i in at.info)
     at.text_input(key="f_text").set_value("max-model-len").run()
     assert list(at.dataframe[0].value["name"]) == [MISTRAL]
 
@@ -122,7 +122,7 @@ def test_a_selected_row_opens_in_the_editor(folder):
     row = list(at.dataframe[0].value["name"]).index(LLAMA)
     at.session_state["models_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
-    assert any(LLAMA in m.value and "Selected" in m.value for m in at.markdown)
+    assert any(LLAMA in shown(m.value) and "Selected" in shown(m.value) for m in at.markdown)
     at.button(key="open_editor").click().run()
     assert [t.value for t in at.title] == ["Model editor"]
     assert at.selectbox(key="editor_picker").value == LLAMA
@@ -144,7 +144,7 @@ def test_save_writes_only_curated_and_the_proxy_serves_the_new_revision(folder, 
     assert (folder / DISCOVERED_FILE).read_bytes() == discovered_before
     revision = Registry(folder).snapshot().revision
     assert proxy_status(proxy, folder)["revision"] == revision
-    assert any(f"the proxy serves revision {revision[:12]}" in s.value for s in at.success)
+    assert any(f"the proxy serves revision {revision[:12]}" in shown(s.value) for s in at.success)
     assert field(at, "backend_config.extra_args").value == "--max-model-len 4096 --enforce-eager"  # reloaded form
 
 
@@ -153,14 +153,14 @@ def test_save_without_a_proxy_stands_and_says_so(folder):
     field(at, "roles").set_value(["chat"]).run()
     at.button(key="save").click().run()
     assert Registry(folder).entry(MISTRAL)["roles"] == ["chat"]
-    assert any("proxy not reachable" in w.value and "the save stands" in w.value for w in at.warning)
+    assert any("proxy not reachable" in shown(w.value) and "the save stands" in shown(w.value) for w in at.warning)
 
 
 def test_reset_to_discovered_removes_the_override(folder):
     at = editor_for(LLAMA)
     at.button(key=next(b.key for b in at.button if b.key and b.key.endswith(":display_name"))).click().run()
     assert field(at, "display_name").value == "Meta Llama 3.1 8B Instruct (Q4_K_M)"
-    assert any("**Pending:** unset display_name" in m.value for m in at.markdown)
+    assert any("unset display_name" in shown(m.value) for m in at.markdown)
     at.button(key="save").click().run()
     curated = next(e for e in json.loads((folder / CURATED_FILE).read_text()) if e["name"] == LLAMA)
     assert "display_name" not in curated and curated["backend"] == "llama.cpp"
@@ -172,7 +172,7 @@ def test_a_conflict_shows_both_versions_and_overwrites_nothing(folder):
     Registry(folder).set_value(MISTRAL, "roles", ["from-another-window"])
     field(at, "backend_config.port").set_value("24100").run()
     at.button(key="save").click().run()
-    assert any("changed on disk" in e.value for e in at.error)
+    assert any("changed on disk" in shown(e.value) for e in at.error)
     mine, theirs = [j.value for j in at.json][:2]
     assert '"port": 24100' in mine and "from-another-window" in theirs
     assert Registry(folder).entry(MISTRAL)["backend_config"]["port"] == 24003
@@ -185,16 +185,16 @@ def test_bad_input_and_fact_fields_are_refused_near_the_field(folder):
     before = (folder / CURATED_FILE).read_bytes()
     at = editor_for(MISTRAL)
     field(at, "backend_config.port").set_value("80a").run()
-    assert any("not a whole number" in e.value for e in at.error)
+    assert any("not a whole number" in shown(e.value) for e in at.error)
     field(at, "backend_config.port").set_value("24003").run()
     field(at, "backend_config.extra_args").set_value("--port 9").run()
-    assert any("`--port` is set by the launcher" in e.value for e in at.error) and at.button(key="save").disabled
+    assert any("`--port` is set by the launcher" in shown(e.value) for e in at.error) and at.button(key="save").disabled
     field(at, "backend_config.extra_args").set_value("--max-model-len 8192").run()
     assert not at.error and not at.button(key="save").disabled
     gen = at.session_state["edit_gen"]
     at.text_input(key=f"extra_path:{gen}").set_value("size_bytes").run()
     at.text_input(key=f"extra_value:{gen}").set_value("1").run()
-    assert any("is a fact read from disk" in e.value for e in at.error)
+    assert any("is a fact read from disk" in shown(e.value) for e in at.error)
     assert at.button(key="save").disabled
     assert (folder / CURATED_FILE).read_bytes() == before
 
@@ -260,11 +260,11 @@ def test_diff_page_shows_a_stale_snapshot_and_rebuilds_it(folder):
     next(e for e in curated if e["name"] == LLAMA)["backend_config"]["port"] = 26000
     (folder / CURATED_FILE).write_text(json.dumps(curated, indent=2) + "\n")  # hand edit, no rebuild
     at = open_app("diff_page.py")
-    assert any("is stale" in w.value for w in at.warning)
+    assert any("is stale" in shown(w.value) for w in at.warning)
     drift = table_with(at, "snapshot")
     assert list(drift["field"]) == ["backend_config.port"] and list(drift["layers"]) == ["26000"]
     at.button(key="rebuild").click().run()
-    assert any("is up to date" in s.value for s in at.success)
+    assert any("is up to date" in shown(s.value) for s in at.success)
 
 
 def test_launch_test_runs_the_real_server_in_the_background(folder, tiny_model):
@@ -290,9 +290,9 @@ def test_launch_test_runs_the_real_server_in_the_background(folder, tiny_model):
 
 def test_settings_page_switches_profile_and_shows_proxy_status(folder, proxy):
     at = open_app("settings_page.py")
-    assert any("serves the snapshot on disk" in s.value for s in at.success)
+    assert any("serves the snapshot on disk" in shown(s.value) for s in at.success)
     assert at.metric[0].label == "serves revision"
-    assert any("Both layers validate" in s.value for s in at.success)
+    assert any("Both layers validate" in shown(s.value) for s in at.success)
     at.selectbox(key="profile_choice").set_value("rtx4080").run()
     at.switch_page("models_page.py").run()
     frame = at.dataframe[0].value
@@ -315,13 +315,13 @@ def test_rescan_runs_in_the_background_and_stubs_new_models(folder, tmp_path, mo
     settings = json.loads((folder / "settings.json").read_text())
     (folder / "settings.json").write_text(json.dumps({**settings, "model_roots": [str(root)]}))
     at = open_app("folders_page.py")
-    assert any(str(root) in m.value for m in at.markdown)
+    assert any(str(root) in shown(m.value) for m in at.markdown)
     at.button(key="rescan").click().run()
     deadline = time.monotonic() + 60
     while not any("Scan" in a.value for a in [*at.success, *at.error]) and time.monotonic() < deadline:
         time.sleep(0.3)
         at.run()
-    assert any("Scan done: 1 added" in s.value and "1 new stub(s)" in s.value for s in at.success), \
+    assert any("Scan done: 1 added" in shown(s.value) and "1 new stub(s)" in shown(s.value) for s in at.success), \
         [e.value for e in at.error]
     log = [c.value for c in at.code if "new" in c.value][0]
     registry = Registry(folder)
@@ -374,22 +374,22 @@ def variant_radio(at: AppTest):
 def test_wizard_page_from_repo_id_to_a_saved_configuration(folder, hub, proxy, tmp_path, tiny_model):
     at = analysed(GGUF_REPO)
     wizard = at.session_state["wizard"]
-    assert any("formats: gguf" in m.value and "chat template: gguf" in m.value for m in at.markdown)
+    assert any("formats: gguf" in shown(m.value) and "chat template: gguf" in shown(m.value) for m in at.markdown)
     variants = variant_radio(at)
     size = human_size(tiny_model.stat().st_size + len("# tiny"))
     assert variants.value == "Q8_0" and f"F32 · gguf · {size} · 1 weight file(s)" in variants.options
     variants.set_value("F32").run()
     assert wizard.variant == "F32"
-    assert any(f"2 file(s), {size} into `{tmp_path / 'models' / GGUF_REPO}`" in i.value for i in at.info)
+    assert any(f"2 file(s), {size} into `{tmp_path / 'models' / GGUF_REPO}`" in shown(i.value) for i in at.info)
     at.button(key="wz_download").click().run()
     run_until(at, lambda: wizard.step == "review", "the download")
     name = wizard.name
-    assert any(f"{name} is registered" in h.value for h in at.subheader)
+    assert any(f"{name} is registered" in shown(h.value) for h in at.subheader)
     facts = at.dataframe[0].value
     assert facts[facts["field"] == "metadata.format"]["value"].tolist() == ["gguf"]
     stub = json.loads(at.json[0].value)
     assert stub["metadata"]["_config_needed"] is True and stub["backend"] == "llama-cpp-python"  # installed here
-    assert any("roles: not set" in m.value for m in at.markdown)
+    assert any("roles: not set" in shown(m.value) for m in at.markdown)
 
     at.button(key="wz_configure").click().run()
     at.selectbox(key=f"wz_field:{name}:backend").set_value("llama-cpp-python")
@@ -403,25 +403,26 @@ def test_wizard_page_from_repo_id_to_a_saved_configuration(folder, hub, proxy, t
     assert "_config_needed" not in entry["metadata"]
     revision = Registry(folder).snapshot().revision
     assert proxy_status(proxy, folder)["revision"] == revision
-    assert any(f"the proxy serves revision {revision[:12]}" in s.value for s in at.success)
+    assert any(f"the proxy serves revision {revision[:12]}" in shown(s.value) for s in at.success)
     assert wizard.step == "launch_test" and not at.button(key="wz_launch").disabled
 
 
 def test_wizard_page_explains_bad_input(folder, hub, monkeypatch):
     before = (folder / CURATED_FILE).read_bytes(), (folder / DISCOVERED_FILE).read_bytes()
     at = analysed("nobody/no-such-model")
-    assert any("'nobody/no-such-model' not found" in e.value and "hf auth login" in e.value for e in at.error)
+    assert any("'nobody/no-such-model' not found" in shown(e.value) and "hf auth login" in shown(e.value)
+               for e in at.error)
     analysed("../etc", at)
-    assert any("is not a Hugging Face repo id" in e.value for e in at.error)
+    assert any("is not a Hugging Face repo id" in shown(e.value) for e in at.error)
     hub.add_repo("evil/repo", {"config.json": b"{}", "../../evil.txt": b"x", "m.safetensors": b"y"})
     analysed("evil/repo", at)
-    assert any("outside the model folder" in e.value for e in at.error) and at.button(key="wz_download").disabled
+    assert any("outside the model folder" in shown(e.value) for e in at.error) and at.button(key="wz_download").disabled
     monkeypatch.setattr("modelreg.views.wizard.free_space", lambda path: 1000)
     analysed(GGUF_REPO, at)
-    assert any("Not enough disk space" in e.value and "1000 B free" in e.value for e in at.error)
+    assert any("Not enough disk space" in shown(e.value) and "1000 B free" in shown(e.value) for e in at.error)
     assert at.button(key="wz_download").disabled
     analysed("bad name!", at, source="ollama")
-    assert any("is not an Ollama model name" in e.value for e in at.error)
+    assert any("is not an Ollama model name" in shown(e.value) for e in at.error)
     assert at.session_state["wizard"].step == "source"
     assert ((folder / CURATED_FILE).read_bytes(), (folder / DISCOVERED_FILE).read_bytes()) == before
 
@@ -431,14 +432,14 @@ def test_wizard_page_download_survives_failures_and_page_changes(folder, hub, ti
     names = set(Registry(folder).snapshot().by_name)
     at = analysed("corp/gated")
     wizard = at.session_state["wizard"]
-    assert any("gated repo" in w.value and "hf auth login" in w.value for w in at.warning)
+    assert any("gated repo" in shown(w.value) and "hf auth login" in shown(w.value) for w in at.warning)
     at.button(key="wz_download").click().run()
     run_until(at, lambda: not wizard.job.running, "the gated download to fail")
-    assert any("hf auth login" in e.value for e in at.error)
+    assert any("hf auth login" in shown(e.value) for e in at.error)
     first = wizard.job_id
     at.button(key="wz_retry").click().run()
     run_until(at, lambda: not wizard.job.running, "the retry to fail")
-    assert wizard.job_id != first and any("hf auth login" in e.value for e in at.error)
+    assert wizard.job_id != first and any("hf auth login" in shown(e.value) for e in at.error)
     at.button(key="wz_back_source").click().run()
     assert at.text_input(key="wz_ref").value == "corp/gated"  # the form holds what the wizard holds
 
@@ -447,7 +448,7 @@ def test_wizard_page_download_survives_failures_and_page_changes(folder, hub, ti
     analysed(GGUF_REPO, at)
     at.button(key="wz_download").click().run()
     run_until(at, lambda: not wizard.job.running, "the broken download to fail")
-    assert any("network or server failure" in e.value and "resumes" in e.value for e in at.error)
+    assert any("network or server failure" in shown(e.value) and "resumes" in shown(e.value) for e in at.error)
     assert set(Registry(folder).snapshot().by_name) == names  # nothing half-registered
     pause = hub.hold(Q8, after_bytes=1000)
     at.button(key="wz_retry").click().run()
@@ -457,7 +458,7 @@ def test_wizard_page_download_survives_failures_and_page_changes(folder, hub, ti
     assert wizard.step == "download" and wizard.job.running and at.get("progress")
     pause.release.set()
     run_until(at, lambda: wizard.step == "review", "the resumed download")
-    assert any(f"{wizard.name} is registered" in h.value for h in at.subheader)
+    assert any(f"{wizard.name} is registered" in shown(h.value) for h in at.subheader)
     assert Registry(folder).entry(wizard.name)["backend_config"]["model_path"].endswith(Q8)
 
 
@@ -469,7 +470,7 @@ def test_wizard_page_pulls_an_ollama_model(folder, tmp_path, monkeypatch, tiny_m
         settings = json.loads((folder / "settings.json").read_text())
         (folder / "settings.json").write_text(json.dumps({**settings, "ollama_host": daemon.host}))
         at = analysed("tiny:q8", source="ollama")
-        assert any(f"Pulls `tiny:q8` through the Ollama daemon at {daemon.host}" in i.value for i in at.info)
+        assert any(f"Pulls `tiny:q8` through the Ollama daemon at {daemon.host}" in shown(i.value) for i in at.info)
         at.button(key="wz_download").click().run()
         wizard = at.session_state["wizard"]
         run_until(at, lambda: wizard.step == "review", "the pull")

@@ -14,7 +14,7 @@ import psutil
 from modelreg.proxy.app import Proxy
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE
-from support import wait_for
+from support import chat_body, wait_for
 from support.proxy_server import ProxyServer, alive, layers, model, recorded
 
 OOM_LINE = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of "
@@ -118,7 +118,7 @@ def test_api_key_and_body_limit(registry_dir):
         assert server.http.post("/v1/chat/completions", content=b"{nope", headers=key).status_code == 400
 
 
-def test_a_failed_start_answers_with_diagnosis_argv_and_log_tail(registry_dir, tmp_path, monkeypatch):
+def test_a_failed_start_answers_the_admin_with_diagnosis_argv_and_log_tail(registry_dir, tmp_path, monkeypatch):
     layers(registry_dir, model("big_(AWQ)", extra_args=["--max-model-len", "32768"]))
     fail_log = tmp_path / "vllm-fail.log"
     fail_log.write_text(f"INFO Loading model weights took 5.2 GiB\n{OOM_LINE}\n")
@@ -126,9 +126,15 @@ def test_a_failed_start_answers_with_diagnosis_argv_and_log_tail(registry_dir, t
     with ProxyServer(registry_dir) as server:
         reply = server.chat("big_(AWQ)")
         assert reply.status_code == 503
+        public = reply.json()["error"]  # a client without the admin token: the reason, not the argv or the log
+        assert public["code"] == "backend_start_failed" and public["exit_code"] == 1
+        assert "exited during startup with code 1" in public["message"]
+        assert not {"argv", "log_tail", "log_path"} & set(public) and OOM_LINE not in reply.text
+        assert public["diagnosis"][0]["rule"] == "cuda_oom" and "evidence" not in public["diagnosis"][0]
+        reply = server.http.post("/v1/chat/completions", json=chat_body("big_(AWQ)"),
+                                 headers={"Authorization": f"Bearer {server.proxy.admin_token}"})
         error = reply.json()["error"]
         assert error["code"] == "backend_start_failed" and error["type"] == "server_error"
-        assert "exited during startup with code 1" in error["message"]
         assert error["argv"][1:3] == ["serve", "/models/big_(AWQ)"] and "32768" in error["argv"]
         assert OOM_LINE in error["log_tail"]
         assert error["diagnosis"][0]["rule"] == "cuda_oom"

@@ -154,7 +154,8 @@ def test_start_failure_through_the_real_server_explains_itself(proxy, tiny_model
     assert "`--no_such` is not a flag of llama_cpp.server" in json.dumps(reply.json())
     # a value only the server can judge fails the start, and the 503 says how
     Registry(proxy.config_dir).set_value("tiny-b", "backend_config.extra_args", ["--n_ctx", "many"])
-    reply = wait_for(lambda: (r := proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b")))
+    admin = {"Authorization": f"Bearer {proxy.token}"}  # the argv and the log tail are the admin's
+    reply = wait_for(lambda: (r := proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b"), headers=admin))
                      .status_code == 503 and "exit_code" in r.json()["error"] and r, what="failed start", timeout=30)
     error = reply.json()["error"]
     assert error["argv"][-2:] == ["--n_ctx", "many"] and error["exit_code"] == 2

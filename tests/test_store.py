@@ -11,6 +11,7 @@ import time
 
 from modelreg.registry import Registry
 from modelreg.store import atomic_write, read_layer, revision_of
+from support import wait_for
 from support.layers import discovered_model, write_layers
 
 WRITER = textwrap.dedent("""
@@ -41,7 +42,8 @@ def test_writer_killed_mid_write_leaves_every_file_parseable(tmp_path):
     last_good = reg.rebuild().revision
     for round_ in range(12):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "m", "100000"])
-        time.sleep(0.4 + 0.05 * round_)
+        wait_for(lambda: len(reg.history_items()) > round_, timeout=60, what="the writer's first write")
+        time.sleep(0.01 * round_)  # the kill lands at a different point of the write loop each round
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
         for name in ("model_registry.discovered.json", "model_registry.curated.json", "model_registry.json"):

@@ -83,7 +83,7 @@ def print_result(result, as_json: bool) -> None:
 def cmd_download_hf(args: argparse.Namespace) -> None:
     from modelreg.download.hub import analyse_hf_repo, download_hf, download_root, select_files
     from modelreg.download.progress import DownloadCancelled, DownloadProgress, human_size
-    registry = registry_from_args(args)
+    registry = registry_from_args(args, create=not args.dry_run)
     root = download_root(registry, args.to)
     analysis = analyse_hf_repo(args.repo_id, args.revision)
     include = args.include or None
@@ -111,7 +111,7 @@ def cmd_download_hf(args: argparse.Namespace) -> None:
 def cmd_download_ollama(args: argparse.Namespace) -> None:
     from modelreg.download.ollama import pull_ollama
     from modelreg.download.progress import DownloadCancelled, DownloadProgress
-    registry = registry_from_args(args)
+    registry = registry_from_args(args, create=True)
     progress = DownloadProgress()
     try:
         result = run_with_bar(lambda: pull_ollama(registry, args.name, host=args.host, progress=progress),

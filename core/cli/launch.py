@@ -4,30 +4,29 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 
 from modelreg.cli.output import print_json, registry_from_args, say
 
 
 def cmd_launch_cmd(args: argparse.Namespace) -> None:
     from modelreg.launch.plan import launch_plan
-    registry = registry_from_args(args)
+    registry = registry_from_args(args, reads_snapshot=True)
     plan = launch_plan(registry.entry(args.name), registry.settings)
     if args.json:
         return print_json(plan.to_dict())
     if plan.argv:
-        print(shlex.join(plan.argv))
+        say(shlex.join(plan.argv))
     else:
-        print(f"# {plan.name} runs in the Ollama daemon at {plan.base_url} (no process of ours): model "
+        say(f"# {plan.name} runs in the Ollama daemon at {plan.base_url} (no process of ours): model "
               f"{plan.ollama_model}, options {json.dumps(plan.ollama_options, sort_keys=True)}")
 
 
 def cmd_launch_test(args: argparse.Namespace) -> int:
     from modelreg.launch.launch_test import DEFAULT_PROMPT, launch_test
     from modelreg.launch.logs import resolve_log_dir
-    registry = registry_from_args(args)
+    registry = registry_from_args(args, reads_snapshot=True)
     entry = registry.entry(args.name)
-    stream = None if args.quiet else (lambda text: (sys.stderr.write(text), sys.stderr.flush()))
+    stream = None if args.quiet else (lambda text: say(text, stderr=True, end=""))
     result = launch_test(entry, registry.settings, resolve_log_dir(registry.config_dir, registry.settings),
                          timeout=args.timeout, prompt=args.prompt or DEFAULT_PROMPT, max_tokens=args.max_tokens,
                          on_log=stream)

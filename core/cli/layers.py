@@ -23,7 +23,7 @@ def cmd_rebuild(args: argparse.Namespace) -> None:
 
 def cmd_list(args: argparse.Namespace) -> None:
     from modelreg.views.models import model_status
-    registry = registry_from_args(args)
+    registry = registry_from_args(args, reads_snapshot=True)
     entries = registry.snapshot().entries
     if args.json:
         return print_json(entries)
@@ -38,7 +38,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_show(args: argparse.Namespace) -> None:
     from modelreg.launch.fit import fit_summary
-    registry = registry_from_args(args)
+    registry = registry_from_args(args, reads_snapshot=not args.provenance)
     if args.provenance:
         merged = registry.merged()
         if args.name not in merged.sources:

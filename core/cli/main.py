@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from modelreg import __version__
 from modelreg.cli import download, gui, hosts, launch, layers, proxy, scan, up
-from modelreg.cli.output import add_global_options
+from modelreg.cli.output import add_global_options, say
 from modelreg.errors import ConflictError, RegistryError
 
 COMMAND_MODULES = (layers, scan, launch, proxy, hosts, gui, up, download)
@@ -31,8 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except ConflictError as exc:
-        print(f"modelreg: conflict: {exc}", file=sys.stderr)
+        say(f"modelreg: conflict: {exc}", stderr=True)
         return 2
     except RegistryError as exc:
-        print(f"modelreg: {exc}", file=sys.stderr)
+        say(f"modelreg: {exc}", stderr=True)
+        return 2
+    except OSError as exc:  # one the engine did not name (a log or model file, a socket): still one line
+        say(f"modelreg: {str(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}", stderr=True)
+        return 2
+    except RecursionError:  # a file the command read without validating nests too deep
+        say("modelreg: a registry file nests objects or lists too deep to process; `modelreg validate` names the "
+            "file, line and field", stderr=True)
         return 2

@@ -8,7 +8,7 @@ from modelreg.cli.output import print_json, registry_from_args, say
 
 def cmd_scan(args: argparse.Namespace) -> None:
     from modelreg.discovery.scan import scan
-    result = scan(registry_from_args(args), args.paths, stubs=not args.no_stubs)
+    result = scan(registry_from_args(args, create=True), args.paths, stubs=not args.no_stubs)
     if args.json:
         return print_json(result.as_dict())
     for model in result.models:
@@ -30,7 +30,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> None:
     from modelreg.launch.fit import fit_summary, format_size
-    registry = registry_from_args(args)
+    registry = registry_from_args(args, reads_snapshot=True)
     fit = fit_summary(registry.entry(args.name), registry.settings, args.gpu_mem, args.utilization)
     if args.json:
         return print_json(fit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 MEDIA = "application/vnd.ollama.image."
 MODEL_PATH_PREFIX = "ollama:/"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # what Ollama writes; anything else could name a file outside blobs/
 
 
 def is_store(path: Path) -> bool:
@@ -89,6 +91,15 @@ def read_manifest(root: Path, manifest: Path, name: str, known: Known | None = N
     if "model" not in layers:
         raise ScanError(manifest, "manifest lists no model layer (an adapter-only model is not supported)")
     config_ref = doc.get("config") or {}
+    if not isinstance(config_ref, dict):
+        raise ScanError(manifest, "manifest `config` is not an object; run `ollama pull` for the model again")
+    for ref in [*layers.values(), *([config_ref] if "digest" in config_ref else [])]:
+        if not isinstance(ref.get("digest"), str) or not DIGEST.fullmatch(ref["digest"]):
+            raise ScanError(manifest, f"layer digest {ref.get('digest')!r} is not sha256:<64 hex digits>, so it "
+                                      "names no blob of this store; skipped: run `ollama pull` for the model again")
+        if ref.get("size") is not None and type(ref["size"]) is not int:
+            raise ScanError(manifest, f"layer size {ref.get('size')!r} is not a whole number; skipped: run "
+                                      "`ollama pull` for the model again")
     config = _read_json(blob_path(root, config_ref["digest"]), "config blob") if config_ref.get("digest") else {}
     model_blob = blob_path(root, layers["model"]["digest"])
     try:

@@ -18,6 +18,7 @@ from modelreg.launch.fit import estimate
 from modelreg.launch.plan import installed_gguf_backend
 from modelreg.paths import get_path
 from modelreg.registry import Registry
+from modelreg.store import registry_lock
 
 BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
 # Parts of an entry a scan computes whole; anything else an earlier entry holds is kept under the new facts.
@@ -262,53 +263,49 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
     """Scan `paths` (default: default_roots), write discovered facts, mark vanished models, stub new ones, rebuild.
 
     `dry_run`: write nothing; the result says what would be added, updated, marked missing and stubbed.
-    """
-    existing = registry.discovered_entries()
-    found = discover(list(paths or []) or default_roots(registry.settings), Known(existing))
+
+    The walk runs unlocked; naming and every write run under the registry lock, against the layers as they are
+    then, so scans at once add to each other (a name another scan took gets a suffix) instead of replacing."""
+    found = discover(list(paths or []) or default_roots(registry.settings), Known(registry.discovered_entries()))
     ollama_store.enrich_from_daemon(found.models, registry.settings.ollama_host)
-    curated = registry.curated_entries()
-    owners: dict[str, str] = {}
-    for entry in sorted(existing, key=lambda e: (get_path(e, "metadata.scan.key") is None, str(e.get("name")))):
-        key = _identity(entry)
-        if key is not None:
-            owners.setdefault(key, entry["name"])
-    keys = {m.key for m in found.models}
-    names = assign_names(
-        {m.key: candidate_name(m.raw_name, m.quantization) for m in found.models},
-        {key: owners[key] for key in keys if key in owners},
-        [e["name"] for e in existing] + [e["name"] for e in curated if isinstance(e.get("name"), str)])
-    by_name = {e["name"]: e for e in existing}
-    entries, report = [], []
-    for model in sorted(found.models, key=lambda m: names[m.key]):
-        name = names[model.key]
-        new = {"name": name, "display_name": display_name(model.raw_name, model.quantization), **model.entry}
-        old = by_name.get(name)
-        if old is None:
-            entry, status = new, "new"
-        else:
-            facts = facts_only(old)
-            entry = _carry_over(facts, new)
-            status = "returned" if old.get("missing") else "unchanged" if entry == facts else "updated"
-        entries.append(entry)
-        report.append({"name": name, "path": entry["backend_config"]["model_path"], "format": model.format,
-                       "quantization": model.quantization, "status": status})
-    vanished = sorted(e["name"] for e in existing if _identity(e) not in keys and _vanished(e, found))
-    if dry_run:
-        would_stub = [e["name"] for e in entries if e["name"] not in by_name] if stubs else []
-        return ScanResult(report, vanished, would_stub, found.problems, found.roots)
-    writer = registry.discovered_writer()
-    writer.upsert(entries, rebuild=False)
-    if vanished:
-        writer.mark_missing(vanished, rebuild=False)
-    created: list[str] = []
-    if stubs:
+    with registry_lock(registry.config_dir):
+        recovered = registry.finish_pending_stubs() if stubs and not dry_run else []
+        existing = registry.discovered_entries()
+        curated = registry.curated_entries()
+        owners: dict[str, str] = {}
+        for entry in sorted(existing, key=lambda e: (get_path(e, "metadata.scan.key") is None, str(e.get("name")))):
+            key = _identity(entry)
+            if key is not None:
+                owners.setdefault(key, entry["name"])
+        keys = {m.key for m in found.models}
+        names = assign_names(
+            {m.key: candidate_name(m.raw_name, m.quantization) for m in found.models},
+            {key: owners[key] for key in keys if key in owners},
+            [e["name"] for e in existing] + [e["name"] for e in curated if isinstance(e.get("name"), str)])
+        by_name = {e["name"]: e for e in existing}
+        entries, report = [], []
+        for model in sorted(found.models, key=lambda m: names[m.key]):
+            name = names[model.key]
+            new = {"name": name, "display_name": display_name(model.raw_name, model.quantization), **model.entry}
+            old = by_name.get(name)
+            if old is None:
+                entry, status = new, "new"
+            else:
+                facts = facts_only(old)
+                entry = _carry_over(facts, new)
+                status = "returned" if old.get("missing") else "unchanged" if entry == facts else "updated"
+            entries.append(entry)
+            report.append({"name": name, "path": entry["backend_config"]["model_path"], "format": model.format,
+                           "quantization": model.quantization, "status": status})
+        vanished = sorted(e["name"] for e in existing if _identity(e) not in keys and _vanished(e, found))
+        if dry_run:
+            would_stub = [e["name"] for e in entries if e["name"] not in by_name] if stubs else []
+            return ScanResult(report, vanished, would_stub, found.problems, found.roots)
         fresh = [e for e in entries if e["name"] not in by_name]
-        suggestions, notes = _stub_suggestions(registry, fresh, existing + curated)
-        created = registry.stub_many(suggestions)
+        owed, notes = _stub_suggestions(registry, fresh, existing + curated) if stubs else ({}, [])
         found.problems.extend(notes)
-    else:
-        registry.rebuild()
-    return ScanResult(report, vanished, created, found.problems, found.roots)
+        created = registry.record_discovery(entries, vanished, owed)
+    return ScanResult(report, vanished, recovered + created, found.problems, found.roots)
 
 
 def remove_model(registry: Registry, name: str, delete_files: bool = False, drop_curated: bool = False,

@@ -10,23 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from modelreg.errors import BadInput
+from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
 from modelreg.store import atomic_write
 
-VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA = "vllm", "llama.cpp", "llama-cpp-python", "ollama"
-BACKENDS = (VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA)
+VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA = BACKENDS
 PROCESS_BACKENDS = (VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON)
-
-# Other spellings found in registry files (the upstream files write `gguf` for a llama.cpp-served GGUF).
-BACKEND_ALIASES = {
-    "gguf": LLAMA_CPP,
-    "llamacpp": LLAMA_CPP,
-    "llama-cpp": LLAMA_CPP,
-    "llama_cpp": LLAMA_CPP,
-    "llama-server": LLAMA_CPP,
-    "llama_cpp_python": LLAMA_CPP_PYTHON,
-    "llama-cpp-py": LLAMA_CPP_PYTHON,
-    "llama_cpp.server": LLAMA_CPP_PYTHON,
-}
 
 
 @dataclass(frozen=True)
@@ -82,9 +70,8 @@ def canonical_backend(backend: Any, name: str = "?") -> str:
     if not isinstance(backend, str) or not backend.strip():
         raise BadInput(f"model {name!r} has no backend; set one with "
                        f"`modelreg set {name} backend vllm` (one of: {', '.join(BACKENDS)})")
-    key = backend.strip().lower()
-    key = BACKEND_ALIASES.get(key, key)
-    if key not in BACKENDS:
+    key = backend_key(backend)
+    if key is None:
         raise BadInput(f"model {name!r}: unknown backend {backend!r}; use one of: {', '.join(BACKENDS)} "
                        f"(also accepted: {', '.join(sorted(BACKEND_ALIASES))})")
     return key

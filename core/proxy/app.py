@@ -191,9 +191,12 @@ class Proxy:
         self.loading_interval = loading_interval  # seconds between `: loading` comments of a cold streamed request
 
     # ---- authentication ---------------------------------------------------------------------------------------------
-    def _require_admin(self, request: Request) -> None:
+    def is_admin(self, request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.admin_token.encode()):
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.admin_token.encode())
+
+    def _require_admin(self, request: Request) -> None:
+        if not self.is_admin(request):
             raise ProxyError(401, "admin token required: send `Authorization: Bearer <admin token>`",
                              "invalid_admin_token", headers={"WWW-Authenticate": "Bearer"})
 
@@ -554,11 +557,6 @@ class Proxy:
                         media_type="application/json")
 
 
-async def _on_proxy_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ProxyError)
-    return exc.response()
-
-
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -603,7 +601,11 @@ def create_app(proxy: Proxy) -> Starlette:
         middleware.append(Middleware(CORSMiddleware, allow_origins=proxy.settings.cors_origins, allow_methods=["*"],
                                      allow_headers=["*"], expose_headers=["x-modelreg-model", "x-modelreg-revision"],
                                      max_age=600))
-    handlers = {ProxyError: _on_proxy_error, HTTPException: _on_http_error, Exception: _on_unexpected}
+    async def on_proxy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProxyError)
+        return exc.response(admin=proxy.is_admin(request))  # a failed start's argv and log: the admin's only
+
+    handlers = {ProxyError: on_proxy_error, HTTPException: _on_http_error, Exception: _on_unexpected}
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
 
 

@@ -24,17 +24,24 @@ def error_body(status: int, message: str, code: str, **details: Any) -> dict[str
 
 
 class ProxyError(Exception):
-    """An answer other than success: `code` says what happened (`model_not_found`, `backend_start_failed`, ...)."""
+    """An answer other than success: `code` says what happened (`model_not_found`, `backend_start_failed`, ...).
 
-    def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None, **details: Any):
+    `private` details (a backend's argv, log path and tail, diagnosis) are answered only to a request that carries
+    the admin token; everyone else gets the message and where to find them (`/admin/status`)."""
+
+    def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None,
+                 private: dict[str, Any] | None = None, **details: Any):
         super().__init__(message)
         self.status, self.message, self.code, self.headers, self.details = status, message, code, headers, details
+        self.private = private or {}
 
-    def body(self) -> dict[str, Any]:
-        return error_body(self.status, self.message, self.code, **self.details)
+    def body(self, admin: bool = False) -> dict[str, Any]:
+        hidden = {"details": "argv, log and diagnosis: GET /admin/status with the admin token"} if self.private else {}
+        details = {**self.details, **(self.private if admin else hidden)}
+        return error_body(self.status, self.message, self.code, **details)
 
-    def response(self) -> Response:
-        return Response(orjson.dumps(self.body()), status_code=self.status, headers=self.headers,
+    def response(self, admin: bool = False) -> Response:
+        return Response(orjson.dumps(self.body(admin)), status_code=self.status, headers=self.headers,
                         media_type="application/json")
 
     def sse(self) -> bytes:

@@ -316,7 +316,12 @@ class BackendPool:
         except BackendStartError as exc:
             if run is not None and self.running.get(plan.name) is run:
                 del self.running[plan.name]
-            error = ProxyError(503, str(exc), "backend_start_failed", model=plan.name, **exc.to_dict())
+            # the reason and modelreg's diagnosis for every client; the argv, the log and the log lines the
+            # diagnosis quotes for the admin token only
+            details = exc.to_dict()
+            public = {k: details[k] for k in ("name", "reason", "exit_code", "timed_out")}
+            public["diagnosis"] = [{k: v for k, v in f.items() if k != "evidence"} for f in details["diagnosis"]]
+            error = ProxyError(503, str(exc), "backend_start_failed", private=details, model=plan.name, **public)
             self.failures[plan.name] = Failure(plan.signature, time.monotonic(), error)
             self.note(plan.name, "start failed", exc.reason)
             raise error from exc
@@ -421,7 +426,7 @@ class BackendPool:
             "loaded_at": _iso(self.loaded_at),
             "last_reload": self.last_reload,
             "backends": self.running_status(),
-            "failures": {name: {"message": f.error.message, **f.error.details}
+            "failures": {name: {"message": f.error.message, **f.error.details, **f.error.private}
                          for name, f in sorted(self.failures.items())},
             "warnings": list(self.routes.warnings),
             "events": list(self.events),

@@ -1,8 +1,10 @@
 """The proxy's admin token: created once per registry folder (mode 0600), or given in $MODELREG_ADMIN_TOKEN."""
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,12 @@ def ensure_admin_token(config_dir: str | os.PathLike) -> str:
                 pass
         finally:
             os.unlink(tmp)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:  # others could read it and use the admin routes: take their access away first
+        path.chmod(0o600)
+        logging.getLogger(__name__).warning(
+            "%s had mode %04o (readable by others); changed it to 0600. If others may have read it, delete it and "
+            "restart the proxy for a new token", path, mode)
     token = path.read_text(encoding="utf-8").strip()
     if not token:
         raise BadInput(f"{path} is empty; delete it so the proxy creates a new token, or set ${TOKEN_ENV}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -158,6 +159,12 @@ def gui_registry(folder: Path, proxy_port: int, extra_models: int = 0) -> Path:
 
 
 # ---- Playwright steps ---------------------------------------------------------------------------------------------
+
+def shown(markdown: str) -> str:
+    """The text a reader sees in markdown a page wrote through `modelreg.gui.text.md` (escapes and the invisible
+    joiners that keep URLs from becoming links removed), for tests that read the markdown source (AppTest)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
 
 def browser_or_skip():
     """Playwright's sync API, or a loud skip when Debian's Chromium is not installed."""
