@@ -19,8 +19,7 @@ def registry(tmp_path):
     (root / "other").mkdir(parents=True)
     write_tiny_gguf(root / "tiny-F32.gguf")
     write_tiny_gguf(root / "other" / "second-F32.gguf", seed=1)
-    registry = Registry(tmp_path / "configs")
-    registry.config_dir.mkdir()
+    registry = Registry(tmp_path / "configs", create=True)
     (registry.config_dir / "settings.json").write_text(json.dumps({"model_roots": [str(root)]}))
     return Registry(registry.config_dir)
 
