@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from modelreg.build import Built, LayerCut, SnapshotBuilder, cut_bytes, cut_chunks
 from modelreg.errors import (
     BadInput,
     ConfigFieldInDiscovered,
@@ -19,25 +20,22 @@ from modelreg.errors import (
     UnknownModel,
 )
 from modelreg.fields import STUB_FIELDS, FieldClass, field_class
-from modelreg.merge import DiffRow, MergeResult, layer_diff, merge_layers
+from modelreg.history import CuratedHistory, HistoryItem
+from modelreg.merge import DiffRow, MergeResult, layer_diff, merge_result
 from modelreg.paths import flatten, get_path, remove_path, set_path
-from modelreg.schema import validate_layer
 from modelreg.settings import Settings, active_profile, load_settings
 from modelreg.store import (
     CURATED_FILE,
     DISCOVERED_FILE,
     SNAPSHOT_FILE,
-    CuratedHistory,
-    HistoryItem,
     LayerFile,
     atomic_write,
     dumps,
-    dumps_snapshot,
     file_stamp,
+    layer_chunk,
+    loads,
     read_layer,
     registry_lock,
-    revision_of,
-    without_gc,
 )
 
 
@@ -50,12 +48,20 @@ UNSET: Any = _Unset()
 CONFIG_NEEDED = "metadata._config_needed"
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    """The merged snapshot as consumers read it, with its revision (sha256 of the file's bytes)."""
+    """The merged snapshot as consumers read it, with its revision (sha256 of the file's bytes); given its bytes
+    instead of its entries, it parses them when first asked."""
 
-    entries: list[dict[str, Any]]
-    revision: str
+    def __init__(self, entries: list[dict[str, Any]] | None, revision: str, data: bytes | None = None):
+        self._entries = entries
+        self.revision = revision
+        self._data = data
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        if self._entries is None:
+            self._entries = loads(self._data)
+        return self._entries
 
     @property
     def by_name(self) -> dict[str, dict[str, Any]]:
@@ -109,6 +115,85 @@ def config_paths(entry: dict, include_empty: bool = False) -> list[str]:
             if field_class(p) is FieldClass.CONFIG and (include_empty or v is not None)]
 
 
+class CuratedEntries:
+    """The curated entries as an edit sees them: found by name and profile, each parsed only when asked for, so an
+    edit costs what it changes."""
+
+    def __init__(self, layer: LayerCut, keys: list[tuple[Any, Any]], discovered_names: Callable[[], set[str]]):
+        self._layer = layer
+        self._keys = keys
+        self._where: dict[tuple[Any, Any], int] = {}
+        for index, key in enumerate(keys):
+            self._where.setdefault(key, index)
+        self._discovered_names = discovered_names
+        self._opened: dict[int, dict] = {}
+        self._removed: set[int] = set()
+        self._added: list[dict] = []
+        self._replaced: list | None = None
+
+    def find(self, name: str, profile: str | None = None) -> dict | None:
+        """The entry to change in place, or None."""
+        index = self._where.get((name, profile))
+        if index is not None and index not in self._removed:
+            if index not in self._opened:
+                self._opened[index] = copy.deepcopy(self._layer.entry(index))
+            return self._opened[index]
+        return next((e for e in self._added if e.get("name") == name and e.get("profile") == profile), None)
+
+    def base_names(self) -> set[str]:
+        """Names of the base entries (those without a profile)."""
+        kept = {key[0] for index, key in enumerate(self._keys) if key[1] is None and index not in self._removed}
+        return kept | {e["name"] for e in self._added if e.get("profile") is None}
+
+    def known_names(self) -> set[str]:
+        """Every model name in either layer."""
+        return self._discovered_names() | {key[0] for key in self._keys} | {e.get("name") for e in self._added}
+
+    def add(self, entry: dict) -> dict:
+        self._added.append(entry)
+        return entry
+
+    def remove(self, entry: dict) -> None:
+        for index, opened in self._opened.items():
+            if opened is entry:
+                self._removed.add(index)
+                return
+        self._added = [e for e in self._added if e is not entry]
+
+    def replace(self, entries: list[dict]) -> None:
+        """Make the layer exactly these entries."""
+        self._replaced = entries
+
+    def result(self) -> LayerCut | None:
+        """The cut of the edited file (its bytes are its `raw`): unchanged entries keep their bytes; None when the
+        edit changed nothing."""
+        layer = self._layer
+        if self._replaced is not None:
+            raw = dumps(self._replaced)
+            return None if raw == layer.raw else cut_bytes(layer.path, raw)
+        chunks: list[Any] = []
+        digests: list[bytes | None] = []
+        changed = bool(self._removed or self._added)
+        for index in range(len(layer.digests)):
+            if index in self._removed:
+                continue
+            chunk = layer.chunk(index)
+            if index in self._opened:
+                edited = layer_chunk(self._opened[index])
+                if edited != bytes(chunk):
+                    changed = True
+                    chunks.append(edited)
+                    digests.append(None)
+                    continue
+            chunks.append(chunk)
+            digests.append(layer.digests[index] if layer.spans is not None else None)
+        if not changed:
+            return None
+        chunks += [layer_chunk(entry) for entry in self._added]
+        digests += [None] * len(self._added)
+        return cut_chunks(layer.path, chunks, digests)
+
+
 class Registry:
     """A registry folder: the discovered and curated layers and the merged snapshot built from them."""
 
@@ -120,11 +205,11 @@ class Registry:
         self.discovered_path = self.config_dir / DISCOVERED_FILE
         self.curated_path = self.config_dir / CURATED_FILE
         self.snapshot_path = self.config_dir / SNAPSHOT_FILE
-        self.history = CuratedHistory(self.config_dir, self.settings.history_limit)
+        self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
         self._subscribers: list[Callable[[Snapshot], None]] = []
         self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
-        self._published: tuple[tuple[str, str], Snapshot] | None = None  # layer revisions of the last publish
         self._cache_guard = threading.Lock()
+        self._builder = SnapshotBuilder(self.config_dir, self.profile)
 
     # ---- reading -------------------------------------------------------------------------------------------
     def discovered_entries(self) -> list[dict]:
@@ -143,41 +228,27 @@ class Registry:
     def validate(self) -> ValidationReport:
         """Check both layers and their merge; warnings do not block, errors do."""
         try:
-            return self._check(read_layer(self.discovered_path), read_layer(self.curated_path))[0]
+            return ValidationReport(warnings=self._build().warnings)
+        except InvalidRegistry as exc:
+            return ValidationReport(errors=exc.problems)
         except BadInput as exc:
             return ValidationReport(errors=[str(exc)])
 
-    def _check(self, discovered: LayerFile, curated: LayerFile) -> tuple[ValidationReport, MergeResult | None]:
-        report = ValidationReport()
-        for layer, label in ((discovered, "discovered"), (curated, "curated")):
-            report.errors += validate_layer(layer, label)
-        if report.errors:
-            return report, None
-        models = {e["name"] for e in discovered.entries} | {e["name"] for e in curated.entries
-                                                             if e.get("profile") is None}
-        for entry in curated.entries:
-            if entry.get("profile") is not None and entry["name"] not in models:
-                report.errors.append(f"{curated.path}: profile entry {entry['name']!r} (profile "
-                                     f"{entry['profile']!r}) has no base model; add the model or remove the entry")
-        if report.errors:
-            return report, None
-        result = merge_layers(discovered.entries, curated.entries, self.profile)
-        report.warnings += result.warnings
-        return report, result
+    def _cuts(self) -> tuple[LayerCut, LayerCut]:
+        return (self._builder.cut(self.discovered_path, "discovered"),
+                self._builder.cut(self.curated_path, "curated"))
+
+    def _build(self, full: bool = False) -> Built:
+        """Validate and merge the layers as they are now (raises InvalidRegistry, writes nothing)."""
+        return self._builder.build(*self._cuts(), full=full)
 
     def merged(self) -> Merged:
         """Merge the current layers (raises InvalidRegistry, writes nothing)."""
-        return self._merge(read_layer(self.discovered_path), read_layer(self.curated_path))
-
-    @without_gc
-    def _merge(self, discovered: LayerFile, curated: LayerFile) -> Merged:
-        report, result = self._check(discovered, curated)
-        if result is None:
-            raise InvalidRegistry(report.errors)
-        data = dumps_snapshot(result.entries)
-        return Merged(result.entries, result.sources, result.overridden, report.warnings,
-                      revision=revision_of(data), data=data, curated_revision=curated.revision,
-                      discovered_revision=discovered.revision)
+        built = self._build()
+        result = merge_result(dict(zip(built.names, self._builder.merged_entries(built))))
+        return Merged(result.entries, result.sources, result.overridden, result.warnings,
+                      revision=built.revision, data=built.data, curated_revision=built.curated.revision,
+                      discovered_revision=built.discovered.revision)
 
     def snapshot(self) -> Snapshot:
         """The merged snapshot on disk (built first if it does not exist yet)."""
@@ -210,27 +281,25 @@ class Registry:
         return layer_diff(self.discovered_entries(), self.curated_entries(), merged, self.profile, [name])
 
     # ---- the snapshot's one write path ---------------------------------------------------------------------
-    def rebuild(self) -> Snapshot:
-        """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid."""
-        with registry_lock(self.config_dir):
-            discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
-            published = self._published
-            if published and published[0] == (discovered.revision, curated.revision) \
-                    and self.snapshot_path.exists() and self.snapshot().revision == published[1].revision:
-                snap = published[1]  # nothing changed since this object last merged: skip the merge
-            else:
-                return self._publish(self._merge(discovered, curated))
-        for callback in list(self._subscribers):
-            callback(snap)
-        return snap
+    def rebuild(self, full: bool = False) -> Snapshot:
+        """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid.
 
-    def _publish(self, merged: Merged) -> Snapshot:
-        """Write a merge as the snapshot (caller holds the lock) and tell the subscribers."""
-        current = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
-        if current != merged.data:
-            atomic_write(self.snapshot_path, merged.data)
-        snap = Snapshot(merged.entries, merged.revision)
-        self._published = ((merged.discovered_revision, merged.curated_revision), snap)
+        Only models whose entries changed since the last build are validated and merged again; `full` does every
+        model again (the bytes are the same either way).
+        """
+        with registry_lock(self.config_dir):
+            return self._publish(self._build(full))
+
+    def _publish(self, built: Built) -> Snapshot:
+        """Write a build as the snapshot (caller holds the lock) and tell the subscribers."""
+        if self._builder.file_revision() != built.revision:
+            stamp = file_stamp(self.snapshot_path)
+            if stamp is None or stamp[2] != len(built.data) or self.snapshot_path.read_bytes() != built.data:
+                atomic_write(self.snapshot_path, built.data)
+            self._builder.published(built)
+        models = built.models
+        entries = [m.merged.entry for m in models] if all(m.merged is not None for m in models) else None
+        snap = Snapshot(entries, built.revision, built.data)
         with self._cache_guard:
             self._snapshot_cache = (file_stamp(self.snapshot_path), snap)
         for callback in list(self._subscribers):
@@ -256,8 +325,13 @@ class Registry:
         for path in changes:
             check_editable(path)
 
-        def edit(entries: list[dict]) -> None:
-            target = self._curated_target(entries, name, profile)
+        def edit(entries: CuratedEntries) -> None:
+            target = entries.find(name, profile)
+            if target is None:
+                known = entries.known_names()
+                if name not in known:
+                    raise UnknownModel(name, difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5))
+                target = entries.add({"name": name, **({"profile": profile} if profile else {})})
             for path, value in changes.items():
                 if value is UNSET:
                     remove_path(target, path)
@@ -290,8 +364,8 @@ class Registry:
                 raise FactFieldRefused(f"stub {name!r}: {', '.join(facts)} are facts; stubs hold configuration")
         created: list[str] = []
 
-        def edit(entries: list[dict]) -> None:
-            existing = {e["name"] for e in entries if e.get("profile") is None}
+        def edit(entries: CuratedEntries) -> None:
+            existing = entries.base_names()
             for name, suggestions in stubs.items():
                 if name in existing:
                     continue
@@ -301,7 +375,7 @@ class Registry:
                 for path, value in suggestions.items():
                     set_path(entry, path, value)
                 set_path(entry, CONFIG_NEEDED, True)
-                entries.append(entry)
+                entries.add(entry)
                 created.append(name)
 
         self._write_curated(edit, None, f"stub {', '.join(stubs)}")
@@ -315,37 +389,32 @@ class Registry:
         raw = self.history.raw(item_id)
         restored = json.loads(raw)
 
-        def edit(entries: list[dict]) -> None:
-            entries[:] = restored
+        def edit(entries: CuratedEntries) -> None:
+            entries.replace(restored)
 
         return self._write_curated(edit, None, f"restore {item_id}")
 
-    def _curated_target(self, entries: list[dict], name: str, profile: str | None) -> dict:
-        for entry in entries:
-            if entry.get("name") == name and entry.get("profile") == profile:
-                return entry
-        known = self.known_names()
-        if name not in known:
-            raise UnknownModel(name, difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5))
-        entry = {"name": name, **({"profile": profile} if profile else {})}
-        entries.append(entry)
-        return entry
-
-    def _write_curated(self, edit: Callable[[list[dict]], None], base_revision: str | None, reason: str) -> Snapshot:
+    def _write_curated(self, edit: Callable[[CuratedEntries], None], base_revision: str | None,
+                       reason: str) -> Snapshot:
         with registry_lock(self.config_dir):
-            layer = read_layer(self.curated_path)  # a corrupt file raises here and is never overwritten
+            builder = self._builder
+            layer = builder.cut(self.curated_path, "curated")
             if base_revision is not None and base_revision != layer.revision:
                 raise ConflictError(base_revision, layer.revision)
-            entries = copy.deepcopy(layer.entries)
+            entries = CuratedEntries(layer, builder.entry_keys(layer),  # a corrupt file raises here, unwritten
+                                     lambda: {k[0] for k in builder.entry_keys(
+                                         builder.cut(self.discovered_path, "discovered"))})
             edit(entries)
-            if entries == layer.entries:
-                return self.rebuild()
-            data = dumps(entries)
-            merged = self._merge(read_layer(self.discovered_path), LayerFile(self.curated_path, entries, data))
-            if layer.raw is not None:
-                self.history.keep(layer.raw, reason)
-            atomic_write(self.curated_path, data)
-            return self._publish(merged)
+            written = entries.result()
+            if written is None:
+                return self._publish(self._build())
+            built = builder.build(builder.cut(self.discovered_path, "discovered"), written)
+            if layer.exists:
+                self.history.keep(layer.raw, reason, layer.spans,  # type: ignore[arg-type]
+                                  layer.digests if layer.spans is not None else None)
+            atomic_write(self.curated_path, written.raw)  # type: ignore[arg-type]
+            builder.adopt("curated", written)
+            return self._publish(built)
 
     # ---- migration of a legacy (config-in-discovered) registry ---------------------------------------------
     def migrate(self, dry_run: bool = False) -> Migration:
@@ -356,10 +425,8 @@ class Registry:
         touches discovered), and both files must change under one lock, after backups of both.
         """
         with registry_lock(self.config_dir):
+            self._build()  # raises InvalidRegistry
             discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
-            report, _ = self._check(discovered, curated)
-            if report.errors:
-                raise InvalidRegistry(report.errors)
             new_discovered = copy.deepcopy(discovered.entries)
             new_curated = copy.deepcopy(curated.entries)
             base = {e["name"]: e for e in new_curated if e.get("profile") is None}
@@ -453,15 +520,15 @@ class DiscoveredWriter:
     def _write(self, update: Callable[[list[dict]], list[dict]], entries: list[dict], rebuild: bool) -> None:
         self.check(entries)
         registry = self.registry
+        builder = registry._builder
         with registry_lock(registry.config_dir):
             layer = read_layer(registry.discovered_path)
-            result = update(copy.deepcopy(layer.entries))
-            written = LayerFile(registry.discovered_path, result, dumps(result))
-            errors = validate_layer(written, "discovered")
+            written = cut_bytes(registry.discovered_path, dumps(update(layer.entries)))
+            errors = builder.problems(written, "discovered")
             if errors:
                 raise InvalidRegistry(errors)
             if written.raw != layer.raw:
-                atomic_write(registry.discovered_path, written.raw)
+                atomic_write(registry.discovered_path, written.raw)  # type: ignore[arg-type]
+                builder.adopt("discovered", written)
             if rebuild:  # a broken curated file fails the rebuild, not the scan that was just written
-                registry._publish(registry._merge(written, read_layer(registry.curated_path)))
-
+                registry._publish(builder.build(written, builder.cut(registry.curated_path, "curated")))

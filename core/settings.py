@@ -63,6 +63,9 @@ class Settings(BaseModel):
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
     history_limit: int = Field(
         50, ge=1, description="How many earlier versions of the curated file `configs/.history/` keeps.")
+    history_max_bytes: int = Field(
+        256 * 1024 * 1024, gt=0,
+        description="Most bytes `configs/.history/` may take on disk (oldest versions go first; the newest stays).")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-profile overrides of the settings above, e.g. `{\"rtx4080\": {\"gpu_memory\": \"16GiB\"}}`.")

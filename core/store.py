@@ -8,7 +8,6 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -33,12 +32,55 @@ def dumps(data: Any) -> bytes:
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def dumps_snapshot(data: Any) -> bytes:
-    """The merged snapshot: sorted keys, so its bytes do not depend on which layer a value lives in."""
+def layer_chunk(entry: Any) -> bytes:
+    """One entry as `dumps` writes it inside the list (indented one level, no separator)."""
+    return dumps([entry])[2:-3]
+
+
+def snapshot_chunk(entry: Any) -> bytes:
+    """One merged entry as the snapshot holds it: sorted keys, so its bytes do not depend on which layer a value
+    lives in."""
     try:
-        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        return orjson.dumps([entry], option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)[2:-2]
     except TypeError:  # integers beyond 64 bits: orjson refuses them, the standard library does not
-        return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        return json.dumps([entry], indent=2, ensure_ascii=False, sort_keys=True)[2:-2].encode("utf-8")
+
+
+def list_bytes(chunks: list[Any]) -> bytes:
+    """A file of entries from their chunks (bytes-like), laid out as `dumps` lays out a list."""
+    return b"[\n" + b",\n".join(chunks) + b"\n]\n" if chunks else b"[]\n"
+
+
+def dumps_snapshot(entries: list[Any]) -> bytes:
+    """The merged snapshot: entries in the given order, each as snapshot_chunk writes it."""
+    return list_bytes([snapshot_chunk(e) for e in entries])
+
+
+_ENTRY_BREAK = b"\n  },\n  {"  # between two entries of a list laid out as `dumps` lays it out
+
+
+def entry_spans(raw: bytes) -> list[tuple[int, int]] | None:
+    """Where each entry of a layer file starts and ends, if the file is laid out as `dumps` lays out a list of
+    objects (each from a line `  {` to a line `  }`); None otherwise. Strings hold no raw newline, so these lines are
+    never inside a value; whoever uses the spans still parses each one as an object, which proves the cut."""
+    if raw.rstrip() == b"[]":
+        return []
+    end = raw.rfind(b"\n  }\n]")
+    if not raw.startswith(b"[\n  {") or end < 0 or raw[end + 6:].strip():
+        return None
+    spans, start = [], 2
+    while True:
+        cut = raw.find(_ENTRY_BREAK, start, end + 1)
+        if cut < 0:
+            spans.append((start, end + 4))
+            return spans
+        spans.append((start, cut + 4))
+        start = cut + 6
+
+
+def chunk_digest(chunk: Any) -> bytes:
+    """What identifies an entry's bytes in caches and history (128 bits of sha256)."""
+    return hashlib.sha256(chunk).digest()[:16]
 
 
 def file_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -77,8 +119,13 @@ def read_layer(path: Path) -> LayerFile:
         raw = path.read_bytes()
     except FileNotFoundError:
         return LayerFile(path, [], None)
+    return parse_layer(path, raw)
+
+
+def parse_layer(path: Path, raw: bytes) -> LayerFile:
+    """A layer file's bytes as read_layer reads them."""
     try:
-        data = _loads(raw)
+        data = loads(raw)
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); fix or restore the file") from exc
     except json.JSONDecodeError as exc:
@@ -106,11 +153,12 @@ def without_gc(func: Callable[..., T]) -> Callable[..., T]:
 
 
 @without_gc
-def _loads(raw: bytes) -> Any:
+def loads(raw: Any) -> Any:
+    """Parse JSON bytes (orjson; where it refuses, the standard library)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw)  # the standard library's message (and NaN/Infinity, which it accepts)
+        return json.loads(bytes(raw))  # the standard library's message (and NaN/Infinity, which it accepts)
 
 
 def _read_umask() -> int:
@@ -129,8 +177,10 @@ def _mode_for(path: Path) -> int:
         return _NEW_FILE_MODE
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half."""
+def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half.
+    `sync=False` leaves out the fsyncs, for a cache that is rebuilt when lost: after a crash it may be lost or
+    damaged (whoever reads it checks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -138,11 +188,14 @@ def atomic_write(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not sync:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -162,48 +215,3 @@ def registry_lock(config_dir: Path) -> "FileLock":
         path.parent.mkdir(parents=True, exist_ok=True)
         _locks[path] = FileLock(str(path), timeout=60)
     return _locks[path]
-
-
-@dataclass(frozen=True)
-class HistoryItem:
-    id: str
-    saved_at: str
-    reason: str
-    revision: str
-
-
-class CuratedHistory:
-    """Earlier versions of the curated file under `<config-dir>/.history/`, newest `limit` kept."""
-
-    def __init__(self, config_dir: Path, limit: int = 50):
-        self.folder = Path(config_dir) / HISTORY_DIR
-        self.limit = limit
-
-    def keep(self, raw: bytes, reason: str) -> HistoryItem:
-        now = datetime.now(timezone.utc)
-        revision = revision_of(raw)
-        item = HistoryItem(f"{now:%Y%m%dT%H%M%S%f}-{revision[:8]}", now.isoformat(timespec="seconds"), reason, revision)
-        record = {**item.__dict__, "text": raw.decode("utf-8")}
-        atomic_write(self.folder / f"{item.id}.json", dumps(record))
-        for old in self._files()[self.limit:]:
-            old.unlink(missing_ok=True)
-        return item
-
-    def _files(self) -> list[Path]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(self.folder.glob("*.json"), reverse=True)
-
-    def items(self) -> list[HistoryItem]:
-        out = []
-        for path in self._files():
-            record = json.loads(path.read_bytes())
-            out.append(HistoryItem(record["id"], record["saved_at"], record["reason"], record["revision"]))
-        return out
-
-    def raw(self, item_id: str) -> bytes:
-        path = self.folder / f"{item_id}.json"
-        if not path.is_file() or path.parent != self.folder:
-            known = ", ".join(i.id for i in self.items()[:5]) or "none"
-            raise BadInput(f"no history item {item_id!r} (newest: {known}); see `modelreg history`")
-        return json.loads(path.read_bytes())["text"].encode("utf-8")
