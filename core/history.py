@@ -19,6 +19,7 @@ from modelreg.store import HISTORY_DIR, atomic_write, chunk_digest, entry_spans,
 # (one `<id>.json` holding the text) are still listed, restored and pruned.
 _SEPARATOR = b",\n"  # between two entries' bytes (see store.entry_spans)
 _DIGEST_SIZE = 16
+_FEW = 16  # this many entries new to the newest version are stored again rather than looked for in every pack
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,11 @@ class CuratedHistory:
         self.max_bytes = max_bytes
 
     def keep(self, raw: bytes, reason: str, spans: list[tuple[int, int]] | None = None,
-             digests: list[bytes] | None = None) -> HistoryItem:
-        """Keep `raw` (caller holds the registry lock). `spans` and `digests`: its entries, when already known."""
+             digests: list[bytes] | None = None, revision: str | None = None) -> HistoryItem:
+        """Keep `raw` (caller holds the registry lock). `spans`, `digests`, `revision`: its entries and revision,
+        when already known."""
         now = datetime.now(timezone.utc)
-        revision = revision_of(raw)
+        revision = revision or revision_of(raw)
         item = HistoryItem(f"{now:%Y%m%dT%H%M%S%f}-{revision[:8]}", now.isoformat(timespec="seconds"), reason, revision)
         if spans is None:
             spans = entry_spans(raw)
@@ -66,19 +68,17 @@ class CuratedHistory:
             digests = [chunk_digest(view[a:b]) for a, b in spans]
         head, tail = raw[:spans[0][0]], raw[spans[-1][1]:]
         stored = self._stored(self._manifests()[:1])
-        older: dict[bytes, str] | None = None  # every pack's entries, read only if the newest version lacks one
+        unknown = sum(1 for digest in digests if digest not in stored)
+        if unknown > _FEW:  # many entries the newest version lacks (a restore?): look for them in every pack
+            stored = {**self._packed(), **stored}
         packs: list[str] = []
         where = array("H")
         fresh: dict[bytes, tuple[int, int]] = {}
         for digest, span in zip(digests, spans):
-            pack = item.id if digest in fresh else stored.get(digest)
-            if pack is None:
-                if older is None:
-                    older = self._packed()
-                pack = older.get(digest)
+            pack = stored.get(digest)
             if pack is None:
                 fresh[digest] = span
-                pack = item.id
+                pack = stored[digest] = item.id
             if pack not in packs:
                 packs.append(pack)
             where.append(packs.index(pack))

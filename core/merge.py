@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Iterable
 
 from modelreg.fields import FIELD_CLASSES, FieldClass, field_class
@@ -28,6 +29,17 @@ def profile_label(profile: str) -> str:
 
 
 _FACT, _CONFIG = FieldClass.FACT, FieldClass.CONFIG  # enum member lookups are slow in the per-leaf loop
+# Top-level keys under which the field classes change what a layer's value means: configuration in the discovered
+# layer (legacy), facts in the others (ignored). Keys with a dot are ruled too (a dotted path could name a class).
+_CONFIG_HEADS = frozenset(p.split(".")[0] for p, c in FIELD_CLASSES.items() if c is _CONFIG)
+_FACT_HEADS = frozenset(p.split(".")[0] for p, c in FIELD_CLASSES.items() if c is _FACT)
+_FACT_WILDCARDS = tuple(head[:-1] for head in _FACT_HEADS if head.endswith("*"))
+
+
+@functools.lru_cache(maxsize=8192)
+def _leaf_paths(prefix: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The dotted paths of an object's keys (objects of one shape recur across entries: made once)."""
+    return tuple(prefix + key for key in keys)
 
 
 class MergedEntry:
@@ -38,12 +50,13 @@ class MergedEntry:
     """
 
     def __init__(self, entry: dict[str, Any], overridden: dict[str, Any], warnings: list[str],
-                 leaves: dict[str, str], objects: dict[str, str]):
+                 leaves: dict[str, str], objects: dict[str, str], root: str | None):
         self.entry = entry
         self.overridden = overridden      # dotted leaf path -> the different discovered value a curated value replaced
         self.warnings = warnings
         self._leaves = leaves             # dotted leaf path -> layer label, for leaves set one by one
         self._objects = objects           # dotted object path -> layer label, for objects supplied whole
+        self._root = root                 # the label of the layer that supplied the rest
 
     @functools.cached_property
     def sources(self) -> dict[str, str]:
@@ -58,7 +71,7 @@ class MergedEntry:
                     walk(value, path + ".", objects.get(path, inherited))
                 else:
                     out[path] = leaves.get(path) or inherited  # type: ignore[assignment]
-        walk(self.entry, "", None)
+        walk(self.entry, "", self._root)
         return out
 
 
@@ -100,6 +113,7 @@ class _Overlay:
     def __init__(self, name: str):
         self.name = name
         self.entry: dict[str, Any] = {}
+        self.root: str | None = None  # the label of the first layer, which supplied the entry
         self.owned: set[int] = {id(self.entry)}  # objects this merge made: the only ones it changes
         self.leaves: dict[str, str] = {}
         self.objects: dict[str, str] = {}
@@ -110,7 +124,23 @@ class _Overlay:
 
     def apply(self, source: dict[str, Any], label: str, skip: Iterable[str] = ()) -> None:
         body = {k: v for k, v in source.items() if k not in skip} if skip else source
-        self._apply(self.entry, body, "", label, label == "discovered", None, None)
+        if self.root is None:
+            self._first(body, label)
+        else:
+            self._apply(self.entry, body, "", label, label == "discovered", None, self.root)
+
+    def _first(self, source: dict[str, Any], label: str) -> None:
+        """The first layer with an entry for the model: taken as it is, but for the keys the field classes rule
+        (configuration in the discovered layer, facts in another); unruled keys are labelled as the whole entry."""
+        self.root = label
+        machine = label == "discovered"
+        entry = self.entry
+        for key, value in source.items():
+            if (key in _CONFIG_HEADS if machine else key in _FACT_HEADS or key.startswith(_FACT_WILDCARDS)) \
+                    or "." in key:
+                self._apply(entry, {key: value}, "", label, machine, None, label)
+            else:
+                entry[key] = value
 
     def _apply(self, target: dict, source: dict, prefix: str, label: str, machine: bool,
                fixed: FieldClass | None, inherited: str | None) -> None:
@@ -142,6 +172,11 @@ class _Overlay:
                 else:
                     within = self.objects.get(path, inherited)
                     if id(current) not in self.owned:
+                        if below is not None and within is not None and origin is not LEGACY \
+                                and dict not in set(map(type, current.values())) \
+                                and dict not in set(map(type, value.values())):
+                            target[key] = self._overlay_flat(current, value, path + ".", origin, within)
+                            continue
                         target[key] = dict(current)
                 self.owned.add(id(target[key]))
                 self._apply(target[key], value, path + ".", label, machine, below, within)
@@ -153,6 +188,22 @@ class _Overlay:
                     leaves[path] = origin
                 else:
                     self._replace(target, key, path, value, origin, current, leaves.get(path, inherited))
+
+    def _overlay_flat(self, current: dict, value: dict, prefix: str, origin: str, within: str) -> dict:
+        """`value` over `current`, an object an earlier layer supplied whole (its leaves labelled `within`), both
+        flat and of one class: what most of a curated entry over its discovered one is, done whole dicts at a time."""
+        given = {k: v for k, v in value.items() if v is not None or k not in current}  # null: no opinion
+        merged = {**current, **given}
+        self.owned.add(id(merged))
+        paths = _leaf_paths(prefix, tuple(given))
+        self.leaves.update(zip(paths, repeat(origin)))
+        if within in DISCOVERED_LABELS and origin not in DISCOVERED_LABELS:
+            # `current` is a layer's own object, so no earlier override recorded anything under it
+            path_of = dict(zip(given, paths))
+            replaced = [key for key in given if key in current]
+            self.discovered_values.update({path_of[key]: current[key] for key in replaced})
+            self.final_values.update({path_of[key]: given[key] for key in replaced})
+        return merged
 
     def _replace(self, target: dict, key: str, path: str, value: Any, origin: str, current: Any,
                  current_label: str | None) -> None:
@@ -180,7 +231,7 @@ class _Overlay:
         if self.ignored_facts:
             warnings.append(f"entry {self.name!r}: curated value for fact field(s) "
                             f"{', '.join(sorted(set(self.ignored_facts)))} ignored: facts come from disk")
-        return MergedEntry(self.entry, overridden, warnings, self.leaves, self.objects)
+        return MergedEntry(self.entry, overridden, warnings, self.leaves, self.objects, self.root)
 
 
 def entry_layers(discovered: dict | None, base: dict | None, profile_entry: dict | None,

@@ -36,6 +36,7 @@ from modelreg.store import (
     loads,
     read_layer,
     registry_lock,
+    without_gc,
 )
 
 
@@ -52,15 +53,22 @@ class Snapshot:
     """The merged snapshot as consumers read it, with its revision (sha256 of the file's bytes); given its bytes
     instead of its entries, it parses them when first asked."""
 
-    def __init__(self, entries: list[dict[str, Any]] | None, revision: str, data: bytes | None = None):
+    def __init__(self, entries: list[dict[str, Any]] | None, revision: str,
+                 data: bytes | Callable[[], bytes] | None = None, count: int | None = None):
         self._entries = entries
         self.revision = revision
         self._data = data
+        self._count = count
+
+    @property
+    def count(self) -> int:
+        """How many models it holds (without parsing it)."""
+        return self._count if self._count is not None else len(self.entries)
 
     @property
     def entries(self) -> list[dict[str, Any]]:
         if self._entries is None:
-            self._entries = loads(self._data)
+            self._entries = loads(self._data() if callable(self._data) else self._data)
         return self._entries
 
     @property
@@ -83,7 +91,6 @@ class Merged(MergeResult):
     """A merge of the current layers, plus what is needed to write a snapshot of it."""
 
     revision: str = ""
-    data: bytes = b""
     curated_revision: str = ""
     discovered_revision: str = ""
 
@@ -225,10 +232,12 @@ class Registry:
     def curated_revision(self) -> str:
         return self.curated_layer().revision
 
+    @without_gc
     def validate(self) -> ValidationReport:
         """Check both layers and their merge; warnings do not block, errors do."""
         try:
-            return ValidationReport(warnings=self._build().warnings)
+            built = self._build()
+            return ValidationReport(warnings=[w for m in self._builder.merged_entries(built) for w in m.warnings])
         except InvalidRegistry as exc:
             return ValidationReport(errors=exc.problems)
         except BadInput as exc:
@@ -242,12 +251,13 @@ class Registry:
         """Validate and merge the layers as they are now (raises InvalidRegistry, writes nothing)."""
         return self._builder.build(*self._cuts(), full=full)
 
+    @without_gc
     def merged(self) -> Merged:
         """Merge the current layers (raises InvalidRegistry, writes nothing)."""
         built = self._build()
         result = merge_result(dict(zip(built.names, self._builder.merged_entries(built))))
         return Merged(result.entries, result.sources, result.overridden, result.warnings,
-                      revision=built.revision, data=built.data, curated_revision=built.curated.revision,
+                      revision=built.revision, curated_revision=built.curated.revision,
                       discovered_revision=built.discovered.revision)
 
     def snapshot(self) -> Snapshot:
@@ -281,6 +291,7 @@ class Registry:
         return layer_diff(self.discovered_entries(), self.curated_entries(), merged, self.profile, [name])
 
     # ---- the snapshot's one write path ---------------------------------------------------------------------
+    @without_gc
     def rebuild(self, full: bool = False) -> Snapshot:
         """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid.
 
@@ -292,14 +303,10 @@ class Registry:
 
     def _publish(self, built: Built) -> Snapshot:
         """Write a build as the snapshot (caller holds the lock) and tell the subscribers."""
-        if self._builder.file_revision() != built.revision:
-            stamp = file_stamp(self.snapshot_path)
-            if stamp is None or stamp[2] != len(built.data) or self.snapshot_path.read_bytes() != built.data:
-                atomic_write(self.snapshot_path, built.data)
-            self._builder.published(built)
+        self._builder.publish(built)
         models = built.models
         entries = [m.merged.entry for m in models] if all(m.merged is not None for m in models) else None
-        snap = Snapshot(entries, built.revision, built.data)
+        snap = Snapshot(entries, built.revision, lambda: built.data, len(built.names))
         with self._cache_guard:
             self._snapshot_cache = (file_stamp(self.snapshot_path), snap)
         for callback in list(self._subscribers):
@@ -394,6 +401,7 @@ class Registry:
 
         return self._write_curated(edit, None, f"restore {item_id}")
 
+    @without_gc
     def _write_curated(self, edit: Callable[[CuratedEntries], None], base_revision: str | None,
                        reason: str) -> Snapshot:
         with registry_lock(self.config_dir):
@@ -411,9 +419,8 @@ class Registry:
             built = builder.build(builder.cut(self.discovered_path, "discovered"), written)
             if layer.exists:
                 self.history.keep(layer.raw, reason, layer.spans,  # type: ignore[arg-type]
-                                  layer.digests if layer.spans is not None else None)
-            atomic_write(self.curated_path, written.raw)  # type: ignore[arg-type]
-            builder.adopt("curated", written)
+                                  layer.digests if layer.spans is not None else None, layer.revision)
+            builder.write("curated", written)
             return self._publish(built)
 
     # ---- migration of a legacy (config-in-discovered) registry ---------------------------------------------
@@ -517,6 +524,7 @@ class DiscoveredWriter:
         kept = [e for e in current if e.get("name") not in incoming] if keep_others else []
         return sorted(kept + list(incoming.values()), key=lambda e: str(e.get("name")))
 
+    @without_gc
     def _write(self, update: Callable[[list[dict]], list[dict]], entries: list[dict], rebuild: bool) -> None:
         self.check(entries)
         registry = self.registry
@@ -528,7 +536,6 @@ class DiscoveredWriter:
             if errors:
                 raise InvalidRegistry(errors)
             if written.raw != layer.raw:
-                atomic_write(registry.discovered_path, written.raw)  # type: ignore[arg-type]
-                builder.adopt("discovered", written)
+                builder.write("discovered", written)
             if rebuild:  # a broken curated file fails the rebuild, not the scan that was just written
                 registry._publish(builder.build(written, builder.cut(registry.curated_path, "curated")))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, StrictBool, StrictInt, StrictStr, ValidationError
 
 from modelreg.store import LayerFile
 
@@ -25,24 +25,25 @@ class BackendConfig(BaseModel):
 
 
 class Entry(BaseModel):
-    """One model entry; unknown keys are allowed and kept verbatim (the raw dict is what is stored)."""
+    """One model entry; unknown keys are allowed and kept verbatim (the raw dict is what is stored, so the check
+    leaves them out, and checks only that free-form objects are objects)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     name: StrictStr = Field(min_length=1)
     profile: StrictStr | None = Field(None, min_length=1)
     display_name: StrictStr | None = None
     backend: StrictStr | None = None
     backend_config: BackendConfig | None = None
-    capabilities: dict[str, Any] | None = None
-    generation_defaults: dict[str, Any] | None = None
+    capabilities: InstanceOf[dict] | None = None
+    generation_defaults: InstanceOf[dict] | None = None
     roles: list[StrictStr] | None = None
-    role_priority: dict[str, Any] | None = None
+    role_priority: InstanceOf[dict] | None = None
     model_aliases: list[StrictStr] | None = None
     served_model_id: StrictStr | None = None
     deprecated: StrictBool | None = None
     chat_template: dict[str, Any] | StrictStr | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: InstanceOf[dict] | None = None
 
 
 _WHAT_TO_DO = {

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -47,8 +48,14 @@ def snapshot_chunk(entry: Any) -> bytes:
 
 
 def list_bytes(chunks: list[Any]) -> bytes:
-    """A file of entries from their chunks (bytes-like), laid out as `dumps` lays out a list."""
-    return b"[\n" + b",\n".join(chunks) + b"\n]\n" if chunks else b"[]\n"
+    """A file of entries from their chunks (bytes-like), laid out as `dumps` lays out a list (one copy of the bytes:
+    they can be a hundred megabytes)."""
+    if not chunks:
+        return b"[]\n"
+    parts = list(chunks)
+    parts[0] = b"[\n" + bytes(parts[0])
+    parts[-1] = bytes(parts[-1]) + b"\n]\n"
+    return b",\n".join(parts)
 
 
 def dumps_snapshot(entries: list[Any]) -> bytes:
@@ -177,17 +184,20 @@ def _mode_for(path: Path) -> int:
         return _NEW_FILE_MODE
 
 
-def atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
+def atomic_write(path: Path, data: bytes | list[Any], sync: bool = True, mtime_ns: int | None = None) -> None:
     """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half.
     `sync=False` leaves out the fsyncs, for a cache that is rebuilt when lost: after a crash it may be lost or
-    damaged (whoever reads it checks)."""
+    damaged (whoever reads it checks). `data` may be a list of bytes-like pieces; `mtime_ns`: the modification time
+    the file gets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; keep the file's mode, else the umask's default
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.writelines(data if isinstance(data, list) else [data])
             handle.flush()
+            if mtime_ns is not None:
+                os.utime(handle.fileno(), ns=(time.time_ns(), mtime_ns))
             if sync:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
