@@ -77,6 +77,7 @@ class LayerCut:
     _record: bytes | None = field(default=None, repr=False)  # as the index holds it
     _problems: list[str] | None = field(default=None, repr=False)
     _found: dict[str, int] | None = field(default=None, repr=False)  # name -> index (of a discovered layer)
+    _reads: int = field(default=0, repr=False)  # entries read one by one
 
     @property
     def exists(self) -> bool:
@@ -93,7 +94,8 @@ class LayerCut:
         if self.spans is None:
             return layer_chunk(self.parsed[index])  # type: ignore[index]
         start, end = self.spans[index]
-        if self._raw is None and len(self._entries) < _FEW_READS:  # a few entries of a file not read yet
+        if self._raw is None and self._reads < _FEW_READS:  # a few entries of a file not read yet
+            self._reads += 1
             with open(self.path, "rb") as handle:
                 handle.seek(start)
                 chunk = handle.read(end - start)

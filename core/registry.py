@@ -175,6 +175,7 @@ class CuratedEntries:
         """The cut of the edited file (its bytes are its `raw`): unchanged entries keep their bytes; None when the
         edit changed nothing."""
         layer = self._layer
+        layer.raw  # every entry's bytes are needed: read the file once
         if self._replaced is not None:
             raw = dumps(self._replaced)
             return None if raw == layer.raw else cut_bytes(layer.path, raw)
