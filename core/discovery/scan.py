@@ -4,9 +4,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from modelreg.discovery import hf, ollama_store
 from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_only
@@ -63,6 +64,7 @@ def discover(roots: Iterable[str | os.PathLike], known: Known | None = None) -> 
     walker = _Walker(known)
     for root in roots:
         walker.root(Path(os.path.abspath(os.path.expanduser(root))))
+    walker.read_all()
     keys: set[str] = set()
     unique = []
     for model in walker.found.models:  # a model reached through two roots counts once
@@ -82,10 +84,22 @@ def _cache_identity(folder: Path) -> tuple[str | None, dict[str, str] | None]:
 
 
 class _Walker:
+    """Walks the roots, then reads the models it found (headers only), several at a time: on a cold disk the reads
+    wait on I/O, not on each other."""
+
     def __init__(self, known: Known | None):
         self.known = known
         self.found = Discovery()
         self.seen: set[tuple[int, int]] = set()
+        self.reads: list[Callable[[], tuple[Any, list[Problem]]]] = []  # each gives (model or None, problems)
+
+    def read_all(self) -> None:
+        with ThreadPoolExecutor(_READERS) as pool:
+            for model, problems in pool.map(lambda read: read(), self.reads):
+                if model is not None:
+                    self.found.models.append(model)
+                self.found.problems += problems
+        self.reads = []
 
     def problem(self, path: Any, message: str) -> None:
         self.found.problems.append(Problem(str(path), message))
@@ -143,13 +157,7 @@ class _Walker:
     def model_folder(self, folder: Path, **cached: Any) -> None:
         repo, source = _cache_identity(folder)
         options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} if repo else {}
-        try:
-            model, problems = hf.read_model_folder(folder, known=self.known, **{**options, **cached})
-        except ScanError as exc:
-            self.problem(exc.path, exc.message)
-            return
-        self.found.models.append(model)
-        self.found.problems += problems
+        self.reads.append(lambda: _read(hf.read_model_folder, folder, known=self.known, **{**options, **cached}))
 
     def gguf_folder(self, folder: Path, names: list[str], stats: dict[str, tuple[int, Any]] | None = None,
                     source: dict[str, str] | None = None, key_base: Path | None = None) -> None:
@@ -169,14 +177,8 @@ class _Walker:
             repo, source = _cache_identity(folder)
             key_base = Path(repo) if repo else None
         for model in sets:
-            try:
-                result, more = read_gguf_set(folder, model, stats, source=source, key_base=key_base,
-                                             known=self.known)
-            except ScanError as exc:
-                self.problem(exc.path, exc.message)
-                continue
-            self.found.models.append(result)
-            self.found.problems += more
+            self.reads.append(lambda model=model, stats=stats, source=source, key_base=key_base: _read(
+                read_gguf_set, folder, model, stats, source=source, key_base=key_base, known=self.known))
 
     def cache(self, cache_dir: Path) -> bool:
         """Read a Hugging Face cache through huggingface_hub's scanner; False if it cannot (walk it instead)."""
@@ -199,6 +201,17 @@ class _Walker:
                 stats = {f["path"]: (f["size"], f.get("sha256")) for f in listing.files if "/" not in f["path"]}
                 self.gguf_folder(snapshot, list(stats), stats, source=source, key_base=Path(repo.repo_path))
         return True
+
+
+_READERS = 4
+
+
+def _read(reader: Callable[..., tuple[Found, list[Problem]]], *args: Any, **options: Any,
+          ) -> tuple[Found | None, list[Problem]]:
+    try:
+        return reader(*args, **options)
+    except ScanError as exc:
+        return None, [Problem(str(exc.path), exc.message)]
 
 
 # ---- writing the registry ----------------------------------------------------------------------------------
