@@ -302,13 +302,15 @@ def cache_revisions(cache_dir: Path, problems: list[Problem]) -> list[tuple[Any,
         main = [r for r in repo.revisions if "main" in r.refs]
         revision = main[0] if main else max(repo.revisions, key=lambda r: (r.last_modified, r.commit_hash))
         files, stamps = [], []
+        inside = len(str(revision.snapshot_path)) + 1  # paths as strings: a Path per file costs more than the read
         for cached in revision.files:
-            path = Path(cached.file_path).relative_to(revision.snapshot_path).as_posix()
+            path = str(cached.file_path)[inside:].replace(os.sep, "/")
+            blob = os.path.basename(cached.blob_path)
             item: dict[str, Any] = {"path": path, "size": cached.size_on_disk}
-            if _SHA256.fullmatch(Path(cached.blob_path).name):
-                item["sha256"] = Path(cached.blob_path).name
+            if _SHA256.fullmatch(blob):
+                item["sha256"] = blob
             files.append(item)
-            stamps.append((path, cached.size_on_disk, Path(cached.blob_path).name, cached.blob_last_modified))
+            stamps.append((path, cached.size_on_disk, blob, cached.blob_last_modified))
         files.sort(key=lambda f: f["path"])
         chosen.append((repo, revision, Listing(files, fingerprint(stamps))))
     return chosen

@@ -262,6 +262,23 @@ def _carry_over(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _keeps(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> bool:
+    """Whether the new facts over the old entry (as _carry_over lays them) leave it as it is: the common rescan,
+    told without copying either."""
+    for key, value in new.items():
+        path = prefix + key
+        current = old.get(key, _ABSENT)
+        if type(value) is dict and type(current) is dict and path not in REPLACED:
+            if not _keeps(current, value, path + "."):
+                return False
+        elif current != value:
+            return False
+    return True
+
+
+_ABSENT = object()
+
+
 def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterable[int]:
     used = {get_path(e, "backend_config.port") for e in entries}
     low, high = registry.settings.port_range
@@ -292,6 +309,8 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
         old = by_name.get(name)
         if old is None:
             entry, status = new, "new"
+        elif not old.get("missing") and _keeps(old, new):
+            entry, status = old, "unchanged"
         else:
             facts = facts_only(old)
             entry = _carry_over(facts, new)
@@ -301,7 +320,9 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
                        "quantization": model.quantization, "status": status})
     vanished = sorted(e["name"] for e in existing if _identity(e) not in keys and _vanished(e, found))
     writer = registry.discovered_writer()
-    writer.upsert(entries, rebuild=False)
+    changed = [entry for entry, row in zip(entries, report) if row["status"] != "unchanged"]
+    if changed:
+        writer.upsert(changed, rebuild=False)
     if vanished:
         writer.mark_missing(vanished, rebuild=False)
     created: list[str] = []
