@@ -49,7 +49,7 @@ def test_a_vocabulary_seen_before_is_stepped_over_whole(tmp_path, monkeypatch):
     writer.write_tensors_to_file()
     writer.close()
     expected = {p: read_gguf_header(p) for p in (first, again, other)}  # each read string by string
-    monkeypatch.setattr(gguf_reader, "_SKIPPED", {})
+    monkeypatch.setattr(gguf_reader, "STEPPED_OVER", {})
     read_gguf_header(first)
     stepped = []
     monkeypatch.setattr(gguf_reader, "repeat", lambda value, count: stepped.append(count) or [value] * count)

@@ -26,8 +26,8 @@ _SCALAR = {
 # Large string arrays (vocabularies, merges) recur across files: every quantization of a model has the same ones. Each
 # one stepped over is kept as (count, first bytes) -> [(length in bytes, sha1)], so the next file holding the same
 # array steps over it by one digest instead of reading every string.
-_SKIPPED: dict[tuple[int, bytes], list[tuple[int, bytes]]] = {}
-_SKIPPED_MOST = 64
+STEPPED_OVER: dict[tuple[int, bytes], list[tuple[int, bytes]]] = {}
+_STEPPED_OVER_MOST = 64
 _SEEN_PREFIX = 256
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -96,7 +96,7 @@ class _Cursor:
         buf, pos, unpack = self.buf, self.pos, _U64.unpack_from
         seen = (count, bytes(buf[pos:pos + _SEEN_PREFIX]))
         with memoryview(buf) as view:
-            for length, digest in _SKIPPED.get(seen, ()):
+            for length, digest in STEPPED_OVER.get(seen, ()):
                 if pos + length <= self.size and hashlib.sha1(view[pos:pos + length]).digest() == digest:
                     self.pos = pos + length
                     return
@@ -108,9 +108,9 @@ class _Cursor:
             if pos > self.size:
                 self.pos = self.size
                 self.need(1)
-            if len(_SKIPPED) >= _SKIPPED_MOST:
-                _SKIPPED.pop(next(iter(_SKIPPED)))
-            _SKIPPED.setdefault(seen, []).append((pos - self.pos, hashlib.sha1(view[self.pos:pos]).digest()))
+            if len(STEPPED_OVER) >= _STEPPED_OVER_MOST:
+                STEPPED_OVER.pop(next(iter(STEPPED_OVER)))
+            STEPPED_OVER.setdefault(seen, []).append((pos - self.pos, hashlib.sha1(view[self.pos:pos]).digest()))
         self.pos = pos
 
     def value(self, vtype: int, key: str, header: GGUFHeader) -> Any:

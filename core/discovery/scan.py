@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from modelreg.discovery import hf, ollama_store
+from modelreg.discovery import gguf_reader, hf, ollama_store
 from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_only
 from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
 from modelreg.discovery.naming import assign_names, candidate_name, display_name
@@ -61,6 +61,7 @@ def discover(roots: Iterable[str | os.PathLike], known: Known | None = None) -> 
 
     With `known` (the entries of an earlier scan), models whose files are unchanged are not read again.
     """
+    gguf_reader.STEPPED_OVER.clear()  # each scan reads every vocabulary once, then steps over its copies
     walker = _Walker(known)
     for root in roots:
         walker.root(Path(os.path.abspath(os.path.expanduser(root))))
