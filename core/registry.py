@@ -32,6 +32,7 @@ from modelreg.store import (
     atomic_write,
     dumps,
     file_stamp,
+    json_copy,
     layer_chunk,
     loads,
     read_layer,
@@ -516,7 +517,7 @@ class DiscoveredWriter:
         by_name = {e.get("name"): e for e in current}
         incoming = {}
         for entry in entries:
-            stored = copy.deepcopy(entry)
+            stored = json_copy(entry)
             old = by_name.get(entry["name"])
             if old is not None:  # legacy configuration is never dropped by a machine write
                 for path in config_paths(old):

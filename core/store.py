@@ -1,6 +1,7 @@
 """Atomic, locked reads and writes of the registry's JSON files, and the curated history."""
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import hashlib
@@ -166,6 +167,14 @@ def loads(raw: Any) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(bytes(raw))  # the standard library's message (and NaN/Infinity, which it accepts)
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data: through orjson, several times faster than copy.deepcopy."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:  # integers beyond 64 bits
+        return copy.deepcopy(value)
 
 
 def _read_umask() -> int:

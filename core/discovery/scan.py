@@ -267,8 +267,10 @@ def _keeps(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> bool:
     """Whether the new facts over the old entry (as _carry_over lays them) leave it as it is: the common rescan,
     told without copying either."""
     for key, value in new.items():
-        path = prefix + key
         current = old.get(key, _ABSENT)
+        if current == value:
+            continue
+        path = prefix + key
         if type(value) is dict and type(current) is dict and path not in REPLACED:
             if not _keeps(current, value, path + "."):
                 return False
