@@ -1,6 +1,7 @@
 # modelreg: `make run` starts the app on the demo registry, `make test` runs every test.
 PYTHON ?= python3
 VENV := .venv
+LITELLM_VENV := .venv-litellm
 PY := $(VENV)/bin/python
 WHEELS := .cache/wheels
 LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
@@ -8,7 +9,7 @@ CONFIG_DIR ?= configs
 
 .PHONY: run test bench setup browser clean
 
-setup: $(VENV)/.installed-test
+setup: $(VENV)/.installed-test $(LITELLM_VENV)/.installed
 
 # The app alone: what `make run` needs.
 $(VENV)/.installed-app: pyproject.toml
@@ -27,6 +28,14 @@ $(WHEELS)/.built:
 # The tests' extras: pytest, hypothesis, Playwright, and the real llama-cpp-python server from the cached wheel.
 $(VENV)/.installed-test: $(VENV)/.installed-app $(WHEELS)/.built
 	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[gui,test]"
+	touch $@
+
+# The real LiteLLM proxy, the gateway of the several-hosts tests and benchmark, in a venv of its own: it pins
+# huggingface-hub below 2 (modelreg needs 2.4). 1.110 moved the proxy into a separate litellm-proxy distribution that
+# the package index here does not serve; 1.107.0 was a compromised release, so nothing below 1.108.
+$(LITELLM_VENV)/.installed:
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install -q "litellm[proxy]>=1.108,<1.110"
 	touch $@
 
 # Debian's Chromium for the Playwright browser tests (Playwright's own browser download needs the internet).
@@ -48,4 +57,4 @@ bench: setup browser
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LITELLM_VENV) build *.egg-info

@@ -22,6 +22,8 @@ class BackendConfig(BaseModel):
     ready_timeout: float | None = Field(None, gt=0)
     exclusive_group: StrictStr | None = None
     idle_ttl: float | None = Field(None, ge=0)
+    api_key_env: StrictStr | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the variable's name, never a key
+    max_concurrency: StrictInt | None = Field(None, ge=1)
 
 
 class Entry(BaseModel):
@@ -50,6 +52,8 @@ _WHAT_TO_DO = {
     "name": "give every entry a non-empty string `name`",
     "backend_config.extra_args": 'write extra_args as a list of strings, e.g. ["--max-model-len", "4096"]',
     "backend_config.port": "use a whole number between 1 and 65535",
+    "backend_config.api_key_env": "give the name of an environment variable that holds the key (e.g. MY_KEY)",
+    "backend_config.max_concurrency": "use a whole number of 1 or more (or null: no limit)",
 }
 
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelreg.errors import BadInput
 from modelreg.paths import deep_merge
@@ -22,6 +24,38 @@ def _default_executables() -> dict[str, str]:
         "llama.cpp": "llama-server",
         "llama-cpp-python": sys.executable,
     }
+
+
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Host(BaseModel):
+    """One GPU host of several: where its `modelreg proxy` answers, the profile it runs, where its keys are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="The host's modelreg proxy, such as `http://gpu-b:8100` (without /v1).")
+    profile: str | None = Field(None, description="The profile that host runs (`modelreg export llama-swap --host` "
+                                                  "builds its launch commands with it).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the host's `proxy_api_key`.")
+    admin_token_env: str | None = Field(None, description="Environment variable holding the host's admin token "
+                                                          "(for its running backends and profile).")
+
+    @field_validator("url")
+    @classmethod
+    def _proxy_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{value!r} is not the URL of a modelreg proxy; write it like http://gpu-b:8100")
+        return value.strip().rstrip("/").removesuffix("/v1")
+
+    @field_validator("api_key_env", "admin_token_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (letters, digits, _)")
+        return value
 
 
 class Settings(BaseModel):
@@ -58,7 +92,15 @@ class Settings(BaseModel):
         "http://127.0.0.1:8100",
         description="Where the GUI finds the running `modelreg proxy` to reload it after a save.")
     proxy_api_key: str | None = Field(
-        None, description="When set, `/v1/*` requests to the proxy need `Authorization: Bearer <key>`.")
+        None, description="One key `/v1/*` requests to the proxy must send (kept for older settings files; "
+                          "`proxy_api_keys` holds any number).")
+    proxy_api_keys: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Keys that `/v1/*` requests to the proxy must send (any one of them), as "
+                                          "`Authorization: Bearer`, `x-api-key` or Basic; needed to bind beyond "
+                                          "loopback.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Browser origins (e.g. `http://localhost:3000`, or `*`) the proxy answers "
+                                          "CORS preflights for; empty: none.")
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
     history_limit: int = Field(
@@ -66,9 +108,22 @@ class Settings(BaseModel):
     history_max_bytes: int = Field(
         256 * 1024 * 1024, gt=0,
         description="Most bytes `configs/.history/` may take on disk (oldest versions go first; the newest stays).")
+    hosts: dict[str, Host] = Field(
+        default_factory=dict,
+        description="GPU hosts by name, each `{\"url\", \"profile\", \"api_key_env\", \"admin_token_env\"}` "
+                    "([Several hosts](#several-hosts)).")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-profile overrides of the settings above, e.g. `{\"rtx4080\": {\"gpu_memory\": \"16GiB\"}}`.")
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, value: dict[str, Host]) -> dict[str, Host]:
+        for name in value:
+            if not HOST_NAME.match(name):
+                raise ValueError(f"host name {name!r}: use letters, digits, '.', '_' or '-' (it names the host's "
+                                 "deployments in the exported gateway config)")
+        return value
 
     def for_profile(self, profile: str | None) -> "Settings":
         """These settings with the named profile's overrides applied (objects such as `executables` merge key by

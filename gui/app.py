@@ -19,6 +19,7 @@ sections = {
 if (HERE / "download_page.py").exists():  # the download wizard (issue 7) plugs in here
     sections["Add models"] = [st.Page("download_page.py", title="Download", icon=":material/download:")]
 sections["System"] = [st.Page("settings_page.py", title="Settings & status", icon=":material/settings:")]
+sections["System"].append(st.Page("hosts_page.py", title="Hosts", icon=":material/dns:"))
 
 with st.sidebar:
     st.caption(f"config dir `{services.config_dir()}`  \nprofile `{services.profile() or 'none'}`")

@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny GGUF model, a real llama-cpp-python server, the vLLM stand-in, leftover-process check."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -83,3 +84,15 @@ def standin_vllm(tmp_path) -> Path:
     exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDIN_VLLM}" "$@"\n')
     exe.chmod(0o755)
     return exe
+
+
+@pytest.fixture
+def registry_dir(tmp_path, standin_vllm, monkeypatch):
+    """A registry folder whose `vllm` is the stand-in; backends record their argv and requests in `record`."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2}))
+    monkeypatch.setenv("STANDIN_RECORD", str(tmp_path / "record.jsonl"))
+    monkeypatch.delenv("MODELREG_ADMIN_TOKEN", raising=False)
+    return folder

@@ -13,7 +13,7 @@ import httpx
 import psutil
 
 from modelreg.cli.main import main
-from support import free_port
+from support import chat_body, free_port
 from support.gui_servers import ProxyProcess
 from support.layers import write_layers
 
@@ -68,3 +68,88 @@ def test_port_comes_from_the_proxy_url_setting(tmp_path):
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0]
     assert f"http://127.0.0.1:{port}/v1" in output and "Application shutdown complete" in output
+
+
+def run_cli(config_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelreg", "--config-dir", str(config_dir), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_binding_beyond_loopback_needs_proxy_keys(tmp_path):
+    config_dir = write_layers(tmp_path / "configs", curated=[])
+    for host in ("0.0.0.0", "172.17.0.1"):  # refused before anything is bound
+        refused = run_cli(config_dir, "proxy", "--host", host, "--port", str(free_port()))
+        assert refused.returncode == 2
+        assert f"refusing to listen on {host}" in refused.stderr and "proxy_api_keys" in refused.stderr
+    (config_dir / "settings.json").write_text(json.dumps({"proxy_api_keys": ["sk-bridge"]}))
+    server = ProxyProcess(config_dir, free_port(), tmp_path / "proxy.log", host="127.0.0.2")
+    try:
+        assert server.http.get("/v1/models").status_code == 401
+        assert server.http.get("/v1/models", headers={"Authorization": "Bearer sk-bridge"}).json()["data"] == []
+    finally:
+        server.stop()
+    assert "API keys: 1 from settings" in (tmp_path / "proxy.log").read_text()
+
+
+def test_ps_logs_restart_and_stop(tmp_path, standin_vllm):
+    config_dir = tmp_path / "configs"
+    write_layers(config_dir, curated=[{"name": "m", "backend": "vllm", "model_aliases": ["org/m"],
+                                       "backend_config": {"port": free_port(), "model_path": "/models/m"}}])
+    port = free_port()
+    (config_dir / "settings.json").write_text(json.dumps({
+        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2,
+        "proxy_url": f"http://127.0.0.1:{port}"}))
+    server = ProxyProcess(config_dir, port, tmp_path / "proxy.log")
+    try:
+        assert run_cli(config_dir, "ps").stdout.startswith("no backends running")
+        assert server.http.post("/v1/chat/completions", json=chat_body("m")).status_code == 200
+        listed = run_cli(config_dir, "ps")
+        assert listed.returncode == 0 and "m" in listed.stdout and "ready" in listed.stdout
+        [running] = json.loads(run_cli(config_dir, "ps", "--json").stdout)
+        assert (running["name"], running["state"]) == ("m", "ready")
+
+        logs = run_cli(config_dir, "logs", "m", "-n", "5")
+        assert logs.returncode == 0 and "POST /v1/chat/completions" in logs.stdout
+        assert len(logs.stdout.splitlines()) == 5
+
+        restarted = run_cli(config_dir, "restart", "org/m")
+        assert restarted.returncode == 0, restarted.stderr
+        assert restarted.stdout.startswith("restarted m: pid ") and str(running["pid"]) not in restarted.stdout
+
+        assert run_cli(config_dir, "stop", "m").stdout == "stopped m\n"
+        again = run_cli(config_dir, "stop", "m")
+        assert again.returncode == 2 and "'m' is not running" in again.stderr
+        assert run_cli(config_dir, "stop").returncode == 2  # neither a name nor --all
+        assert server.http.post("/v1/chat/completions", json=chat_body("m")).status_code == 200
+        assert run_cli(config_dir, "stop", "--all").stdout == "stopped m\n"
+        assert run_cli(config_dir, "ps", "--json").stdout.strip() == "[]"
+    finally:
+        server.stop()
+    gone = run_cli(config_dir, "ps")
+    assert gone.returncode == 2 and "proxy not reachable" in gone.stderr
+
+
+def test_logs_follow_prints_what_the_backend_writes(tmp_path, standin_vllm):
+    config_dir = tmp_path / "configs"
+    write_layers(config_dir, curated=[{"name": "m", "backend": "vllm",
+                                       "backend_config": {"port": free_port(), "model_path": "/models/m"}}])
+    port = free_port()
+    (config_dir / "settings.json").write_text(json.dumps({
+        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2,
+        "proxy_url": f"http://127.0.0.1:{port}"}))
+    server = ProxyProcess(config_dir, port, tmp_path / "proxy.log")
+    follower = None
+    try:
+        assert server.http.post("/v1/chat/completions", json=chat_body("m")).status_code == 200
+        follower = subprocess.Popen([sys.executable, "-m", "modelreg", "--config-dir", str(config_dir), "logs", "m",
+                                     "-f", "-n", "1"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert "POST /v1/chat/completions" in follower.stdout.readline()
+        assert server.http.post("/v1/chat/completions", json=chat_body("m", 3)).status_code == 200
+        assert "POST /v1/chat/completions" in follower.stdout.readline()  # written after -f began
+    finally:
+        if follower is not None:
+            follower.send_signal(signal.SIGINT)
+            follower.wait(10)
+            follower.stdout.close()
+        server.stop()
+    assert follower.returncode == 0

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("modelreg.discovery",),
     ("modelreg.download",),
     ("modelreg.proxy",),
+    ("modelreg.hosts",),
     ("modelreg.views",),
     ("modelreg.cli", "modelreg.gui"),
     ("modelreg.__main__",),

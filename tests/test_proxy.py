@@ -4,110 +4,21 @@ The real llama-cpp-python server is exercised in test_proxy_e2e.py; here the sta
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
-import threading
 import time
-from pathlib import Path
 
-import httpx
 import psutil
-import pytest
-import uvicorn
 
-from modelreg.proxy.app import Proxy, create_app
+from modelreg.proxy.app import Proxy
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE
-from support import free_port, wait_for
-from support.layers import discovered_model, write_layers
+from support import wait_for
+from support.proxy_server import ProxyServer, alive, layers, model, recorded
 
 OOM_LINE = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of "
             "15.70 GiB of which 1.02 GiB is free.")  # as quoted in vllm-project/vllm issue threads
-
-
-class ProxyServer:
-    """A Proxy on 127.0.0.1:<free port>, served by uvicorn in a thread."""
-
-    def __init__(self, config_dir: Path, **options):
-        self.registry = Registry(config_dir)
-        self.proxy = Proxy(self.registry, **options)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(self.proxy), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-
-    def __enter__(self) -> "ProxyServer":
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "proxy did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.http.close()
-
-    def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.proxy.admin_token}"}
-        return self.http.request(method, path, headers=headers, **kwargs)
-
-    def status(self) -> dict:
-        reply = self.admin("GET", "/admin/status")
-        assert reply.status_code == 200, reply.text
-        return reply.json()
-
-    def backend(self, name: str) -> dict | None:
-        return next((b for b in self.status()["backends"] if b["name"] == name), None)
-
-    def chat(self, model: str, **extra) -> httpx.Response:
-        return self.http.post("/v1/chat/completions", json={
-            "model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **extra})
-
-    def on_loop(self, coro):
-        """Run a coroutine on the proxy's own event loop (to hold a request in flight without HTTP)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.proxy.pool._loop).result(60)
-
-
-def model(name: str, **config) -> dict:
-    """A curated entry served by the vLLM stand-in on its own free port."""
-    fields = {k: config.pop(k) for k in ("model_aliases", "roles", "role_priority", "deprecated") if k in config}
-    return {"name": name, "backend": "vllm",
-            "backend_config": {"port": free_port(), "extra_args": [], **config}, **fields}
-
-
-@pytest.fixture
-def registry_dir(tmp_path, standin_vllm, monkeypatch):
-    """A registry folder whose `vllm` is the stand-in; backends record their argv and requests in `record`."""
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    (folder / "settings.json").write_text(json.dumps({
-        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2}))
-    monkeypatch.setenv("STANDIN_RECORD", str(tmp_path / "record.jsonl"))
-    monkeypatch.delenv("MODELREG_ADMIN_TOKEN", raising=False)
-    return folder
-
-
-def layers(folder: Path, *curated: dict) -> None:
-    write_layers(folder, discovered=[discovered_model(e["name"], f"/models/{e['name']}") for e in curated],
-                 curated=list(curated))
-
-
-def recorded(tmp_path: Path) -> list[dict]:
-    path = tmp_path / "record.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_routes_by_name_alias_and_role_and_lists_models(registry_dir, tmp_path):
@@ -157,7 +68,7 @@ def test_unknown_model_is_404_with_close_names(registry_dir):
         reply = server.chat("qwen3-8b")
         assert reply.status_code == 404
         error = reply.json()["error"]
-        assert error["type"] == "model_not_found"
+        assert error["code"] == "model_not_found" and error["type"] == "invalid_request_error"
         assert "qwen3-8b_(Q4_K_M)" in error["close"] and "qwen3-8b_(Q4_K_M)" in error["message"]
         assert server.chat("role:captions").json()["error"]["close"] == ["role:caption"]
         assert server.status()["backends"] == []
@@ -216,7 +127,7 @@ def test_a_failed_start_answers_with_diagnosis_argv_and_log_tail(registry_dir, t
         reply = server.chat("big_(AWQ)")
         assert reply.status_code == 503
         error = reply.json()["error"]
-        assert error["type"] == "backend_start_failed"
+        assert error["code"] == "backend_start_failed" and error["type"] == "server_error"
         assert "exited during startup with code 1" in error["message"]
         assert error["argv"][1:3] == ["serve", "/models/big_(AWQ)"] and "32768" in error["argv"]
         assert OOM_LINE in error["log_tail"]
@@ -239,10 +150,10 @@ def test_exclusive_group_stops_the_other_member_first(registry_dir):
 
 
 def test_idle_backend_is_stopped_after_its_ttl(registry_dir):
-    layers(registry_dir, model("brief", idle_ttl=0.3), model("lasting"))
+    layers(registry_dir, model("brief", idle_ttl=1.0), model("lasting"))
     with ProxyServer(registry_dir, reap_interval=0.05) as server:
-        assert server.chat("brief").status_code == 200
         assert server.chat("lasting").status_code == 200
+        assert server.chat("brief").status_code == 200
         pid = server.backend("brief")["pid"]
         wait_for(lambda: server.backend("brief") is None, what="idle stop")
         assert not alive(pid)

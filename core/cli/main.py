@@ -5,11 +5,11 @@ import argparse
 import sys
 
 from modelreg import __version__
-from modelreg.cli import download, gui, launch, layers, proxy, scan
+from modelreg.cli import download, gui, hosts, launch, layers, proxy, scan
 from modelreg.cli.output import add_global_options
 from modelreg.errors import ConflictError, RegistryError
 
-COMMAND_MODULES = (layers, scan, launch, proxy, gui, download)
+COMMAND_MODULES = (layers, scan, launch, proxy, hosts, gui, download)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,30 +1,110 @@
-"""`modelreg proxy`: a thin wrapper that runs modelreg.proxy.app's OpenAI-compatible server."""
+"""`modelreg proxy` (the OpenAI-compatible server) and its live control: `ps`, `stop`, `logs`, `restart`."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from modelreg.cli.output import registry_from_args, say
+from modelreg.cli.output import print_json, print_table, registry_from_args, say
+
+if TYPE_CHECKING:
+    from modelreg.proxy.client import ProxyAdmin
 
 
 def cmd_proxy(args: argparse.Namespace) -> None:
-    from modelreg.proxy.app import serve
+    from modelreg.proxy.app import proxy_keys, serve
     from modelreg.proxy.token import token_source
     registry = registry_from_args(args)
     configured = urlsplit(registry.settings.proxy_url)
     host = args.host or configured.hostname or "127.0.0.1"
     port = args.port or configured.port or 8100
+    keys = len(proxy_keys(registry.settings))
     say(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; "
-        f"admin token: {token_source(registry.config_dir)}")
+        f"admin token: {token_source(registry.config_dir)}; "
+        + (f"API keys: {keys} from settings" if keys else "no API key (proxy_api_keys is empty)"))
     serve(registry, host, port)
+
+
+def _admin(args: argparse.Namespace) -> "ProxyAdmin":
+    from modelreg.proxy.client import ProxyAdmin
+    registry = registry_from_args(args)
+    return ProxyAdmin(args.url or registry.settings.proxy_url, registry.config_dir)
+
+
+def cmd_ps(args: argparse.Namespace) -> None:
+    admin = _admin(args)
+    running = admin.running()
+    if args.json:
+        return print_json(running)
+    if not running:
+        return say(f"no backends running (proxy at {admin.url})")
+    print_table(["name", "state", "backend", "pid", "port", "in flight", "started", "last request"],
+                [[b["name"], b["state"] + (" (stale)" if b["stale"] else ""), b["backend"], b["pid"], b["port"],
+                  b["in_flight"], _clock(b["started_at"]), _clock(b["last_request_at"])] for b in running])
+
+
+def _clock(stamp: str | None) -> str:
+    """`2026-05-01T12:34:56.789+00:00` -> `12:34:56` (UTC, as the proxy reports it)."""
+    return stamp[11:19] if stamp else "-"
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if bool(args.name) == args.all:
+        say("modelreg stop: give a model NAME or --all", stderr=True)
+        return 2
+    stopped = _admin(args).unload(args.name)["stopped"]
+    say("\n".join(f"stopped {name}" for name in stopped) if stopped else "nothing was running")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    try:
+        for line in _admin(args).logs(args.name, follow=args.follow, lines=args.lines):
+            say(line)
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_restart(args: argparse.Namespace) -> None:
+    backend = _admin(args).restart(args.name)
+    say(f"restarted {backend['name']}: pid {backend['pid']}, {backend['state']} on port {backend['port']}")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "proxy", help="run the OpenAI-compatible proxy that starts models on demand",
         description="Run the OpenAI-compatible proxy (/v1/models, /v1/chat/completions, /v1/completions, "
-                    "/v1/embeddings; /admin/status and /admin/reload with the admin token). Host and port default "
-                    "to the proxy_url setting (http://127.0.0.1:8100).")
-    parser.add_argument("--host", default=None, help="address to bind (default from proxy_url: 127.0.0.1)")
+                    "/v1/embeddings, /v1/rerank, /v1/audio/*, /v1/images/*, /v1/responses, /v1/messages; "
+                    "/admin/status, /admin/reload, /admin/running, /admin/unload, /admin/restart and /admin/logs "
+                    "with the admin token). Host and port default to the proxy_url setting "
+                    "(http://127.0.0.1:8100); a host beyond loopback needs proxy_api_keys in settings.json.")
+    parser.add_argument("--host", default=None,
+                        help="address to bind (default from proxy_url: 127.0.0.1; a docker bridge address or "
+                             "0.0.0.0 only with proxy_api_keys set)")
     parser.add_argument("--port", type=int, default=None, help="port to bind (default from proxy_url: 8100)")
     parser.set_defaults(handler=cmd_proxy)
+
+    def control(name: str, help: str) -> argparse.ArgumentParser:
+        command = subparsers.add_parser(name, help=help, description=help + " (through the running proxy's admin "
+                                        "endpoints, with its admin token).")
+        command.add_argument("--url", default=None, help="the proxy (default: the proxy_url setting)")
+        return command
+
+    command = control("ps", "list the backends the running proxy has started")
+    command.add_argument("--json", action="store_true", help="print them as JSON")
+    command.set_defaults(handler=cmd_ps)
+
+    command = control("stop", "stop a running backend now (or every one with --all)")
+    command.add_argument("name", nargs="?", help="model name or alias")
+    command.add_argument("--all", action="store_true", help="stop every backend the proxy runs")
+    command.set_defaults(handler=cmd_stop)
+
+    command = control("logs", "print a backend's log")
+    command.add_argument("name", help="model name or alias")
+    command.add_argument("-f", "--follow", action="store_true", help="keep printing what the backend writes")
+    command.add_argument("-n", "--lines", type=int, default=200, help="how many last lines first (default 200)")
+    command.set_defaults(handler=cmd_logs)
+
+    command = control("restart", "restart a backend (or start it) and wait until it is ready")
+    command.add_argument("name", help="model name or alias")
+    command.set_defaults(handler=cmd_restart)

@@ -238,6 +238,20 @@ def _unknown_architecture(ctx: _Context) -> Finding | None:
                    _line(ctx.log, match))
 
 
+def api_key_refused(name: str, url: str | None, status: int, key_sent: bool) -> Finding:
+    """The readiness probe got 401/403: the backend wants an API key that modelreg did not send, or another one."""
+    quoted = shlex.quote(name)
+    if key_sent:
+        summary = "the backend refused the API key from backend_config.api_key_env"
+        suggestion = ("make the variable that api_key_env names hold the key the backend was started with (a key "
+                      "in extra_args wins over it: remove it there)")
+    else:
+        summary = "the backend requires an API key and modelreg sent none"
+        suggestion = (f"put the key in an environment variable and name it: modelreg set {quoted} "
+                      "backend_config.api_key_env MY_BACKEND_KEY (then remove the key from extra_args)")
+    return Finding("api_key", summary, suggestion, f"GET {url} answered HTTP {status}")
+
+
 RULES: tuple[Callable[[_Context], Finding | None], ...] = (
     _missing_executable, _port_in_use, _kv_cache_too_small, _cuda_oom, _trust_remote_code, _unknown_architecture,
     _long_default_context,

@@ -83,7 +83,8 @@ def ask(plan: LaunchPlan, prompt: str, max_tokens: int = 16, timeout: float = 12
     body = {"model": plan.served_model_id, "messages": chat_messages(prompt, plan.vision),
             "max_tokens": max_tokens, "temperature": 0}
     try:
-        response = httpx.post(plan.base_url + "/v1/chat/completions", json=body, timeout=timeout)
+        response = httpx.post(plan.base_url + "/v1/chat/completions", json=body, timeout=timeout,
+                              headers=plan.auth_headers())
     except httpx.HTTPError as exc:
         raise RuntimeError(f"chat completion request failed: {exc}") from exc
     if response.status_code != 200:
@@ -98,10 +99,10 @@ def served_context_size(plan: LaunchPlan, log_text: str) -> int | None:
     """The context size the running server reports (vLLM /v1/models, llama-server /props), else from its log."""
     try:
         if plan.backend == VLLM:
-            models = httpx.get(plan.base_url + "/v1/models", timeout=5).json()["data"]
+            models = httpx.get(plan.base_url + "/v1/models", timeout=5, headers=plan.auth_headers()).json()["data"]
             return int(models[0]["max_model_len"])
         if plan.backend == LLAMA_CPP:
-            props = httpx.get(plan.base_url + "/props", timeout=5).json()
+            props = httpx.get(plan.base_url + "/props", timeout=5, headers=plan.auth_headers()).json()
             return int(props.get("n_ctx") or props["default_generation_settings"]["n_ctx"])
     except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
         pass

@@ -49,6 +49,8 @@ class LogFollower:
         """Complete new lines since the last call ('' when none)."""
         try:
             with open(self.path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size < self.offset:  # rotated by a restart: a new log began
+                    self.offset, self._partial = 0, b""
                 handle.seek(self.offset)
                 data = handle.read()
         except FileNotFoundError:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ class LaunchPlan:
     ollama_model: str | None = None
     ollama_options: dict[str, Any] = field(default_factory=dict)
     fit_max_context: int | None = None  # the fit estimate's largest context, for diagnoses
+    api_key_env: str | None = None  # backend_config.api_key_env: the variable holding the backend's API key
     entry: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -56,6 +59,36 @@ class LaunchPlan:
         data = asdict(self)
         data.pop("entry")
         return data
+
+    def api_key(self) -> str | None:
+        """The backend's API key, read from `api_key_env` now (never stored); BadInput when the variable is unset."""
+        if not self.api_key_env:
+            return None
+        value = os.environ.get(self.api_key_env, "").strip()
+        if not value:
+            raise BadInput(f"model {self.name!r}: backend_config.api_key_env names ${self.api_key_env}, which is not "
+                           f"set; export it before starting modelreg (or clear api_key_env)")
+        return value
+
+    def auth_headers(self) -> dict[str, str]:
+        """The header that carries the backend's API key (none without api_key_env)."""
+        key = self.api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def process_argv(self) -> list[str]:
+        """The argv to execute: `argv` with the API key placeholder replaced by the key itself (argv, which logs,
+        state files and status show, holds only the placeholder)."""
+        if not self.api_key_env or self.backend not in API_KEY_FLAGS:
+            return self.argv
+        placeholder, key = api_key_placeholder(self.api_key_env), self.api_key()
+        return [key if token == placeholder else token for token in self.argv]
+
+    def process_env(self) -> dict[str, str]:
+        """Environment variables the started process needs besides ours: vLLM's API key (vLLM writes its arguments
+        into its log, so the key goes in its own variable, VLLM_API_KEY, instead of --api-key)."""
+        if self.api_key_env and self.backend in API_KEY_VARIABLES:
+            return {API_KEY_VARIABLES[self.backend]: self.api_key()}
+        return {}
 
 
 def _served_model_id(entry: dict) -> str | None:
@@ -82,6 +115,37 @@ def _model_file(name: str, backend: str, model_path: Any) -> str:
                                f"{len(ggufs)} model .gguf files; point it at one file")
             return str(ggufs[0])
     return str(Path(model_path).expanduser()) if model_path.startswith("~") else model_path
+
+
+# ---- upstream API key (backend_config.api_key_env) -----------------------------------------------------------------
+# How a backend gets its key: its own flag (with a placeholder in argv), or its own variable where the backend logs
+# its arguments.
+API_KEY_FLAGS = {LLAMA_CPP: "--api-key", LLAMA_CPP_PYTHON: "--api_key"}
+API_KEY_VARIABLES = {VLLM: "VLLM_API_KEY"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def api_key_placeholder(env: str) -> str:
+    return f"${env}"
+
+
+def _api_key_env(name: str, backend: str, config: dict, extra: list[str]) -> str | None:
+    env = config.get("api_key_env")
+    if env in (None, ""):
+        return None
+    if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
+        raise BadInput(f"model {name!r}: backend_config.api_key_env {env!r} is not an environment variable name; "
+                       f"give the name of the variable that holds the key (e.g. MY_BACKEND_KEY), never the key")
+    flag = API_KEY_FLAGS.get(backend, "--api-key" if backend == VLLM else None)
+    if flag and flag_value(extra, flag, backend) is not None:
+        raise BadInput(f"model {name!r}: extra_args set {flag} and backend_config.api_key_env is set too; remove "
+                       f"{flag} from extra_args (a key there is written into the registry files)")
+    return env
+
+
+def _api_key_args(backend: str, env: str | None) -> list[str]:
+    """The backend's own API key flag with a placeholder that only the started process sees replaced."""
+    return [API_KEY_FLAGS[backend], api_key_placeholder(env)] if env and backend in API_KEY_FLAGS else []
 
 
 def _connect_host(host: str) -> str:
@@ -147,6 +211,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     served = _served_model_id(entry) or name
     timeout = float(config.get("ready_timeout") or settings.ready_timeout)
     vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
+    key_env = _api_key_env(name, backend, config, extra)
 
     if backend == OLLAMA:
         base_url = (config.get("base_url") or settings.ollama_host).rstrip("/")
@@ -154,7 +219,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
         return LaunchPlan(name=name, backend=backend, argv=[], host=base_url, port=None, base_url=base_url,
                           ready_url=None, served_model_id=model, ready_timeout=timeout, vision=vision,
                           ollama_model=model, ollama_options=_ollama_options(name, entry, extra),
-                          fit_max_context=_fit_max_context(entry, settings), entry=entry)
+                          fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env, entry=entry)
 
     port = config.get("port")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
@@ -184,12 +249,31 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
         if context:
             argv += ["--n_ctx", str(context)]
     argv += extra
+    argv += _api_key_args(backend, key_env)
     base_url = f"http://{_connect_host(host)}:{port}"
     return LaunchPlan(name=name, backend=backend, argv=argv, host=host, port=port, base_url=base_url,
                       ready_url=base_url + spec.ready_path, served_model_id=served, ready_timeout=timeout,
-                      vision=vision, fit_max_context=_fit_max_context(entry, settings), entry=entry)
+                      vision=vision, fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env,
+                      entry=entry)
 
 
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:
     """The argv that starts this entry (empty for Ollama, which runs in its daemon)."""
     return launch_plan(entry, settings).argv
+
+
+def served_context(entry: dict[str, Any]) -> int | None:
+    """The context length the model is served with: the context flag in extra_args, else
+    generation_defaults.context_window, else the native context read from disk (None when none is known)."""
+    try:
+        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
+    except BadInput:
+        backend = None
+    extra = (entry.get("backend_config") or {}).get("extra_args")
+    if backend and isinstance(extra, list):
+        value = flag_value([str(arg) for arg in extra], SPECS[backend].context_flag, backend)
+        if value and value.isdigit():
+            return int(value)
+    native = get_path(entry, "metadata.architecture.context_length")
+    native = native if isinstance(native, int) and not isinstance(native, bool) and native > 0 else None
+    return _context_window(entry) or native

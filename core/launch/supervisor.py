@@ -16,9 +16,9 @@ from typing import Any, Callable
 import httpx
 import psutil
 
-from modelreg.errors import RegistryError
+from modelreg.errors import BadInput, RegistryError
 from modelreg.launch.backends import OLLAMA
-from modelreg.launch.diagnose import Finding, diagnose
+from modelreg.launch.diagnose import Finding, api_key_refused, diagnose
 from modelreg.launch.logs import LogFollower, read_tail, resolve_log_dir, safe_name
 from modelreg.launch.plan import LaunchPlan
 from modelreg.store import atomic_write
@@ -278,9 +278,14 @@ class Supervisor:
             log.write(f"modelreg: starting {shlex.join(plan.argv)}\n".encode())
             log.flush()
             try:
-                popen = subprocess.Popen(plan.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv, env = plan.process_argv(), plan.process_env()  # the API key: only here, never in the log
+            except BadInput as exc:
+                log.write(f"modelreg: {exc}\n".encode())
+                raise BackendStartError(str(exc), plan, log_path=str(log_path), diagnosis=[]) from exc
+            try:
+                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, close_fds=True,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
             except OSError as exc:
                 # the same words Python prints, so the log shows the cause like any other failure
                 log.write(f"{type(exc).__name__}: {exc}\n".encode())
@@ -301,15 +306,26 @@ class Supervisor:
 
     # ---- readiness ---------------------------------------------------------------------------------------------
     def probe(self, backend: Backend, client: httpx.Client | None = None) -> bool:
-        """One readiness check: the backend's ready URL answers 200 (Ollama: the daemon loaded the model)."""
-        if backend.plan.backend == OLLAMA:
+        """One readiness check: the backend's ready URL answers 200 (Ollama: the daemon loaded the model).
+        A 401/403 (a backend that wants another API key) raises BackendStartError: waiting would not help."""
+        plan = backend.plan
+        if plan.backend == OLLAMA:
             return self._ollama_load(backend)
         try:
+            headers = plan.auth_headers()
             if client is None:
-                return httpx.get(backend.plan.ready_url, timeout=2.0).status_code == 200
-            return client.get(backend.plan.ready_url).status_code == 200
+                status = httpx.get(plan.ready_url, timeout=2.0, headers=headers).status_code
+            else:
+                status = client.get(plan.ready_url, headers=headers).status_code
         except httpx.HTTPError:
             return False  # connection refused while loading (vLLM, llama-cpp-python), or a slow answer
+        if status in (401, 403):
+            finding = api_key_refused(plan.name, plan.ready_url, status, bool(headers))
+            _append(backend.log_path, f"modelreg: {finding.evidence}\n")
+            self._forget(backend)
+            raise BackendStartError(f"the backend refused the readiness probe with HTTP {status}", plan,
+                                    log_path=str(backend.log_path), diagnosis=[finding])
+        return status == 200
 
     def wait_ready(self, backend: Backend, timeout: float | None = None, on_log: LogCallback | None = None,
                    cancel: threading.Event | None = None) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import quote
 
 import httpx
 
@@ -16,38 +17,94 @@ class ProxyUnreachable(RegistryError):
     """No proxy answered at the configured URL (or it refused the token)."""
 
 
-class ProxyAdmin:
-    """`GET /admin/status` and `POST /admin/reload` of one proxy."""
+class ProxyRefused(ProxyUnreachable):
+    """The proxy answered but refused the request (a model that is not running, a failed start); says why."""
 
-    def __init__(self, url: str, config_dir: str | os.PathLike, timeout: float = 5.0):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+DEFAULT = object()
+
+
+class ProxyAdmin:
+    """The admin endpoints of one proxy: status, reload, and live control of its backends."""
+
+    def __init__(self, url: str, config_dir: str | os.PathLike, timeout: float = 5.0, token: str | None = None,
+                 token_from: str | None = None):
+        """The admin token is `token` (read from `token_from`, for messages) when given, else the local one
+        (`$MODELREG_ADMIN_TOKEN`, else `<config_dir>/.admin-token`)."""
         self.url = url.rstrip("/")
         self.config_dir = Path(config_dir)
         self.timeout = timeout
+        self.token, self.token_from = token, token_from
 
     @property
     def token_source(self) -> str:
-        return token_source(self.config_dir)
+        return (self.token_from or "the given token") if self.token else token_source(self.config_dir)
 
-    def _call(self, method: str, path: str, **params: Any) -> dict[str, Any]:
-        token = admin_token(self.config_dir)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            reply = httpx.request(method, self.url + path, headers=headers, params=params, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise ProxyUnreachable(f"proxy not reachable at {self.url} ({type(exc).__name__}); "
-                                   "start it with `modelreg proxy`") from exc
+    def _headers(self) -> dict[str, str]:
+        token = self.token or admin_token(self.config_dir)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _unreachable(self, exc: Exception) -> ProxyUnreachable:
+        return ProxyUnreachable(f"proxy not reachable at {self.url} ({type(exc).__name__}); "
+                                "start it with `modelreg proxy`")
+
+    def _check(self, reply: httpx.Response, path: str) -> None:
         if reply.status_code in (401, 403):
             raise ProxyUnreachable(f"proxy at {self.url} refused the admin token from {self.token_source} "
                                    f"(HTTP {reply.status_code}); use the token the proxy was started with")
         if reply.status_code >= 400:
-            raise ProxyUnreachable(f"proxy at {self.url}{path} answered HTTP {reply.status_code}: {reply.text[:300]}")
+            reply.read()
+            try:
+                message = reply.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = f"proxy at {self.url}{path} answered HTTP {reply.status_code}: {reply.text[:300]}"
+            raise ProxyRefused(message, reply.status_code)
+
+    def _call(self, method: str, path: str, params: dict[str, str] | None = None,
+              timeout: float | None | object = DEFAULT) -> Any:
+        try:
+            reply = httpx.request(method, self.url + path, headers=self._headers(), params=params,
+                                  timeout=self.timeout if timeout is DEFAULT else timeout)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        self._check(reply, path)
         return reply.json()
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/admin/status")
 
     def reload(self, restart_now: bool = False) -> dict[str, Any]:
-        return self._call("POST", "/admin/reload", **({"restart": "now"} if restart_now else {}))
+        return self._call("POST", "/admin/reload", {"restart": "now"} if restart_now else None)
+
+    def running(self) -> list[dict[str, Any]]:
+        """Every backend the proxy runs or is starting: name, state, backend, pid, port, in_flight, started_at..."""
+        return self._call("GET", "/admin/running")["running"]
+
+    def unload(self, name: str | None = None) -> dict[str, Any]:
+        """Stop one model (ProxyRefused when it is not running), or every model: {"stopped": [names]}."""
+        return self._call("POST", "/admin/unload" + (f"/{quote(name, safe='')}" if name else ""), timeout=None)
+
+    def restart(self, name: str) -> dict[str, Any]:
+        """Stop the model if it runs and start it again; returns once it is ready (its running entry), or raises
+        ProxyRefused with the start's diagnosis."""
+        return self._call("POST", f"/admin/restart/{quote(name, safe='')}", timeout=None)
+
+    def logs(self, name: str, follow: bool = False, lines: int = 200) -> Iterator[str]:
+        """The backend's log line by line (without line ends): its last `lines` lines, then with `follow` every line
+        it writes until the caller stops iterating."""
+        params = {"lines": str(lines), **({"follow": "1"} if follow else {})}
+        path = f"/admin/logs/{quote(name, safe='')}"
+        try:
+            with httpx.stream("GET", self.url + path, headers=self._headers(), params=params,
+                              timeout=httpx.Timeout(self.timeout, read=None if follow else self.timeout)) as reply:
+                self._check(reply, path)
+                yield from reply.iter_lines()
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
 
 
 @dataclass

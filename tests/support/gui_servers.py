@@ -71,13 +71,18 @@ def modelreg(config_dir: Path, *args: str) -> list[str]:
 
 
 class ProxyProcess(Served):
-    """`modelreg proxy` as its own process, as a user runs it, with a client for its routes and admin status."""
+    """`modelreg proxy` as its own process, as a user runs it, with a client for its routes and admin status.
 
-    def __init__(self, config_dir: Path, port: int, log_path: Path, env: dict[str, str] | None = None):
-        self.config_dir, self.port, self.url = config_dir, port, f"http://127.0.0.1:{port}"
+    `host` is the address it binds; `wrap` runs it through another command (`ip netns exec NS` for a test host in
+    a network namespace)."""
+
+    def __init__(self, config_dir: Path, port: int, log_path: Path, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1", wrap: tuple[str, ...] = ()):
+        self.config_dir, self.port, self.url = config_dir, port, f"http://{host}:{port}"
         self.http = httpx.Client(base_url=self.url, timeout=120)
-        super().__init__(modelreg(config_dir, "proxy", "--port", str(port)), f"{self.url}/health", log_path, env)
-        self.token = (config_dir / TOKEN_FILE).read_text().strip()
+        super().__init__([*wrap, *modelreg(config_dir, "proxy", "--host", host, "--port", str(port))],
+                         f"{self.url}/health", log_path, env)
+        self.token = (env or {}).get("MODELREG_ADMIN_TOKEN") or (config_dir / TOKEN_FILE).read_text().strip()
 
     def status(self) -> dict:
         reply = self.http.get("/admin/status", headers={"Authorization": f"Bearer {self.token}"})

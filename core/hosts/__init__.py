@@ -1,0 +1,1 @@
+"""Several GPU hosts: each host's status from its proxy, and the gateway (LiteLLM) and llama-swap configs."""

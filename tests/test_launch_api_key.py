@@ -1,0 +1,55 @@
+"""backend_config.api_key_env in the launch plan: the backend's own flag or variable, a placeholder in argv, the key
+read from the environment only for the started process; the field's validation."""
+from __future__ import annotations
+
+import pytest
+
+from modelreg.errors import BadInput
+from modelreg.launch.plan import launch_plan
+from modelreg.schema import BackendConfig
+from modelreg.settings import Settings
+
+
+def entry(backend: str, **config) -> dict:
+    return {"name": "m", "backend": backend,
+            "backend_config": {"port": 24001, "model_path": "/models/m.gguf", "extra_args": [], **config}}
+
+
+@pytest.mark.parametrize("backend, flag", [("llama-cpp-python", "--api_key"), ("llama.cpp", "--api-key")])
+def test_flag_backends_get_a_placeholder_in_argv_and_the_key_in_the_process(backend, flag, monkeypatch):
+    monkeypatch.setenv("MY_BACKEND_KEY", "sk-secret")
+    plan = launch_plan(entry(backend, api_key_env="MY_BACKEND_KEY"), Settings())
+    assert plan.argv[-2:] == [flag, "$MY_BACKEND_KEY"] and "sk-secret" not in plan.signature
+    assert plan.process_argv()[-2:] == [flag, "sk-secret"] and plan.process_env() == {}
+    assert plan.auth_headers() == {"Authorization": "Bearer sk-secret"}
+
+
+def test_vllm_gets_the_key_in_its_own_variable(monkeypatch):
+    monkeypatch.setenv("MY_BACKEND_KEY", "sk-secret")
+    plan = launch_plan(entry("vllm", api_key_env="MY_BACKEND_KEY"), Settings())
+    assert "--api-key" not in plan.argv and plan.process_argv() == plan.argv
+    assert plan.process_env() == {"VLLM_API_KEY": "sk-secret"}
+
+
+def test_no_key_without_the_field():
+    plan = launch_plan(entry("vllm"), Settings())
+    assert plan.api_key() is None and plan.auth_headers() == {} and plan.process_env() == {}
+
+
+def test_an_unset_variable_is_named_when_the_key_is_needed(monkeypatch):
+    monkeypatch.delenv("MY_BACKEND_KEY", raising=False)
+    plan = launch_plan(entry("llama-cpp-python", api_key_env="MY_BACKEND_KEY"), Settings())  # planning works
+    with pytest.raises(BadInput, match=r"\$MY_BACKEND_KEY, which is not set"):
+        plan.process_argv()
+
+
+def test_a_key_instead_of_a_name_and_a_key_in_extra_args_too_are_refused():
+    with pytest.raises(BadInput, match="not an environment variable name"):
+        launch_plan(entry("vllm", api_key_env="sk-12 34"), Settings())
+    with pytest.raises(BadInput, match="remove --api-key from extra_args"):
+        launch_plan(entry("vllm", api_key_env="K", extra_args=["--api-key", "sk-1"]), Settings())
+    with pytest.raises(ValueError):
+        BackendConfig(api_key_env="sk-live-1234")
+    with pytest.raises(ValueError):
+        BackendConfig(max_concurrency=0)
+    assert BackendConfig(api_key_env="OPENAI_KEY", max_concurrency=4).max_concurrency == 4
