@@ -412,8 +412,9 @@ class SnapshotBuilder:
             known = self.file_revision()
             if known != built.revision:
                 stamp = file_stamp(self.snapshot_path)
-                if known is not None or stamp is None or stamp[2] != built.size \
-                        or self.snapshot_path.read_bytes() != built.data:
+                if known is not None or stamp is None or stamp[2] != built.size or (
+                        self._indexed_revision(stamp) != built.revision  # what another process wrote, by its index
+                        and self.snapshot_path.read_bytes() != built.data):
                     _write_vouched(self.snapshot_path, built.parts)
                 if len(built.parts) > _MOST_PARTS:
                     built.data  # one buffer again, so old snapshots' bytes can go
@@ -442,19 +443,38 @@ class SnapshotBuilder:
                                          b"".join(cut.digests), [c.who for c in checks], [c.key for c in checks]))
         return cut._record
 
+    def _index_record(self) -> dict[str, Any] | None:
+        """The index file's record, if this code wrote it for this profile."""
+        try:
+            data = self.index_path.read_bytes()
+            if hashlib.sha256(data[32:]).digest() != data[:32]:
+                return None
+            record = marshal.loads(data[32:])
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+        if type(record) is not dict or record.get("format") != _INDEX_FORMAT \
+                or record.get("engine") != engine_fingerprint() or record.get("profile") != self.profile:
+            return None
+        return record
+
+    def _indexed_revision(self, stamp: tuple[int, int, int]) -> str | None:
+        """The snapshot file's revision as the index records it, when the file's stamp vouches for the record."""
+        record = self._index_record()
+        try:
+            recorded, checked_at, revision = marshal.loads(record["snapshot"])[:3]  # type: ignore[index]
+        except (EOFError, ValueError, TypeError, KeyError, IndexError):
+            return None
+        return revision if recorded == stamp and stamp[1] < checked_at - _RACY_NS else None
+
     def _read_index(self) -> None:
         """Take what another process's last build found (once), if this code made it for this profile."""
         if self._index_read:
             return
         self._index_read = True
+        record = self._index_record()
+        if record is None:
+            return
         try:
-            data = self.index_path.read_bytes()
-            if hashlib.sha256(data[32:]).digest() != data[:32]:
-                return
-            record = marshal.loads(data[32:])
-            if record["format"] != _INDEX_FORMAT or record["engine"] != engine_fingerprint() \
-                    or record["profile"] != self.profile:
-                return
             cuts, checks = {}, {}
             for label in ("discovered", "curated"):
                 if record[label] is None:
