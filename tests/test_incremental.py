@@ -152,3 +152,18 @@ def test_invalid_edit_by_another_process_is_reported_with_file_and_line(tmp_path
     assert report.errors and "model_registry.curated.json:2:" in report.errors[0] and "port" in report.errors[0]
     assert registry.validate().errors == report.errors
     assert (tmp_path / "model_registry.json").read_bytes() == good
+
+
+def test_the_proxy_s_reload_after_another_process_s_edit_writes_nothing_again(tmp_path, monkeypatch):
+    write_layers(tmp_path, [discovered_model(f"m{i}", f"/m/{i}") for i in range(50)], [])
+    proxy = Registry(tmp_path)
+    proxy.rebuild()
+    Registry(tmp_path).set_value("m3", "backend_config.port", 8003)  # the GUI's save, say
+    snapshot = tmp_path / "model_registry.json"
+    written = snapshot.stat().st_ino
+    merged = []
+    original = build.merge_entry
+    monkeypatch.setattr(build, "merge_entry", lambda name, layers: merged.append(name) or original(name, layers))
+    assert proxy.rebuild().by_name["m3"]["backend_config"]["port"] == 8003
+    assert merged == ["m3"] and snapshot.stat().st_ino == written  # its index told the proxy what the file holds
+    assert snapshot.read_bytes() == full_rebuild(tmp_path, None)
