@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from unittest.mock import patch
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -164,6 +165,10 @@ def test_the_proxy_s_reload_after_another_process_s_edit_writes_nothing_again(tm
     merged = []
     original = build.merge_entry
     monkeypatch.setattr(build, "merge_entry", lambda name, layers: merged.append(name) or original(name, layers))
+    read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda path: pytest.fail("read the snapshot") if path == snapshot
+                        else read(path))
     assert proxy.rebuild().by_name["m3"]["backend_config"]["port"] == 8003
+    monkeypatch.undo()
     assert merged == ["m3"] and snapshot.stat().st_ino == written  # its index told the proxy what the file holds
     assert snapshot.read_bytes() == full_rebuild(tmp_path, None)
