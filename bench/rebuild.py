@@ -67,7 +67,7 @@ def main() -> None:
         registry = Registry(folder)
         names = [e["name"] for e in json.loads((folder / CURATED_FILE).read_bytes())[::600]]
         def full() -> None:  # as after a change: the snapshot is written too
-            registry.snapshot_path.unlink()
+            registry.snapshot_path.unlink(missing_ok=True)
             registry.rebuild(full=True)
         full_s = best_of(3, full)
         jq = shutil.which("jq")
