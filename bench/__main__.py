@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("cli", "rebuild", "scan", "launch", "proxy", "hosts", "gui")
+BENCHMARKS = ("cli", "rebuild", "scan", "launch", "real_backends", "proxy", "hosts", "gui")
 
 
 def main(names: list[str]) -> None:

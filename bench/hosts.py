@@ -35,7 +35,7 @@ def main() -> None:
     from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
     if not LITELLM.exists():
-        console.print(f"hosts: SKIPPED, {LITELLM} is missing (`make setup` installs LiteLLM into .venv-litellm)")
+        console.print(f"hosts: SKIPPED, {LITELLM} is missing (`make backends` installs LiteLLM and links it there)")
         return
     folder = Path(tempfile.mkdtemp(prefix="modelreg-bench-hosts-"))
     host_dir, local = folder / "host" / "configs", folder / "gateway" / "configs"

@@ -1,6 +1,8 @@
 """Time to ready and to first response of the tiny model: through the launcher vs the same server started by hand."""
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -42,8 +44,8 @@ def by_hand(argv: list[str], base_url: str, model: str, log: Path) -> tuple[floa
                 "temperature": 0}).raise_for_status()
             first = time.perf_counter() - start
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, signal.SIGTERM)  # the whole group: vLLM's engine runs in child processes
+        proc.wait(timeout=60)
     return ready, first
 
 

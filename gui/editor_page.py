@@ -51,13 +51,15 @@ def pending() -> tuple[dict, dict]:
     texts = {path: st.session_state[key] for path, key in keys.items()}
     path = st.session_state.get(f"extra_path:{gen}", "").strip()
     extra = {path: parse_value(st.session_state.get(f"extra_value:{gen}", ""), field_kind(path), path)} if path else {}
-    return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
+    return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra,
+                              services.registry(edit_profile).settings)
 
 
 changes, errors = pending()
 widgets.show_report(stale=bool(changes))
 preview = target.merged(changes)
 plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_profile).settings)
+notes = editing.field_notes(target, changes, services.registry(edit_profile).settings)
 
 
 def reset(path: str, key: str) -> None:
@@ -87,8 +89,12 @@ with form_col:
         if state.overrides:
             note += " · overrides discovered"
         st.caption(note)
+        if path == "backend_config.extra_args" and (parsed := editing.args_preview(st.session_state[key])):
+            st.text(f"parsed: {parsed}")
         if path in errors:
             st.error(errors[path])
+        for text in notes.get(path, []):
+            st.text(f"note: {text}")
         if path == "backend_config.extra_args":
             widgets.launch_command(plan, plan_error)
     with st.expander("Set another field (dotted path = JSON value)"):

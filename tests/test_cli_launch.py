@@ -10,7 +10,8 @@ from modelreg.cli.main import main
 from modelreg.launch.launch_test import launch_test
 from modelreg.launch.logs import resolve_log_dir
 from modelreg.registry import Registry
-from modelreg.store import DISCOVERED_FILE
+from modelreg.store import CURATED_FILE, DISCOVERED_FILE
+from modelreg.values import parse_value
 from support import free_port
 from support.layers import upstream_copy, write_layers
 
@@ -27,13 +28,26 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def upstream_here(folder):
+    """The upstream registry with the AWQ model's custom chat template on this machine (upstream's is not)."""
+    upstream_copy(folder)
+    template = folder.parent / "qwen_template.jinja"
+    template.write_text("{{ messages }}")
+    Registry(folder).set_value(AWQ, "chat_template.path", str(template))
+    return folder
+
+
 def test_launch_cmd_prints_the_argv(tmp_path, capsys):
     folder = upstream_copy(tmp_path / "configs")
+    code, _, err = run(capsys, "--config-dir", folder, "launch-cmd", AWQ)
+    assert code == 2 and "chat_template.path /home/stewa/" in err and "does not exist" in err
+    upstream_here(folder)
     code, out, _ = run(capsys, "--config-dir", folder, "launch-cmd", AWQ)
     assert code == 0
     argv = shlex.split(out)
     assert argv[:3] == ["vllm", "serve", "/home/stewa/ai-models/weights/Qwen/Qwen2.5-VL-7B-Instruct-AWQ"]
-    assert argv[-4:] == ["--max-model-len", "4096", "--enforce-eager", "--trust-remote-code"]
+    assert argv[-6:] == ["--chat-template", str(tmp_path / "qwen_template.jinja"),
+                         "--max-model-len", "4096", "--enforce-eager", "--trust-remote-code"]
     code, out, _ = run(capsys, "--config-dir", folder, "launch-cmd", AWQ, "--json")
     plan = json.loads(out)
     assert plan["argv"] == argv and plan["ready_url"] == "http://127.0.0.1:24001/health"
@@ -54,15 +68,40 @@ def test_unknown_model_exits_2(tmp_path, capsys, argv, reason):
     assert code == 2 and reason in err and err.count("\n") == 1
 
 
-def test_bad_extra_args_exit_2_naming_model_and_flag(tmp_path, capsys):
-    folder = upstream_copy(tmp_path / "configs")
-    run(capsys, "--config-dir", folder, "set", AWQ, "backend_config.extra_args", '["--enforce-eager","--port","1"]')
-    code, _, err = run(capsys, "--config-dir", folder, "launch-cmd", AWQ)
-    assert code == 2 and f"model '{AWQ}': extra_args sets --port" in err and err.count("\n") == 1
+@pytest.mark.parametrize("args, reason", [
+    ('["--enforce-eager","--port","1"]', "`--port` is set by the launcher from backend_config.port"),
+    ("--max-model-length 4096", "`--max-model-length` is not a flag of vllm serve 0.32.0+cpu (did you mean "
+                                "`--max-model-len`?)"),
+    ("--max-model-len", "`--max-model-len` takes a value but has none"),
+])
+def test_bad_extra_args_exit_2_naming_model_and_flag(tmp_path, capsys, args, reason):
+    """`set` refuses them (nothing written); written into curated by hand, `launch-cmd` and `validate` refuse them."""
+    folder = upstream_here(tmp_path / "configs")
+    curated = (folder / CURATED_FILE).read_bytes()
+    code, _, err = run(capsys, "--config-dir", folder, "set", AWQ, "backend_config.extra_args", "--", args)
+    assert code == 2 and f"model '{AWQ}': backend_config.extra_args: {reason}" in err and err.count("\n") == 1
+    assert (folder / CURATED_FILE).read_bytes() == curated
+    entries = json.loads(curated)
+    entry = next(e for e in entries if e["name"] == AWQ and "profile" not in e)
+    entry["backend_config"]["extra_args"] = parse_value(args, "args")
+    (folder / CURATED_FILE).write_text(json.dumps(entries))
+    assert run(capsys, "--config-dir", folder, "rebuild")[0] == 0
+    for command in ("launch-cmd", "validate"):
+        code, _, err = run(capsys, "--config-dir", folder, *([command, AWQ] if command == "launch-cmd" else [command]))
+        assert code == 2 and reason in err
+
+
+def test_set_notes_a_spelling_read_as_another_flag(tmp_path, capsys):
+    folder = upstream_here(tmp_path / "configs")
+    code, _, err = run(capsys, "--config-dir", folder, "set", AWQ, "backend_config.extra_args", "--",
+                       "--max_model_len 4096 --enforce")
+    assert code == 0
+    assert "note: " in err and "`--max_model_len` is read as `--max-model-len`" in err
+    assert "`--enforce` is read as `--enforce-eager` (a prefix of it)" in err
 
 
 def standin_folder(tmp_path, standin_vllm, port: int):
-    folder = upstream_copy(tmp_path / "configs")
+    folder = upstream_here(tmp_path / "configs")
     (folder / "settings.json").write_text(json.dumps({"executables": {"vllm": str(standin_vllm)}}))
     Registry(folder).set_value(AWQ, "backend_config.port", port)
     return folder

@@ -220,3 +220,30 @@ def test_reported_context_size():
                                  "llama_context: n_ctx_seq             = 512") == 512
     assert reported_context_size(ENGINE_128K) == 131072
     assert reported_context_size(HEALTHY) is None
+
+
+# The texts the real vLLM 0.32 (CPU) and llama-server print, measured on these machines (tests/test_real_*.py make
+# the real servers print them; these keep the rules honest where the suite does not start a server).
+@pytest.mark.parametrize("log, entry, rule, advice", [
+    ("vllm: error: unrecognized arguments: --max-model-length 4096",
+     vllm_entry(["--max-model-length", "4096"]), "unknown_flag", "did you mean --max-model-len?"),
+    ("error: invalid argument: --ctx-sizee", llama_entry(extra_args=["--ctx-sizee", "8"]), "unknown_flag",
+     "did you mean --ctx-size?"),
+    ('error while handling argument "-c": expected value for argument', llama_entry(extra_args=["-c"]),
+     "missing_value", "add the value after -c"),
+    ("ValueError: User-specified max_model_len (99999) is greater than the derived max_model_len "
+     "(max_position_embeddings=2048.0 or model_max_length=None in model's config.json).",
+     vllm_entry(["--max-model-len", "99999"]), "context_above_model", "--max-model-len 2048"),
+    ("huggingface_hub.errors.HFValidationError: Repo id must be in the form 'repo_name' or 'namespace/repo_name': "
+     "'/m'. Use `repo_type` argument if needed.", vllm_entry(), "model_not_found", "backend_config.model_path"),
+    ("gguf_init_from_file_impl: failed to open GGUF file '/m.gguf' (No such file or directory)\n"
+     "main: exiting due to model loading error", llama_entry(), "model_not_found", "modelreg scan"),
+    ("OSError: [Errno 98] Address already in use", vllm_entry(), "port_in_use", "backend_config.port"),
+    ("couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 24002\nmain: exiting due to HTTP server error",
+     llama_entry(), "port_in_use", "backend_config.port"),
+    ('error while handling argument "--chat-template-file": error: failed to open file \'/t.jinja\'',
+     llama_entry(), "chat_template_missing", "chat_template.path"),
+])
+def test_the_real_servers_own_error_texts(log, entry, rule, advice):
+    finding = next(f for f in diagnose(log, entry) if f.rule == rule)
+    assert advice in finding.suggestion

@@ -15,6 +15,7 @@ from modelreg.discovery.scan import scan
 from modelreg.fields import FieldClass, field_class
 from modelreg.paths import flatten, get_path
 from modelreg.registry import Registry
+from modelreg.settings import save_setting
 from support import model_folders as mf
 from support.layers import upstream_copy, write_layers
 
@@ -56,7 +57,8 @@ def test_scan_writes_facts_stubs_and_the_snapshot(models, registry):
     curated = {e["name"]: e for e in registry.curated_entries()}
     assert curated["llava-7b_(Q4_0)"]["backend"] == "ollama"
     assert curated["llava-7b_(Q4_0)"]["backend_config"]["port"] is None  # the Ollama daemon has its own port
-    assert curated["qwen2.5-14b-instruct_(Q5_K_M)"]["backend"] == "llama.cpp"
+    # llama-server is not installed here, llama-cpp-python is (in the test venv): GGUF stubs suggest the latter
+    assert curated["qwen2.5-14b-instruct_(Q5_K_M)"]["backend"] == "llama-cpp-python"
     assert curated["llama-2-7b-chat_(GPTQ)"]["backend"] == "vllm"
     ports = [e["backend_config"]["port"] for e in curated.values() if e["backend"] != "ollama"]
     assert sorted(ports) == list(range(24001, 24001 + len(ports)))
@@ -288,3 +290,22 @@ def test_the_upstream_registry_models_classify_as_upstream_did(tmp_path):
         for path in ("backend", "backend_config.port", "backend_config.extra_args", "generation_defaults", "roles"):
             assert get_path(after, path) == get_path(before, path), (name, path)
     assert result.stubs == sorted(m["name"] for m in result.models if m["status"] == "new")
+
+
+@pytest.mark.parametrize("executables, backend, note", [
+    ({"llama.cpp": "FAKE"}, "llama.cpp", False),                                     # llama-server found
+    ({"llama.cpp": "/no/llama-server"}, "llama-cpp-python", False),                  # this venv imports llama_cpp
+    ({"llama.cpp": "/no/llama-server", "llama-cpp-python": "/no/python"}, "llama.cpp", True),
+])
+def test_a_gguf_stub_suggests_an_installed_backend(tmp_path, registry, executables, backend, note):
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    save_setting(registry.config_dir, "executables", {k: str(fake) if v == "FAKE" else v
+                                                      for k, v in executables.items()})
+    root = tmp_path / "models"
+    mf.llama32_1b_gguf(root / "gguf")
+    result = scan(Registry(registry.config_dir), [root])
+    assert Registry(registry.config_dir).entry(result.stubs[0])["backend"] == backend
+    notes = [p.message for p in result.problems if "is installed here" in p.message]
+    assert bool(notes) == note

@@ -286,7 +286,8 @@ def test_a_downloaded_gguf_passes_the_launch_test_on_the_real_server(hub, regist
     result = download_hf(registry, GGUF, variant="F32")
     [name] = result.names
     stub = next(e for e in registry.curated_entries() if e["name"] == name)
-    assert stub["backend"] == "llama.cpp" and stub["metadata"]["_config_needed"] is True
+    # llama-server is not installed here, llama-cpp-python is: the stub suggests it
+    assert stub["backend"] == "llama-cpp-python" and stub["metadata"]["_config_needed"] is True
     registry.apply_curated(name, {"backend": "llama-cpp-python", "backend_config.extra_args": ["--n_ctx", "512"]})
     entry = registry.entry(name)
     assert entry["backend_config"]["model_path"] == str(folder_of(models, GGUF) / "tiny-llama-F32.gguf")

@@ -188,14 +188,42 @@ def test_bad_input_and_fact_fields_are_refused_near_the_field(folder):
     assert any("not a whole number" in e.value for e in at.error)
     field(at, "backend_config.port").set_value("24003").run()
     field(at, "backend_config.extra_args").set_value("--port 9").run()
-    assert any("which the launcher sets itself" in e.value for e in at.error)
+    assert any("`--port` is set by the launcher" in e.value for e in at.error) and at.button(key="save").disabled
     field(at, "backend_config.extra_args").set_value("--max-model-len 8192").run()
+    assert not at.error and not at.button(key="save").disabled
     gen = at.session_state["edit_gen"]
     at.text_input(key=f"extra_path:{gen}").set_value("size_bytes").run()
     at.text_input(key=f"extra_value:{gen}").set_value("1").run()
     assert any("is a fact read from disk" in e.value for e in at.error)
     assert at.button(key="save").disabled
     assert (folder / CURATED_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize("path, text, error", [
+    ("backend_config.extra_args", "--max-model-length 8192", "did you mean `--max-model-len`?"),
+    ("backend_config.extra_args", "--max_model_len 8192 --max-model-len 4096", "`--max-model-len` is given twice"),
+    ("backend_config.extra_args", "--max-model-len", "takes a value but has none"),
+    ("backend_config.extra_args", "--hos 0.0.0.0", "`--hos` (read as `--host`) is set by the launcher"),
+    ("backend_config.port", "70000", "use a whole number from 1 to 65535"),
+    ("chat_template", '{"source": "external", "path": "/no/such/template.jinja"}', "does not exist"),
+])
+def test_save_is_disabled_while_a_field_would_fail_the_launch(folder, path, text, error):
+    """What the real backend would reject never reaches the curated file."""
+    before = (folder / CURATED_FILE).read_bytes()
+    at = editor_for(MISTRAL)
+    field(at, path).set_value(text).run()
+    assert any(error in e.value for e in at.error), [e.value for e in at.error]
+    assert at.button(key="save").disabled
+    assert (folder / CURATED_FILE).read_bytes() == before
+
+
+def test_extra_args_take_a_json_list_and_show_what_they_parse_to(folder):
+    at = editor_for(MISTRAL)
+    field(at, "backend_config.extra_args").set_value('["--max-model-len", "4096", "--enforce-eager"]').run()
+    assert any(t.value == 'parsed: ["--max-model-len", "4096", "--enforce-eager"]' for t in at.text)
+    at.button(key="save").click().run()
+    curated = {e["name"]: e for e in json.loads((folder / CURATED_FILE).read_text()) if "profile" not in e}
+    assert curated[MISTRAL]["backend_config"]["extra_args"] == ["--max-model-len", "4096", "--enforce-eager"]
 
 
 def test_profile_entry_is_edited_separately(folder):
@@ -356,14 +384,14 @@ def test_wizard_page_from_repo_id_to_a_saved_configuration(folder, hub, proxy, t
     facts = at.dataframe[0].value
     assert facts[facts["field"] == "metadata.format"]["value"].tolist() == ["gguf"]
     stub = json.loads(at.json[0].value)
-    assert stub["metadata"]["_config_needed"] is True and stub["backend"] == "llama.cpp"
+    assert stub["metadata"]["_config_needed"] is True and stub["backend"] == "llama-cpp-python"  # installed here
     assert any("roles: not set" in m.value for m in at.markdown)
 
     at.button(key="wz_configure").click().run()
     at.selectbox(key=f"wz_field:{name}:backend").set_value("llama-cpp-python")
     at.text_input(key=f"wz_field:{name}:backend_config.extra_args").set_value("--n_ctx 256").run()
     assert any("llama_cpp.server" in c.value and c.value.endswith("--n_ctx 256") for c in at.code)
-    assert Registry(folder).entry(name)["backend"] == "llama.cpp"  # nothing written before save
+    assert not Registry(folder).entry(name)["backend_config"].get("extra_args")  # nothing written before save
     at.button(key="wz_save").click().run()
     assert not at.exception, at.exception
     entry = Registry(folder).entry(name)

@@ -136,6 +136,10 @@ def test_the_old_story_in_a_browser(stack):
     assert page.locator("code", has_text=" ".join(NEW_ARGS)).count() >= 1   # the exact argv, shown first
     page.get_by_role("button", name="Run launch test").click()
     settle(page, '[data-testid="stAlertContentSuccess"]:has-text("answered")', timeout=90_000)
-    argvs = [t.strip() for t in page.locator("code").all_inner_texts() if "--served-model-name" in t]
-    assert sum(t.endswith(" ".join(NEW_ARGS)) for t in argvs) >= 2  # the command shown first, and the argv used
+
+    def argvs_shown() -> int:  # the result renders below the success line a moment later
+        argvs = [t.strip() for t in page.locator("code").all_inner_texts() if "--served-model-name" in t]
+        return sum(t.endswith(" ".join(NEW_ARGS)) for t in argvs)
+
+    assert wait_for(lambda: argvs_shown() >= 2, what="the command shown first, and the argv used", timeout=20)
     screenshot(page, "launch", docs_name="launch")

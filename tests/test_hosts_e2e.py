@@ -58,7 +58,7 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tiny_model, tmp_path_factory):
     if not LITELLM.exists():
-        message = (f"NO LITELLM: {LITELLM} is missing (`make setup` installs litellm[proxy] into .venv-litellm); "
+        message = (f"NO LITELLM: {LITELLM} is missing (`make backends` installs litellm[proxy] and links it there); "
                    "the gateway tests were SKIPPED")
         warnings.warn(message)
         pytest.skip(message)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +16,22 @@ from support.layers import UPSTREAM
 AWQ = "qwen2.5-vl-7b-instruct_(AWQ)"
 
 
-def upstream_entries() -> dict[str, dict]:
-    return {e["name"]: e for e in json.loads((UPSTREAM / "model_registry.json").read_text())}
+UPSTREAM_MODELS = "/home/stewa/ai-models"
+
+
+def upstream_entries(models: Path | None = None) -> dict[str, dict]:
+    """The upstream snapshot's entries; with `models`, their paths point there and the chat template files they
+    name exist (upstream's paths are on a machine that is not this one)."""
+    text = (UPSTREAM / "model_registry.json").read_text()
+    if models is None:
+        return {e["name"]: e for e in json.loads(text)}
+    entries = {e["name"]: e for e in json.loads(text.replace(UPSTREAM_MODELS, str(models)))}
+    for e in entries.values():
+        if (e.get("chat_template") or {}).get("path"):
+            template = Path(e["chat_template"]["path"])
+            template.parent.mkdir(parents=True, exist_ok=True)
+            template.write_text("{{ messages }}")
+    return entries
 
 
 def entry(backend="vllm", extra_args=None, **fields) -> dict:
@@ -25,16 +40,47 @@ def entry(backend="vllm", extra_args=None, **fields) -> dict:
     return {"name": "m_(Q4)", "backend": backend, "backend_config": config, **fields}
 
 
-def test_vllm_argv_for_the_upstream_awq_entry():
-    argv = launch_argv(upstream_entries()[AWQ], Settings())
-    assert argv == ["vllm", "serve", "/home/stewa/ai-models/weights/Qwen/Qwen2.5-VL-7B-Instruct-AWQ",
-                    "--host", "127.0.0.1", "--port", "24001", "--served-model-name", AWQ,
-                    "--gpu-memory-utilization", "0.9",
+def test_vllm_argv_for_the_upstream_awq_entry(tmp_path):
+    """The AWQ entry's custom chat template reaches vLLM as --chat-template."""
+    argv = launch_argv(upstream_entries(tmp_path)[AWQ], Settings())
+    model = tmp_path / "weights/Qwen/Qwen2.5-VL-7B-Instruct-AWQ"
+    assert argv == ["vllm", "serve", str(model), "--host", "127.0.0.1", "--port", "24001", "--served-model-name", AWQ,
+                    "--gpu-memory-utilization", "0.9", "--chat-template", str(model / "qwen_template.jinja"),
                     "--max-model-len", "4096", "--enforce-eager", "--trust-remote-code"]
 
 
-def test_every_upstream_entry_has_a_plan():
-    plans = {name: launch_plan(e, Settings()) for name, e in upstream_entries().items()}
+def test_a_missing_chat_template_file_is_an_error_before_launch():
+    with pytest.raises(BadInput, match=r"chat_template.path /home/stewa/.*/qwen_template.jinja does not exist"):
+        launch_plan(upstream_entries()[AWQ], Settings())
+
+
+@pytest.mark.parametrize("backend, flags", [("vllm", ["--chat-template"]),
+                                            ("llama.cpp", ["--jinja", "--chat-template-file"])])
+def test_a_chat_template_file_becomes_the_backends_flag(tmp_path, backend, flags):
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages }}")
+    argv = launch_argv(entry(backend, chat_template={"source": "external", "path": str(template)}), Settings())
+    assert argv[argv.index(flags[-1]) - len(flags) + 1:argv.index(flags[-1]) + 2] == [*flags, str(template)]
+
+
+def test_llama_cpp_python_has_no_chat_template_file_flag(tmp_path):
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages }}")
+    with pytest.raises(BadInput, match="not supported by backend llama-cpp-python"):
+        launch_plan(entry("llama-cpp-python", chat_template={"path": str(template)}), Settings())
+
+
+SWAP_SPACE = {"huihui-qwen3-vl-8b-instruct-abliterated_(FP8)", "qwen3-vl-8b-instruct-abliterated_(FP8)",
+              "qwen3-vl-8b-instruct_(FP8)"}
+
+
+def test_every_upstream_entry_has_a_plan_or_names_the_flag_its_vllm_lacks(tmp_path):
+    """Three upstream entries pass --swap-space, which vLLM 0.32 no longer has: the real vLLM would exit at once."""
+    entries = upstream_entries(tmp_path)
+    for name in SWAP_SPACE:
+        with pytest.raises(BadInput, match=r"`--swap-space` is not a flag of vllm serve 0\.32"):
+            launch_plan(entries[name], Settings())
+    plans = {name: launch_plan(e, Settings()) for name, e in entries.items() if name not in SWAP_SPACE}
     assert {p.backend for p in plans.values()} == {"vllm", "ollama"}
     for plan in plans.values():
         assert plan.argv == [] if plan.backend == "ollama" else plan.argv[:2] == ["vllm", "serve"]
@@ -55,8 +101,17 @@ def test_llama_cpp_python_argv_and_readiness_url():
     settings = Settings(executables={"llama-cpp-python": "/venv/bin/python"})
     plan = launch_plan(entry("llama-cpp-python", ["--n_ctx", "512"], served_model_id="tiny"), settings)
     assert plan.argv == ["/venv/bin/python", "-m", "llama_cpp.server", "--model", "/models/m",
-                         "--host", "127.0.0.1", "--port", "24001", "--model_alias", "tiny", "--n_ctx", "512"]
+                         "--host", "127.0.0.1", "--port", "24001", "--model_alias", "tiny",
+                         "--interrupt_requests", "false", "--n_ctx", "512"]
     assert plan.ready_url == "http://127.0.0.1:24001/v1/models"  # it has no /health
+
+
+def test_llama_cpp_python_keeps_streams_unless_told_otherwise():
+    """Its server's default ends a running stream when another request arrives; the launcher turns that off unless
+    the entry says otherwise (in any spelling argparse accepts)."""
+    for args in (["--interrupt_requests", "true"], ["--interrupt_req=true"]):
+        argv = launch_argv(entry("llama-cpp-python", args), Settings())
+        assert argv.count("false") == 0 and argv[-len(args):] == args
 
 
 def test_extra_args_context_wins_over_the_generation_default():
@@ -98,13 +153,17 @@ def test_host_from_entry_and_clients_connect_to_loopback_for_a_wildcard_bind():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--max-model-len", "4096", "--max_model_len", "2048"], r"gives --max-model-len twice \(arguments 1 and 3\)"),
-    (["--dtype=auto", "--dtype", "half"], "gives --dtype twice"),
-    (["--port", "9000"], "extra_args sets --port, which the launcher sets itself"),
-    (["--host=0.0.0.0"], "extra_args sets --host"),
-    (["--served-model-name", "x"], "extra_args sets --served-model-name"),
-    (["--enforce-eager", "--max-model-len"], r"--max-model-len takes a value but has none \(at the end"),
-    (["--max-model-len", "--enforce-eager"], r"takes a value but has none \(before --enforce-eager\)"),
+    (["--max-model-len", "4096", "--max_model_len", "2048"], r"`--max-model-len` is given twice \(arguments 1 and 3\)"),
+    (["--dtype=auto", "--dtype", "half"], "`--dtype` is given twice"),
+    (["--port", "9000"], "`--port` is set by the launcher from backend_config.port"),
+    (["--host=0.0.0.0"], "`--host` is set by the launcher from backend_config.host"),
+    (["--hos", "0.0.0.0"], r"`--hos` \(read as `--host`\) is set by the launcher"),
+    (["--por=9"], r"`--por` \(read as `--port`\) is set by the launcher"),
+    (["--served_model_name", "x"], r"read as `--served-model-name`\) is set by the launcher from served_model_id"),
+    (["--enforce-eager", "--max-model-len"], r"`--max-model-len` takes a value but has none \(at the end"),
+    (["--max-model-len", "--enforce-eager"], r"takes a value but has none \(before `--enforce-eager`\)"),
+    (["--max-model-length", "4096"], r"`--max-model-length` is not a flag of vllm .*did you mean `--max-model-len`"),
+    (["--max", "4096"], r"`--max` could be any of"),
 ])
 def test_vllm_extra_args_refused_with_model_and_flag(args, message):
     with pytest.raises(BadInput, match=r"model 'm_\(Q4\)'.*" + message):
@@ -112,11 +171,18 @@ def test_vllm_extra_args_refused_with_model_and_flag(args, message):
 
 
 @pytest.mark.parametrize("backend, args, message", [
-    ("llama.cpp", ["-c", "4096", "--ctx-size", "8192"], "gives --ctx-size twice"),
-    ("llama.cpp", ["-m", "/other.gguf"], "extra_args sets -m"),
-    ("llama.cpp", ["-ngl"], "-ngl takes a value"),
-    ("llama-cpp-python", ["--n_gpu_layers"], "--n_gpu_layers takes a value"),
-    ("llama-cpp-python", ["--model_alias", "x"], "extra_args sets --model_alias"),
+    ("llama.cpp", ["-c", "4096", "--ctx-size", "8192"], "`--ctx-size` is given twice"),
+    ("llama.cpp", ["--lora", "a.gguf", "--lora", "b.gguf"], "`--lora` is given twice"),  # it would keep only b
+    ("llama.cpp", ["-m", "/other.gguf"], r"`-m` \(read as `--model`\) is set by the launcher"),
+    ("llama.cpp", ["-ngl"], "`-ngl` takes a value"),
+    ("llama.cpp", ["--ctx-sizee", "8"], "did you mean `--ctx-size`"),
+    ("llama.cpp", ["--ctx-size=8"], "`--ctx-size=8` is not a flag"),  # llama.cpp has no `--flag=value`
+    ("llama-cpp-python", ["--n_gpu_layers"], "`--n_gpu_layers` takes a value"),
+    ("llama-cpp-python", ["--model_alias", "x"], "`--model_alias` is set by the launcher"),
+    ("llama-cpp-python", ["--hos", "0.0.0.0"], r"`--hos` \(read as `--host`\) is set by the launcher"),
+    ("llama-cpp-python", ["--mode", "/other.gguf"], "`--mode` could be any of --model, --model_alias"),
+    ("llama-cpp-python", ["--n-ctx", "512"], "did you mean `--n_ctx`"),  # its flags keep the `_`
+    ("llama-cpp-python", ["--config_file", "x.json"], "`--config_file` is set by the launcher"),
 ])
 def test_extra_args_checks_per_backend(backend, args, message):
     with pytest.raises(BadInput, match=message):
@@ -126,7 +192,11 @@ def test_extra_args_checks_per_backend(backend, args, message):
 @pytest.mark.parametrize("backend, args", [
     ("vllm", ["--enforce-eager", "--trust-remote-code"]),              # switches at the end are fine
     ("vllm", ["--limit-mm-per-prompt", '{"image":1,"video":0}']),
-    ("llama.cpp", ["--lora", "a.gguf", "--lora", "b.gguf"]),            # repeatable flag
+    ("vllm", ["--max_model_len=4096"]),                                  # `_` spelling and `=value`
+    ("vllm", ["-O3", "--compilation-config.mode", "3"]),
+    ("vllm", ["--middleware", "a.M", "--middleware", "b.M"]),           # its one append flag
+    ("llama.cpp", ["--lora", "a.gguf,b.gguf"]),                          # several values: comma-separated
+    ("llama.cpp", ["--n_gpu_layers", "99"]),                             # llama.cpp reads `_` as `-` too
     ("llama-cpp-python", ["--n_gpu_layers", "-1", "--verbose", "false"]),  # a negative number is a value
 ])
 def test_extra_args_accepted(backend, args):

@@ -83,7 +83,7 @@ def test_a_broken_model_file_fails_at_once_with_the_servers_own_words(tmp_path):
 
 
 def test_bad_extra_args_raise_before_anything_starts(tiny_model, tmp_path):
-    with pytest.raises(BadInput, match="extra_args sets --port"):
+    with pytest.raises(BadInput, match="`--port` is set by the launcher from backend_config.port"):
         launch_test(tiny_entry(tiny_model, extra_args=["--port", "1"]), Settings(), tmp_path / "logs")
     assert not (tmp_path / "logs").exists()
 

@@ -35,6 +35,7 @@ def env_for(site: Path) -> dict[str, str]:
 
 def test_one_import_package_and_no_core_or_gui(installed, tmp_path):
     assert (installed / "modelreg" / "gui" / "app.py").is_file()
+    assert (installed / "modelreg" / "launch" / "catalogues" / "vllm.json").is_file()
     assert not (installed / "core").exists() and not (installed / "gui").exists()
     script = "import modelreg; print(modelreg.__file__); print(modelreg.Registry.__name__)"
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env_for(installed),

@@ -147,12 +147,18 @@ def test_concurrent_load_from_a_second_process(proxy):
 
 
 def test_start_failure_through_the_real_server_explains_itself(proxy, tiny_model):
+    # an unknown flag never reaches the server: the plan is refused with the flag's name
     Registry(proxy.config_dir).set_value("tiny-b", "backend_config.extra_args", ["--n_ctx", "512", "--no_such", "1"])
     reply = wait_for(lambda: (r := proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b")))
-                     .status_code == 503 and r, what="failed start", timeout=30)
+                     .status_code == 503 and r, what="refused start", timeout=30)
+    assert "`--no_such` is not a flag of llama_cpp.server" in json.dumps(reply.json())
+    # a value only the server can judge fails the start, and the 503 says how
+    Registry(proxy.config_dir).set_value("tiny-b", "backend_config.extra_args", ["--n_ctx", "many"])
+    reply = wait_for(lambda: (r := proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b")))
+                     .status_code == 503 and "exit_code" in r.json()["error"] and r, what="failed start", timeout=30)
     error = reply.json()["error"]
-    assert error["argv"][-2:] == ["--no_such", "1"] and error["exit_code"] == 2
-    assert "unrecognized arguments: --no_such 1" in error["log_tail"]
+    assert error["argv"][-2:] == ["--n_ctx", "many"] and error["exit_code"] == 2
+    assert "argument --n_ctx: invalid int value: 'many'" in error["log_tail"]
     Registry(proxy.config_dir).set_value("tiny-b", "backend_config.extra_args", ["--n_ctx", "512"])
     wait_for(lambda: proxy.http.post("/v1/chat/completions", json=chat_body("tiny-b")).status_code == 200,
              what="recovered start", timeout=30)

@@ -226,7 +226,7 @@ class _Loading(BaseHTTPRequestHandler):
 
 def test_llama_server_readiness_waits_through_503(supervisor, tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Loading)
-    _Loading.ready_at = time.time() + 0.5
+    _Loading.ready_at = time.time() + 60
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         entry = {"name": "gemma_(Q4_K_M)", "backend": "llama.cpp",
@@ -234,6 +234,7 @@ def test_llama_server_readiness_waits_through_503(supervisor, tmp_path):
         plan = launch_plan(entry, Settings(executables={"llama.cpp": "/bin/sleep"}))
         assert plan.ready_url.endswith("/health")
         backend = Backend(plan, tmp_path / "x.log", time.time())
+        _Loading.ready_at = backend.started_at + 0.5  # "loading" for half a second from the start
         assert supervisor.probe(backend) is False
         assert supervisor.wait_ready(backend, timeout=10) >= 0.5
     finally:

@@ -85,7 +85,7 @@ def test_status_of_each_model(folder):
     assert rows["vl"].status == view.OK
     assert rows["stub"].status == view.NEEDS_CONFIG
     assert rows["gone"].status == view.FILES_MISSING
-    assert rows["gguf"].status == view.INVALID and "--ctx-size twice" in rows["gguf"].problem
+    assert rows["gguf"].status == view.INVALID and "`--ctx-size` is given twice" in rows["gguf"].problem
     assert rows["legacy"].status == view.RUNNING
 
 

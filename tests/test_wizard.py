@@ -83,7 +83,8 @@ def test_from_repo_id_to_a_passing_launch_test(wizard, registry, hub, tmp_path):
 
     review = wizard.review()
     assert review["discovered"]["metadata"]["format"] == "gguf"
-    assert review["curated"]["metadata"]["_config_needed"] is True and review["curated"]["backend"] == "llama.cpp"
+    curated = review["curated"]
+    assert curated["metadata"]["_config_needed"] is True and curated["backend"] == "llama-cpp-python"  # installed
     assert review["merged"]["backend_config"]["model_path"].endswith("tiny-llama-F32.gguf")
     assert any("roles: not set" in item for item in review["to_decide"])
     assert review["fit"]["native_context"] == 2048 and review["fit"]["fits_native"]  # for the profile's GPU
@@ -96,7 +97,7 @@ def test_from_repo_id_to_a_passing_launch_test(wizard, registry, hub, tmp_path):
     assert preview["error"] is None and "llama_cpp.server" in preview["argv"]
     argv = preview["argv"]
     assert argv[argv.index("--n_ctx") + 1] == "512"
-    assert registry.entry(wizard.name)["backend"] == "llama.cpp"  # nothing written before save
+    assert not registry.entry(wizard.name)["backend_config"].get("extra_args")  # nothing written before save
 
     message = wizard.save()
     assert "proxy not reachable" in message and wizard.step == wz.LAUNCH_TEST

@@ -4,12 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from modelreg.cli.output import print_json, print_table, registry_from_args, say
 from modelreg.errors import InvalidRegistry
 from modelreg.fields import field_kind
 from modelreg.paths import flatten
 from modelreg.values import parse_value
+
+if TYPE_CHECKING:
+    from modelreg.registry import Registry
 
 
 def cmd_rebuild(args: argparse.Namespace) -> None:
@@ -59,9 +63,32 @@ def cmd_show(args: argparse.Namespace) -> None:
         say(f"fit: unknown ({fit.get('reason')})")
 
 
+LAUNCH_FIELDS = ("backend", "backend_config", "chat_template")
+
+
+def check_launch_change(registry: "Registry", name: str, changes: dict, profile: str | None) -> None:
+    """Refuse a change that gives the model a launch configuration its backend would reject (BadInput, exit 2);
+    print the notes (a flag spelled in a way the backend reads as another)."""
+    from modelreg.errors import UnknownModel
+    from modelreg.launch.checks import require_launchable
+    from modelreg.views.editor import load_target
+
+    if not any(path.split(".")[0] in LAUNCH_FIELDS for path in changes):
+        return
+    try:
+        target = load_target(registry, name, profile)
+    except UnknownModel:
+        return
+    settings = registry.settings.for_profile(profile) if profile else registry.settings
+    for note in require_launchable(target.merged(changes).entry, settings, target.merged().entry):
+        say(f"note: {note}", stderr=True)
+
+
 def cmd_set(args: argparse.Namespace) -> None:
     value = parse_value(args.value, field_kind(args.path), args.path)
-    snap = registry_from_args(args).set_value(args.name, args.path, value, profile=args.for_profile)
+    registry = registry_from_args(args)
+    check_launch_change(registry, args.name, {args.path: value}, args.for_profile)
+    snap = registry.set_value(args.name, args.path, value, profile=args.for_profile)
     say(f"set {args.name} {args.path}; revision {snap.revision}")
 
 
@@ -83,12 +110,20 @@ def cmd_diff(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    report = registry_from_args(args).validate()
-    for warning in report.warnings:
+    from modelreg.launch.checks import curated_launch_problems
+    registry = registry_from_args(args)
+    report = registry.validate()
+    errors, warnings = list(report.errors), list(report.warnings)
+    if report.ok:
+        merged = registry.merged()
+        launch_errors, launch_warnings = curated_launch_problems(merged.entries, merged.sources, registry.settings)
+        errors += launch_errors
+        warnings += launch_warnings
+    for warning in warnings:
         say(f"warning: {warning}")
-    if not report.ok:
-        raise InvalidRegistry(report.errors)
-    say(f"valid ({len(report.warnings)} warning(s))")
+    if errors:
+        raise InvalidRegistry(errors)
+    say(f"valid ({len(warnings)} warning(s))")
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -14,7 +14,9 @@ from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_onl
 from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
 from modelreg.discovery.naming import assign_names, candidate_name, display_name
 from modelreg.errors import BadInput
+from modelreg.launch.backends import LLAMA_CPP
 from modelreg.launch.fit import estimate
+from modelreg.launch.plan import installed_gguf_backend
 from modelreg.paths import get_path
 from modelreg.registry import Registry
 
@@ -331,7 +333,9 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
     created: list[str] = []
     if stubs:
         fresh = [e for e in entries if e["name"] not in by_name]
-        created = registry.stub_many(_stub_suggestions(registry, fresh, existing + curated))
+        suggestions, notes = _stub_suggestions(registry, fresh, existing + curated)
+        created = registry.stub_many(suggestions)
+        found.problems.extend(notes)
     else:
         registry.rebuild()
     return ScanResult(report, vanished, created, found.problems, found.roots)
@@ -352,16 +356,25 @@ def forget(registry: Registry, names: Iterable[str]) -> list[str]:
 
 
 def _stub_suggestions(registry: Registry, new: list[dict[str, Any]], others: list[dict[str, Any]],
-                      ) -> dict[str, dict[str, Any]]:
-    """Backend from format, a port no entry uses, and `--max-model-len` when the native context does not fit.
+                      ) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """Backend from format (for GGUF, one that is installed), a port no entry uses, and `--max-model-len` when the
+    native context does not fit; and a note per GGUF model when no GGUF backend is installed.
 
     New models never have a curated entry: their names avoid every name either layer holds.
     """
     ports = _free_ports(registry, others)
     settings = registry.settings
     stubs: dict[str, dict[str, Any]] = {}
+    notes: list[Problem] = []
+    gguf_backend = None
     for entry in new:
         backend = BACKEND_FOR_FORMAT[entry["metadata"]["format"]]
+        if backend == LLAMA_CPP:
+            if gguf_backend is None:
+                gguf_backend, note = installed_gguf_backend(settings)
+            backend = gguf_backend
+            if note:
+                notes.append(Problem(entry["backend_config"]["model_path"], note))
         suggestions: dict[str, Any] = {"backend": backend}
         if backend != "ollama":
             suggestions["backend_config.port"] = next(ports, None)
@@ -370,4 +383,4 @@ def _stub_suggestions(registry: Registry, new: list[dict[str, Any]], others: lis
             if fit.get("suggested_args"):
                 suggestions["backend_config.extra_args"] = fit["suggested_args"]
         stubs[entry["name"]] = {p: v for p, v in suggestions.items() if v is not None}
-    return stubs
+    return stubs, notes

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -31,74 +31,49 @@ BACKEND_ALIASES = {
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """What the launcher knows about one backend's command line and readiness."""
+    """What the launcher knows about one backend's command line and readiness (its flags come from its catalogue)."""
 
     ready_path: str | None
-    # flags the launcher sets itself (extra_args may not repeat them), canonical spelling
-    reserved: frozenset[str]
+    # flags the launcher sets itself, by canonical spelling: extra_args may not set them, in any spelling; the value
+    # names the entry field that sets them instead
+    owned: dict[str, str]
     # flag that sets the context size (extra_args may set it; the launcher then leaves it out)
     context_flag: str | None
-    # spellings that mean the same flag: alias -> canonical
-    flag_aliases: dict[str, str] = field(default_factory=dict)
-    # flags that take a value; None means every flag does
-    value_flags: frozenset[str] | None = frozenset()
+    # flags that may be given more than once (each adds a value)
     repeatable: frozenset[str] = frozenset()
-    underscores_are_dashes: bool = False
+    # environment variables the backend reads that would override the argv's host, port or model: never passed on
+    unset_env: tuple[str, ...] = ()
 
 
+_HOST, _PORT = "backend_config.host", "backend_config.port"
+_MODEL, _SERVED = "backend_config.model_path", "served_model_id"
 SPECS: dict[str, BackendSpec] = {
     VLLM: BackendSpec(
         ready_path="/health",
-        reserved=frozenset({"--host", "--port", "--served-model-name", "--model"}),
+        owned={"--host": _HOST, "--port": _PORT, "--uds": f"{_HOST} and {_PORT}", "--model": _MODEL,
+               "--served-model-name": _SERVED},
         context_flag="--max-model-len",
-        underscores_are_dashes=True,
-        value_flags=frozenset({
-            "--max-model-len", "--gpu-memory-utilization", "--tensor-parallel-size", "--pipeline-parallel-size",
-            "--dtype", "--kv-cache-dtype", "--max-num-seqs", "--max-num-batched-tokens", "--swap-space",
-            "--cpu-offload-gb", "--limit-mm-per-prompt", "--chat-template", "--quantization", "--tokenizer",
-            "--tokenizer-mode", "--revision", "--download-dir", "--load-format", "--seed", "--block-size",
-            "--tool-call-parser", "--reasoning-parser", "--max-seq-len-to-capture", "--api-key",
-            "--generation-config", "--override-generation-config", "--hf-overrides", "--mm-processor-kwargs",
-            "--rope-scaling", "--rope-theta", "--task", "--device", "--distributed-executor-backend",
-            "--max-logprobs", "--uvicorn-log-level", "--lora-modules", "--max-lora-rank", "--max-loras",
-            "--speculative-config", "--compilation-config", "-O", "--kv-transfer-config", "--data-parallel-size",
-            "--response-role", "--root-path", "--allowed-local-media-path", "--config", "--runner",
-            "--chat-template-content-format", "--guided-decoding-backend", "--max-cpu-loras", "--code-revision",
-            "--tokenizer-revision", "--hf-config-path", "--model-impl", "--override-pooler-config",
-        }),
-        repeatable=frozenset({"--middleware", "--lora-modules", "--allowed-origins"}),
+        repeatable=frozenset({"--middleware"}),  # the only append action of `vllm serve`
     ),
     LLAMA_CPP: BackendSpec(
         ready_path="/health",
-        reserved=frozenset({"--host", "--port", "--model", "--alias"}),
+        owned={"--host": _HOST, "--port": _PORT, "--model": _MODEL, "--model-url": _MODEL, "--hf-repo": _MODEL,
+               "--docker-repo": _MODEL, "--models-dir": _MODEL, "--models-preset": _MODEL, "--alias": _SERVED},
         context_flag="--ctx-size",
-        flag_aliases={"-m": "--model", "-a": "--alias", "-c": "--ctx-size", "-ngl": "--n-gpu-layers",
-                      "--gpu-layers": "--n-gpu-layers", "-t": "--threads", "-b": "--batch-size",
-                      "-ub": "--ubatch-size", "-np": "--parallel", "-fa": "--flash-attn", "-ctk": "--cache-type-k",
-                      "-ctv": "--cache-type-v", "-ts": "--tensor-split", "-sm": "--split-mode",
-                      "-mg": "--main-gpu", "-n": "--n-predict", "-s": "--seed", "-to": "--timeout",
-                      "-ot": "--override-tensor", "-md": "--model-draft", "-mm": "--mmproj"},
-        value_flags=frozenset({
-            "--model", "--alias", "--ctx-size", "--n-gpu-layers", "--threads", "--threads-batch", "--batch-size",
-            "--ubatch-size", "--parallel", "--flash-attn", "--cache-type-k", "--cache-type-v", "--tensor-split",
-            "--split-mode", "--main-gpu", "--n-predict", "--seed", "--timeout", "--override-tensor",
-            "--model-draft", "--mmproj", "--chat-template", "--chat-template-file", "--rope-scaling",
-            "--rope-freq-base", "--rope-freq-scale", "--lora", "--lora-scaled", "--override-kv", "--api-key",
-            "--api-key-file", "--reasoning-format", "--reasoning-budget", "--temp", "--top-k", "--top-p",
-            "--min-p", "--repeat-penalty", "--keep", "--defrag-thold", "--slot-save-path", "--grammar",
-            "--grammar-file", "--hf-repo", "--hf-file", "--control-vector", "--numa", "--device",
-            "--cache-reuse", "--threads-http", "--draft-max", "--draft-min", "--spm-infill", "--pooling",
-        }),
-        repeatable=frozenset({"--lora", "--lora-scaled", "--override-kv", "--control-vector", "--override-tensor"}),
+        # none repeat: llama-server keeps only the last of a flag given twice (several values go comma-separated)
+        unset_env=("LLAMA_ARG_HOST", "LLAMA_ARG_PORT", "LLAMA_ARG_MODEL", "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_HF_REPO",
+                   "LLAMA_ARG_DOCKER_REPO", "LLAMA_ARG_MODELS_DIR", "LLAMA_ARG_MODELS_PRESET", "LLAMA_ARG_ALIAS"),
     ),
     LLAMA_CPP_PYTHON: BackendSpec(
         ready_path="/v1/models",  # no /health; the port opens only once the model is loaded
-        reserved=frozenset({"--host", "--port", "--model", "--model_alias"}),
+        # --config_file replaces every other argument with the file's settings
+        owned={"--host": _HOST, "--port": _PORT, "--model": _MODEL, "--model_alias": _SERVED,
+               "--config_file": "the entry's fields"},
         context_flag="--n_ctx",
-        value_flags=None,  # every flag of llama_cpp.server takes a value (booleans too: `--verbose false`)
+        # llama_cpp.server's uvicorn.run reads HOST and PORT over its own settings, and CONFIG_FILE over its argv
+        unset_env=("HOST", "PORT", "CONFIG_FILE"),
     ),
-    OLLAMA: BackendSpec(ready_path=None, reserved=frozenset(), context_flag="--num-ctx", value_flags=None,
-                         underscores_are_dashes=True),
+    OLLAMA: BackendSpec(ready_path=None, owned={}, context_flag="--num-ctx"),
 }
 
 
@@ -121,7 +96,10 @@ def is_projector_name(name: str) -> bool:
 
 
 def user_cache_dir() -> Path:
-    """modelreg's per-user cache ($XDG_CACHE_HOME/modelreg, else ~/.cache/modelreg): outside any registry folder."""
+    """modelreg's per-user cache ($MODELREG_CACHE, else $XDG_CACHE_HOME/modelreg, else ~/.cache/modelreg): outside
+    any registry folder; .ci/backends.sh installs the tests' real backends there too."""
+    if os.environ.get("MODELREG_CACHE"):
+        return Path(os.environ["MODELREG_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelreg"
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
+from modelreg.launch.catalogue import committed_catalogue
 from modelreg.launch.flags import flag_name, flag_value
 
 LONG_CONTEXT = 65536  # a context this long (vLLM's 128K default for many models) makes startup slow and memory-hungry
@@ -238,6 +239,67 @@ def _unknown_architecture(ctx: _Context) -> Finding | None:
                    _line(ctx.log, match))
 
 
+def _unknown_flag(ctx: _Context) -> Finding | None:
+    match = _search([r"error: unrecognized arguments: (.+)$", r"error: invalid argument: (\S+)"], ctx.log)
+    if not match:
+        return None
+    given = match.group(1).split()[0]
+    flag = given.split("=", 1)[0]
+    closest = committed_catalogue(ctx.backend).closest(flag) if ctx.backend and committed_catalogue(ctx.backend) else ()
+    if closest and flag in ctx.extra_args:
+        args = [closest[0] if token == flag else token for token in ctx.extra_args]
+        advice = f"did you mean {closest[0]}? {_set_command(ctx, args)}"
+    else:
+        advice = (f"remove {flag} from extra_args or correct it "
+                  f"(`{ctx.argv[0] if ctx.argv else 'the backend'} --help` lists the flags)")
+    return Finding("unknown_flag", f"{ctx.backend or 'the backend'} does not know the flag {flag}", advice,
+                   _line(ctx.log, match))
+
+
+def _missing_value(ctx: _Context) -> Finding | None:
+    match = _search([r'error while handling argument "([^"]+)": expected value for argument',
+                     r"error: argument ([^:\s]+)(?:/\S+)?: expected (?:one|\d+) arguments?"], ctx.log)
+    if not match:
+        return None
+    return Finding("missing_value", f"the flag {match.group(1)} was given without its value",
+                   f"add the value after {match.group(1)} in extra_args, or remove the flag", _line(ctx.log, match))
+
+
+def _context_above_model(ctx: _Context) -> Finding | None:
+    match = re.search(r"User-specified max_model_len \((\d+)\) is greater than the derived max_model_len "
+                      r"\((\w+)=([\d.]+)", ctx.log)
+    if not match:
+        return None
+    limit = int(float(match.group(3)))
+    return Finding("context_above_model",
+                   f"the context {match.group(1)} is longer than the model's own {limit} ({match.group(2)})",
+                   f"set --max-model-len {limit} or less: "
+                   f"{_set_command(ctx, _with_flag(ctx, '--max-model-len', str(limit)))}", _line(ctx.log, match))
+
+
+def _model_not_found(ctx: _Context) -> Finding | None:
+    match = _search([r"HFValidationError: Repo id must be in the form.*", r"failed to open GGUF file '([^']*)'.*",
+                     r".*exiting due to model loading error.*",
+                     r"ValueError: Model path does not exist: (\S+)"], ctx.log)
+    if not match:
+        return None
+    path = (ctx.entry.get("backend_config") or {}).get("model_path") or "the model path"
+    return Finding("model_not_found", f"the backend could not load the model from {path} (missing or unreadable)",
+                   f"check that {path} exists; if the files moved, rescan (`modelreg scan`) or set "
+                   f"backend_config.model_path: modelreg set {shlex.quote(ctx.name)} backend_config.model_path "
+                   "/path/to/model", _line(ctx.log, match))
+
+
+def _template_file_missing(ctx: _Context) -> Finding | None:
+    match = _search([r'error while handling argument "--chat-template-file": error: failed to open file .*',
+                     r".*The supplied chat template \(.*\) appears path-like, but doesn't exist!.*"], ctx.log)
+    if not match:
+        return None
+    return Finding("chat_template_missing", "the chat template file could not be opened",
+                   f"put the template at chat_template.path or change it: modelreg set {shlex.quote(ctx.name)} "
+                   "chat_template.path /path/to/template.jinja", _line(ctx.log, match))
+
+
 def api_key_refused(name: str, url: str | None, status: int, key_sent: bool) -> Finding:
     """The readiness probe got 401/403: the backend wants an API key that modelreg did not send, or another one."""
     quoted = shlex.quote(name)
@@ -253,7 +315,8 @@ def api_key_refused(name: str, url: str | None, status: int, key_sent: bool) -> 
 
 
 RULES: tuple[Callable[[_Context], Finding | None], ...] = (
-    _missing_executable, _port_in_use, _kv_cache_too_small, _cuda_oom, _trust_remote_code, _unknown_architecture,
+    _missing_executable, _unknown_flag, _missing_value, _template_file_missing, _model_not_found, _port_in_use,
+    _context_above_model, _kv_cache_too_small, _cuda_oom, _trust_remote_code, _unknown_architecture,
     _long_default_context,
 )
 

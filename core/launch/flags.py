@@ -1,78 +1,190 @@
-"""Launch flags in extra_args: which flag a token names, its value, and the checks before a launch."""
+"""extra_args read as the backend reads them: which flag each token names, its values, and the checks before a
+launch. One parser for `set`, `validate`, the editor and the launcher."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from modelreg.errors import BadInput
-from modelreg.launch.backends import SPECS, BackendSpec
+from modelreg.launch.backends import SPECS
+from modelreg.launch.catalogue import MANY, NONE, ONE, OPTIONAL, TWO, Catalogue, Flag, committed_catalogue
 
 
-def flag_name(token: str, backend: str) -> str | None:
-    """The canonical flag a token names (`--max_model_len=4` -> `--max-model-len`), or None for a value."""
-    spec = SPECS[backend]
-    if not token.startswith("-") or len(token) < 2 or _is_number(token):
-        return None
-    flag = token.split("=", 1)[0]
-    if spec.underscores_are_dashes and flag.startswith("--"):
-        flag = "--" + flag[2:].replace("_", "-")
-    return spec.flag_aliases.get(flag, flag)
+@dataclass(frozen=True)
+class Arg:
+    """One flag of extra_args with its values, as the backend's parser reads it."""
+
+    index: int                # position of the flag token in extra_args
+    token: str
+    flag: Flag
+    values: tuple[str, ...]
 
 
-def _is_number(token: str) -> bool:
+@dataclass(frozen=True)
+class ArgProblem:
+    """Something in extra_args the backend would reject, or read differently from how it is written."""
+
+    index: int
+    token: str
+    message: str
+    error: bool = True        # False: a note (`--max_model_len` is read as `--max-model-len`)
+
+
+@dataclass
+class ParsedArgs:
+    args: list[Arg]
+    problems: list[ArgProblem]
+
+    @property
+    def errors(self) -> list[ArgProblem]:
+        return [p for p in self.problems if p.error]
+
+    @property
+    def notes(self) -> list[ArgProblem]:
+        return [p for p in self.problems if not p.error]
+
+    def value(self, name: str) -> str | None:
+        """The (last) value given to the flag with this canonical name."""
+        found = [arg for arg in self.args if arg.flag.name == name and arg.values]
+        return found[-1].values[0] if found else None
+
+    def has(self, name: str) -> bool:
+        return any(arg.flag.name == name for arg in self.args)
+
+
+def _looks_like_flag(token: str) -> bool:
+    if not token.startswith("-") or token == "-":
+        return False
     try:
         float(token)
-        return True
+        return False  # a negative number is a value
     except ValueError:
-        return False
+        return True
 
 
-def _takes_value(flag: str, spec: BackendSpec) -> bool:
-    return spec.value_flags is None or flag in spec.value_flags
+def parse_extra_args(args: list[str], catalogue: Catalogue, owned: dict[str, str] | None = None,
+                     repeatable: frozenset[str] = frozenset()) -> ParsedArgs:
+    """Read extra_args as the backend would: every flag resolved (prefix, `_` spelling, `--flag=value`), its values
+    taken, and what the backend would reject or what the launcher must refuse reported.
 
-
-def check_extra_args(name: str, backend: str, extra_args: Any) -> list[str]:
-    """Refuse extra_args the launcher cannot pass on as given; return them as a list of strings.
-
-    Errors name the model and the flag: a flag given twice, a flag the launcher sets itself, a value-taking flag
-    with no value after it.
+    `owned`: canonical flag -> the entry field the launcher sets it from (extra_args may not set those flags).
     """
-    if extra_args is None:
-        return []
-    if not isinstance(extra_args, list) or not all(isinstance(a, str) for a in extra_args):
-        raise BadInput(f"model {name!r}: backend_config.extra_args must be a list of strings, "
-                       f"got {json.dumps(extra_args)}")
-    spec = SPECS[backend]
+    owned = owned or {}
+    parsed, problems = [], []
     seen: dict[str, int] = {}
-    for index, token in enumerate(extra_args):
-        flag = flag_name(token, backend)
-        if flag is None:
+    index = 0
+    label = f"{catalogue.program} {catalogue.version}".strip()
+    while index < len(args):
+        token = args[index]
+        if not _looks_like_flag(token):
+            problems.append(ArgProblem(index, token, f"`{token}` is a value with no flag before it; put the flag "
+                                                     "in front of it or remove it"))
+            index += 1
             continue
-        if flag in spec.reserved:
-            raise BadInput(f"model {name!r}: extra_args sets {token.split('=', 1)[0]}, which the launcher sets "
-                           f"itself from the entry (backend_config.port/host, served_model_id, model_path); "
-                           f"remove it from extra_args and change the entry's field instead")
-        if flag in seen and flag not in spec.repeatable:
-            raise BadInput(f"model {name!r}: extra_args gives {flag} twice (arguments {seen[flag] + 1} and "
-                           f"{index + 1}); keep one")
-        seen[flag] = index
-        if "=" in token or not _takes_value(flag, spec):
+        found = catalogue.resolve(token)
+        if found.flag is None:
+            if found.how == "ambiguous":
+                message = (f"`{found.spelling}` could be any of {', '.join(found.candidates[:6])}"
+                           f"{' ...' if len(found.candidates) > 6 else ''}; write the whole flag")
+            else:
+                hint = f" (did you mean `{found.candidates[0]}`?)" if found.candidates else ""
+                message = f"`{found.spelling}` is not a flag of {label}{hint}"
+            problems.append(ArgProblem(index, token, message))
+            index += 1
+            while index < len(args) and not _looks_like_flag(args[index]):
+                index += 1  # its values, if any: reported once with the flag
             continue
-        following = extra_args[index + 1] if index + 1 < len(extra_args) else None
-        if following is None or flag_name(following, backend) is not None and following.startswith("--"):
-            where = "at the end of extra_args" if following is None else f"before {following}"
-            raise BadInput(f"model {name!r}: {token} takes a value but has none ({where}); "
-                           f"add the value after it or remove the flag")
-    return list(extra_args)
+        flag = found.flag
+        if found.how in ("underscore", "prefix"):
+            problems.append(ArgProblem(index, token, f"`{found.spelling}` is read as `{flag.name}`"
+                                       + (" (a prefix of it)" if found.how == "prefix" else ""), error=False))
+        if flag.name in owned:
+            read_as = "" if found.spelling == flag.name else f" (read as `{flag.name}`)"
+            problems.append(ArgProblem(index, token, f"`{found.spelling}`{read_as} is set by the launcher from "
+                                                     f"{owned[flag.name]}; remove it from extra_args and set that "
+                                                     "field instead"))
+        key = flag.name if found.how != "dotted" else found.spelling
+        if key in seen and flag.name not in repeatable:
+            problems.append(ArgProblem(index, token, f"`{flag.name}` is given twice (arguments {seen[key] + 1} and "
+                                                     f"{index + 1}); the backend would use only one, so keep one"))
+        seen[key] = index
+        start = index
+        values, index = _take_values(args, index, flag, found.attached, problems)
+        parsed.append(Arg(start, token, flag, values))
+    return ParsedArgs(parsed, problems)
 
 
-def flag_value(args: list[str], flag: str, backend: str) -> str | None:
-    """The value extra_args give a flag (either `--flag value` or `--flag=value`), or None."""
-    wanted = flag_name(flag, backend)
+def _take_values(args: list[str], index: int, flag: Flag, attached: str | None,
+                 problems: list[ArgProblem]) -> tuple[tuple[str, ...], int]:
+    token, start = args[index], index
+    index += 1
+    if flag.values == NONE:
+        if attached is not None:
+            problems.append(ArgProblem(start, token, f"`{flag.name}` takes no value, but `{token}` gives one"))
+        return (), index
+    if attached is not None:
+        return (attached,), index
+    wanted = {ONE: 1, TWO: 2, OPTIONAL: 0, MANY: 1}[flag.values]
+    values: list[str] = []
+    while index < len(args) and not _looks_like_flag(args[index]):
+        if flag.values in (ONE, TWO) and len(values) == wanted:
+            break
+        if flag.values == OPTIONAL and values:
+            break
+        values.append(args[index])
+        index += 1
+    if len(values) < wanted:
+        following = f"before `{args[index]}`" if index < len(args) else "at the end of extra_args"
+        problems.append(ArgProblem(start, token, f"`{token}` takes {'two values' if wanted == 2 else 'a value'} "
+                                                 f"but has {'only one' if values else 'none'} ({following}); add it "
+                                                 "after the flag or remove the flag"))
+    return tuple(values), index
+
+
+def flag_name(token: str, backend: str, catalogue: Catalogue | None = None) -> str | None:
+    """The canonical flag a token names (`--max_model_len=4` -> `--max-model-len`), or None for a value."""
+    if not _looks_like_flag(token):
+        return None
+    catalogue = catalogue or committed_catalogue(backend)
+    if catalogue is None:  # Ollama's options: `--num-ctx` / `--num_ctx`
+        return "--" + token[2:].split("=", 1)[0].replace("_", "-") if token.startswith("--") else token
+    found = catalogue.resolve(token)
+    return found.flag.name if found.flag else found.spelling
+
+
+def flag_value(args: list[str], flag: str, backend: str, catalogue: Catalogue | None = None) -> str | None:
+    """The value extra_args give a flag in any spelling the backend accepts, or None."""
+    catalogue = catalogue or committed_catalogue(backend)
+    wanted = flag_name(flag, backend, catalogue)
+    if catalogue is not None:
+        return parse_extra_args(args, catalogue).value(wanted)
     for index, token in enumerate(args):
-        if flag_name(token, backend) != wanted:
-            continue
-        if "=" in token:
-            return token.split("=", 1)[1]
-        return args[index + 1] if index + 1 < len(args) else None
+        if flag_name(token, backend) == wanted:
+            if "=" in token:
+                return token.split("=", 1)[1]
+            return args[index + 1] if index + 1 < len(args) else None
     return None
+
+
+def extra_args_problems(backend: str, extra_args: Any, catalogue: Catalogue | None = None) -> ParsedArgs:
+    """extra_args parsed against the backend's catalogue (the committed one unless given), with the launcher's own
+    flags refused; a value that is not a list of strings is one error."""
+    if extra_args is None:
+        extra_args = []
+    if not isinstance(extra_args, list) or not all(isinstance(a, str) for a in extra_args):
+        return ParsedArgs([], [ArgProblem(0, "", f"must be a list of strings, got {json.dumps(extra_args)}")])
+    catalogue = catalogue or committed_catalogue(backend)
+    if catalogue is None:
+        return ParsedArgs([], [])
+    spec = SPECS[backend]
+    return parse_extra_args(extra_args, catalogue, spec.owned, spec.repeatable)
+
+
+def check_extra_args(name: str, backend: str, extra_args: Any, catalogue: Catalogue | None = None) -> list[str]:
+    """extra_args as a list of strings, or BadInput naming the model and every flag the backend would reject or the
+    launcher must refuse (unknown with the closest known flag, missing value, duplicate, launcher-owned)."""
+    parsed = extra_args_problems(backend, extra_args, catalogue)
+    if parsed.errors:
+        raise BadInput(f"model {name!r}: backend_config.extra_args: " + "; ".join(p.message for p in parsed.errors))
+    return list(extra_args or [])

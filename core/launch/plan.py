@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,9 @@ from modelreg.launch.backends import (
     is_projector_name,
     ollama_option_names,
 )
+from modelreg.launch.catalogue import Catalogue, catalogue_for
 from modelreg.launch.fit import fit_summary
-from modelreg.launch.flags import check_extra_args, flag_value
+from modelreg.launch.flags import check_extra_args, extra_args_problems, flag_value
 from modelreg.paths import get_path
 from modelreg.settings import Settings
 
@@ -201,13 +204,60 @@ def _fit_max_context(entry: dict[str, Any], settings: Settings) -> int | None:
     return (fit.get("max_context") or None) if fit.get("known") else None
 
 
+def backend_executable(backend: str, settings: Settings) -> str:
+    """The program settings say runs this backend (a profile that overrides `executables` for one backend keeps the
+    defaults of the others)."""
+    return settings.executables.get(backend) or Settings.model_fields["executables"].default_factory()[backend]
+
+
+def installed_gguf_backend(settings: Settings) -> tuple[str, str | None]:
+    """The backend a new GGUF model's stub suggests: llama.cpp when its llama-server is found, else
+    llama-cpp-python when its Python can import llama_cpp, else llama.cpp with a note saying what to install."""
+    if shutil.which(backend_executable(LLAMA_CPP, settings)):
+        return LLAMA_CPP, None
+    python = shutil.which(backend_executable(LLAMA_CPP_PYTHON, settings))
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)"
+    if python and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+        return LLAMA_CPP_PYTHON, None
+    return LLAMA_CPP, ("neither llama.cpp's llama-server nor llama-cpp-python is installed here: install one (or set "
+                       "its path in settings.json \"executables\") before starting GGUF models")
+
+
+def backend_catalogue(backend: str, settings: Settings) -> Catalogue | None:
+    """The flags of the program that would run this backend (see catalogue_for)."""
+    return catalogue_for(backend, backend_executable(backend, settings)) if backend in PROCESS_BACKENDS else None
+
+
+def chat_template_file(name: str, backend: str, entry: dict[str, Any]) -> str | None:
+    """The chat template file the entry's `chat_template.path` names, checked: BadInput when the file is missing or
+    the backend has no flag for one; None when the entry names none (the model's own template applies)."""
+    path = get_path(entry, "chat_template.path")
+    if not isinstance(path, str) or not path.strip():
+        return None
+    if backend not in TEMPLATE_FLAGS:
+        raise BadInput(f"model {name!r}: chat_template.path {path} is not supported by backend {backend} (it has no "
+                       f"flag for a template file, only --hf_tokenizer_config_path for a whole tokenizer_config.json); "
+                       f"serve the model with vllm or llama.cpp, or remove chat_template.path "
+                       f"(`modelreg unset {name} chat_template`)")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BadInput(f"model {name!r}: chat_template.path {path} does not exist; put the template there or "
+                       f"change the path (`modelreg set {name} chat_template.path /path/to/template.jinja`)")
+    return str(file)
+
+
+# the flags that hand a backend a chat template file
+TEMPLATE_FLAGS = {VLLM: ["--chat-template"], LLAMA_CPP: ["--jinja", "--chat-template-file"]}
+
+
 def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     """How to start this merged entry under these (profile-applied) settings; BadInput says what to fix."""
     name = entry.get("name") or "?"
     backend = canonical_backend(entry.get("backend"), name)
     config = entry.get("backend_config") or {}
     spec = SPECS[backend]
-    extra = check_extra_args(name, backend, config.get("extra_args"))
+    catalogue = backend_catalogue(backend, settings)
+    extra = check_extra_args(name, backend, config.get("extra_args"), catalogue)
     served = _served_model_id(entry) or name
     timeout = float(config.get("ready_timeout") or settings.ready_timeout)
     vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
@@ -223,21 +273,24 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
 
     port = config.get("port")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise BadInput(f"model {name!r} has no usable backend_config.port ({port!r}); set one with "
+        raise BadInput(f"model {name!r} has no usable backend_config.port ({port!r}); set one from 1 to 65535 with "
                        f"`modelreg set {name} backend_config.port 24001`")
     host = config.get("host") or settings.backend_host
     model_file = _model_file(name, backend, config.get("model_path"))
-    # a profile that overrides `executables` for one backend keeps the defaults of the others
-    executable = settings.executables.get(backend) or Settings.model_fields["executables"].default_factory()[backend]
-    context = _context_window(entry)
-    if flag_value(extra, spec.context_flag, backend) is not None:
-        context = None  # extra_args set it; they win over the generation default
+    executable = backend_executable(backend, settings)
+    template = chat_template_file(name, backend, entry)
 
+    given = extra_args_problems(backend, extra, catalogue)
+
+    def unset(flag: str) -> bool:  # extra_args win over what the launcher would add for the same flag
+        return not given.has(flag)
+
+    context = _context_window(entry) if unset(spec.context_flag) else None
     if backend == VLLM:
         argv = [executable, "serve", model_file, "--host", host, "--port", str(port), "--served-model-name", served]
         if context:
             argv += ["--max-model-len", str(context)]
-        if flag_value(extra, "--gpu-memory-utilization", backend) is None:
+        if unset("--gpu-memory-utilization"):
             argv += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
     elif backend == LLAMA_CPP:
         argv = [executable, "-m", model_file, "--host", host, "--port", str(port), "--alias", served]
@@ -248,6 +301,11 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
                 "--model_alias", served]
         if context:
             argv += ["--n_ctx", str(context)]
+        # its default ends a running stream when another request arrives (clients see a cut answer)
+        if unset("--interrupt_requests"):
+            argv += ["--interrupt_requests", "false"]
+    if template and unset(TEMPLATE_FLAGS[backend][-1]):
+        argv += [*TEMPLATE_FLAGS[backend], template]
     argv += extra
     argv += _api_key_args(backend, key_env)
     base_url = f"http://{_connect_host(host)}:{port}"

@@ -17,7 +17,7 @@ import httpx
 import psutil
 
 from modelreg.errors import BadInput, RegistryError
-from modelreg.launch.backends import OLLAMA
+from modelreg.launch.backends import OLLAMA, SPECS
 from modelreg.launch.diagnose import Finding, api_key_refused, diagnose
 from modelreg.launch.logs import LogFollower, read_tail, resolve_log_dir, safe_name
 from modelreg.launch.plan import LaunchPlan
@@ -25,6 +25,13 @@ from modelreg.store import atomic_write
 
 STATE_SUFFIX = ".state.json"
 LogCallback = Callable[[str], None]
+
+
+def backend_env(backend: str) -> dict[str, str]:
+    """This process's environment, less the variables that would make the backend listen or load other than its
+    argv says (llama_cpp.server reads HOST, PORT and CONFIG_FILE over its argv)."""
+    unset = SPECS[backend].unset_env if backend in SPECS else ()
+    return {**{k: v for k, v in os.environ.items() if k not in unset}, "PYTHONUNBUFFERED": "1"}
 
 
 def port_holder(host: str, port: int) -> str | None:
@@ -285,7 +292,7 @@ class Supervisor:
             try:
                 popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, close_fds=True,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+                                         env={**backend_env(plan.backend), **env})
             except OSError as exc:
                 # the same words Python prints, so the log shows the cause like any other failure
                 log.write(f"{type(exc).__name__}: {exc}\n".encode())

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from modelreg.errors import BadInput, RegistryError
 from modelreg.fields import field_kind
 from modelreg.launch.backends import BACKENDS
+from modelreg.launch.checks import problems_by_field
 from modelreg.launch.plan import LaunchPlan, launch_plan
 from modelreg.merge import MergedEntry, entry_layers, merge_entry, split_curated
 from modelreg.paths import get_path, remove_path, set_path
@@ -139,11 +141,14 @@ def field_states(target: EditTarget) -> list[FieldState]:
 
 
 def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = frozenset(),
-               extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+               extra: dict[str, Any] | None = None,
+               settings: Settings | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Form texts to the curated changes (value or UNSET) of fields that changed, and errors by path.
 
     `resets` are fields whose override is removed. `extra` sets other fields (path -> value); facts are refused
-    here with a clear message, and the core refuses them again on write.
+    here with a clear message, and the core refuses them again on write. With `settings`, the errors also hold every
+    launch check of the edited entry (see modelreg.launch.checks): what the real backend would reject is an error
+    of its field, so the editor never saves it.
     """
     changes: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -174,7 +179,24 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = fro
             errors[path] = str(exc)
             continue
         changes[path] = value
+    if settings is not None:
+        launch_errors, _notes = problems_by_field(target.merged(changes).entry, settings)
+        errors = {**launch_errors, **errors}
     return changes, errors
+
+
+def field_notes(target: EditTarget, changes: dict[str, Any], settings: Settings) -> dict[str, list[str]]:
+    """Notes by field for the edited entry (a flag spelling the backend reads as another flag)."""
+    return problems_by_field(target.merged(changes).entry, settings)[1]
+
+
+def args_preview(text: str) -> str | None:
+    """The argument list the extra_args text parses to, as JSON (None when it does not parse)."""
+    try:
+        value = parse_value(text, "args")
+    except BadInput:
+        return None
+    return json.dumps(value or [])
 
 
 def launch_preview(entry: dict, settings: Settings) -> tuple[LaunchPlan | None, str | None]:

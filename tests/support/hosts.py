@@ -21,7 +21,7 @@ from support.gui_servers import REPO, Served
 
 NS_PREFIX = "mrhost-"  # namespaces named mrhost-<pid>-<index>: a later run removes those of a dead process
 SUBNET = "10.213"  # each host gets the /30 10.213.N.0: this machine is .1, the host is .2
-LITELLM = Path(os.environ.get("MODELREG_LITELLM") or REPO / ".venv-litellm" / "bin" / "litellm")
+LITELLM = Path(os.environ.get("MODELREG_LITELLM") or REPO / ".cache" / "backends" / "bin" / "litellm")
 
 
 @dataclass

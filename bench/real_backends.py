@@ -1,0 +1,57 @@
+"""Time to ready of the real vLLM (CPU) and llama-server on the tiny models: through the launcher vs by hand."""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import console, side_by_side
+from bench.launch import by_hand, through_launcher
+from modelreg.launch.plan import launch_plan
+from modelreg.launch.supervisor import Supervisor
+from modelreg.settings import Settings
+from support.real_backends import LLAMA_SERVER, VLLM, VLLM_CPU_ARGS, VLLM_ENV
+from support.tiny_gguf import tiny_entry, write_tiny_gguf
+from support.tiny_hf import write_tiny_hf
+
+RUNS = {"llama.cpp": 5, "vllm": 2}  # a real vLLM start takes about a minute on 2 cores
+
+
+def entries(folder: Path) -> dict[str, dict]:
+    gguf = tiny_entry(write_tiny_gguf(folder / "tiny.gguf"), extra_args=["-c", "512"])
+    hf = tiny_entry(write_tiny_hf(folder / "tiny-hf"), extra_args=["--max-model-len", "256", *VLLM_CPU_ARGS])
+    return {"llama.cpp": {**gguf, "backend": "llama.cpp"}, "vllm": {**hf, "backend": "vllm"}}
+
+
+def main() -> None:
+    missing = [str(p) for p in (LLAMA_SERVER, VLLM) if not p.exists()]
+    if missing:
+        console.print(f"real backends: skipped, {', '.join(missing)} missing (`make backends` installs them)")
+        return
+    os.environ.update(VLLM_ENV)
+    settings = Settings(executables={"vllm": str(VLLM), "llama.cpp": str(LLAMA_SERVER),
+                                     "llama-cpp-python": sys.executable})
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="modelreg-bench-real-") as tmp:
+        folder = Path(tmp)
+        supervisor = Supervisor(folder / "logs", stop_grace=10)
+        for backend, entry in entries(folder).items():
+            plan = launch_plan(entry, settings)
+            ours, hand = [], []
+            for _ in range(RUNS[backend]):  # alternate, so both see the same machine load
+                ours.append(through_launcher(entry, settings, supervisor))
+                hand.append(by_hand(plan.argv, plan.base_url, plan.served_model_id, folder / "by-hand.log"))
+            for index, measure in enumerate(("time to ready", "time to first response")):
+                rows.append((f"{backend}: {measure} (median of {RUNS[backend]})",
+                             statistics.median(r[index] for r in ours), "by hand",
+                             statistics.median(r[index] for r in hand), "s"))
+    side_by_side("Launching the real backends on the tiny models", rows)
+    for backend, (_, ours_s, _, hand_s, _) in zip(RUNS, rows[::2]):
+        console.print(f"{backend}: the launcher adds {(ours_s - hand_s) * 1000:+.0f} ms to the time to ready "
+                      "(goal: under 100 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The real llama.cpp `llama-server` (built by `make backends`) runs exactly what the registry says.
+
+The story: scan a folder with the tiny GGUF; its stub gets backend llama.cpp (llama-server is installed); set
+`-c 512` and a chat template file; the proxy starts the real server with those arguments (its /props reports them);
+a rescan restarts nothing; `-c 768` restarts only that model; the launch test answers. Then the real server's own
+error texts, and its diagnosis. llama-server loads the tiny model in milliseconds, so these tests are quick.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from modelreg.launch.launch_test import launch_test
+from modelreg.launch.plan import launch_plan
+from modelreg.launch.supervisor import BackendStartError, Supervisor
+from modelreg.registry import Registry
+from modelreg.settings import Settings
+from support import free_port, wait_for
+from support.gui_servers import modelreg, start_proxy
+from support.real_backends import LLAMA_SERVER, clean_llama_env, require
+from support.tiny_gguf import tiny_entry, write_tiny_gguf
+
+pytestmark = pytest.mark.llama_server
+
+TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] "
+
+
+def cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(modelreg(folder, *args), capture_output=True, text=True, timeout=120,
+                          env=clean_llama_env())
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses a process group's processes listen on."""
+    group = [p for p in psutil.process_iter() if _pgid(p.pid) == _pgid(pid)]
+    return {(c.laddr.ip, c.laddr.port) for p in group for c in _connections(p) if c.status == psutil.CONN_LISTEN}
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _connections(process: psutil.Process) -> list:
+    try:
+        return process.net_connections(kind="tcp")
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture
+def registry_folder(tmp_path):
+    """A registry whose llama.cpp is the real llama-server, and a models folder holding the tiny GGUF."""
+    executable = require(LLAMA_SERVER)
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "proxy_url": "http://127.0.0.1:1", "log_dir": str(tmp_path / "logs"), "stop_grace": 2,
+        "executables": {"llama.cpp": executable, "llama-cpp-python": sys.executable}}))
+    models = tmp_path / "models" / "tiny"
+    models.mkdir(parents=True)
+    write_tiny_gguf(models / "tiny-llama-F32.gguf")
+    return folder, tmp_path / "models"
+
+
+def test_the_story_against_the_real_llama_server(registry_folder, tmp_path):
+    folder, models = registry_folder
+    scanned = cli(folder, "scan", str(models), "--json")
+    assert scanned.returncode == 0, scanned.stderr
+    name = json.loads(scanned.stdout)["stubs"][0]
+    registry = Registry(folder)
+    assert registry.entry(name)["backend"] == "llama.cpp"          # llama-server is installed: the stub says so
+    port = free_port()  # free on this machine (the stub's port is free in the registry only)
+    registry.set_value(name, "backend_config.port", port)
+    template = tmp_path / "chat.jinja"
+    template.write_text(TEMPLATE)
+    for path, value in (("backend_config.extra_args", '["-c", "512"]'),
+                        ("chat_template", json.dumps({"source": "external", "path": str(template)}))):
+        done = cli(folder, "set", name, path, value)
+        assert done.returncode == 0, done.stderr
+
+    proxy_port = free_port()
+    proxy = start_proxy(folder, proxy_port, tmp_path, clean_llama_env())
+    try:
+        reply = proxy.http.post("/v1/chat/completions", json={
+            "model": name, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+        assert reply.status_code == 200, reply.text
+        first = proxy.backend(name)
+        cmdline = psutil.Process(first["pid"]).cmdline()
+        assert cmdline[-5:] == ["--jinja", "--chat-template-file", str(template), "-c", "512"]
+        props = httpx.get(f"http://127.0.0.1:{port}/props", timeout=10).json()
+        assert props["default_generation_settings"]["n_ctx"] == 512
+        assert props["chat_template"] == TEMPLATE
+        assert listening(first["pid"]) == {("127.0.0.1", port)}
+
+        assert cli(folder, "scan", str(models)).returncode == 0    # a rescan changes no configuration
+        assert wait_for(lambda: proxy.status()["revision"] == Registry(folder).snapshot().revision, timeout=10)
+        again = proxy.backend(name)
+        assert (again["pid"], again["stale"]) == (first["pid"], False)
+
+        assert cli(folder, "set", name, "backend_config.extra_args", '["-c", "768"]').returncode == 0
+        proxy.http.post("/v1/chat/completions", json={
+            "model": name, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+        restarted = wait_for(lambda: (b := proxy.backend(name)) and b["pid"] != first["pid"] and b["ready"] and b,
+                             timeout=30, what="the restart with -c 768")
+        assert psutil.Process(restarted["pid"]).cmdline()[-2:] == ["-c", "768"]
+        props = httpx.get(f"http://127.0.0.1:{port}/props", timeout=10).json()
+        assert props["default_generation_settings"]["n_ctx"] == 768
+    finally:
+        proxy.stop()
+
+    done = cli(folder, "launch-test", name, "--json", "--quiet")
+    result = json.loads(done.stdout)
+    assert done.returncode == 0 and result["ok"], done.stdout + done.stderr
+    assert result["context_size"] == 768 and result["seconds_to_ready"] < 30 and result["reply"]
+
+
+def test_readiness_waits_for_health_and_the_context_is_what_props_reports(tmp_path):
+    """-c 384 runs with 512: llama-server pads its context to a multiple of 256, and the launch test says so."""
+    settings = Settings(executables={"llama.cpp": require(LLAMA_SERVER)})
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    entry = {**tiny_entry(model, extra_args=["-c", "384"]), "backend": "llama.cpp"}
+    result = launch_test(entry, settings, tmp_path / "logs", timeout=30)
+    assert result.ok, result.error
+    assert result.argv[-2:] == ["-c", "384"] and result.context_size == 512
+
+
+def _start(plan, tmp_path) -> BackendStartError:
+    with pytest.raises(BackendStartError) as failed:
+        Supervisor(tmp_path / "logs", stop_grace=2).start_ready(plan, timeout=30)
+    return failed.value
+
+
+@pytest.mark.parametrize("change, rule, evidence", [
+    (lambda plan, model: plan.argv + ["--ctx-sizee", "8"], "unknown_flag", "error: invalid argument: --ctx-sizee"),
+    (lambda plan, model: plan.argv + ["-c"], "missing_value",
+     'error while handling argument "-c": expected value for argument'),
+    (lambda plan, model: [str(model) + ".gone" if a == str(model) else a for a in plan.argv], "model_not_found",
+     "failed to open GGUF file"),
+    (lambda plan, model: plan.argv + ["--chat-template-file", "/no/such.jinja"], "chat_template_missing",
+     'error while handling argument "--chat-template-file"'),
+])
+def test_the_real_error_texts_are_diagnosed(tmp_path, change, rule, evidence):
+    """The launcher refuses these before a start; here they reach the real server to prove the diagnosis matches
+    what it really prints."""
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    plan = launch_plan({**tiny_entry(model, extra_args=[]), "backend": "llama.cpp"},
+                       Settings(executables={"llama.cpp": require(LLAMA_SERVER)}))
+    error = _start(dataclasses.replace(plan, argv=change(plan, model)), tmp_path)
+    assert error.exit_code == 1
+    finding = next(f for f in error.diagnosis if f.rule == rule)
+    assert evidence in finding.evidence
+
+
+def test_a_taken_port_is_diagnosed(tmp_path):
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    plan = launch_plan({**tiny_entry(model, extra_args=[]), "backend": "llama.cpp"},
+                       Settings(executables={"llama.cpp": require(LLAMA_SERVER)}))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", plan.port))
+        holder.listen()
+        error = _start(dataclasses.replace(plan), tmp_path)
+    assert any(f.rule == "port_in_use" for f in error.diagnosis), error
+
+
+def test_llama_arg_environment_cannot_move_the_server(tmp_path, monkeypatch):
+    """llama-server reads LLAMA_ARG_* variables; the launcher passes none that set where it listens or what it loads."""
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    plan = launch_plan({**tiny_entry(model, extra_args=[]), "backend": "llama.cpp"},
+                       Settings(executables={"llama.cpp": require(LLAMA_SERVER)}))
+    monkeypatch.setenv("LLAMA_ARG_HOST", "0.0.0.0")
+    monkeypatch.setenv("LLAMA_ARG_PORT", str(free_port()))
+    supervisor = Supervisor(tmp_path / "logs", stop_grace=2)
+    backend = supervisor.start_ready(plan, timeout=30)
+    try:
+        assert listening(backend.pid) == {("127.0.0.1", plan.port)}
+    finally:
+        supervisor.stop(backend)
