@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from modelreg.build import Built, LayerCut, SnapshotBuilder, cut_bytes, cut_chunks
 from modelreg.errors import (
     BadInput,
     ConfigFieldInDiscovered,
@@ -20,9 +21,10 @@ from modelreg.errors import (
     UnknownModel,
 )
 from modelreg.fields import STUB_FIELDS, FieldClass, field_class
-from modelreg.merge import DiffRow, MergeResult, layer_diff, merge_layers
+from modelreg.history import CuratedHistory, HistoryItem
+from modelreg.merge import DiffRow, MergeResult, layer_diff, merge_result
 from modelreg.paths import flatten, get_path, remove_path, set_path
-from modelreg.schema import duplicate_keys, validate_layer
+from modelreg.schema import duplicate_keys
 from modelreg.settings import Settings, active_profile, load_settings
 from modelreg.store import (
     CURATED_FILE,
@@ -31,13 +33,13 @@ from modelreg.store import (
     PENDING_STUBS_FILE,
     SNAPSHOT_FILE,
     SOURCE_FILE,
-    CuratedHistory,
-    HistoryItem,
     LayerFile,
     atomic_write,
     dumps,
-    dumps_snapshot,
     file_stamp,
+    json_copy,
+    layer_chunk,
+    loads,
     nesting_depth_exceeded,
     read_layer,
     registry_lock,
@@ -55,12 +57,27 @@ UNSET: Any = _Unset()
 CONFIG_NEEDED = "metadata._config_needed"
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    """The merged snapshot as consumers read it, with its revision (sha256 of the file's bytes)."""
+    """The merged snapshot as consumers read it, with its revision (sha256 of the file's bytes); given its bytes
+    instead of its entries, it parses them when first asked."""
 
-    entries: list[dict[str, Any]]
-    revision: str
+    def __init__(self, entries: list[dict[str, Any]] | None, revision: str,
+                 data: bytes | Callable[[], bytes] | None = None, count: int | None = None):
+        self._entries = entries
+        self.revision = revision
+        self._data = data
+        self._count = count
+
+    @property
+    def count(self) -> int:
+        """How many models it holds (without parsing it)."""
+        return self._count if self._count is not None else len(self.entries)
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        if self._entries is None:
+            self._entries = loads(self._data() if callable(self._data) else self._data)
+        return self._entries
 
     @property
     def by_name(self) -> dict[str, dict[str, Any]]:
@@ -82,7 +99,6 @@ class Merged(MergeResult):
     """A merge of the current layers, plus what is needed to write a snapshot of it."""
 
     revision: str = ""
-    data: bytes = b""
     curated_revision: str = ""
     discovered_revision: str = ""
 
@@ -133,6 +149,91 @@ def _file_revision(path: Path) -> str:
         raise StorageError(path, exc, "read") from exc
 
 
+class CuratedEntries:
+    """The curated entries as an edit sees them: found by name and profile, each parsed only when asked for, so an
+    edit costs what it changes."""
+
+    def __init__(self, layer: LayerCut, keys: list[tuple[Any, Any]], discovered_names: Callable[[], set[str]]):
+        self._layer = layer
+        self._keys = keys
+        self._where: dict[tuple[Any, Any], int] = {}
+        for index, key in enumerate(keys):
+            self._where.setdefault(key, index)
+        self._discovered_names = discovered_names
+        self._opened: dict[int, dict] = {}
+        self._removed: set[int] = set()
+        self._added: list[dict] = []
+        self._replaced: list | None = None
+
+    def find(self, name: str, profile: str | None = None) -> dict | None:
+        """The entry to change in place, or None."""
+        index = self._where.get((name, profile))
+        if index is not None and index not in self._removed:
+            if index not in self._opened:
+                self._opened[index] = copy.deepcopy(self._layer.entry(index))
+            return self._opened[index]
+        return next((e for e in self._added if e.get("name") == name and e.get("profile") == profile), None)
+
+    def base_names(self) -> set[str]:
+        """Names of the base entries (those without a profile)."""
+        kept = {key[0] for index, key in enumerate(self._keys) if key[1] is None and index not in self._removed}
+        return kept | {e["name"] for e in self._added if e.get("profile") is None}
+
+    def known_names(self) -> set[str]:
+        """Every model name in either layer."""
+        return self._discovered_names() | {key[0] for key in self._keys} | {e.get("name") for e in self._added}
+
+    def add(self, entry: dict) -> dict:
+        self._added.append(entry)
+        return entry
+
+    def remove(self, entry: dict) -> None:
+        for index, opened in self._opened.items():
+            if opened is entry:
+                self._removed.add(index)
+                return
+        self._added = [e for e in self._added if e is not entry]
+
+    def remove_model(self, name: str) -> None:
+        """Remove every entry of one model (base and profiles)."""
+        self._removed |= {index for index, key in enumerate(self._keys) if key[0] == name}
+        self._added = [e for e in self._added if e.get("name") != name]
+
+    def replace(self, entries: list[dict]) -> None:
+        """Make the layer exactly these entries."""
+        self._replaced = entries
+
+    def result(self) -> LayerCut | None:
+        """The cut of the edited file (its bytes are its `raw`): unchanged entries keep their bytes; None when the
+        edit changed nothing."""
+        layer = self._layer
+        layer.raw  # every entry's bytes are needed: read the file once
+        if self._replaced is not None:
+            raw = dumps(self._replaced)
+            return None if raw == layer.raw else cut_bytes(layer.path, raw)
+        chunks: list[Any] = []
+        digests: list[bytes | None] = []
+        changed = bool(self._removed or self._added)
+        for index in range(len(layer.digests)):
+            if index in self._removed:
+                continue
+            chunk = layer.chunk(index)
+            if index in self._opened:
+                edited = layer_chunk(self._opened[index])
+                if edited != bytes(chunk):
+                    changed = True
+                    chunks.append(edited)
+                    digests.append(None)
+                    continue
+            chunks.append(chunk)
+            digests.append(layer.digests[index] if layer.spans is not None else None)
+        if not changed:
+            return None
+        chunks += [layer_chunk(entry) for entry in self._added]
+        digests += [None] * len(self._added)
+        return cut_chunks(layer.path, chunks, digests)
+
+
 class Registry:
     """A registry folder: the discovered and curated layers and the merged snapshot built from them."""
 
@@ -158,11 +259,11 @@ class Registry:
         self.snapshot_path = self.config_dir / SNAPSHOT_FILE
         self.source_path = self.config_dir / SOURCE_FILE
         self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
-        self.history = CuratedHistory(self.config_dir, self.settings.history_limit)
+        self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
         self._subscribers: list[Callable[[Snapshot], None]] = []
         self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
-        self._published: tuple[tuple[str, str], Snapshot] | None = None  # layer revisions of the last publish
         self._cache_guard = threading.Lock()
+        self._builder = SnapshotBuilder(self.config_dir, self.profile)
 
     # ---- reading -------------------------------------------------------------------------------------------
     def discovered_entries(self) -> list[dict]:
@@ -178,47 +279,36 @@ class Registry:
     def curated_revision(self) -> str:
         return self.curated_layer().revision
 
+    @without_gc
     def validate(self) -> ValidationReport:
         """Check both layers and their merge, and that no object repeats a key; warnings do not block, errors do."""
         try:
-            layers = read_layer(self.discovered_path), read_layer(self.curated_path)
+            repeated = [problem for layer in self._cuts() for problem in duplicate_keys(layer)]
+            built = self._build()
+            report = ValidationReport(warnings=[w for m in self._builder.merged_entries(built) for w in m.warnings])
+        except InvalidRegistry as exc:
+            report = ValidationReport(errors=exc.problems)
         except BadInput as exc:
             return ValidationReport(errors=[str(exc)])
-        report = self._check(*layers)[0]
-        report.errors[:0] = [problem for layer in layers for problem in duplicate_keys(layer)]
+        report.errors[:0] = repeated
         return report
 
-    def _check(self, discovered: LayerFile, curated: LayerFile) -> tuple[ValidationReport, MergeResult | None]:
-        report = ValidationReport()
-        for layer, label in ((discovered, "discovered"), (curated, "curated")):
-            report.errors += validate_layer(layer, label)
-        if report.errors:
-            return report, None
-        models = {e["name"] for e in discovered.entries} | {e["name"] for e in curated.entries
-                                                             if e.get("profile") is None}
-        for entry in curated.entries:
-            if entry.get("profile") is not None and entry["name"] not in models:
-                report.errors.append(f"{curated.path}: profile entry {entry['name']!r} (profile "
-                                     f"{entry['profile']!r}) has no base model; add the model or remove the entry")
-        if report.errors:
-            return report, None
-        result = merge_layers(discovered.entries, curated.entries, self.profile)
-        report.warnings += result.warnings
-        return report, result
+    def _cuts(self) -> tuple[LayerCut, LayerCut]:
+        return (self._builder.cut(self.discovered_path, "discovered"),
+                self._builder.cut(self.curated_path, "curated"))
 
-    def merged(self) -> Merged:
-        """Merge the current layers (raises InvalidRegistry, writes nothing)."""
-        return self._merge(read_layer(self.discovered_path), read_layer(self.curated_path))
+    def _build(self, full: bool = False) -> Built:
+        """Validate and merge the layers as they are now (raises InvalidRegistry, writes nothing)."""
+        return self._builder.build(*self._cuts(), full=full)
 
     @without_gc
-    def _merge(self, discovered: LayerFile, curated: LayerFile) -> Merged:
-        report, result = self._check(discovered, curated)
-        if result is None:
-            raise InvalidRegistry(report.errors)
-        data = dumps_snapshot(result.entries)
-        return Merged(result.entries, result.sources, result.overridden, report.warnings,
-                      revision=revision_of(data), data=data, curated_revision=curated.revision,
-                      discovered_revision=discovered.revision)
+    def merged(self) -> Merged:
+        """Merge the current layers (raises InvalidRegistry, writes nothing)."""
+        built = self._build()
+        result = merge_result(dict(zip(built.names, self._builder.merged_entries(built))))
+        return Merged(result.entries, result.sources, result.overridden, result.warnings,
+                      revision=built.revision, curated_revision=built.curated.revision,
+                      discovered_revision=built.discovered.revision)
 
     def snapshot(self) -> Snapshot:
         """The merged snapshot on disk (built first if it does not exist yet)."""
@@ -286,33 +376,28 @@ class Registry:
         return layer_diff(self.discovered_entries(), self.curated_entries(), merged, self.profile, [name])
 
     # ---- the snapshot's one write path ---------------------------------------------------------------------
-    def rebuild(self) -> Snapshot:
-        """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid."""
-        with registry_lock(self.config_dir):
-            discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
-            published = self._published
-            if published and published[0] == (discovered.revision, curated.revision) \
-                    and self.snapshot_path.exists() and self.snapshot().revision == published[1].revision:
-                snap = published[1]  # nothing changed since this object last merged: skip the merge
-            else:
-                return self._publish(self._merge(discovered, curated))
-        for callback in list(self._subscribers):
-            callback(snap)
-        return snap
+    @without_gc
+    def rebuild(self, full: bool = False) -> Snapshot:
+        """Write the merged snapshot; refuses (InvalidRegistry) and keeps the last good one if a layer is invalid.
 
-    def _publish(self, merged: Merged) -> Snapshot:
-        """Write a merge as the snapshot, then the record of what it was built from (caller holds the lock), and
+        Only models whose entries changed since the last build are validated and merged again; `full` does every
+        model again (the bytes are the same either way).
+        """
+        with registry_lock(self.config_dir):
+            return self._publish(self._build(full))
+
+    def _publish(self, built: Built) -> Snapshot:
+        """Write a build as the snapshot, then the record of what it was built from (caller holds the lock), and
         tell the subscribers."""
-        current = self.snapshot_path.read_bytes() if self.snapshot_path.exists() else None
-        if current != merged.data:
-            atomic_write(self.snapshot_path, merged.data)
-        source = {"snapshot": merged.revision, "profile": self.profile,
-                  "discovered": merged.discovered_revision, "curated": merged.curated_revision,
+        self._builder.publish(built)
+        source = {"snapshot": built.revision, "profile": self.profile,
+                  "discovered": built.discovered.revision, "curated": built.curated.revision,
                   "stamps": {"discovered": file_stamp(self.discovered_path), "curated": file_stamp(self.curated_path)}}
         if self._read_source() != source:
             atomic_write(self.source_path, dumps(source))
-        snap = Snapshot(merged.entries, merged.revision)
-        self._published = ((merged.discovered_revision, merged.curated_revision), snap)
+        models = built.models
+        entries = [m.merged.entry for m in models] if all(m.merged is not None for m in models) else None
+        snap = Snapshot(entries, built.revision, lambda: built.data, len(built.names))
         with self._cache_guard:
             self._snapshot_cache = (file_stamp(self.snapshot_path), snap)
         for callback in list(self._subscribers):
@@ -338,8 +423,13 @@ class Registry:
         for path, value in changes.items():
             check_editable(path, value)
 
-        def edit(entries: list[dict]) -> None:
-            target = self._curated_target(entries, name, profile)
+        def edit(entries: CuratedEntries) -> None:
+            target = entries.find(name, profile)
+            if target is None:
+                known = entries.known_names()
+                if name not in known:
+                    raise UnknownModel(name, difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5))
+                target = entries.add({"name": name, **({"profile": profile} if profile else {})})
             for path, value in changes.items():
                 if value is UNSET:
                     remove_path(target, path)
@@ -372,8 +462,8 @@ class Registry:
                 raise FactFieldRefused(f"stub {name!r}: {', '.join(facts)} are facts; stubs hold configuration")
         created: list[str] = []
 
-        def edit(entries: list[dict]) -> None:
-            existing = {e["name"] for e in entries if e.get("profile") is None}
+        def edit(entries: CuratedEntries) -> None:
+            existing = entries.base_names()
             for name, suggestions in stubs.items():
                 if name in existing:
                     continue
@@ -383,7 +473,7 @@ class Registry:
                 for path, value in suggestions.items():
                     set_path(entry, path, value)
                 set_path(entry, CONFIG_NEEDED, True)
-                entries.append(entry)
+                entries.add(entry)
                 created.append(name)
 
         self._write_curated(edit, None, f"stub {', '.join(stubs)}")
@@ -434,48 +524,43 @@ class Registry:
             raise BadInput(f"history item {item_id} does not hold a curated file (a JSON list of entries); "
                            "choose another one (`modelreg history`)")
 
-        def edit(entries: list[dict]) -> None:
-            entries[:] = restored
+        def edit(entries: CuratedEntries) -> None:
+            entries.replace(restored)
 
         return self._write_curated(edit, None, f"restore {item_id}")
 
     def remove_curated(self, name: str) -> Snapshot:
         """Remove every curated entry of one model (base and profiles); the version replaced is kept in history."""
-        def edit(entries: list[dict]) -> None:
-            entries[:] = [e for e in entries if e.get("name") != name]
+        def edit(entries: CuratedEntries) -> None:
+            entries.remove_model(name)
 
         return self._write_curated(edit, None, f"{name}: remove curated entries")
 
-    def _curated_target(self, entries: list[dict], name: str, profile: str | None) -> dict:
-        for entry in entries:
-            if entry.get("name") == name and entry.get("profile") == profile:
-                return entry
-        known = self.known_names()
-        if name not in known:
-            raise UnknownModel(name, difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5))
-        entry = {"name": name, **({"profile": profile} if profile else {})}
-        entries.append(entry)
-        return entry
-
-    def _write_curated(self, edit: Callable[[list[dict]], None], base_revision: str | None, reason: str) -> Snapshot:
+    @without_gc
+    def _write_curated(self, edit: Callable[[CuratedEntries], None], base_revision: str | None,
+                       reason: str) -> Snapshot:
         with registry_lock(self.config_dir):
-            layer = read_layer(self.curated_path)  # a corrupt file raises here and is never overwritten
+            builder = self._builder
+            layer = builder.cut(self.curated_path, "curated")
             if base_revision is not None and base_revision != layer.revision:
                 raise ConflictError(base_revision, layer.revision)
-            if layer.raw is not None and layer.raw != dumps(layer.entries):  # edited by hand: would a rewrite drop
-                repeated = duplicate_keys(layer)                               # a value JSON readers never saw?
+            if layer.raw is not None and layer.spans is None:  # laid out by hand: would a rewrite drop a value
+                repeated = duplicate_keys(layer)                # JSON readers never saw?
                 if repeated:
                     raise InvalidRegistry(repeated)
-            entries = copy.deepcopy(layer.entries)
+            entries = CuratedEntries(layer, builder.entry_keys(layer),  # a corrupt file raises here, unwritten
+                                     lambda: {k[0] for k in builder.entry_keys(
+                                         builder.cut(self.discovered_path, "discovered"))})
             edit(entries)
-            if entries == layer.entries:
-                return self.rebuild()
-            data = dumps(entries)
-            merged = self._merge(read_layer(self.discovered_path), LayerFile(self.curated_path, entries, data))
-            if layer.raw is not None:
-                self.history.keep(layer.raw, reason)
-            atomic_write(self.curated_path, data)
-            return self._publish(merged)
+            written = entries.result()
+            if written is None:
+                return self._publish(self._build())
+            built = builder.build(builder.cut(self.discovered_path, "discovered"), written)
+            if layer.exists:
+                self.history.keep(layer.raw, reason, layer.spans,  # type: ignore[arg-type]
+                                  layer.digests if layer.spans is not None else None, layer.revision)
+            builder.write("curated", written)
+            return self._publish(built)
 
     # ---- migration of a legacy (config-in-discovered) registry ---------------------------------------------
     def migrate(self, dry_run: bool = False) -> Migration:
@@ -486,10 +571,8 @@ class Registry:
         touches discovered), and both files must change under one lock, after backups of both.
         """
         with registry_lock(self.config_dir):
+            self._build()  # raises InvalidRegistry
             discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
-            report, _ = self._check(discovered, curated)
-            if report.errors:
-                raise InvalidRegistry(report.errors)
             new_discovered = copy.deepcopy(discovered.entries)
             new_curated = copy.deepcopy(curated.entries)
             base = {e["name"]: e for e in new_curated if e.get("profile") is None}
@@ -553,6 +636,7 @@ class DiscoveredWriter:
             return result
         self._write(update, entries, rebuild)
 
+
     def replace(self, entries: list[dict], rebuild: bool = True) -> None:
         """Make the layer exactly these entries (legacy configuration of same-named entries is kept)."""
         self._write(lambda current: self._merge_in(current, entries, keep_others=False), entries, rebuild)
@@ -579,7 +663,7 @@ class DiscoveredWriter:
         by_name = {e.get("name"): e for e in current}
         incoming = {}
         for entry in entries:
-            stored = copy.deepcopy(entry)
+            stored = json_copy(entry)
             old = by_name.get(entry["name"])
             if old is not None:  # legacy configuration is never dropped by a machine write
                 for path in config_paths(old):
@@ -588,18 +672,18 @@ class DiscoveredWriter:
         kept = [e for e in current if e.get("name") not in incoming] if keep_others else []
         return sorted(kept + list(incoming.values()), key=lambda e: str(e.get("name")))
 
+    @without_gc
     def _write(self, update: Callable[[list[dict]], list[dict]], entries: list[dict], rebuild: bool) -> None:
         self.check(entries)
         registry = self.registry
+        builder = registry._builder
         with registry_lock(registry.config_dir):
             layer = read_layer(registry.discovered_path)
-            result = update(copy.deepcopy(layer.entries))
-            written = LayerFile(registry.discovered_path, result, dumps(result))
-            errors = validate_layer(written, "discovered")
+            written = cut_bytes(registry.discovered_path, dumps(update(layer.entries)))
+            errors = builder.problems(written, "discovered")
             if errors:
                 raise InvalidRegistry(errors)
             if written.raw != layer.raw:
-                atomic_write(registry.discovered_path, written.raw)
+                builder.write("discovered", written)
             if rebuild:  # a broken curated file fails the rebuild, not the scan that was just written
-                registry._publish(registry._merge(written, read_layer(registry.curated_path)))
-
+                registry._publish(builder.build(written, builder.cut(registry.curated_path, "curated")))

@@ -2,9 +2,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
 from modelreg.store import LayerFile, entry_lines, layer_elements
@@ -26,24 +38,25 @@ class BackendConfig(BaseModel):
 
 
 class Entry(BaseModel):
-    """One model entry; unknown keys are allowed and kept verbatim (the raw dict is what is stored)."""
+    """One model entry; unknown keys are allowed and kept verbatim (the raw dict is what is stored, so the check
+    leaves them out, and checks only that free-form objects are objects)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     name: StrictStr = Field(min_length=1)
     profile: StrictStr | None = Field(None, min_length=1)
     display_name: StrictStr | None = None
     backend: StrictStr | None = None
     backend_config: BackendConfig | None = None
-    capabilities: dict[str, Any] | None = None
-    generation_defaults: dict[str, Any] | None = None
+    capabilities: InstanceOf[dict] | None = None
+    generation_defaults: InstanceOf[dict] | None = None
     roles: list[StrictStr] | None = None
-    role_priority: dict[str, Any] | None = None
+    role_priority: InstanceOf[dict] | None = None
     model_aliases: list[StrictStr] | None = None
     served_model_id: StrictStr | None = None
     deprecated: StrictBool | None = None
     chat_template: dict[str, Any] | StrictStr | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: InstanceOf[dict] | None = None
 
     @field_validator("backend")
     @classmethod
@@ -88,34 +101,62 @@ def duplicate_keys(layer: LayerFile) -> list[str]:
     return problems
 
 
-def validate_layer(layer: LayerFile, label: str) -> list[str]:
-    """Schema-check every entry of one layer and find duplicate names (per profile); returns the errors."""
+@dataclass(frozen=True)
+class EntryCheck:
+    """One entry checked against the schema: how messages name it, its identity when valid, its problems."""
+
+    who: str
+    key: tuple[str, str | None] | None  # (name, profile) when the entry is valid
+    problems: tuple[str, ...]
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the check holds for these bytes wherever they sit (an entry without a name is named by its
+        position in the file)."""
+        return not self.who.startswith("entry #")
+
+
+def check_entry(raw: Any, index: int) -> EntryCheck:
+    """Schema-check one entry (the `index`th of its file)."""
+    if not isinstance(raw, dict):
+        return EntryCheck(f"entry #{index + 1}", None, (f"entry #{index + 1} is {type(raw).__name__}, not an object",))
+    name = raw.get("name")
+    who = f"entry {name!r}" if isinstance(name, str) and name else f"entry #{index + 1}"
+    if "profile" in raw:
+        who += f" (profile {raw['profile']!r})"
+    try:
+        Entry.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "entry"
+            hint = _WHAT_TO_DO.get(path, "fix the value")
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{who}: field {path!r}: {message}; {hint}")
+        return EntryCheck(who, None, tuple(problems))
+    return EntryCheck(who, (name, raw.get("profile")), ())
+
+
+def layer_problems(path: Path, label: str, checks: Sequence[EntryCheck], starts: Callable[[], list[int]]) -> list[str]:
+    """A layer's problems as `file:line: message`: each entry's own, and a name used twice (per profile).
+    `starts()` gives the line each entry starts on (asked only when there is a problem)."""
     problems: list[tuple[int, str]] = []
     seen: dict[tuple[str, str | None], int] = {}
-    for index, raw in enumerate(layer.entries):
-        if not isinstance(raw, dict):
-            problems.append((index, f"entry #{index + 1} is {type(raw).__name__}, not an object"))
-            continue
-        name = raw.get("name")
-        who = f"entry {name!r}" if isinstance(name, str) and name else f"entry #{index + 1}"
-        if "profile" in raw:
-            who += f" (profile {raw['profile']!r})"
-        try:
-            Entry.model_validate(raw)
-        except ValidationError as exc:
-            for err in exc.errors():
-                path = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "entry"
-                hint = _WHAT_TO_DO.get(path, "fix the value")
-                message = err["msg"].removeprefix("Value error, ")
-                problems.append((index, f"{who}: field {path!r}: {message}; {hint}"))
-            continue
-        key = (name, raw.get("profile"))
-        if key in seen:
-            problems.append((index, f"{who}: duplicate name in the {label} layer (also entry #{seen[key] + 1}); "
-                                    "rename or remove one"))
+    for index, check in enumerate(checks):
+        if check.problems:
+            problems += [(index, message) for message in check.problems]
+        elif check.key in seen:
+            problems.append((index, f"{check.who}: duplicate name in the {label} layer (also entry "
+                                    f"#{seen[check.key] + 1}); rename or remove one"))
         else:
-            seen[key] = index
+            seen[check.key] = index  # type: ignore[index]
     if not problems:
         return []
-    starts = entry_lines(layer.raw.decode("utf-8")) if layer.raw else []
-    return [f"{layer.path}:{starts[index] if index < len(starts) else 1}: {message}" for index, message in problems]
+    lines = starts()
+    return [f"{path}:{lines[index] if index < len(lines) else 1}: {message}" for index, message in problems]
+
+
+def validate_layer(layer: LayerFile, label: str) -> list[str]:
+    """Schema-check every entry of one layer and find duplicate names (per profile); returns the errors."""
+    return layer_problems(layer.path, label, [check_entry(e, i) for i, e in enumerate(layer.entries)],
+                          lambda: entry_lines(layer.raw.decode("utf-8")) if layer.raw else [])

@@ -116,6 +116,9 @@ class Settings(BaseModel):
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
     history_limit: int = Field(
         50, ge=1, description="How many earlier versions of the curated file `configs/.history/` keeps.")
+    history_max_bytes: int = Field(
+        256 * 1024 * 1024, gt=0,
+        description="Most bytes `configs/.history/` may take on disk (oldest versions go first; the newest stays).")
     hosts: dict[str, Host] = Field(
         default_factory=dict,
         description="GPU hosts by name, each `{\"url\", \"profile\", \"api_key_env\", \"admin_token_env\"}` "

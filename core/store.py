@@ -1,14 +1,15 @@
 """Atomic, locked reads and writes of the registry's JSON files, and the curated history."""
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import hashlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
@@ -42,12 +43,61 @@ def dumps(data: Any) -> bytes:
         raise BadInput(f"{exc}; write a number or null") from None
 
 
-def dumps_snapshot(data: Any) -> bytes:
-    """The merged snapshot: sorted keys, so its bytes do not depend on which layer a value lives in."""
+def layer_chunk(entry: Any) -> bytes:
+    """One entry as `dumps` writes it inside the list (indented one level, no separator)."""
+    return dumps([entry])[2:-3]
+
+
+def snapshot_chunk(entry: Any) -> bytes:
+    """One merged entry as the snapshot holds it: sorted keys, so its bytes do not depend on which layer a value
+    lives in."""
     try:
-        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        return orjson.dumps([entry], option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)[2:-2]
     except TypeError:  # integers beyond 64 bits: orjson refuses them, the standard library does not
-        return (json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        return json.dumps([entry], indent=2, ensure_ascii=False, sort_keys=True)[2:-2].encode("utf-8")
+
+
+def list_bytes(chunks: list[Any]) -> bytes:
+    """A file of entries from their chunks (bytes-like), laid out as `dumps` lays out a list (one copy of the bytes:
+    they can be a hundred megabytes)."""
+    if not chunks:
+        return b"[]\n"
+    parts = list(chunks)
+    parts[0] = b"[\n" + bytes(parts[0])
+    parts[-1] = bytes(parts[-1]) + b"\n]\n"
+    return b",\n".join(parts)
+
+
+def dumps_snapshot(entries: list[Any]) -> bytes:
+    """The merged snapshot: entries in the given order, each as snapshot_chunk writes it."""
+    return list_bytes([snapshot_chunk(e) for e in entries])
+
+
+_ENTRY_BREAK = b"\n  },\n  {"  # between two entries of a list laid out as `dumps` lays it out
+
+
+def entry_spans(raw: bytes) -> list[tuple[int, int]] | None:
+    """Where each entry of a layer file starts and ends, if the file is laid out as `dumps` lays out a list of
+    objects (each from a line `  {` to a line `  }`); None otherwise. Strings hold no raw newline, so these lines are
+    never inside a value; whoever uses the spans still parses each one as an object, which proves the cut."""
+    if raw.rstrip() == b"[]":
+        return []
+    end = raw.rfind(b"\n  }\n]")
+    if not raw.startswith(b"[\n  {") or end < 0 or raw[end + 6:].strip():
+        return None
+    spans, start = [], 2
+    while True:
+        cut = raw.find(_ENTRY_BREAK, start, end + 1)
+        if cut < 0:
+            spans.append((start, end + 4))
+            return spans
+        spans.append((start, cut + 4))
+        start = cut + 6
+
+
+def chunk_digest(chunk: Any) -> bytes:
+    """What identifies an entry's bytes in caches and history (128 bits of sha256)."""
+    return hashlib.sha256(chunk).digest()[:16]
 
 
 def file_stamp(path: Path) -> tuple[int, int, int] | None:
@@ -89,8 +139,13 @@ def read_layer(path: Path, check_nesting: bool = True) -> LayerFile:
         return LayerFile(path, [], None)
     except OSError as exc:
         raise StorageError(path, exc, "read") from exc
+    return parse_layer(path, raw, check_nesting)
+
+
+def parse_layer(path: Path, raw: bytes, check_nesting: bool = True) -> LayerFile:
+    """A layer file's bytes as read_layer reads them."""
     try:
-        data = _loads(raw)
+        data = loads(raw)
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); fix or restore the file") from exc
     except json.JSONDecodeError as exc:
@@ -101,14 +156,19 @@ def read_layer(path: Path, check_nesting: bool = True) -> LayerFile:
         raise BadInput(f"{path}:1:1: expected a JSON list of model entries, found {type(data).__name__}")
     if check_nesting:
         for index, entry in enumerate(data):
-            deep = nesting_depth_exceeded(entry) if type(entry) is dict or type(entry) is list else None
-            if deep is not None:
-                name = entry.get("name") if isinstance(entry, dict) else None
-                who = f"entry {name!r}" if isinstance(name, str) else f"entry #{index + 1}"
-                line = entry_lines(raw.decode("utf-8"))[index]
-                raise BadInput(f"{path}:{line}: {who}: field {deep!r}: objects or lists nest deeper than {MAX_DEPTH} "
-                               "levels; flatten it (nothing was written)")
+            refuse_deep_entry(path, index, entry, lambda: entry_lines(raw.decode("utf-8")))
     return LayerFile(path, data, raw)
+
+
+def refuse_deep_entry(path: Path, index: int, entry: Any, starts: Callable[[], list[int]]) -> None:
+    """BadInput naming file, line and field when the `index`th entry nests deeper than MAX_DEPTH (which would
+    overflow the stack of whatever walks it next). `starts()`: the line each entry starts on."""
+    deep = nesting_depth_exceeded(entry) if type(entry) is dict or type(entry) is list else None
+    if deep is not None:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        who = f"entry {name!r}" if isinstance(name, str) else f"entry #{index + 1}"
+        raise BadInput(f"{path}:{starts()[index]}: {who}: field {deep!r}: objects or lists nest deeper than "
+                       f"{MAX_DEPTH} levels; flatten it (nothing was written)")
 
 
 def layer_elements(text: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, Any]]:
@@ -153,17 +213,25 @@ def _refuse_constant(name: str) -> Any:
 
 
 @without_gc
-def _loads(raw: bytes) -> Any:
-    """orjson; where it refuses, the standard library's verdict: its message, or the value (integers beyond 64
-    bits). NaN and Infinity, which the standard library would accept, are refused: they are not JSON."""
+def loads(raw: Any) -> Any:
+    """Parse JSON bytes: orjson; where it refuses, the standard library's verdict: its message, or the value (integers
+    beyond 64 bits). NaN and Infinity, which the standard library would accept, are refused: they are not JSON."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as fast:
         try:
-            return json.loads(raw, parse_constant=_refuse_constant)
+            return json.loads(bytes(raw), parse_constant=_refuse_constant)
         except (_NotJSON, RecursionError) as exc:
             why = f"nested deeper than {MAX_DEPTH} levels" if isinstance(exc, RecursionError) else str(exc)
             raise json.JSONDecodeError(why, fast.doc, fast.pos) from None
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data: through orjson, several times faster than copy.deepcopy."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:  # integers beyond 64 bits
+        return copy.deepcopy(value)
 
 
 def nesting_depth_exceeded(value: Any, limit: int = MAX_DEPTH) -> str | None:
@@ -199,11 +267,13 @@ def _mode_for(path: Path) -> int:
         return _NEW_FILE_MODE
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | list[Any], sync: bool = True, mtime_ns: int | None = None) -> None:
     """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half.
 
     A symlink is written through (its target is replaced, the link stays). An OS refusal (read-only or full disk,
-    permissions, file-size limit) raises StorageError with the old file untouched."""
+    permissions, file-size limit) raises StorageError with the old file untouched. `sync=False` leaves out the
+    fsyncs, for a cache that is rebuilt when lost: after a crash it may be lost or damaged (whoever reads it checks).
+    `data` may be a list of bytes-like pieces; `mtime_ns`: the modification time the file gets."""
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     tmp = None
@@ -212,16 +282,20 @@ def atomic_write(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; keep the file's mode, else the umask's default
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.writelines(data if isinstance(data, list) else [data])
             handle.flush()
-            os.fsync(handle.fileno())
+            if mtime_ns is not None:
+                os.utime(handle.fileno(), ns=(time.time_ns(), mtime_ns))
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
         tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if sync:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     except OSError as exc:
         raise StorageError(path, exc, "write") from exc
     finally:
@@ -272,60 +346,3 @@ def registry_lock(config_dir: Path) -> "FileLock":
         _locks[key] = _lock_class()(str(key[1]), timeout=60)
     return _locks[key]
 
-
-@dataclass(frozen=True)
-class HistoryItem:
-    id: str
-    saved_at: str
-    reason: str
-    revision: str
-
-
-class CuratedHistory:
-    """Earlier versions of the curated file under `<config-dir>/.history/`, newest `limit` kept."""
-
-    def __init__(self, config_dir: Path, limit: int = 50):
-        self.folder = Path(config_dir) / HISTORY_DIR
-        self.limit = limit
-
-    def keep(self, raw: bytes, reason: str) -> HistoryItem:
-        now = datetime.now(timezone.utc)
-        revision = revision_of(raw)
-        item = HistoryItem(f"{now:%Y%m%dT%H%M%S%f}-{revision[:8]}", now.isoformat(timespec="seconds"), reason, revision)
-        record = {**item.__dict__, "text": raw.decode("utf-8")}
-        atomic_write(self.folder / f"{item.id}.json", dumps(record))
-        for old in self._files()[self.limit:]:
-            old.unlink(missing_ok=True)
-        return item
-
-    def _files(self) -> list[Path]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(self.folder.glob("*.json"), reverse=True)
-
-    def items(self) -> list[HistoryItem]:
-        out = []
-        for path in self._files():
-            record = self._record(path)
-            out.append(HistoryItem(record["id"], record["saved_at"], record["reason"], record["revision"]))
-        return out
-
-    @staticmethod
-    def _record(path: Path) -> dict[str, Any]:
-        try:
-            record = json.loads(path.read_bytes())
-            if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in
-                                                ("id", "saved_at", "reason", "revision", "text")):
-                return record
-        except OSError as exc:
-            raise StorageError(path, exc, "read") from exc
-        except ValueError:
-            pass
-        raise BadInput(f"{path}: not a curated history record (edited or damaged by hand?); move it out of the way")
-
-    def raw(self, item_id: str) -> bytes:
-        path = self.folder / f"{item_id}.json"
-        if not path.is_file() or path.parent != self.folder:
-            known = ", ".join(i.id for i in self.items()[:5]) or "none"
-            raise BadInput(f"no history item {item_id!r} (newest: {known}); see `modelreg history`")
-        return self._record(path)["text"].encode("utf-8")

@@ -93,8 +93,11 @@ def test_a_downloaded_config_with_markup_in_quant_method_scans_and_lists(tmp_pat
 def test_nan_and_infinity_are_refused(folder, capsys, value):
     """The audit: `set m0 generation_defaults.temperature NaN` wrote a non-JSON NaN into curated."""
     before = files_of(folder)
-    assert "is not a JSON number" in refused(capsys, "--config-dir", folder, "set", "m0",
-                                             "generation_defaults.temperature", "--", value)
+    assert "is not a JSON number" in refused(capsys, "--config-dir", folder, "set", "m0", "metadata.tuning", "--",
+                                             value)
+    if not value.startswith("{"):  # a typed number field says so in its own words
+        assert "not a finite number" in refused(capsys, "--config-dir", folder, "set", "m0",
+                                                "generation_defaults.temperature", "--", value)
     assert "finite" in refused(capsys, "--config-dir", folder, "set", "m0", "backend_config.ready_timeout", "inf")
     assert files_of(folder) == before
 
@@ -227,8 +230,12 @@ def test_an_admin_token_others_can_read_is_made_private_with_a_warning(tmp_path,
 def test_a_damaged_history_record_is_named_not_a_traceback(folder, capsys):
     assert cli(capsys, "--config-dir", folder, "set", "m0", "roles", "chat")[0] == 0
     record = next((folder / ".history").glob("*.json"))
+    header = json.loads(record.read_bytes().split(b"\n")[0])
     item = record.stem
-    record.write_text(json.dumps({**json.loads(record.read_text()), "text": '{"not": "a list"}'}))
+    record.write_text(json.dumps({k: header[k] for k in ("id", "saved_at", "reason", "revision")}
+                                 | {"text": '{"not": "a list"}'}))  # a version the old format kept whole
     assert "does not hold a curated file" in refused(capsys, "--config-dir", folder, "restore", item)
+    assert cli(capsys, "--config-dir", folder, "set", "m0", "roles", "embed")[0] == 0  # a damaged record blocks no edit
     record.write_text("{damaged")
+    assert cli(capsys, "--config-dir", folder, "set", "m0", "roles", "chat")[0] == 0
     assert f"{record}: not a curated history record" in refused(capsys, "--config-dir", folder, "history")

@@ -6,6 +6,7 @@ from pathlib import Path
 import gguf
 import pytest
 
+from modelreg.discovery import gguf_reader
 from modelreg.discovery.facts import ScanError
 from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
 from modelreg.discovery.gguf_reader import ARRAY_KEEP_LIMIT, GGUFError, read_gguf_header
@@ -34,6 +35,27 @@ def test_header_matches_the_gguf_library_but_skips_the_vocabulary(tmp_path):
         (t.name, tuple(int(d) for d in t.shape), int(t.tensor_type)) for t in library.tensors]
     assert ours.array_lengths["tokenizer.ggml.tokens"] == 3000
     assert ours.arch_value("attention.head_count_kv") == 4
+
+
+def test_a_vocabulary_seen_before_is_stepped_over_whole(tmp_path, monkeypatch):
+    shape = dict(context=4096, layers=2, heads=4, kv_heads=4, hidden=64, vocab=3000)
+    first = mf.write_gguf(tmp_path / "a.gguf", "llama", **shape)
+    again = mf.write_gguf(tmp_path / "b.gguf", "llama", file_type=gguf.LlamaFileType.MOSTLY_Q8_0, **shape)
+    other = tmp_path / "c.gguf"  # the same count and first strings, then other ones
+    writer = gguf.GGUFWriter(other, "llama")
+    writer.add_token_list([f"t{i}".encode() if i < 100 else f"x{i}".encode() for i in range(3000)])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    expected = {p: read_gguf_header(p) for p in (first, again, other)}  # each read string by string
+    monkeypatch.setattr(gguf_reader, "STEPPED_OVER", {})
+    read_gguf_header(first)
+    stepped = []
+    monkeypatch.setattr(gguf_reader, "repeat", lambda value, count: stepped.append(count) or [value] * count)
+    for path, header in expected.items():
+        assert read_gguf_header(path) == header
+    assert stepped == [3000]  # only the file whose tokens differ was read string by string (its merges are absent)
 
 
 def test_the_lead_s_tiny_llama_reads_the_same(tmp_path):

@@ -185,6 +185,6 @@ def test_a_snapshot_folder_given_directly_knows_its_repo(tmp_path):
 def test_unchanged_folders_are_not_read_again(built, monkeypatch):
     first = discover([built["meta-llama/Llama-3.1-8B-Instruct"].path.parent])
     known = Known(m.entry | {"name": m.key} for m in first.models)
-    monkeypatch.setattr(hf, "parse_local_safetensors_file_metadata", lambda path: pytest.fail(f"read {path}"))
+    monkeypatch.setattr(hf, "read_safetensors_header", lambda path: pytest.fail(f"read {path}"))
     again = discover([built["meta-llama/Llama-3.1-8B-Instruct"].path.parent], known)
     assert [m.entry for m in again.models] == [m.entry for m in first.models]

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from modelreg.cli.main import main
 from modelreg.discovery.scan import scan
+from modelreg.history import CuratedHistory
 from modelreg.paths import flatten
 from modelreg.registry import Registry, config_paths
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE, PENDING_STUBS_FILE, SNAPSHOT_FILE
@@ -53,9 +54,13 @@ def temp_files(folder: Path) -> list[str]:
 
 
 def assert_files_parse(folder: Path) -> None:
-    for path in [*(folder / name for name in LAYER_FILES), *(folder / ".history").glob("*.json")]:
+    """Every layer file parses, and every kept curated version reads back as a JSON list."""
+    for path in (folder / name for name in LAYER_FILES):
         if path.exists():
             json.loads(path.read_bytes())
+    history = CuratedHistory(folder)
+    for item in history.items():
+        assert isinstance(json.loads(history.raw(item.id)), list), item
 
 
 def assert_every_model_stubbed(registry: Registry) -> None:

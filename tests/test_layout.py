@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"modelreg": ROOT / "core", "modelreg.gui": ROOT / "gui"}
 
 # Lowest first. A module may import its own room, and rooms of a lower rank; never a sibling of its rank or anything
-# above. The engine (the first four ranks) therefore imports nothing from discovery, download, launch, proxy, views,
+# above. The engine (the first five ranks) therefore imports nothing from discovery, download, launch, proxy, views,
 # cli or gui.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("modelreg.errors", "modelreg.paths", "modelreg.jobs"),
     ("modelreg.fields", "modelreg.values", "modelreg.store"),
-    ("modelreg.settings", "modelreg.schema", "modelreg.merge"),
+    ("modelreg.settings", "modelreg.schema", "modelreg.merge", "modelreg.history"),
+    ("modelreg.build",),
     ("modelreg.registry", "modelreg.watch"),
     ("modelreg",),  # the package itself: the public API
     ("modelreg.launch",),

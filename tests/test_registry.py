@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modelreg import build
 from modelreg.errors import (
     BadInput,
     ConfigFieldInDiscovered,
@@ -272,17 +273,18 @@ def test_no_operation_sequence_puts_config_in_discovered_or_loses_curated(tmp_pa
                     assert flatten(merged.by_name[entry["name"]])[path] == value
 
 
-def test_rebuild_merges_only_when_a_layer_changed(reg, monkeypatch):
+def test_rebuild_merges_only_the_models_whose_entries_changed(reg, monkeypatch):
     reg.rebuild()
-    merges = []
-    original = Registry._merge
-    monkeypatch.setattr(Registry, "_merge", lambda self, d, c: merges.append(self) or original(self, d, c))
+    merged = []
+    original = build.merge_entry
+    monkeypatch.setattr(build, "merge_entry", lambda name, layers: merged.append(name) or original(name, layers))
     assert reg.rebuild().revision == reg.snapshot().revision
-    assert merges == []
-    other = Registry(reg.config_dir)
-    other.set_value("alpha", "backend", "vllm")  # another writer (another process, in real life)
+    assert merged == []
+    other = Registry(reg.config_dir)  # another writer (another process, in real life): it reads the index
+    other.set_value("alpha", "backend", "vllm")
+    assert merged == ["alpha"]
     assert reg.rebuild().by_name["alpha"]["backend"] == "vllm"
-    assert merges == [other, reg]
+    assert merged == ["alpha", "alpha"]
     reg.snapshot_path.unlink()
     reg.rebuild()
-    assert reg.snapshot_path.exists() and len(merges) == 3
+    assert reg.snapshot_path.exists() and merged == ["alpha", "alpha"]

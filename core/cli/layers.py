@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> None:
-    snap = registry_from_args(args).rebuild()
-    say(f"{len(snap.entries)} models, revision {snap.revision}")
+    snap = registry_from_args(args).rebuild(full=args.full)
+    say(f"{snap.count} models, revision {snap.revision}")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -167,7 +167,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     name = (("name",), {"help": "model name"})
     for_profile = (("--for-profile",), {"metavar": "PROFILE", "default": None,
                                         "help": "edit this profile's curated entry instead of the base entry"})
-    command("rebuild", cmd_rebuild, "write the merged snapshot from the layers")
+    command("rebuild", cmd_rebuild, "write the merged snapshot from the layers (only the models that changed are "
+                                    "merged again)",
+            (("--full",), {"action": "store_true", "help": "validate and merge every model again (same result)"}))
     command("list", cmd_list, "list the merged models", as_json)
     command("show", cmd_show, "show one merged model", name, as_json,
             (("--provenance",), {"action": "store_true", "help": "say which layer every field came from"}))

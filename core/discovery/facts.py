@@ -1,7 +1,6 @@
 """What every reader returns: a found model (identity, raw name, entry body) or a problem with one path."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 from dataclasses import dataclass
@@ -9,6 +8,7 @@ from typing import Any, Iterable
 
 from modelreg.paths import remove_path
 from modelreg.registry import config_paths
+from modelreg.store import json_copy
 
 # Part of every fingerprint: raise it when readers record new facts, so earlier scans are read again.
 SCAN_VERSION = 1
@@ -65,7 +65,7 @@ class Known:
 def facts_only(entry: dict[str, Any], *drop: str) -> dict[str, Any]:
     """A copy of a discovered entry without `missing`, the `drop` keys, and legacy configuration (which the
     discovered writer keeps by itself)."""
-    facts = copy.deepcopy({k: v for k, v in entry.items() if k not in ("missing", *drop)})
+    facts = json_copy({k: v for k, v in entry.items() if k not in ("missing", *drop)})
     for path in config_paths(facts, include_empty=True):
         remove_path(facts, path)
     return facts

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import struct
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
 
-from huggingface_hub import parse_local_safetensors_file_metadata, scan_cache_dir
-from huggingface_hub.errors import SafetensorsParsingError
+import orjson
+from huggingface_hub import constants, scan_cache_dir
 
 from modelreg.discovery import quant
 from modelreg.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
@@ -200,20 +204,35 @@ def _safetensors(folder: Path, names: set[str], quant_info: dict | None) -> dict
                                     "the download is incomplete (download it again)")
     else:
         shards = sorted(n for n in names if n.endswith(".safetensors") and "/" not in n)
-    dtype_counts: dict[str, int] = {}
     tensors: list[tuple[str, str, int]] = []
     for shard in shards:
-        try:
-            meta = parse_local_safetensors_file_metadata(folder / shard)
-        except SafetensorsParsingError as exc:
-            raise ScanError(folder / shard, f"{exc}; re-download the file") from exc
-        except OSError as exc:
-            raise ScanError(folder / shard, f"cannot read: {exc.strerror or exc}") from exc
-        for dtype, count in meta.parameter_count.items():
-            dtype_counts[dtype] = dtype_counts.get(dtype, 0) + count
-        tensors.extend((name, info.dtype, info.parameter_count) for name, info in meta.tensors.items())
-    return {"shards": shards, "dtype_counts": dict(sorted(dtype_counts.items())),
+        tensors += read_safetensors_header(folder / shard)
+    by_dtype = groupby(sorted(tensors, key=itemgetter(1)), key=itemgetter(1))
+    return {"shards": shards, "dtype_counts": {dtype: sum(map(itemgetter(2), group)) for dtype, group in by_dtype},
             "parameters": quant.parameter_count(tensors, quant_info)}
+
+
+def read_safetensors_header(path: Path) -> list[tuple[str, str, int]]:
+    """(name, dtype, elements) of every tensor in a safetensors file, from its header (the weights are not read)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            if size > constants.SAFETENSORS_MAX_HEADER_LENGTH or not head:
+                raise ScanError(path, f"not a safetensors file (header of {size} bytes); re-download the file")
+            header = handle.read(size)
+    except OSError as exc:
+        raise ScanError(path, f"cannot read: {exc.strerror or exc}") from exc
+    if len(head) < 8 or len(header) < size:
+        raise ScanError(path, f"truncated: the header needs {size + 8} bytes, the file has {len(head) + len(header)}; "
+                              "re-download the file")
+    try:
+        tensors = orjson.loads(header)
+        return [(name, info["dtype"], math.prod(info["shape"])) for name, info in tensors.items()
+                if name != "__metadata__"]
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise ScanError(path, f"the safetensors header is not a JSON object of tensors ({exc}); re-download the "
+                              "file") from exc
 
 
 def read_model_folder(folder: Path, *, key: str | None = None, raw_name: str | None = None,
@@ -283,13 +302,15 @@ def cache_revisions(cache_dir: Path, problems: list[Problem]) -> list[tuple[Any,
         main = [r for r in repo.revisions if "main" in r.refs]
         revision = main[0] if main else max(repo.revisions, key=lambda r: (r.last_modified, r.commit_hash))
         files, stamps = [], []
+        inside = len(str(revision.snapshot_path)) + 1  # paths as strings: a Path per file costs more than the read
         for cached in revision.files:
-            path = Path(cached.file_path).relative_to(revision.snapshot_path).as_posix()
+            path = str(cached.file_path)[inside:].replace(os.sep, "/")
+            blob = os.path.basename(cached.blob_path)
             item: dict[str, Any] = {"path": path, "size": cached.size_on_disk}
-            if _SHA256.fullmatch(Path(cached.blob_path).name):
-                item["sha256"] = Path(cached.blob_path).name
+            if _SHA256.fullmatch(blob):
+                item["sha256"] = blob
             files.append(item)
-            stamps.append((path, cached.size_on_disk, Path(cached.blob_path).name, cached.blob_last_modified))
+            stamps.append((path, cached.size_on_disk, blob, cached.blob_last_modified))
         files.sort(key=lambda f: f["path"])
         chosen.append((repo, revision, Listing(files, fingerprint(stamps))))
     return chosen

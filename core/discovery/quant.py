@@ -101,15 +101,18 @@ def parameter_count(tensors: Iterable[tuple[str, str, int]], quant: Mapping[str,
     Packed formats store several weights per element: int32-packed AWQ/GPTQ/compressed-tensors weights hold 32/bits
     each, uint8 4-bit (bitsandbytes, MXFP4 blocks) two each. Scales, zero points and other bookkeeping are skipped.
     """
-    bits = (quant or {}).get("bits") or 4
-    packed_all = bool(quant) and quant.get("method") in ("awq", "gptq")
+    if not quant:
+        return sum(elements for name, _, elements in tensors
+                   if not (name.endswith(AUX_SUFFIXES) or ".quant_state." in name))
+    bits = quant.get("bits") or 4
+    packed_all = quant.get("method") in ("awq", "gptq")
     total = 0
     for name, dtype, elements in tensors:
         if name.endswith(AUX_SUFFIXES) or ".quant_state." in name:
             continue
-        if quant and dtype == "I32" and (packed_all or name.endswith((".qweight", ".weight_packed"))):
+        if dtype == "I32" and (packed_all or name.endswith((".qweight", ".weight_packed"))):
             elements *= 32 // bits
-        elif quant and dtype == "U8" and (bits == 4 or name.endswith("_blocks")):
+        elif dtype == "U8" and (bits == 4 or name.endswith("_blocks")):
             elements *= 2
         total += elements
     return total

@@ -4,11 +4,12 @@ from __future__ import annotations
 import copy
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from modelreg.discovery import hf, ollama_store
+from modelreg.discovery import gguf_reader, hf, ollama_store
 from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_only
 from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
 from modelreg.discovery.naming import assign_names, candidate_name, display_name
@@ -63,9 +64,11 @@ def discover(roots: Iterable[str | os.PathLike], known: Known | None = None) -> 
 
     With `known` (the entries of an earlier scan), models whose files are unchanged are not read again.
     """
+    gguf_reader.STEPPED_OVER.clear()  # each scan reads every vocabulary once, then steps over its copies
     walker = _Walker(known)
     for root in roots:
         walker.root(Path(os.path.abspath(os.path.expanduser(root))))
+    walker.read_all()
     keys: set[str] = set()
     unique = []
     for model in walker.found.models:  # a model reached through two roots counts once
@@ -85,10 +88,22 @@ def _cache_identity(folder: Path) -> tuple[str | None, dict[str, str] | None]:
 
 
 class _Walker:
+    """Walks the roots, then reads the models it found (headers only), several at a time: on a cold disk the reads
+    wait on I/O, not on each other."""
+
     def __init__(self, known: Known | None):
         self.known = known
         self.found = Discovery()
         self.seen: set[tuple[int, int]] = set()
+        self.reads: list[Callable[[], tuple[Any, list[Problem]]]] = []  # each gives (model or None, problems)
+
+    def read_all(self) -> None:
+        with ThreadPoolExecutor(_READERS) as pool:
+            for model, problems in pool.map(lambda read: read(), self.reads):
+                if model is not None:
+                    self.found.models.append(model)
+                self.found.problems += problems
+        self.reads = []
 
     def problem(self, path: Any, message: str) -> None:
         self.found.problems.append(Problem(str(path), message))
@@ -146,13 +161,7 @@ class _Walker:
     def model_folder(self, folder: Path, **cached: Any) -> None:
         repo, source = _cache_identity(folder)
         options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} if repo else {}
-        try:
-            model, problems = hf.read_model_folder(folder, known=self.known, **{**options, **cached})
-        except ScanError as exc:
-            self.problem(exc.path, exc.message)
-            return
-        self.found.models.append(model)
-        self.found.problems += problems
+        self.reads.append(lambda: _read(hf.read_model_folder, folder, known=self.known, **{**options, **cached}))
 
     def gguf_folder(self, folder: Path, names: list[str], stats: dict[str, tuple[int, Any]] | None = None,
                     source: dict[str, str] | None = None, key_base: Path | None = None) -> None:
@@ -172,14 +181,8 @@ class _Walker:
             repo, source = _cache_identity(folder)
             key_base = Path(repo) if repo else None
         for model in sets:
-            try:
-                result, more = read_gguf_set(folder, model, stats, source=source, key_base=key_base,
-                                             known=self.known)
-            except ScanError as exc:
-                self.problem(exc.path, exc.message)
-                continue
-            self.found.models.append(result)
-            self.found.problems += more
+            self.reads.append(lambda model=model, stats=stats, source=source, key_base=key_base: _read(
+                read_gguf_set, folder, model, stats, source=source, key_base=key_base, known=self.known))
 
     def cache(self, cache_dir: Path) -> bool:
         """Read a Hugging Face cache through huggingface_hub's scanner; False if it cannot (walk it instead)."""
@@ -202,6 +205,17 @@ class _Walker:
                 stats = {f["path"]: (f["size"], f.get("sha256")) for f in listing.files if "/" not in f["path"]}
                 self.gguf_folder(snapshot, list(stats), stats, source=source, key_base=Path(repo.repo_path))
         return True
+
+
+_READERS = 4
+
+
+def _read(reader: Callable[..., tuple[Found, list[Problem]]], *args: Any, **options: Any,
+          ) -> tuple[Found | None, list[Problem]]:
+    try:
+        return reader(*args, **options)
+    except ScanError as exc:
+        return None, [Problem(str(exc.path), exc.message)]
 
 
 # ---- writing the registry ----------------------------------------------------------------------------------
@@ -252,6 +266,25 @@ def _carry_over(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _keeps(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> bool:
+    """Whether the new facts over the old entry (as _carry_over lays them) leave it as it is: the common rescan,
+    told without copying either."""
+    for key, value in new.items():
+        current = old.get(key, _ABSENT)
+        if current == value:
+            continue
+        path = prefix + key
+        if type(value) is dict and type(current) is dict and path not in REPLACED:
+            if not _keeps(current, value, path + "."):
+                return False
+        elif current != value:
+            return False
+    return True
+
+
+_ABSENT = object()
+
+
 def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterable[int]:
     used = {get_path(e, "backend_config.port") for e in entries}
     low, high = registry.settings.port_range
@@ -290,6 +323,8 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
             old = by_name.get(name)
             if old is None:
                 entry, status = new, "new"
+            elif not old.get("missing") and _keeps(old, new):
+                entry, status = old, "unchanged"
             else:
                 facts = facts_only(old)
                 entry = _carry_over(facts, new)
@@ -304,7 +339,8 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
         fresh = [e for e in entries if e["name"] not in by_name]
         owed, notes = _stub_suggestions(registry, fresh, existing + curated) if stubs else ({}, [])
         found.problems.extend(notes)
-        created = registry.record_discovery(entries, vanished, owed)
+        changed = [entry for entry, row in zip(entries, report) if row["status"] != "unchanged"]
+        created = registry.record_discovery(changed, vanished, owed)
     return ScanResult(report, vanished, recovered + created, found.problems, found.roots)
 
 
