@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from modelreg.errors import InvalidRegistry, RegistryError
+from modelreg.errors import RegistryError
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
 from modelreg.merge import layer_diff
@@ -16,11 +16,7 @@ CHANGED_CSS = "background-color: #f8d7da"  # rose: none of the layer legend's co
 st.title("Diff & history")
 reg = services.registry()
 widgets.show_report()
-try:
-    merged = services.merged()
-except InvalidRegistry as exc:
-    widgets.registry_problem(exc)
-    st.stop()
+merged = widgets.merged_or_stop()
 
 st.subheader("Layers per field")
 names = [e["name"] for e in merged.entries]

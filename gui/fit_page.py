@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from modelreg.errors import InvalidRegistry
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
 from modelreg.launch.fit import format_size
@@ -14,14 +13,7 @@ from modelreg.views import fit as fitting
 st.title("Fit")
 st.caption("Estimated from the discovered facts, without a GPU: weights + overhead + KV cache for one sequence of "
            "the chosen context, against GPU memory × utilization (README, Fit estimate).")
-try:
-    names = [e["name"] for e in services.merged().entries]
-except InvalidRegistry as exc:
-    widgets.registry_problem(exc)
-    st.stop()
-name = widgets.model_picker(names, key="fit_picker")
-if name is None:
-    st.stop()
+name = widgets.picked_model("fit_picker")
 profiles = editing.profiles_of(services.registry())
 profile = st.radio("Profile", [None, *profiles], horizontal=True, key="fit_profile",
                    index=([None, *profiles].index(services.profile()) if services.profile() in profiles else 0),

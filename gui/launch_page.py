@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from modelreg.errors import InvalidRegistry
 from modelreg.gui import model_actions, services, widgets
 from modelreg.gui.text import md
 from modelreg.views import editor as editing
@@ -12,14 +11,7 @@ st.title("Launch test")
 st.caption("Starts the model exactly as the merged registry says, waits until it is ready, asks one question, "
            "stops it. It runs in the background: other clicks and pages do not stop it.")
 reg = services.registry()
-try:
-    names = [e["name"] for e in services.merged().entries]
-except InvalidRegistry as exc:
-    widgets.registry_problem(exc)
-    st.stop()
-name = widgets.model_picker(names, key="launch_picker")
-if name is None:
-    st.stop()
+name = widgets.picked_model("launch_picker")
 
 plan, problem = editing.launch_preview(reg.entry(name), reg.settings)
 st.subheader("Command")

@@ -38,6 +38,23 @@ def registry_problem(exc: InvalidRegistry) -> None:
              + "\n".join(f"- {md(p)}" for p in exc.problems))
 
 
+def merged_or_stop():
+    """The merge of the layers, or the registry's problem shown and the page stopped."""
+    try:
+        return services.merged()
+    except InvalidRegistry as exc:
+        registry_problem(exc)
+        st.stop()
+
+
+def picked_model(key: str) -> str:
+    """The model chosen in a picker over the merged registry (the page stops when there is none)."""
+    name = model_picker([e["name"] for e in merged_or_stop().entries], key=key)
+    if name is None:
+        st.stop()
+    return name
+
+
 def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: set[str] = frozenset(),
                  ) -> str | None:
     """A select box bound to the session's selected model (shared by every page); `marked` models show a dot

@@ -19,12 +19,12 @@ from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE
 from modelreg.views.models import LAYER_COLORS
 from support import free_port
+from support.apptest import field, open_app, run_until
 from support.fake_hub import FakeHub, point_client_at
 from support.fake_ollama import FakeOllama
 from support.gui_servers import REPO, STORY_MODEL, gui_registry, shown, start_proxy
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
-APP = str(REPO / "gui" / "app.py")
 LLAMA = "llama-3.1-8b-instruct_(Q4_K_M)"
 MISTRAL = "mistral-7b-instruct-v0.3_(BF16)"
 TINY = "tiny-llama_(F32)"
@@ -50,22 +50,6 @@ def proxy(folder, tmp_path):
 def proxy_status(url: str, folder: Path) -> dict:
     token = (folder / ".admin-token").read_text().strip()
     return httpx.get(url + "/admin/status", headers={"Authorization": f"Bearer {token}"}).json()
-
-
-def open_app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def field(at: AppTest, path: str):
-    for widgets in (at.text_input, at.selectbox, at.text_area, at.multiselect):
-        for widget in widgets:
-            if widget.key and widget.key.startswith("ed:") and widget.key.endswith(":" + path):
-                return widget
-    raise KeyError(path)
 
 
 def editor_for(name: str, profile: str | None = None) -> AppTest:
@@ -356,15 +340,6 @@ def analysed(ref: str, at: AppTest | None = None, source: str = "hf") -> AppTest
     at.button(key="wz_analyse").click().run()
     assert not at.exception, at.exception
     return at
-
-
-def run_until(at: AppTest, done, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; errors: {[e.value for e in at.error]}"
-        time.sleep(0.2)
-        at.run()
-    at.run()  # draw the state `done` saw: the job may have finished after the last run drew the page
 
 
 def variant_radio(at: AppTest):

@@ -3,19 +3,17 @@ and priorities, the settings writer, model folders with a dry run, migrate, fit 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from modelreg.registry import Registry
 from modelreg.settings import PROXY_URL_ENV
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE
 from support import free_port
-from support.gui_servers import REPO, STORY_MODEL, gui_registry, shown
+from support.apptest import field, open_app, run_until
+from support.gui_servers import STORY_MODEL, gui_registry, shown
 from support.tiny_gguf import write_tiny_gguf
 
-APP = str(REPO / "gui" / "app.py")
 LLAMA = "llama-3.1-8b-instruct_(Q4_K_M)"
 MISTRAL = "mistral-7b-instruct-v0.3_(BF16)"
 PHI = "phi-3.5-mini-instruct_(Q4_K_M)"
@@ -30,22 +28,6 @@ def folder(tmp_path, monkeypatch):
     folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
     monkeypatch.setenv("MODELREG_CONFIG_DIR", str(folder))
     return folder
-
-
-def open_app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def field(at: AppTest, path: str):
-    for widgets in (at.text_input, at.selectbox, at.text_area, at.multiselect):
-        for widget in widgets:
-            if widget.key and widget.key.startswith("ed:") and widget.key.endswith(":" + path):
-                return widget
-    raise KeyError(path)
 
 
 def settings_of(folder) -> dict:
@@ -128,22 +110,14 @@ def test_model_folders_dry_run_then_apply(folder, tmp_path):
     assert any("is not an existing folder" in shown(e.value) for e in at.error)
     at.text_input(key="picker_path").set_value(str(root)).run()
     at.button(key="scan_folder").click().run()
-    wait_until(at, lambda: any("Dry run, nothing written" in shown(i.value) for i in at.info))
+    run_until(at, lambda: any("Dry run, nothing written" in shown(i.value) for i in at.info), "the scan")
     assert any("1 to add, 0 to update" in shown(i.value) for i in at.info), [i.value for i in at.info]
     before = Registry(folder).snapshot().by_name
     at.button(key="scan_apply").click().run()
-    wait_until(at, lambda: any("Scan done: 1 added" in shown(s.value) for s in at.success))
+    run_until(at, lambda: any("Scan done: 1 added" in shown(s.value) for s in at.success), "the scan")
     assert len(Registry(folder).snapshot().by_name) == len(before) + 1
     at.button(key="root_add").click().run()
     assert settings_of(folder)["model_roots"] == [str(root)]
-
-
-def wait_until(at: AppTest, done, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, [e.value for e in at.error]
-        time.sleep(0.3)
-        at.run()
 
 
 def test_migrate_previews_then_moves_legacy_config(folder):

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pytest
 
 from modelreg.errors import RegistryError
+from modelreg.history import HistoryItem
 from modelreg.registry import UNSET, Registry
-from modelreg.store import HistoryItem
 from modelreg.views import editor as editing
 from modelreg.views import fit as fitting
 from modelreg.views import models as view
