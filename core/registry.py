@@ -279,6 +279,18 @@ class Registry:
     def curated_revision(self) -> str:
         return self.curated_layer().revision
 
+    def model_entries(self, name: str) -> tuple[dict | None, list[dict], str]:
+        """One model's discovered entry and curated entries (base and profiles), and the curated revision they were
+        read at: found through the build's cut of each layer, so only these entries are parsed (copies: theirs to
+        change)."""
+        builder = self._builder
+        discovered, curated = self._cuts()
+        found = next((json_copy(discovered.entry(index)) for index, key in enumerate(builder.entry_keys(discovered))
+                      if key[0] == name), None)
+        mine = [json_copy(curated.entry(index)) for index, key in enumerate(builder.entry_keys(curated))
+                if key[0] == name]
+        return found, mine, curated.revision
+
     @without_gc
     def validate(self) -> ValidationReport:
         """Check both layers and their merge, and that no object repeats a key; warnings do not block, errors do."""

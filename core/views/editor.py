@@ -132,13 +132,12 @@ class EditTarget:
 
 
 def load_target(registry: Registry, name: str, profile: str | None) -> EditTarget:
-    """Read the layers once; the curated revision is the one the entries were read at."""
-    curated = registry.curated_layer()
-    base, chosen = split_curated(curated.entries, profile)
-    found = next((e for e in registry.discovered_entries() if e.get("name") == name), None)
+    """One model's entries from both layers; the curated revision is the one they were read at."""
+    found, curated, revision = registry.model_entries(name)
+    base, chosen = split_curated(curated, profile)
     if found is None and name not in base:
         registry.entry(name)  # raises UnknownModel with close names
-    return EditTarget(name, profile, found, base.get(name), chosen.get(name) if profile else None, curated.revision)
+    return EditTarget(name, profile, found, base.get(name), chosen.get(name) if profile else None, revision)
 
 
 @dataclass
