@@ -75,7 +75,7 @@ def main() -> None:
         ours_gguf_s = best_of(3, lambda: (STEPPED_OVER.clear(), [read_gguf_header(p) for p in samples])) / len(samples)
         seen_gguf_s = best_of(3, lambda: [read_gguf_header(p) for p in samples]) / len(samples)
         library_gguf_s = best_of(1, lambda: [gguf.GGUFReader(p) for p in samples]) / len(samples)
-        registry = Registry(root / "configs")
+        registry = Registry(root / "configs", create=True)
         scan(registry, [plain, cache])
         write_s = best_of(3, lambda: scan(registry, [plain, cache]))
         side_by_side(f"scan: {FOLDERS} safetensors model folders + {GGUF_FILES} GGUF files", [

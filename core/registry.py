@@ -498,7 +498,8 @@ class Registry:
         with registry_lock(self.config_dir):
             if stubs:
                 atomic_write(self.pending_stubs_path, dumps(stubs))
-            self.discovered_writer().upsert(entries, rebuild=False, missing=missing)
+            if entries or missing:  # a rescan that found nothing new writes nothing
+                self.discovered_writer().upsert(entries, rebuild=False, missing=missing)
             if not stubs:
                 self.rebuild()
                 return []
