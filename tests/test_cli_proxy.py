@@ -91,7 +91,8 @@ def test_binding_beyond_loopback_needs_proxy_keys(tmp_path):
     assert "API keys: 1 from settings" in (tmp_path / "proxy.log").read_text()
 
 
-def test_ps_logs_restart_and_stop(tmp_path, standin_vllm):
+def proxy_over_one_standin(tmp_path, standin_vllm) -> tuple[Path, ProxyProcess]:
+    """A registry with one vLLM model `m` (alias org/m) run by the stand-in, and a proxy started on it."""
     config_dir = tmp_path / "configs"
     write_layers(config_dir, curated=[{"name": "m", "backend": "vllm", "model_aliases": ["org/m"],
                                        "backend_config": {"port": free_port(), "model_path": "/models/m"}}])
@@ -99,7 +100,11 @@ def test_ps_logs_restart_and_stop(tmp_path, standin_vllm):
     (config_dir / "settings.json").write_text(json.dumps({
         "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2,
         "proxy_url": f"http://127.0.0.1:{port}"}))
-    server = ProxyProcess(config_dir, port, tmp_path / "proxy.log")
+    return config_dir, ProxyProcess(config_dir, port, tmp_path / "proxy.log")
+
+
+def test_ps_logs_restart_and_stop(tmp_path, standin_vllm):
+    config_dir, server = proxy_over_one_standin(tmp_path, standin_vllm)
     try:
         assert run_cli(config_dir, "ps").stdout.startswith("no backends running")
         assert server.http.post("/v1/chat/completions", json=chat_body("m")).status_code == 200
@@ -130,14 +135,7 @@ def test_ps_logs_restart_and_stop(tmp_path, standin_vllm):
 
 
 def test_logs_follow_prints_what_the_backend_writes(tmp_path, standin_vllm):
-    config_dir = tmp_path / "configs"
-    write_layers(config_dir, curated=[{"name": "m", "backend": "vllm",
-                                       "backend_config": {"port": free_port(), "model_path": "/models/m"}}])
-    port = free_port()
-    (config_dir / "settings.json").write_text(json.dumps({
-        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2,
-        "proxy_url": f"http://127.0.0.1:{port}"}))
-    server = ProxyProcess(config_dir, port, tmp_path / "proxy.log")
+    config_dir, server = proxy_over_one_standin(tmp_path, standin_vllm)
     follower = None
     try:
         assert server.http.post("/v1/chat/completions", json=chat_body("m")).status_code == 200
