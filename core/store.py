@@ -174,12 +174,14 @@ def refuse_deep_entry(path: Path, index: int, entry: Any, starts: Callable[[], l
 def layer_elements(text: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, Any]]:
     """(line, value) of each top-level list element."""
     idx = text.index("[") + 1
+    line, counted = 1, 0
     while True:
         while idx < len(text) and text[idx] in " \t\r\n,":
             idx += 1
         if idx >= len(text) or text[idx] == "]":
             return
-        line = text.count("\n", 0, idx) + 1
+        line += text.count("\n", counted, idx)  # from the last element on: counting from the top is quadratic
+        counted = idx
         value, idx = decoder.raw_decode(text, idx)
         yield line, value
 
