@@ -170,7 +170,7 @@ class CuratedEntries:
         index = self._where.get((name, profile))
         if index is not None and index not in self._removed:
             if index not in self._opened:
-                self._opened[index] = copy.deepcopy(self._layer.entry(index))
+                self._opened[index] = json_copy(self._layer.entry(index))
             return self._opened[index]
         return next((e for e in self._added if e.get("name") == name and e.get("profile") == profile), None)
 
@@ -586,8 +586,8 @@ class Registry:
         with registry_lock(self.config_dir):
             self._build()  # raises InvalidRegistry
             discovered, curated = read_layer(self.discovered_path), read_layer(self.curated_path)
-            new_discovered = copy.deepcopy(discovered.entries)
-            new_curated = copy.deepcopy(curated.entries)
+            new_discovered = json_copy(discovered.entries)
+            new_curated = json_copy(curated.entries)
             base = {e["name"]: e for e in new_curated if e.get("profile") is None}
             moves: list[dict[str, Any]] = []
             for entry in new_discovered:
