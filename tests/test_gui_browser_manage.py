@@ -48,6 +48,9 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gui-manage")
     proxy_port, gui_port = free_port(), free_port()
     folder = gui_registry(tmp / "configs", proxy_port)
+    settings = json.loads((folder / "settings.json").read_text())  # the Hosts page: this machine as the one host
+    settings["hosts"] = {"this-machine": {"url": f"http://127.0.0.1:{proxy_port}"}}
+    (folder / "settings.json").write_text(json.dumps(settings))
     env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
     env.update(HF_HUB_CACHE=str(tmp / "no-hf"), OLLAMA_MODELS=str(tmp / "no-ollama"))
     proxy = start_proxy(folder, proxy_port, tmp, env)
@@ -96,7 +99,7 @@ def test_every_page_without_chrome_or_a_request_off_loopback(stack):
     screenshot(page, "manage-models")
     for title, shot in (("Model editor", None), ("Diff & history", None), ("Fit", "fit"), ("Launch test", None),
                         ("Running backends", None), ("Model folders", None),
-                        ("Settings & status", None), ("Download", None)):
+                        ("Settings & status", None), ("Download", None), ("Hosts", "hosts")):
         navigate(page, title)
         page.wait_for_timeout(300)
         screenshot(page, f"manage-{title.split()[0].lower()}", docs_name=shot)
