@@ -7,8 +7,6 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from itertools import groupby
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -204,12 +202,14 @@ def _safetensors(folder: Path, names: set[str], quant_info: dict | None) -> dict
                                     "the download is incomplete (download it again)")
     else:
         shards = sorted(n for n in names if n.endswith(".safetensors") and "/" not in n)
-    tensors: list[tuple[str, str, int]] = []
+    counts: dict[str, int] = {}
+    parameters = 0
     for shard in shards:
-        tensors += read_safetensors_header(folder / shard)
-    by_dtype = groupby(sorted(tensors, key=itemgetter(1)), key=itemgetter(1))
-    return {"shards": shards, "dtype_counts": {dtype: sum(map(itemgetter(2), group)) for dtype, group in by_dtype},
-            "parameters": quant.parameter_count(tensors, quant_info)}
+        tensors = read_safetensors_header(folder / shard)
+        for _, dtype, elements in tensors:
+            counts[dtype] = counts.get(dtype, 0) + elements
+        parameters += quant.parameter_count(tensors, quant_info)
+    return {"shards": shards, "dtype_counts": dict(sorted(counts.items())), "parameters": parameters}
 
 
 def read_safetensors_header(path: Path) -> list[tuple[str, str, int]]:
