@@ -19,7 +19,7 @@ from modelreg.launch.fit import estimate
 from modelreg.launch.plan import installed_gguf_backend
 from modelreg.paths import get_path
 from modelreg.registry import Registry
-from modelreg.store import registry_lock
+from modelreg.store import file_stamp, registry_lock
 
 BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
 # Parts of an entry a scan computes whole; anything else an earlier entry holds is kept under the new facts.
@@ -299,11 +299,14 @@ def scan(registry: Registry, paths: Iterable[str | os.PathLike] | None = None, s
 
     The walk runs unlocked; naming and every write run under the registry lock, against the layers as they are
     then, so scans at once add to each other (a name another scan took gets a suffix) instead of replacing."""
-    found = discover(list(paths or []) or default_roots(registry.settings), Known(registry.discovered_entries()))
+    read_at = file_stamp(registry.discovered_path)
+    existing = registry.discovered_entries()
+    found = discover(list(paths or []) or default_roots(registry.settings), Known(existing))
     ollama_store.enrich_from_daemon(found.models, registry.settings.ollama_host)
     with registry_lock(registry.config_dir):
         recovered = registry.finish_pending_stubs() if stubs and not dry_run else []
-        existing = registry.discovered_entries()
+        if file_stamp(registry.discovered_path) != read_at:  # another process wrote it meanwhile: read it again
+            existing = registry.discovered_entries()
         curated = registry.curated_entries()
         owners: dict[str, str] = {}
         for entry in sorted(existing, key=lambda e: (get_path(e, "metadata.scan.key") is None, str(e.get("name")))):
