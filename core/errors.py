@@ -1,7 +1,7 @@
 """Errors the engine raises; each message says what is wrong, where, and what to do."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 
 class RegistryError(Exception):
@@ -52,3 +52,12 @@ class UnknownModel(RegistryError):
         self.name, self.close = name, close
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         super().__init__(f"no model named {name!r}{hint}")
+
+
+class NotAJSONNumber(ValueError):
+    """NaN or Infinity: Python's json module reads them, JSON has no such numbers (str: the constant's name)."""
+
+
+def refuse_json_constant(name: str) -> NoReturn:
+    """json.loads' `parse_constant` hook that refuses NaN, Infinity and -Infinity."""
+    raise NotAJSONNumber(name)

@@ -279,6 +279,11 @@ class Registry:
     def curated_revision(self) -> str:
         return self.curated_layer().revision
 
+    def discovered_names(self) -> set[str]:
+        """The names in the discovered layer, through the build's cut (entries whose bytes it knows are not parsed)."""
+        builder = self._builder
+        return {key[0] for key in builder.entry_keys(builder.cut(self.discovered_path, "discovered"))}
+
     def model_entries(self, name: str) -> tuple[dict | None, list[dict], str]:
         """One model's discovered entry and curated entries (base and profiles), and the curated revision they were
         read at: found through the build's cut of each layer, so only these entries are parsed (copies: theirs to
@@ -515,7 +520,7 @@ class Registry:
                 return []
             except (OSError, ValueError):
                 pending = {}  # unreadable: the next scan stubs what it finds new
-            discovered = {e["name"] for e in self.discovered_entries()}
+            discovered = self.discovered_names()
             owed = {n: s for n, s in pending.items() if n in discovered} if isinstance(pending, dict) else {}
             created = self.stub_many(owed) if owed else []
             if not owed:
@@ -562,8 +567,7 @@ class Registry:
                 if repeated:
                     raise InvalidRegistry(repeated)
             entries = CuratedEntries(layer, builder.entry_keys(layer),  # a corrupt file raises here, unwritten
-                                     lambda: {k[0] for k in builder.entry_keys(
-                                         builder.cut(self.discovered_path, "discovered"))})
+                                     self.discovered_names)
             edit(entries)
             written = entries.result()
             if written is None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import orjson
 
-from modelreg.errors import BadInput, StorageError
+from modelreg.errors import BadInput, NotAJSONNumber, StorageError, refuse_json_constant
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -206,14 +206,6 @@ def without_gc(func: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class _NotJSON(ValueError):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotJSON(f"{name} is not a JSON number; write a number or null")
-
-
 @without_gc
 def loads(raw: Any) -> Any:
     """Parse JSON bytes: orjson; where it refuses, the standard library's verdict: its message, or the value (integers
@@ -222,9 +214,10 @@ def loads(raw: Any) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as fast:
         try:
-            return json.loads(bytes(raw), parse_constant=_refuse_constant)
-        except (_NotJSON, RecursionError) as exc:
-            why = f"nested deeper than {MAX_DEPTH} levels" if isinstance(exc, RecursionError) else str(exc)
+            return json.loads(bytes(raw), parse_constant=refuse_json_constant)
+        except (NotAJSONNumber, RecursionError) as exc:
+            why = (f"nested deeper than {MAX_DEPTH} levels" if isinstance(exc, RecursionError)
+                   else f"{exc} is not a JSON number; write a number or null")
             raise json.JSONDecodeError(why, fast.doc, fast.pos) from None
 
 

@@ -7,7 +7,7 @@ import re
 import shlex
 from typing import Any
 
-from modelreg.errors import BadInput
+from modelreg.errors import BadInput, NotAJSONNumber, refuse_json_constant
 
 NOT_SET = "(not set)"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
@@ -28,24 +28,16 @@ def format_value(value: Any, kind: str = "auto") -> str:
     return str(value)
 
 
-class _NotANumber(ValueError):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotANumber(name)
-
-
 def _json(text: str, label: str, or_text: bool = False) -> Any:
     """JSON as the standard says: NaN and Infinity (which Python's parser accepts) are refused, and so is nesting
     too deep to process. `or_text`: text that is not JSON is returned as it is."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=refuse_json_constant)
     except json.JSONDecodeError as exc:
         if or_text:
             return text
         raise BadInput(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except _NotANumber as exc:
+    except NotAJSONNumber as exc:
         raise BadInput(f"{label}: {exc} is not a JSON number (files with it cannot be read back); write a number "
                        "or null") from None
     except RecursionError:
