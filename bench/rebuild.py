@@ -18,7 +18,7 @@ from bench.common import best_of, side_by_side
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE, dumps
 
-UPSTREAM = Path(__file__).resolve().parents[1].parent / "shared" / "upstream-registry"
+UPSTREAM = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "upstream-registry"
 JQ_MERGE = """
 ($c[0] | map(select(.profile == null)) | map({key: .name, value: .}) | from_entries) as $cm
 | [$d[0][] | . as $e | $e * ($cm[$e.name] // {})] | sort_by(.name)

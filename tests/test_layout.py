@@ -213,3 +213,10 @@ def test_every_setting_is_documented_in_readme():
     for name, info in Settings.model_fields.items():
         assert info.description, f"setting {name} has no help text"
         assert f"`{name}`" in readme, f"README does not document setting {name}"
+
+
+def test_tests_and_benchmarks_read_nothing_beside_the_clone():
+    outside = ("parents[2].parent", "parents[1].parent", "../shared", '"shared" /')
+    for path in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]:
+        text = path.read_text()
+        assert not [m for m in outside if m in text], f"{path} reads a folder beside the clone"

@@ -11,8 +11,6 @@ from modelreg.registry import Registry
 from modelreg.store import dumps
 from support.layers import UPSTREAM, upstream_copy
 
-pytestmark = pytest.mark.skipif(not UPSTREAM.is_dir(), reason=f"upstream corpus not found at {UPSTREAM}")
-
 
 @pytest.fixture
 def upstream(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE, dumps
 
-UPSTREAM = Path(__file__).resolve().parents[2].parent / "shared" / "upstream-registry"
+UPSTREAM = Path(__file__).resolve().parents[1] / "fixtures" / "upstream-registry"
 
 
 def write_layers(folder: Path, discovered: list[dict] | None = None, curated: list[dict] | None = None) -> Path:
