@@ -12,7 +12,7 @@ from modelreg.views import fit as fitting
 
 st.title("Fit")
 st.caption("Estimated from the discovered facts, without a GPU: weights + overhead + KV cache for one sequence of "
-           "the chosen context, against GPU memory × utilization (README, Fit estimate).")
+           "the chosen context, against GPU memory × utilization (docs/discovery.md, Fit estimate).")
 name = widgets.picked_model("fit_picker")
 profiles = editing.profiles_of(services.registry())
 profile = st.radio("Profile", [None, *profiles], horizontal=True, key="fit_profile",

@@ -4,7 +4,7 @@ A model discovered with no arguments; the user adds `--max-model-len 4096 --enfo
 the proxy serves the new revision and restarts the stale backend; the launch test runs the argv with the new flags.
 vLLM itself needs a GPU: its executable here is the stand-in from tests/support (it records its argv).
 Screenshots of every page go to test-output/screenshots/; with MODELREG_UPDATE_SCREENSHOTS=1 they are also copied
-to docs/screenshots/, the README's pictures.
+to docs/screenshots/, the manual's pictures.
 """
 from __future__ import annotations
 
