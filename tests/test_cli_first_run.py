@@ -2,6 +2,7 @@
 user's config folder, from whatever folder it is run."""
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import site
@@ -9,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from modelreg.cli.scan import registry_or_first_scan
+from modelreg.errors import BadInput
+from support import free_port, wait_for
 from support.model_folders import as_hf_cache
 from support.tiny_gguf import write_tiny_gguf
 from support.tiny_hf import write_tiny_hf
@@ -99,3 +104,35 @@ def test_a_missing_explicit_folder_is_still_an_error(venv, home, tmp_path):
                             cwd=tmp_path, env=user_env(home), capture_output=True, text=True, timeout=60)
     assert listed.returncode == 2 and "does not exist" in listed.stderr
     assert not (tmp_path / "nowhere").exists() and not (home / ".config").exists()
+
+
+def test_only_a_new_default_registry_is_scanned_first(home, tmp_path, monkeypatch, capsys):
+    for name, value in user_env(home).items():
+        monkeypatch.setenv(name, value)
+    for name in set(os.environ) - set(user_env(home)):
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    registry = registry_or_first_scan(argparse.Namespace(config_dir=None, profile=None))
+    assert registry.config_dir == home / ".config" / "modelreg"
+    shown = capsys.readouterr().out
+    assert f"a new registry in {registry.config_dir}" in shown and "2 model(s)" in shown and "2 new stub(s)" in shown
+    assert len(registry_or_first_scan(argparse.Namespace(config_dir=None, profile=None)).snapshot().entries) == 2
+    assert capsys.readouterr().out == ""  # a registry that holds layers is not scanned again
+    with pytest.raises(BadInput, match="does not exist"):
+        registry_or_first_scan(argparse.Namespace(config_dir=str(tmp_path / "typo"), profile=None))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_gui_on_a_new_user_registry_shows_the_models_found(venv, home, tmp_path):
+    port, log = free_port(), tmp_path / "gui.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(venv / "bin" / "modelreg"), "gui", "--port", str(port)], cwd=tmp_path,
+                                   env=user_env(home), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "modelreg GUI ready" in log.read_text(), timeout=120, what="the GUI's first run")
+        text = log.read_text()
+        assert "a new registry in" in text and "2 model(s)" in text and str(home / ".config" / "modelreg") in text
+        assert httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=10).text == "ok"
+    finally:
+        process.terminate()
+        process.wait(30)
