@@ -30,10 +30,32 @@ def options(parser: argparse.ArgumentParser, skip_global: bool = True) -> list[a
             and not (skip_global and a.dest in GLOBAL_DESTS)]
 
 
+def _value(action: argparse.Action) -> str:
+    """The value(s) an argument takes, as argparse's usage writes them (`NAME [NAME ...]`, `[PATH ...]`)."""
+    metavar = str(action.metavar or (action.dest if not action.option_strings else action.dest.upper()))
+    return {"?": f"[{metavar}]", "*": f"[{metavar} ...]", "+": f"{metavar} [{metavar} ...]"}.get(str(action.nargs),
+                                                                                                 metavar)
+
+
 def _spelling(action: argparse.Action) -> str:
-    names = ", ".join(action.option_strings) or str(action.metavar or action.dest)
-    takes_value = action.nargs != 0 and action.option_strings
-    return f"{names} {action.metavar or action.dest.upper()}" if takes_value else names
+    if not action.option_strings:
+        return _value(action)
+    names = ", ".join(action.option_strings)
+    return f"{names} {_value(action)}" if action.nargs != 0 else names
+
+
+def _usage(name: str, parser: argparse.ArgumentParser) -> str:
+    parts = [name]
+    for action in options(parser):
+        if not action.option_strings:
+            parts.append(_value(action))
+        else:
+            flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
+            shown = f"{flag} {_value(action)}" if action.nargs != 0 else flag
+            parts.append(shown if action.required else f"[{shown}]")
+    if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+        parts.append("COMMAND ...")
+    return " ".join(parts)
 
 
 def _cell(text: str | None) -> str:
@@ -46,7 +68,7 @@ def cli_reference(parser: argparse.ArgumentParser) -> str:
     out += [f"| `{_spelling(a)}` | {_cell(a.help)} |" for a in options(parser, skip_global=False)]
     out.append("\nExit status: see [Exit status](../commands.md#exit-status).\n")
     for name, help_text, sub in commands(parser):
-        out += [f"## {name}\n", f"{_cell(sub.description or help_text)}\n"]
+        out += [f"## {name}\n", f"`{_usage(name, sub)}`\n", f"{_cell(sub.description or help_text)}\n"]
         actions = options(sub)
         if actions:
             out += ["| argument | meaning |", "| --- | --- |"]
