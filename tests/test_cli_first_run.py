@@ -47,6 +47,9 @@ def venv(built, tmp_path_factory) -> Path:
                     "--no-deps", "--no-index", str(built[0])], check=True, capture_output=True, timeout=300)
     own = folder / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     (own / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    where = subprocess.run([str(folder / "bin" / "python"), "-c", "import modelreg; print(modelreg.__file__)"],
+                           capture_output=True, text=True, timeout=60, cwd=folder)
+    assert where.stdout.strip() == str(own / "modelreg" / "__init__.py"), where.stderr  # the wheel, not this checkout
     return folder
 
 
