@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKENDS := .cache/backends
 CONFIG_DIR ?= configs
 
-.PHONY: run test bench setup backends browser strace clean
+.PHONY: run test bench docs setup backends browser strace clean
 
 setup: $(VENV)/.installed-test
 
@@ -57,6 +57,10 @@ test: setup backends browser strace
 
 bench: setup backends browser
 	$(PY) -m bench
+
+# The generated references, docs/reference/cli.md and settings.md, from the argument parser and the settings model.
+docs: $(VENV)/.installed-app
+	$(PY) -m modelreg.cli.docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

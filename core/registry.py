@@ -130,8 +130,23 @@ def check_editable(path: str, value: Any = UNSET) -> None:
 
 
 def default_config_dir() -> Path:
-    """$MODELREG_CONFIG_DIR, else ./configs."""
-    return Path(os.environ.get("MODELREG_CONFIG_DIR") or "configs")
+    """$MODELREG_CONFIG_DIR, else ./configs where that folder exists (a clone of this repository, or a folder
+    set up that way), else the user's registry (`user_registry_dir`)."""
+    if os.environ.get("MODELREG_CONFIG_DIR"):
+        return Path(os.environ["MODELREG_CONFIG_DIR"])
+    return Path("configs") if Path("configs").is_dir() else user_registry_dir()
+
+
+def user_registry_dir() -> Path:
+    """The user's config folder for modelreg (platformdirs: ~/.config/modelreg on Linux, honouring
+    $XDG_CONFIG_HOME)."""
+    from platformdirs import user_config_dir
+    return Path(user_config_dir("modelreg", appauthor=False))
+
+
+def holds_layers(config_dir: Path) -> bool:
+    """Whether the folder holds a discovered or curated layer (an empty or missing one is a new registry)."""
+    return (config_dir / DISCOVERED_FILE).exists() or (config_dir / CURATED_FILE).exists()
 
 
 def config_paths(entry: dict, include_empty: bool = False) -> list[str]:

@@ -122,7 +122,7 @@ class Settings(BaseModel):
     hosts: dict[str, Host] = Field(
         default_factory=dict,
         description="GPU hosts by name, each `{\"url\", \"profile\", \"api_key_env\", \"admin_token_env\"}` "
-                    "([Several hosts](#several-hosts)).")
+                    "(see Several hosts in the manual).")
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-profile overrides of the settings above, e.g. `{\"rtx4080\": {\"gpu_memory\": \"16GiB\"}}`.")

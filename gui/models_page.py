@@ -22,6 +22,13 @@ try:
 except InvalidRegistry as exc:
     widgets.registry_problem(exc)
     st.stop()
+if not all_rows:
+    st.subheader("No models yet: what to do next")
+    st.page_link("folders_page.py", label="Add a folder that holds models, and scan it", icon=":material/folder_open:")
+    st.page_link("download_page.py", label="Download a model from Hugging Face or Ollama",
+                 icon=":material/download:")
+    st.markdown("Or bring the models of a llama-swap setup, from a terminal: `modelreg import llama-swap CONFIG.yaml`")
+    st.stop()
 
 left, mid, right, search = st.columns([1, 1, 1, 2])
 backends = left.multiselect("Backend", view.choices(all_rows, "backend"), key="f_backend")
@@ -60,8 +67,7 @@ def table() -> None:
     page_rows = rows[(page - 1) * page_size: page * page_size]
     st.caption(f"{len(rows)} of {len(all_rows)} models · {view.total_size_gb(rows):,.2f} GB on disk for those listed")
     if not page_rows:
-        st.info("No model matches the filters." if all_rows else
-                "No models yet: add a folder and scan it on the Model folders page, or download one.")
+        st.info("No model matches the filters.")
         return
     event = st.dataframe(frame(page_rows), key="models_table", hide_index=True, on_select="rerun",
                          selection_mode="single-row", height=min(38 + 35 * len(page_rows), 720),

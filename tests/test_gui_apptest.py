@@ -101,6 +101,15 @@ def test_models_page_colors_every_cell_by_layer_and_filters(folder):
     assert list(at.dataframe[0].value["name"]) == [MISTRAL]
 
 
+def test_an_empty_registry_says_what_to_do_next(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELREG_CONFIG_DIR", str(tmp_path))
+    at = open_app()
+    assert not at.dataframe and "No models yet" in at.subheader[0].value
+    links = at.get("page_link")
+    assert [link.proto.page for link in links] == ["folders_page", "download_page"]
+    assert any("modelreg import llama-swap CONFIG.yaml" in m.value for m in at.markdown)
+
+
 def test_a_selected_row_opens_in_the_editor(folder):
     at = open_app()
     row = list(at.dataframe[0].value["name"]).index(LLAMA)

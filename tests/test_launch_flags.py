@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from importlib.util import find_spec
 
 import pytest
 
@@ -22,6 +23,9 @@ from modelreg.launch.catalogue import (
 from modelreg.launch.flags import flag_value, parse_extra_args
 from support.real_backends import LLAMA_SERVER, require
 from support.real_backends import VLLM as VLLM_PROGRAM
+
+needs_llama_cpp_python = pytest.mark.skipif(find_spec("llama_cpp") is None,
+                                            reason="llama-cpp-python is not installed (make setup installs it)")
 
 # Lines as `vllm serve --help=all` (vLLM 0.32, Python 3.11 argparse) prints them, help text and group text included.
 VLLM_HELP = """\
@@ -159,6 +163,7 @@ def test_a_missing_program_is_checked_against_the_committed_catalogue():
     assert "/no/such/vllm is not installed here" in found.notes[0]
 
 
+@needs_llama_cpp_python
 def test_the_installed_program_is_read_once_and_cached(tmp_path, monkeypatch):
     """llama-cpp-python is installed in the test venv: its catalogue is read from it, then from the per-user cache."""
     monkeypatch.setenv("MODELREG_CACHE", str(tmp_path))
@@ -173,7 +178,7 @@ def test_the_installed_program_is_read_once_and_cached(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("backend", [
     pytest.param(VLLM, marks=pytest.mark.vllm), pytest.param(LLAMA_CPP, marks=pytest.mark.llama_server),
-    LLAMA_CPP_PYTHON])
+    pytest.param(LLAMA_CPP_PYTHON, marks=needs_llama_cpp_python)])
 def test_committed_catalogues_are_what_the_installed_programs_say(backend):
     """Regenerate with `.ci/flag_catalogues.py` when this fails after a backend upgrade."""
     executable = {VLLM: lambda: require(VLLM_PROGRAM), LLAMA_CPP: lambda: require(LLAMA_SERVER),

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from modelreg.settings import Settings
-
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"modelreg": ROOT / "core", "modelreg.gui": ROOT / "gui"}
 
@@ -199,7 +197,7 @@ def test_cli_loads_heavy_libraries_only_where_used(tmp_path):
                                                        '{"port": 24001, "model_path": "/m"}}]\n')
     assert heavy_modules_after("--help", config_dir=config) == set()
     assert heavy_modules_after("set", "m", "display_name", "M", config_dir=config) == {"pydantic"}
-    assert heavy_modules_after("list", config_dir=config) <= {"pydantic", "rich"}
+    assert heavy_modules_after("list", config_dir=config) == {"pydantic"}  # into a pipe: plain columns, no rich
 
 
 def test_gui_reads_no_registry_files():
@@ -208,17 +206,8 @@ def test_gui_reads_no_registry_files():
         assert "model_registry" not in text and "json.load" not in text, f"{path} reads registry files itself"
 
 
-def test_every_setting_is_documented():
-    readme = (ROOT / "docs" / "settings.md").read_text()
-    for name, info in Settings.model_fields.items():
-        assert info.description, f"setting {name} has no help text"
-        assert f"`{name}`" in readme, f"docs/settings.md does not document setting {name}"
-
-
 def test_tests_and_benchmarks_read_nothing_beside_the_clone():
     outside = ("parents[2].parent", "parents[1].parent", "../shared", '"shared" /')
     for path in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]:
-        if path == Path(__file__):
-            continue
-        text = path.read_text()
+        text = "" if path == Path(__file__) else path.read_text()  # this file names what it looks for
         assert not [m for m in outside if m in text], f"{path} reads a folder beside the clone"

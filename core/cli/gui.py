@@ -74,9 +74,9 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 def cmd_gui(args: argparse.Namespace) -> None:
     if find_spec("streamlit") is None:
         raise BadInput("streamlit is not installed; run `make setup` (pip install -e '.[gui]')")
+    from modelreg.cli.scan import registry_or_first_scan
+    registry_or_first_scan(args)  # a missing --config-dir is an error here, not in the browser; a first run scans
     env = gui_env(args.config_dir, args.profile)
-    from modelreg.registry import Registry
-    Registry(env["MODELREG_CONFIG_DIR"], args.profile)  # a missing folder is an error here, not in the browser
     url = loopback_url(args.address, args.port)
     process = subprocess.Popen(streamlit_argv(args.port, args.address), env=env)
     signal.signal(signal.SIGTERM, stop_on_sigterm)  # SIGTERM stops the Streamlit server too, as Ctrl-C does

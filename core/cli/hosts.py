@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from modelreg.cli.output import add_global_options, print_json, print_table, registry_from_args, say
+from modelreg.cli.output import TSV_HELP, add_global_options, print_json, print_table, registry_from_args, say
 from modelreg.errors import BadInput
 
 NO_HOSTS = ("no hosts: add them to the `hosts` setting in settings.json, e.g. "
@@ -24,7 +24,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         say(NO_HOSTS)
     else:
         rows = [s.row() for s in statuses]
-        print_table(list(rows[0]), [list(r.values()) for r in rows])
+        print_table(list(rows[0]), [list(r.values()) for r in rows], tsv=args.tsv)
     return 0 if all(s.reachable for s in statuses) else 1
 
 
@@ -92,6 +92,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "running backends (from its /v1/models and /admin/status); exit 1 when a host "
                                    "does not answer")
     p.add_argument("--json", action="store_true", help="print every host's status as JSON")
+    p.add_argument("--tsv", action="store_true", help=TSV_HELP)
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for each host")
     p.set_defaults(handler=cmd_hosts)
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from modelreg.cli.output import print_json, print_table, registry_from_args, say
+from modelreg.cli.output import TSV_HELP, print_json, print_table, registry_from_args, say, shell_args
 from modelreg.errors import InvalidRegistry
 from modelreg.fields import field_kind
 from modelreg.paths import flatten
@@ -31,9 +31,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     for e in entries:
         bc = e.get("backend_config") or {}
         rows.append((e["name"], e.get("backend"), bc.get("port"), e.get("quantization"),
-                     " ".join(str(a) for a in bc.get("extra_args") or []), model_status(e, registry.settings)[0]))
+                     shell_args(bc.get("extra_args")), model_status(e, registry.settings)[0]))
     print_table([("name", {"no_wrap": True}), "backend", "port", "quantization",
-                 ("extra_args", {"overflow": "fold"}), ("status", {"no_wrap": True})], rows)
+                 ("extra_args", {"overflow": "fold"}), ("status", {"no_wrap": True})], rows, tsv=args.tsv)
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -58,7 +58,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         verdict = "fits" if fit.get("fits") else "does not fit"
         say(f"fit: native context {fit.get('native_context')} {verdict} in {registry.settings.gpu_memory} "
             f"at {fit['utilization']:.2f}; largest context {fit.get('max_context')}"
-            + (f"; suggested: {' '.join(fit['suggested_args'])}" if fit.get("suggested_args") else ""))
+            + (f"; suggested: {shell_args(fit['suggested_args'])}" if fit.get("suggested_args") else ""))
     else:
         say(f"fit: unknown ({fit.get('reason')})")
 
@@ -106,7 +106,7 @@ def cmd_diff(args: argparse.Namespace) -> None:
                                                                                         "merged")
     print_table(["field", *columns, "status"],
                 [(row.field, *(json.dumps(getattr(row, c), ensure_ascii=False) for c in columns), row.status)
-                 for row in rows])
+                 for row in rows], tsv=args.tsv)
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -147,8 +147,7 @@ def cmd_history(args: argparse.Namespace) -> None:
     items = registry_from_args(args).history_items()
     if args.json:
         return print_json([i.__dict__ for i in items])
-    for item in items:
-        say(f"{item.id}  {item.saved_at}  {item.reason}")
+    print_table(["id", "saved at", "reason"], [(item.id, item.saved_at, item.reason) for item in items], tsv=args.tsv)
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
@@ -164,13 +163,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=handler)
 
     as_json = (("--json",), {"action": "store_true", "help": "print JSON"})
+    as_tsv = (("--tsv",), {"action": "store_true", "help": TSV_HELP})
     name = (("name",), {"help": "model name"})
     for_profile = (("--for-profile",), {"metavar": "PROFILE", "default": None,
                                         "help": "edit this profile's curated entry instead of the base entry"})
     command("rebuild", cmd_rebuild, "write the merged snapshot from the layers (only the models that changed are "
                                     "merged again)",
             (("--full",), {"action": "store_true", "help": "validate and merge every model again (same result)"}))
-    command("list", cmd_list, "list the merged models", as_json)
+    command("list", cmd_list, "list the merged models", as_json, as_tsv)
     command("show", cmd_show, "show one merged model", name, as_json,
             (("--provenance",), {"action": "store_true", "help": "say which layer every field came from"}))
     command("set", cmd_set, "set a curated value (written as the field's kind: extra_args as shell text or a "
@@ -180,10 +180,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             (("value",), {"help": "new value (put -- before a value that starts with -)"}), for_profile)
     command("unset", cmd_unset, "remove a curated override", name, (("path",), {"help": "dotted field path"}),
             for_profile)
-    command("diff", cmd_diff, "compare discovered, curated and merged values per field", name, as_json)
+    command("diff", cmd_diff, "compare discovered, curated and merged values per field", name, as_json,
+            as_tsv)
     command("validate", cmd_validate, "check both layers")
     command("migrate", cmd_migrate, "move configuration out of a legacy discovered layer into curated",
             (("--dry-run",), {"action": "store_true", "help": "report the moves, write nothing"}), as_json)
     command("stub", cmd_stub, "create a curated stub for a model (never touches an existing entry)", name)
-    command("history", cmd_history, "list earlier versions of the curated layer", as_json)
+    command("history", cmd_history, "list earlier versions of the curated layer", as_json, as_tsv)
     command("restore", cmd_restore, "make an earlier curated version current", (("id",), {"help": "history id"}))

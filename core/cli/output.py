@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from functools import cache
 from typing import TYPE_CHECKING, Any, Iterable
@@ -15,7 +17,8 @@ if TYPE_CHECKING:
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-dir", default=argparse.SUPPRESS,
-                        help="registry folder (default: $MODELREG_CONFIG_DIR, else ./configs)")
+                        help="registry folder (default: $MODELREG_CONFIG_DIR, else ./configs if it exists, else "
+                             "the user's config folder, ~/.config/modelreg on Linux)")
     parser.add_argument("--profile", default=argparse.SUPPRESS,
                         help="active profile (default: $MODELREG_PROFILE, else the settings file)")
 
@@ -47,11 +50,24 @@ def plain(text: str, cell: bool = False) -> str:
     return text.translate(_INERT_CELL if cell else _INERT)
 
 
+def no_color() -> bool:
+    """https://no-color.org: a non-empty NO_COLOR turns every colour and style off."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 @cache
 def console(stderr: bool = False) -> "Console":
     """rich's console, imported on first use (only the commands that draw tables or bars pay for rich)."""
     from rich.console import Console
-    return Console(soft_wrap=True, stderr=stderr)
+    return Console(soft_wrap=True, stderr=stderr, **({"color_system": None} if no_color() else {}))
+
+
+def shell_args(args: Iterable[Any] | None) -> str:
+    """Arguments as one shell line, each quoted where the shell would split or expand it."""
+    return shlex.join(str(a) for a in args or [])
+
+
+TSV_HELP = "print tab-separated values with a header line (tabs and newlines in values escaped)"
 
 
 def say(text: str, stderr: bool = False, end: str = "\n") -> None:
@@ -66,12 +82,28 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False).translate(_INERT_JSON) + "\n")
 
 
-def print_table(headers: Iterable[str | tuple[str, dict]], rows: Iterable[Iterable[Any]]) -> None:
-    """A rich table whose cells are plain text (a name like `m[/x]` prints as written, control characters escaped);
-    a header may be (title, rich Column options)."""
+def print_table(headers: Iterable[str | tuple[str, dict]], rows: Iterable[Iterable[Any]], tsv: bool = False) -> None:
+    """A table whose cells are plain text (a name like `m[/x]` prints as written, control characters escaped): on a
+    terminal a rich table (a header may be (title, rich Column options)); into a pipe or file plain columns aligned
+    with spaces, or with `tsv` tab-separated values; either way one row per line, nothing cut, no colour."""
+    titles = [h[0] if isinstance(h, tuple) else h for h in headers]
+    cells = [["" if cell is None else plain(str(cell), cell=True) for cell in row] for row in rows]
+    if tsv or not sys.stdout.isatty():
+        lines = [titles, *cells]
+        widths = None if tsv else [max(len(line[i]) for line in lines) for i in range(len(titles))]
+        sys.stdout.write("".join(_line(line, widths) for line in lines))
+        sys.stdout.flush()
+        return
     from rich.table import Column, Table
     from rich.text import Text
     table = Table(*(Column(h[0], **h[1]) if isinstance(h, tuple) else h for h in headers))
-    for row in rows:
-        table.add_row(*(Text("" if cell is None else plain(str(cell), cell=True)) for cell in row))
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
     console().print(table)
+
+
+def _line(cells: list[str], widths: list[int] | None) -> str:
+    """One row: tab-separated (no widths), or each cell padded to its column's width."""
+    if widths is None:
+        return "\t".join(cells) + "\n"
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() + "\n"

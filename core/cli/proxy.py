@@ -5,7 +5,7 @@ import argparse
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from modelreg.cli.output import print_json, print_table, registry_from_args, say
+from modelreg.cli.output import TSV_HELP, print_json, print_table, registry_from_args, say
 
 if TYPE_CHECKING:
     from modelreg.proxy.client import ProxyAdmin
@@ -38,9 +38,10 @@ def cmd_ps(args: argparse.Namespace) -> None:
         return print_json(running)
     if not running:
         return say(f"no backends running (proxy at {admin.url})")
-    print_table(["name", "state", "backend", "pid", "port", "in flight", "started", "last request"],
-                [[b["name"], b["state"] + (" (stale)" if b["stale"] else ""), b["backend"], b["pid"], b["port"],
-                  b["in_flight"], _clock(b["started_at"]), _clock(b["last_request_at"])] for b in running])
+    rows = [[b["name"], b["state"] + (" (stale)" if b["stale"] else ""), b["backend"], b["pid"], b["port"],
+             b["in_flight"], _clock(b["started_at"]), _clock(b["last_request_at"])] for b in running]
+    print_table(["name", "state", "backend", "pid", "port", "in flight", "started", "last request"], rows,
+                tsv=args.tsv)
 
 
 def _clock(stamp: str | None) -> str:
@@ -92,6 +93,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     command = control("ps", "list the backends the running proxy has started")
     command.add_argument("--json", action="store_true", help="print them as JSON")
+    command.add_argument("--tsv", action="store_true", help=TSV_HELP)
     command.set_defaults(handler=cmd_ps)
 
     command = control("stop", "stop a running backend now (or every one with --all)")

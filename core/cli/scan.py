@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+from typing import TYPE_CHECKING
 
-from modelreg.cli.output import print_json, registry_from_args, say
+from modelreg.cli.output import print_json, registry_from_args, say, shell_args
+
+if TYPE_CHECKING:
+    from modelreg.discovery.scan import ScanResult
+    from modelreg.registry import Registry
 
 
 def cmd_scan(args: argparse.Namespace) -> None:
@@ -11,6 +17,23 @@ def cmd_scan(args: argparse.Namespace) -> None:
     result = scan(registry_from_args(args, create=True), args.paths, stubs=not args.no_stubs)
     if args.json:
         return print_json(result.as_dict())
+    print_scan(result)
+
+
+def registry_or_first_scan(args: argparse.Namespace) -> "Registry":
+    """The registry the global options name. On a first run (neither --config-dir nor $MODELREG_CONFIG_DIR, and the
+    default folder holds no layer yet) the folder is created and filled by a scan of the usual places, with stubs."""
+    from modelreg.registry import default_config_dir, holds_layers
+    if args.config_dir or os.environ.get("MODELREG_CONFIG_DIR") or holds_layers(default_config_dir()):
+        return registry_from_args(args)
+    from modelreg.discovery.scan import scan
+    registry = registry_from_args(args, create=True)
+    say(f"modelreg: a new registry in {registry.config_dir}; looking for the models you have in the usual places")
+    print_scan(scan(registry))
+    return registry
+
+
+def print_scan(result: "ScanResult") -> None:
     for model in result.models:
         say(f"{model['status']:>9}  {model['name']}  ({model['format']}, {model['quantization'] or 'unquantized'})"
             f"  {model['path']}")
@@ -47,7 +70,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if fit.get("reason"):
         say(f"  does not fit: {fit['reason']}")
     elif fit.get("suggested_args") and not fit["configured_context"]:
-        say(f"  the native context does not fit: add {' '.join(fit['suggested_args'])} "
+        say(f"  the native context does not fit: add {shell_args(fit['suggested_args'])} "
             f"(modelreg set {args.name} backend_config.extra_args '[...]')")
     else:
         say("  fits" if fit["fits"] else "  the configured context does not fit; lower it")
@@ -57,7 +80,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scan", help="find models on disk and write their facts into the discovered layer",
                        description="Find Hugging Face folders and cache, GGUF files and Ollama's store under PATHs "
                                    "(default: settings model_roots, HF_HUB_CACHE/HF_HOME, OLLAMA_MODELS or "
-                                   "~/.ollama/models); write facts to discovered, stub new models, rebuild.")
+                                   "~/.ollama/models); write facts to discovered, stub new models, rebuild. Creates "
+                                   "the registry folder if it is missing.")
     p.add_argument("paths", nargs="*", metavar="PATH", help="folder or GGUF file to scan")
     p.add_argument("--no-stubs", action="store_true", help="do not create curated stubs for new models")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -9,7 +9,8 @@ import time
 from urllib.parse import urlsplit
 
 from modelreg.cli.gui import DEFAULT_PORT, gui_env
-from modelreg.cli.output import registry_from_args, say
+from modelreg.cli.output import say
+from modelreg.cli.scan import registry_or_first_scan
 
 STOP_WAIT = 30.0  # seconds each child gets to stop its own backends before it is killed
 
@@ -58,7 +59,7 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from modelreg.launch.supervisor import Supervisor
 
-    registry = registry_from_args(args)
+    registry = registry_or_first_scan(args)
     configured = urlsplit(registry.settings.proxy_url)
     proxy_port = args.proxy_port or configured.port or 8100
     proxy_url = f"http://127.0.0.1:{proxy_port}"
