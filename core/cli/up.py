@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
-import time
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from modelreg.cli.gui import DEFAULT_PORT, gui_env
 from modelreg.cli.output import registry_from_args, say
+
+if TYPE_CHECKING:
+    import subprocess
 
 STOP_WAIT = 30.0  # seconds each child gets to stop its own backends before it is killed
 
@@ -25,6 +25,9 @@ def _modelreg(args: argparse.Namespace, *command: str) -> list[str]:
 
 def _stop(children: list[subprocess.Popen]) -> None:
     """SIGTERM to every child still running (each stops what it started), then wait; SIGKILL the ones that hang."""
+    import subprocess
+    import time
+
     for child in children:
         if child.poll() is None:
             child.terminate()
@@ -38,6 +41,8 @@ def _stop(children: list[subprocess.Popen]) -> None:
 
 
 def _wait_ready(url: str, child: subprocess.Popen, timeout: float) -> bool:
+    import time
+
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -56,6 +61,11 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import signal
+    import subprocess
+    import time
+    from urllib.parse import urlsplit
+
     from modelreg.launch.supervisor import Supervisor
 
     registry = registry_from_args(args)

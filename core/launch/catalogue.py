@@ -91,8 +91,9 @@ class Catalogue:
             return "--" + head.replace("_", "-") + dot + tail
         return spelling
 
-    def resolve(self, token: str) -> Resolved:
-        """The flag a token names, as the backend's own parser reads it."""
+    def resolve(self, token: str, suggest: bool = True) -> Resolved:
+        """The flag a token names, as the backend's own parser reads it; `suggest`: find the closest spellings of an
+        unknown one (difflib: milliseconds per token, which a lookup such as `flag_value` does not need)."""
         spelling, attached = token, None
         if self.equals and token.startswith("--") and "=" in token:
             spelling, attached = token.split("=", 1)
@@ -114,7 +115,7 @@ class Catalogue:
                 return Resolved(spelling, self.by_spelling[matches[0]], "prefix", attached)
             if len(matches) > 1:
                 return Resolved(spelling, None, "ambiguous", attached, tuple(sorted(matches)))
-        return Resolved(spelling, None, "unknown", attached, self.closest(name))
+        return Resolved(spelling, None, "unknown", attached, self.closest(name) if suggest else ())
 
     def closest(self, spelling: str, count: int = 1) -> tuple[str, ...]:
         """The known spellings most like an unknown one (`--max-model-length` -> `--max-model-len`)."""
