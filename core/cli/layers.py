@@ -66,12 +66,12 @@ LAUNCH_FIELDS = ("backend", "backend_config", "chat_template")
 def check_launch_change(registry: "Registry", name: str, changes: dict, profile: str | None) -> None:
     """Refuse a change that gives the model a launch configuration its backend would reject (BadInput, exit 2);
     print the notes (a flag spelled in a way the backend reads as another)."""
+    if not any(path.split(".")[0] in LAUNCH_FIELDS for path in changes):
+        return  # before the imports: a change that cannot affect the launch does not pay for the launch checks
     from modelreg.errors import UnknownModel
     from modelreg.launch.checks import require_launchable
     from modelreg.views.editor import load_target
 
-    if not any(path.split(".")[0] in LAUNCH_FIELDS for path in changes):
-        return
     try:
         target = load_target(registry, name, profile)
     except UnknownModel:
