@@ -185,3 +185,13 @@ def test_committed_catalogues_are_what_the_installed_programs_say(backend):
                   LLAMA_CPP_PYTHON: lambda: sys.executable}[backend]()
     installed, committed = catalogue_for(backend, executable), committed_catalogue(backend)
     assert (installed.version, installed.flags) == (committed.version, committed.flags)
+
+
+def test_this_interpreters_llama_cpp_python_version_is_read_without_starting_it(monkeypatch):
+    """Planning a launch asks the version of the program behind each backend; for llama-cpp-python on this very
+    interpreter (the default setting) that must not start a Python (tens of ms in every `modelreg list`)."""
+    import importlib.metadata
+
+    expected = importlib.metadata.version("llama_cpp_python")
+    monkeypatch.setattr(catalogues, "_start", lambda argv: pytest.fail(f"started {argv}"))
+    assert catalogues.program_version(LLAMA_CPP_PYTHON, sys.executable) == expected

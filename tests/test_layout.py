@@ -3,6 +3,7 @@ per module, and every setting documented."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -178,26 +179,40 @@ def test_tests_import_their_support_by_one_name():
     assert not [m for m in sys.modules if m.split(".")[0] in ("core", "gui", "tests")]
 
 
-def heavy_modules_after(*argv: str, config_dir: Path) -> set[str]:
+HEAVY = {"gguf", "numpy", "huggingface_hub", "httpx", "aiohttp", "fastapi", "starlette", "uvicorn", "rich", "pydantic",
+         "psutil", "watchdog", "ollama", "streamlit", "yaml"}
+
+
+def heavy_modules_after(*argv: str, config_dir: Path, env: dict[str, str] | None = None) -> set[str]:
     script = ("import sys, runpy\n"
               f"sys.argv = ['modelreg', '--config-dir', {str(config_dir)!r}, *{list(argv)!r}]\n"
               "try:\n    runpy.run_module('modelreg', run_name='__main__')\n"
               "except SystemExit:\n    pass\n"
               "print('LOADED', ' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
     loaded = proc.stdout.rsplit("LOADED", 1)[1].split()
-    return set(loaded) & {"gguf", "numpy", "huggingface_hub", "httpx", "fastapi", "starlette", "uvicorn", "rich",
-                          "pydantic", "psutil", "watchdog", "ollama", "streamlit"}
+    return set(loaded) & HEAVY
 
 
 def test_cli_loads_heavy_libraries_only_where_used(tmp_path):
+    """`--help` loads none of them; `list` and `set` on a registry with an Ollama entry load pydantic (settings and
+    the entry checks) but never (into a pipe, `list` prints plain columns without rich) the Ollama client and httpx: the launch check reads
+    the client's option names from a per-user cache, which one start fills and the next reads (also when another
+    environment of the same user, with its own client, has filled the cache too)."""
     config = tmp_path / "configs"
     config.mkdir()
-    (config / "model_registry.curated.json").write_text('[{"name": "m", "backend": "vllm", "backend_config": '
-                                                       '{"port": 24001, "model_path": "/m"}}]\n')
-    assert heavy_modules_after("--help", config_dir=config) == set()
-    assert heavy_modules_after("set", "m", "display_name", "M", config_dir=config) == {"pydantic"}
-    assert heavy_modules_after("list", config_dir=config) == {"pydantic"}  # into a pipe: plain columns, no rich
+    (config / "model_registry.curated.json").write_text(
+        '[{"name": "m", "backend": "vllm", "backend_config": {"port": 24001, "model_path": "/m"}},\n'
+        ' {"name": "o", "backend": "ollama", "backend_config": {"port": 11434, "model_path": "o:latest", '
+        '"extra_args": ["--num_ctx", "2048"]}}]\n')
+    cache = {"MODELREG_CACHE": str(tmp_path / "cache")}
+    assert heavy_modules_after("--help", config_dir=config, env=cache) == set()
+    heavy_modules_after("list", config_dir=config, env=cache)  # fills the cache
+    # another environment (its own client) wrote its cache since
+    (tmp_path / "cache" / "ollama-options.json").write_text('{"key": "another client", "options": []}')
+    assert heavy_modules_after("set", "m", "display_name", "M", config_dir=config, env=cache) == {"pydantic"}
+    assert heavy_modules_after("list", config_dir=config, env=cache) == {"pydantic"}  # into a pipe: plain columns, no rich
 
 
 def test_gui_reads_no_registry_files():

@@ -187,3 +187,46 @@ def test_llama_arg_environment_cannot_move_the_server(tmp_path, monkeypatch):
         assert listening(backend.pid) == {("127.0.0.1", plan.port)}
     finally:
         supervisor.stop(backend)
+
+
+def _waves(url: str, model: str, waves: int, concurrency: int = 20) -> list[float]:
+    """Seconds each wave of `concurrency` simultaneous chats took, on one client's keep-alive connections (the
+    waves reuse them, as a busy client does); every answer must be a 200 from `model`."""
+    import asyncio
+
+    from support import chat_body
+
+    async def run() -> list[float]:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+            async def one() -> None:
+                reply = await client.post("/v1/chat/completions", json=chat_body(model, 1))
+                assert reply.status_code == 200 and reply.json()["model"] == model, reply.text[:300]
+            seconds = []
+            for _ in range(waves):
+                began = asyncio.get_running_loop().time()
+                await asyncio.gather(*(one() for _ in range(concurrency)))
+                seconds.append(asyncio.get_running_loop().time() - began)
+            return seconds
+    return asyncio.run(run())
+
+
+def test_more_clients_than_slots_through_the_proxy_keep_the_backends_pace(tmp_path):
+    """20 clients at once against `-np 4` (a few Open WebUI users, a batch script): each wave through the proxy takes
+    about what it takes straight to the server. A proxy that sent requests on upstream connections no server thread
+    reads would wait for a keep-alive to run out (seconds), far beyond the server's own time for a wave."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
+    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny", extra_args=["-c", "4096", "-np", "4"]),
+             "backend": "llama.cpp"}
+    (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
+    proxy = start_proxy(folder, free_port(), tmp_path, env=clean_llama_env())
+    try:
+        _waves(proxy.url, "tiny", 1)  # starts the backend
+        direct = _waves(proxy.backend("tiny")["base_url"], "tiny", 3)
+        through = _waves(proxy.url, "tiny", 3)
+    finally:
+        proxy.stop()
+    assert max(through) < 4 * max(direct) + 1.0, (through, direct)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import threading
 from typing import TYPE_CHECKING
 
 from modelreg.cli.output import add_global_options, console, print_json, print_table, registry_from_args, say
@@ -32,6 +31,8 @@ def print_analysis(analysis: "RepoAnalysis", chosen: str | None) -> None:
 
 def run_with_bar(work, progress: "DownloadProgress", quiet: bool):
     """Run `work()` in a thread with a rich bar fed by `progress`; Ctrl-C cancels (finished files are kept)."""
+    import threading
+
     outcome: dict = {}
     finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may report a live thread dead
 

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
-from importlib import resources
-from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelreg.errors import BadInput
+
+if TYPE_CHECKING:  # the command modules import at run time what only their command needs: `--help` starts fast
+    import subprocess
 
 DEFAULT_PORT = 8501
 STOP_WAIT = 20.0  # seconds Streamlit gets to stop before it is killed
@@ -19,6 +18,7 @@ STOP_WAIT = 20.0  # seconds Streamlit gets to stop before it is killed
 
 def app_path() -> Path:
     """The Streamlit entry file, found through the installed package (editable or not)."""
+    from importlib import resources
     return Path(str(resources.files("modelreg.gui") / "app.py"))
 
 
@@ -36,6 +36,8 @@ def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
 def warm_up(url: str, process: subprocess.Popen, timeout: float = 120.0) -> bool:
     """Run the app's script once through Streamlit's script health check, so the first visitor finds the imports
     done and the registry merged (cached per process); True when the app answered ok."""
+    import time
+
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -72,6 +74,10 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def cmd_gui(args: argparse.Namespace) -> None:
+    import signal
+    import subprocess
+    from importlib.util import find_spec
+
     if find_spec("streamlit") is None:
         raise BadInput("streamlit is not installed; run `make setup` (pip install -e '.[gui]')")
     from modelreg.cli.scan import registry_or_first_scan

@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from modelreg.cli.output import TSV_HELP, print_json, print_table, registry_from_args, say, shell_args
 from modelreg.errors import InvalidRegistry
-from modelreg.fields import field_kind
-from modelreg.paths import flatten
-from modelreg.values import parse_value
 
 if TYPE_CHECKING:
     from modelreg.registry import Registry
@@ -50,6 +46,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     if args.json:
         return print_json({**doc, "fit": fit_summary(doc["entry"], registry.settings)}
                           if args.provenance else doc["entry"])
+    from modelreg.paths import flatten
     for path, value in sorted(flatten(doc["entry"]).items()):
         source = f"  [{doc['provenance'].get(path, '')}]" if args.provenance else ""
         say(f"{path} = {json.dumps(value, ensure_ascii=False)}{source}")
@@ -69,12 +66,12 @@ LAUNCH_FIELDS = ("backend", "backend_config", "chat_template")
 def check_launch_change(registry: "Registry", name: str, changes: dict, profile: str | None) -> None:
     """Refuse a change that gives the model a launch configuration its backend would reject (BadInput, exit 2);
     print the notes (a flag spelled in a way the backend reads as another)."""
+    if not any(path.split(".")[0] in LAUNCH_FIELDS for path in changes):
+        return  # before the imports: a change that cannot affect the launch does not pay for the launch checks
     from modelreg.errors import UnknownModel
     from modelreg.launch.checks import require_launchable
     from modelreg.views.editor import load_target
 
-    if not any(path.split(".")[0] in LAUNCH_FIELDS for path in changes):
-        return
     try:
         target = load_target(registry, name, profile)
     except UnknownModel:
@@ -85,6 +82,8 @@ def check_launch_change(registry: "Registry", name: str, changes: dict, profile:
 
 
 def cmd_set(args: argparse.Namespace) -> None:
+    from modelreg.fields import field_kind
+    from modelreg.values import parse_value
     value = parse_value(args.value, field_kind(args.path), args.path)
     registry = registry_from_args(args)
     check_launch_change(registry, args.name, {args.path: value}, args.for_profile)
@@ -101,6 +100,7 @@ def cmd_diff(args: argparse.Namespace) -> None:
     registry = registry_from_args(args)
     rows = registry.diff(args.name)
     if args.json:
+        from dataclasses import asdict
         return print_json([{**asdict(row), "changed": row.changed} for row in rows])
     columns = ("discovered", "curated", "profile", "merged") if registry.profile else ("discovered", "curated",
                                                                                         "merged")

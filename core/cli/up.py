@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
-import time
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from modelreg.cli.gui import DEFAULT_PORT, gui_env
 from modelreg.cli.output import say
 from modelreg.cli.scan import registry_or_first_scan
+
+if TYPE_CHECKING:
+    import subprocess
 
 STOP_WAIT = 30.0  # seconds each child gets to stop its own backends before it is killed
 
@@ -26,6 +26,9 @@ def _modelreg(args: argparse.Namespace, *command: str) -> list[str]:
 
 def _stop(children: list[subprocess.Popen]) -> None:
     """SIGTERM to every child still running (each stops what it started), then wait; SIGKILL the ones that hang."""
+    import subprocess
+    import time
+
     for child in children:
         if child.poll() is None:
             child.terminate()
@@ -39,6 +42,8 @@ def _stop(children: list[subprocess.Popen]) -> None:
 
 
 def _wait_ready(url: str, child: subprocess.Popen, timeout: float) -> bool:
+    import time
+
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -57,6 +62,11 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    import signal
+    import subprocess
+    import time
+    from urllib.parse import urlsplit
+
     from modelreg.launch.supervisor import Supervisor
 
     registry = registry_or_first_scan(args)

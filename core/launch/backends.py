@@ -1,6 +1,7 @@
 """The backends modelreg starts: their names, other spellings, and what the launcher knows of each."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -100,7 +101,9 @@ def ollama_option_names() -> frozenset[str]:
     types_file = Path(spec.origin).with_name("_types.py")
     stat = types_file.stat()
     key = f"{types_file}:{stat.st_mtime_ns}:{stat.st_size}"
-    cached = user_cache_dir() / "ollama-options.json"
+    # one file per installed client: several environments of one user (each with its own client) then do not
+    # overwrite each other's cache, which would make every start in the others import the client again
+    cached = user_cache_dir() / f"ollama-options-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     try:
         data = json.loads(cached.read_bytes())
         if data.get("key") == key:

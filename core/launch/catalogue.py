@@ -8,14 +8,17 @@ import os
 import re
 import shutil
 import signal
-import subprocess
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM, user_cache_dir
 from modelreg.store import atomic_write, file_stamp
+
+if TYPE_CHECKING:
+    import subprocess
 
 # How many values a flag takes.
 NONE, ONE, TWO, OPTIONAL, MANY = "none", "one", "two", "optional", "many"
@@ -91,8 +94,9 @@ class Catalogue:
             return "--" + head.replace("_", "-") + dot + tail
         return spelling
 
-    def resolve(self, token: str) -> Resolved:
-        """The flag a token names, as the backend's own parser reads it."""
+    def resolve(self, token: str, suggest: bool = True) -> Resolved:
+        """The flag a token names, as the backend's own parser reads it; `suggest`: find the closest spellings of an
+        unknown one (difflib: milliseconds per token, which a lookup such as `flag_value` does not need)."""
         spelling, attached = token, None
         if self.equals and token.startswith("--") and "=" in token:
             spelling, attached = token.split("=", 1)
@@ -114,7 +118,7 @@ class Catalogue:
                 return Resolved(spelling, self.by_spelling[matches[0]], "prefix", attached)
             if len(matches) > 1:
                 return Resolved(spelling, None, "ambiguous", attached, tuple(sorted(matches)))
-        return Resolved(spelling, None, "unknown", attached, self.closest(name))
+        return Resolved(spelling, None, "unknown", attached, self.closest(name) if suggest else ())
 
     def closest(self, spelling: str, count: int = 1) -> tuple[str, ...]:
         """The known spellings most like an unknown one (`--max-model-length` -> `--max-model-len`)."""
@@ -226,12 +230,16 @@ _memo: dict[tuple, Catalogue] = {}
 
 
 def _start(argv: list[str]) -> subprocess.Popen[str]:
+    import subprocess  # here: only reading a program's --help starts one
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                             env=env, start_new_session=True)
 
 
 def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    import subprocess
+
     try:
         out, err = process.communicate(timeout=READ_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -251,6 +259,14 @@ def _version(backend: str, out: str, err: str) -> str:
 
 def program_version(backend: str, executable: str) -> str:
     """The version a backend program reports ('' when it says none)."""
+    if backend == LLAMA_CPP_PYTHON and os.path.abspath(executable) == os.path.abspath(sys.executable):
+        # this very interpreter (the default setting): its answer without starting it again, which took every
+        # command that plans a launch (`modelreg list` too) tens of milliseconds
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("llama_cpp_python")
+        except PackageNotFoundError:
+            return ""
     _code, out, err = _finish(_start([executable, *READERS[backend].version_args]))
     return _version(backend, out, err)
 
@@ -318,6 +334,8 @@ def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     if catalogue is None:
+        import subprocess  # only a catalogue not cached yet is read from the program
+
         try:
             catalogue = read_catalogue(backend, program, version)
         except (OSError, subprocess.SubprocessError, RuntimeError) as exc:

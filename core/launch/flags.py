@@ -149,7 +149,7 @@ def flag_name(token: str, backend: str, catalogue: Catalogue | None = None) -> s
     catalogue = catalogue or committed_catalogue(backend)
     if catalogue is None:  # Ollama's options: `--num-ctx` / `--num_ctx`
         return "--" + token[2:].split("=", 1)[0].replace("_", "-") if token.startswith("--") else token
-    found = catalogue.resolve(token)
+    found = catalogue.resolve(token, suggest=False)
     return found.flag.name if found.flag else found.spelling
 
 

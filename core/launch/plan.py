@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +214,8 @@ def installed_gguf_backend(settings: Settings) -> tuple[str, str | None]:
     llama-cpp-python when its Python can import llama_cpp, else llama.cpp with a note saying what to install."""
     if shutil.which(backend_executable(LLAMA_CPP, settings)):
         return LLAMA_CPP, None
+    import subprocess  # here: planning a launch (every `modelreg list`) never starts a process
+
     python = shutil.which(backend_executable(LLAMA_CPP_PYTHON, settings))
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)"
     if python and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
