@@ -132,18 +132,14 @@ def api_key_placeholder(env: str) -> str:
     return f"${env}"
 
 
-def _api_key_env(name: str, backend: str, config: dict, extra: list[str]) -> str | None:
+def _api_key_env(name: str, config: dict) -> str | None:
     env = config.get("api_key_env")
     if env in (None, ""):
         return None
     if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
         raise BadInput(f"model {name!r}: backend_config.api_key_env {env!r} is not an environment variable name; "
                        f"give the name of the variable that holds the key (e.g. MY_BACKEND_KEY), never the key")
-    flag = API_KEY_FLAGS.get(backend, "--api-key" if backend == VLLM else None)
-    if flag and flag_value(extra, flag, backend) is not None:
-        raise BadInput(f"model {name!r}: extra_args set {flag} and backend_config.api_key_env is set too; remove "
-                       f"{flag} from extra_args (a key there is written into the registry files)")
-    return env
+    return env  # extra_args cannot hold a key flag (SPECS' refused flags)
 
 
 def _api_key_args(backend: str, env: str | None) -> list[str]:
@@ -261,7 +257,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     served = _served_model_id(entry) or name
     timeout = float(config.get("ready_timeout") or settings.ready_timeout)
     vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
-    key_env = _api_key_env(name, backend, config, extra)
+    key_env = _api_key_env(name, config)
 
     if backend == OLLAMA:
         base_url = (config.get("base_url") or settings.ollama_host).rstrip("/")
