@@ -261,7 +261,7 @@ class Registry:
         self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
         self._subscribers: list[Callable[[Snapshot], None]] = []
-        self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
+        self._snapshot_cache: tuple[tuple[int, int, int, int], Snapshot] | None = None
         self._cache_guard = threading.Lock()
         self._builder = SnapshotBuilder(self.config_dir, self.profile)
 
@@ -310,13 +310,14 @@ class Registry:
         report.errors[:0] = repeated
         return report
 
-    def _cuts(self) -> tuple[LayerCut, LayerCut]:
-        return (self._builder.cut(self.discovered_path, "discovered"),
-                self._builder.cut(self.curated_path, "curated"))
+    def _cuts(self, trust: bool = True) -> tuple[LayerCut, LayerCut]:
+        return (self._builder.cut(self.discovered_path, "discovered", trust),
+                self._builder.cut(self.curated_path, "curated", trust))
 
     def _build(self, full: bool = False) -> Built:
-        """Validate and merge the layers as they are now (raises InvalidRegistry, writes nothing)."""
-        return self._builder.build(*self._cuts(), full=full)
+        """Validate and merge the layers as they are now (raises InvalidRegistry, writes nothing); `full` reads them
+        whole, whatever their stamps say."""
+        return self._builder.build(*self._cuts(trust=not full), full=full)
 
     @without_gc
     def merged(self) -> Merged:

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -224,9 +225,10 @@ def backend_catalogue(backend: str, settings: Settings) -> Catalogue | None:
     return catalogue_for(backend, backend_executable(backend, settings)) if backend in PROCESS_BACKENDS else None
 
 
-def chat_template_file(name: str, backend: str, entry: dict[str, Any]) -> str | None:
-    """The chat template file the entry's `chat_template.path` names, checked: BadInput when the file is missing or
-    the backend has no flag for one; None when the entry names none (the model's own template applies)."""
+def chat_template_file(name: str, backend: str, entry: dict[str, Any], settings: Settings) -> str | None:
+    """The chat template file the entry's `chat_template.path` names, checked: BadInput when it is not a readable
+    file or the backend has no flag for one; None when the entry names none (the model's own template applies). A
+    relative path is relative to the registry folder."""
     path = get_path(entry, "chat_template.path")
     if not isinstance(path, str) or not path.strip():
         return None
@@ -236,9 +238,25 @@ def chat_template_file(name: str, backend: str, entry: dict[str, Any]) -> str | 
                        f"serve the model with vllm or llama.cpp, or remove chat_template.path "
                        f"(`modelreg unset {name} chat_template`)")
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise BadInput(f"model {name!r}: chat_template.path {path} does not exist; put the template there or "
-                       f"change the path (`modelreg set {name} chat_template.path /path/to/template.jinja`)")
+    if not file.is_absolute():
+        if settings.registry_folder is None:
+            raise BadInput(f"model {name!r}: chat_template.path {path} is relative and no registry folder is known "
+                           "to resolve it against; give an absolute path")
+        file = settings.registry_folder / file
+    fix = f"(`modelreg set {name} chat_template.path /path/to/template.jinja`)"
+    try:
+        kind = stat.S_IFMT(file.stat().st_mode)
+    except FileNotFoundError:
+        raise BadInput(f"model {name!r}: chat_template.path {path} does not exist ({file}); put the template there "
+                       f"or change the path {fix}") from None
+    except OSError as exc:
+        raise BadInput(f"model {name!r}: chat_template.path {path}: cannot read {file} ({exc.strerror}); fix its "
+                       f"permissions or change the path {fix}") from None
+    if kind != stat.S_IFREG:
+        what = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
+                stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}.get(kind, "not a regular file")
+        raise BadInput(f"model {name!r}: chat_template.path {path} is {what}, not a template file ({file}); point "
+                       f"it at the template file {fix}")
     return str(file)
 
 
@@ -274,7 +292,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     host = config.get("host") or settings.backend_host
     model_file = _model_file(name, backend, config.get("model_path"))
     executable = backend_executable(backend, settings)
-    template = chat_template_file(name, backend, entry)
+    template = chat_template_file(name, backend, entry, settings)
 
     given = extra_args_problems(backend, extra, catalogue)
 
