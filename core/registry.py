@@ -529,8 +529,10 @@ class Registry:
             self.pending_stubs_path.unlink(missing_ok=True)
             return created
 
-    def history_items(self) -> list[HistoryItem]:
-        return self.history.items()
+    def history_items(self, verify: bool = False) -> list[HistoryItem]:
+        """The kept curated versions, newest first (`verify`: each marked restorable or damaged; see
+        CuratedHistory.items)."""
+        return self.history.items(verify)
 
     def restore(self, item_id: str) -> Snapshot:
         """Make an earlier curated version current again (the version replaced is kept in history too)."""
