@@ -164,7 +164,9 @@ ORPHAN_MAKER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from modelreg.launch.plan import launch_plan
     from modelreg.settings import Settings
+    from modelreg.launch import lifetime
     from modelreg.launch.supervisor import Supervisor
+    lifetime._prctl = lambda: None  # as where no parent-death signal exists (macOS): the backend survives the kill
     entry = {{"name": {name!r}, "backend": "vllm",
              "backend_config": {{"port": {port}, "model_path": "/m", "extra_args": []}}}}
     backend = Supervisor({log_dir!r}).start_ready(launch_plan(entry, Settings(executables={{"vllm": {exe!r}}})))
