@@ -43,6 +43,7 @@ def test_forged_mtime_same_size_edit_is_noticed(tmp_path):
         handle.seek(raw.index(b"aaaa"))
         handle.write(b"bbbb")
     os.utime(curated, ns=(then, then))
+    assert "the snapshot on disk is stale" in run(folder, "list").stderr
     done = run(folder, "rebuild")
     assert done.returncode == 0, done.stderr
     incremental = (folder / SNAPSHOT_FILE).read_bytes()

@@ -229,7 +229,8 @@ COMMITTED = Path(__file__).with_name("catalogues")
 # the committed catalogue, and not asked again for FAILED_READ_MEMORY seconds (by any process: `set` after `set`).
 READ_TIMEOUT = 30.0
 FAILED_READ_MEMORY = 60.0
-_memo: dict[tuple, Catalogue] = {}
+_memo: dict[str, Catalogue] = {}
+_failed: dict[str, dict[str, Any]] = {}  # failed reads, by the same key
 
 
 def _start(argv: list[str]) -> subprocess.Popen[str]:
@@ -328,8 +329,9 @@ def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
     if not isinstance(cached, dict):
         cached = {}
     failed = cached.get("failed")
-    if isinstance(failed, dict) and failed.get("stamp") == stamp \
-            and 0 <= time.time() - float(failed.get("at", 0)) < FAILED_READ_MEMORY:
+    if not isinstance(failed, dict) or failed.get("stamp") != stamp:
+        failed = _failed.get(memo_key)  # this process's, when the cache could not be written
+    if failed and 0 <= time.time() - float(failed.get("at", 0)) < FAILED_READ_MEMORY:
         return _committed_instead(backend, program, str(failed.get("reason")))
     try:
         version = program_version(backend, program) if reader.cheap_version else None
@@ -344,7 +346,8 @@ def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
             catalogue = read_catalogue(backend, program, version)
             _remember(cache, {"identity": identity, "catalogue": catalogue.to_dict()})
     except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-        _remember(cache, {"failed": {"stamp": stamp, "at": time.time(), "reason": str(exc)}})
+        _failed[memo_key] = {"stamp": stamp, "at": time.time(), "reason": str(exc)}
+        _remember(cache, {"failed": _failed[memo_key]})
         return _committed_instead(backend, program, str(exc))
     _memo[memo_key] = catalogue
     return catalogue
