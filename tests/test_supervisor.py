@@ -270,3 +270,16 @@ def test_a_backend_that_dies_on_its_own_is_forgotten(supervisor, standin_vllm):
     assert supervisor.backend(NAME) is None and supervisor.backends() == []
     assert not supervisor.state_path(NAME).exists()
     assert supervisor.start_ready(vllm_plan(standin_vllm)).pid != backend.pid  # and can be started again
+
+
+def test_backend_started_from_a_short_lived_thread_outlives_the_thread(supervisor, standin_vllm):
+    """The kernel's parent-death signal follows the thread that forked: a backend started from a worker thread (as
+    the proxy's request handlers and Streamlit's script runs do) must not die when that thread ends."""
+    started = []
+    worker = threading.Thread(target=lambda: started.append(supervisor.start_ready(vllm_plan(standin_vllm))))
+    worker.start()
+    worker.join(90)
+    [backend] = started
+    assert not worker.is_alive()
+    time.sleep(0.5)  # time for a signal sent at the thread's end to arrive
+    assert backend.popen.poll() is None and supervisor.probe(backend)
