@@ -68,6 +68,9 @@ def test_non_finite_numbers_as_flag_values_are_refused(tiny_model, value):
         launch_plan(tiny_entry(tiny_model, extra_args=["--temp", value], backend="llama.cpp"), Settings())
     plan = launch_plan(tiny_entry(tiny_model, extra_args=["--temp", "-0.5"], backend="llama.cpp"), Settings())
     assert plan.argv[-2:] == ["--temp", "-0.5"]  # a negative number is still a value
+    with pytest.raises(BadInput, match="`-1e-3`, which llama_cpp.server .argparse. reads as a flag"):
+        launch_plan(tiny_entry(tiny_model, extra_args=["--n_threads", "-1e-3"]), Settings())
+    launch_plan(tiny_entry(tiny_model, extra_args=["--temp", "-1e-3"], backend="llama.cpp"), Settings())  # C++ parser
 
 
 def test_set_refuses_them_and_writes_nothing(tiny_model, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,11 @@ def _looks_like_flag(token: str) -> bool:
         return False  # a negative number is a value
     except ValueError:
         return True
+
+
+# what argparse (the parser of every backend whose catalogue takes abbreviations) reads as a negative number: any
+# other token starting with `-` is an option to it, `-1e-3` included
+_ARGPARSE_NEGATIVE = re.compile(r"-\d+|-\d*\.\d+")
 
 
 def _not_finite(token: str) -> bool:
@@ -130,6 +136,10 @@ def parse_extra_args(args: list[str], catalogue: Catalogue, owned: dict[str, str
                 problems.append(ArgProblem(start, token, f"`{flag.name}` is given `{value}`, which is not a finite "
                                                          "number (argparse backends read `-nan` as a flag); write a "
                                                          "finite number"))
+            elif catalogue.abbreviations and value.startswith("-") and not _ARGPARSE_NEGATIVE.fullmatch(value):
+                problems.append(ArgProblem(start, token, f"`{flag.name}` is given `{value}`, which "
+                                                         f"{catalogue.program} (argparse) reads as a flag; write the "
+                                                         "number without an exponent"))
         parsed.append(Arg(start, token, flag, values))
     return ParsedArgs(parsed, problems)
 
