@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import marshal
 import sys
 import threading
@@ -15,10 +16,11 @@ from typing import Any
 
 import orjson
 
-from modelreg.errors import BadInput, InvalidRegistry
+from modelreg.errors import BadInput, InvalidRegistry, StorageError
 from modelreg.merge import MergedEntry, entry_layers, merge_entry
 from modelreg.schema import EntryCheck, check_entry, layer_problems
 from modelreg.store import (
+    INDEX_FILE,
     SNAPSHOT_FILE,
     atomic_write,
     chunk_digest,
@@ -35,8 +37,8 @@ from modelreg.store import (
     without_gc,
 )
 
-INDEX_FILE = ".snapshot-index"  # what the last build found, for the next process (a cache: losing it costs time)
-_INDEX_FORMAT = 1
+_INDEX_FORMAT = 2
+log = logging.getLogger(__name__)
 # A file rewritten within this long of being read can keep its stamp (timestamps are coarse): until it is older than
 # that, its bytes are read again rather than trusted by stamp.
 _RACY_NS = 2_000_000_000
@@ -44,7 +46,8 @@ _ENGINE_MODULES = ("build", "fields", "merge", "schema", "store")
 _DIGEST_SIZE = 16
 _FEW_READS = 64  # entries of a file not read yet are read one by one, up to this many; then the file is read whole
 
-ModelKey = tuple[bytes | None, bytes | None, bytes | None]  # the digests of a model's entry in each curated layer
+ModelKey = tuple[bytes | None, bytes | None, bytes | None]
+Stamp = tuple[int, int, int, int]  # store.file_stamp  # the digests of a model's entry in each curated layer
 
 
 @functools.cache
@@ -69,7 +72,7 @@ class LayerCut:
 
     path: Path
     revision: str
-    stamp: tuple[int, int, int] | None
+    stamp: Stamp | None
     checked_at: int                     # when the bytes were last read (see _RACY_NS)
     spans: list[tuple[int, int]] | None
     digests: list[bytes]
@@ -122,12 +125,12 @@ class LayerCut:
             return entry_lines(raw.decode("utf-8")) if raw else []
         return [raw.count(b"\n", 0, start) + 1 for start, _ in self.spans]
 
-    def trusted(self, stamp: tuple[int, int, int] | None) -> bool:
+    def trusted(self, stamp: Stamp | None) -> bool:
         """The file still holds the bytes this cut was made from, by its stamp alone."""
         return stamp == self.stamp and (stamp is None or stamp[1] < self.checked_at - _RACY_NS)
 
 
-def cut_bytes(path: Path, raw: bytes | None, stamp: tuple[int, int, int] | None = None,
+def cut_bytes(path: Path, raw: bytes | None, stamp: Stamp | None = None,
               known: LayerCut | None = None) -> LayerCut:
     """Cut a layer file's bytes into entries; digests of entries whose bytes `known` already has are reused."""
     now = time.time_ns()
@@ -155,16 +158,17 @@ def cut_chunks(path: Path, chunks: list[Any], digests: list[bytes | None]) -> La
     return LayerCut(path, revision_of(raw), None, time.time_ns(), spans, known, None, raw)
 
 
-def _parsed_whole(path: Path, raw: bytes, stamp: tuple[int, int, int] | None, now: int) -> LayerCut:
+def _parsed_whole(path: Path, raw: bytes, stamp: Stamp | None, now: int) -> LayerCut:
     parsed = parse_layer(path, raw).entries  # malformed JSON raises here, naming file, line and column
     digests = [chunk_digest(marshal.dumps(entry, 2)) for entry in parsed]  # version 2: no back-references
     return LayerCut(path, revision_of(raw), stamp, now, None, digests, parsed, raw)
 
 
-def read_cut(path: Path, known: LayerCut | None = None) -> LayerCut:
-    """The layer file as it is now: `known` itself when its stamp vouches for it, else read and cut again."""
+def read_cut(path: Path, known: LayerCut | None = None, trust: bool = True) -> LayerCut:
+    """The layer file as it is now: `known` itself when its stamp vouches for it (and `trust`), else read and cut
+    again."""
     stamp = file_stamp(path)
-    if known is not None and known.trusted(stamp):
+    if trust and known is not None and known.trusted(stamp):
         return known
     try:
         raw = path.read_bytes()
@@ -188,7 +192,7 @@ class ModelBuild:
 class FileState:
     """What the snapshot file holds, as last written or read and checked."""
 
-    stamp: tuple[int, int, int] | None
+    stamp: Stamp | None
     checked_at: int
     revision: str
     keys: list[ModelKey]                     # its models, in order
@@ -246,13 +250,15 @@ class SnapshotBuilder:
         self._file: FileState | None = None
         self._indexed: tuple[int, ...] | None = None  # what the index file holds (ids of the cuts and file state)
         self._index_read = False
+        self._index_warned = False
 
     # ---- reading the layers --------------------------------------------------------------------------------
-    def cut(self, path: Path, label: str) -> LayerCut:
-        """The layer file as it is now (read again only if its stamp does not vouch for the last cut)."""
+    def cut(self, path: Path, label: str, trust: bool = True) -> LayerCut:
+        """The layer file as it is now (read again only if its stamp does not vouch for the last cut; always when not
+        `trust`)."""
         with self._guard:
             self._read_index()
-            cut = read_cut(path, self._cuts.get(label))
+            cut = read_cut(path, self._cuts.get(label), trust)
             self._cuts[label] = cut
             return cut
 
@@ -433,7 +439,15 @@ class SnapshotBuilder:
                           "discovered": self._layer_record(built.discovered),
                           "curated": self._layer_record(built.curated), "snapshot": _file_record(self._file)}
                 data = marshal.dumps(record)
-                atomic_write(self.index_path, hashlib.sha256(data).digest() + data, sync=False)
+                try:
+                    if self.index_path.is_dir() and not self.index_path.is_symlink():
+                        raise IsADirectoryError(21, "Is a directory")
+                    atomic_write(self.index_path, hashlib.sha256(data).digest() + data, sync=False)
+                except StorageError as exc:  # a cache: the snapshot is written, the next process reads the layers
+                    log.warning("modelreg: warning: %s (a cache; the next command reads the layers again)", exc)
+                except IsADirectoryError:
+                    log.warning("modelreg: warning: %s is a directory, not the snapshot index (a cache); remove it "
+                                "to have the index back", self.index_path)
                 self._indexed = tuple(map(id, parts))
 
     def _layer_record(self, cut: LayerCut) -> bytes | None:
@@ -452,16 +466,28 @@ class SnapshotBuilder:
         try:
             data = self.index_path.read_bytes()
             if hashlib.sha256(data[32:]).digest() != data[:32]:
-                return None
+                raise ValueError("damaged")
             record = marshal.loads(data[32:])
-        except (OSError, EOFError, ValueError, TypeError):
+            if type(record) is not dict:
+                raise ValueError("not an index")
+        except FileNotFoundError:
             return None
-        if type(record) is not dict or record.get("format") != _INDEX_FORMAT \
+        except (OSError, EOFError, ValueError, TypeError) as exc:
+            self._warn_index(exc)
+            return None
+        if record.get("format") != _INDEX_FORMAT \
                 or record.get("engine") != engine_fingerprint() or record.get("profile") != self.profile:
             return None
         return record
 
-    def _indexed_revision(self, stamp: tuple[int, int, int]) -> str | None:
+    def _warn_index(self, exc: BaseException) -> None:
+        if not self._index_warned:
+            self._index_warned = True
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            log.warning("modelreg: warning: ignoring %s (%s): it is a cache of the last build; the layers are read "
+                        "instead, and the next write replaces it", self.index_path, reason)
+
+    def _indexed_revision(self, stamp: Stamp) -> str | None:
         """The snapshot file's revision as the index records it, when the file's stamp vouches for the record."""
         record = self._index_record()
         try:
@@ -492,7 +518,8 @@ class SnapshotBuilder:
             if record["snapshot"] is not None:
                 stamp, checked_at, revision, keys, spans = marshal.loads(record["snapshot"])
                 file = FileState(stamp, checked_at, revision, keys, _pairs(spans))
-        except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
+        except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as exc:
+            self._warn_index(exc)
             return
         self._cuts, self._checks, self._file = cuts, checks, file
         if file is not None:

@@ -1,6 +1,7 @@
 """Errors the engine raises; each message says what is wrong, where, and what to do."""
 from __future__ import annotations
 
+import math
 from typing import Any, NoReturn
 
 
@@ -55,9 +56,18 @@ class UnknownModel(RegistryError):
 
 
 class NotAJSONNumber(ValueError):
-    """NaN or Infinity: Python's json module reads them, JSON has no such numbers (str: the constant's name)."""
+    """NaN, Infinity, or a number beyond a double (`1e999`): Python's json module reads them (the last as inf), JSON
+    has no such numbers, and no writer can write them back (str: the text as written)."""
 
 
 def refuse_json_constant(name: str) -> NoReturn:
     """json.loads' `parse_constant` hook that refuses NaN, Infinity and -Infinity."""
     raise NotAJSONNumber(name)
+
+
+def finite_json_float(text: str) -> float:
+    """json.loads' `parse_float` hook that refuses a number too large for a double (it would be read as infinity)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise NotAJSONNumber(text)
+    return number

@@ -29,6 +29,7 @@ class HistoryItem:
     saved_at: str
     reason: str
     revision: str
+    damage: str | None = None  # why it cannot be restored, naming the file (when checked)
 
 
 @dataclass
@@ -68,7 +69,7 @@ class CuratedHistory:
         if digests is None:
             digests = [chunk_digest(view[a:b]) for a, b in spans]
         head, tail = raw[:spans[0][0]], raw[spans[-1][1]:]
-        stored = self._stored(self._manifests(strict=False)[:1])
+        stored = self._stored(self._manifests()[:1])
         unknown = sum(1 for digest in digests if digest not in stored)
         if unknown > _FEW:  # many entries the newest version lacks (a restore?): look for them in every pack
             stored = {**self._packed(), **stored}
@@ -92,49 +93,76 @@ class CuratedHistory:
         self._prune()
         return item
 
-    def items(self) -> list[HistoryItem]:
-        return [HistoryItem(*(m.header[k] for k in _HEADER_KEYS))
-                for m in self._manifests()]
+    def items(self, verify: bool = False) -> list[HistoryItem]:
+        """The kept versions, newest first; a damaged manifest is listed by its id with what is wrong. `verify`: also
+        assemble each version from its packs, and say which cannot be restored and why."""
+        packs: dict[str, dict[bytes, bytes] | str] = {}
+        items = []
+        for manifest in self._manifests(damaged=True):
+            if isinstance(manifest, str):  # the damage, naming the file
+                items.append(HistoryItem(Path(manifest.split(": ", 1)[0]).stem, "", "", "", manifest))
+                continue
+            item = HistoryItem(*(manifest.header[k] for k in _HEADER_KEYS))
+            if verify:
+                try:
+                    self._assemble(manifest, packs)
+                except BadInput as exc:
+                    item = HistoryItem(*(manifest.header[k] for k in _HEADER_KEYS), damage=str(exc))
+            items.append(item)
+        return items
 
     def raw(self, item_id: str) -> bytes:
         path = self.folder / f"{item_id}.json"
         if not path.is_file() or path.parent != self.folder:
             known = ", ".join(i.id for i in self.items()[:5]) or "none"
             raise BadInput(f"no history item {item_id!r} (newest: {known}); see `modelreg history`")
-        header = _read_manifest(path).header
+        return self._assemble(_read_manifest(path), {})
+
+    def _assemble(self, manifest: _Manifest, packs: dict[str, dict[bytes, bytes] | str]) -> bytes:
+        """A version's bytes from its manifest and the packs it lists (read once into `packs`); BadInput naming the
+        file that is damaged when one of its entries cannot be had."""
+        header, path = manifest.header, manifest.path
+        item_id = header["id"]
         if "text" in header:  # kept whole by the old format
-            return header["text"].encode("utf-8")
-        try:
-            digests, where = _entry_list(path)
-        except ValueError:
-            raise BadInput(f"{path}: not a curated history record (edited or damaged by hand?); move it out of the "
-                           "way") from None
-        contents = {}
-        for pack in header["packs"]:
+            raw = header["text"].encode("utf-8")
+        else:
             try:
-                contents[pack] = self._read_pack(pack)
-            except (OSError, ValueError, zlib.error) as exc:
-                raise BadInput(f"history item {item_id!r} cannot be read ({exc}); pick another") from exc
-        chunks = [contents[header["packs"][w]][digests[i * _DIGEST_SIZE:(i + 1) * _DIGEST_SIZE]]
-                  for i, w in enumerate(where)]
-        raw = base64.b64decode(header["head"]) + _SEPARATOR.join(chunks) + base64.b64decode(header["tail"])
+                digests, where = _entry_list(path)
+                names = [header["packs"][w] for w in where]
+            except (ValueError, IndexError, TypeError):
+                raise BadInput(f"{path}: not a curated history record (edited or damaged by hand?); move it out of "
+                               "the way") from None
+            chunks = []
+            for index, name in enumerate(names):
+                if name not in packs:
+                    packs[name] = self._read_pack(name)
+                entries = packs[name]
+                digest = digests[index * _DIGEST_SIZE:(index + 1) * _DIGEST_SIZE]
+                chunk = None if isinstance(entries, str) else entries.get(digest)
+                if chunk is None:
+                    why = entries if isinstance(entries, str) else "damaged: it lacks an entry this version needs"
+                    raise BadInput(f"history item {item_id!r} cannot be restored: {self.folder / name}.pack is {why}; "
+                                   "pick another")
+                chunks.append(chunk)
+            raw = base64.b64decode(header["head"]) + _SEPARATOR.join(chunks) + base64.b64decode(header["tail"])
         if revision_of(raw) != header["revision"]:
-            raise BadInput(f"history item {item_id!r} is damaged (its bytes do not match its revision); pick another")
+            raise BadInput(f"history item {item_id!r} is damaged ({path}: its bytes do not match its revision); pick "
+                           "another")
         return raw
 
     # ---- storage -------------------------------------------------------------------------------------------
-    def _manifests(self, strict: bool = True) -> list[_Manifest]:
-        """The kept versions, newest first (only each manifest's header line is read). Not `strict` (a write
-        keeping a version): a damaged manifest is passed over, so it blocks `history` and `restore` but no edit."""
+    def _manifests(self, damaged: bool = False) -> list:
+        """The kept versions, newest first (only each manifest's header line is read); a damaged manifest is passed
+        over, or with `damaged` listed as the text saying what is wrong with which file."""
         if not self.folder.is_dir():
             return []
-        manifests = []
+        manifests: list = []
         for path in sorted(self.folder.glob("*.json"), reverse=True):
             try:
                 manifests.append(_read_manifest(path))
-            except BadInput:
-                if strict:
-                    raise
+            except BadInput as exc:
+                if damaged:
+                    manifests.append(str(exc))
         return manifests
 
     def _stored(self, manifests: list[_Manifest]) -> dict[bytes, str]:
@@ -156,8 +184,11 @@ class CuratedHistory:
         """digest -> pack of every stored entry."""
         packed = {}
         for path in self.folder.glob("*.pack") if self.folder.is_dir() else ():
-            with open(path, "rb") as handle:
-                packed.update(dict.fromkeys(map(bytes.fromhex, json.loads(handle.readline())), path.stem))
+            try:
+                with open(path, "rb") as handle:
+                    packed.update(dict.fromkeys(map(bytes.fromhex, json.loads(handle.readline())), path.stem))
+            except (OSError, ValueError, TypeError):
+                continue  # a damaged pack: its entries are stored again
         return packed
 
     def _write_pack(self, name: str, view: memoryview, chunks: dict[bytes, tuple[int, int]]) -> None:
@@ -169,15 +200,31 @@ class CuratedHistory:
         atomic_write(self.folder / f"{name}.pack",
                      json.dumps(index).encode() + b"\n" + zlib.compress(b"".join(data), 1))
 
-    def _read_pack(self, name: str) -> dict[bytes, bytes]:
-        raw = (self.folder / f"{name}.pack").read_bytes()
-        cut = raw.index(b"\n")
-        data = zlib.decompress(raw[cut + 1:])
-        return {bytes.fromhex(d): data[o:o + n] for d, (o, n) in json.loads(raw[:cut]).items()}
+    def _read_pack(self, name: str) -> dict[bytes, bytes] | str:
+        """A pack's entries whose bytes match their digests: a truncated or damaged pack gives those before the
+        damage. What is wrong, when none can be had."""
+        path = self.folder / f"{name}.pack"
+        try:
+            raw = path.read_bytes()
+            cut = raw.index(b"\n")
+            index = json.loads(raw[:cut])
+            data = _inflate(raw[cut + 1:])
+            entries = {}
+            for hexdigest, (offset, size) in index.items():
+                digest, chunk = bytes.fromhex(hexdigest), data[offset:offset + size]
+                if len(chunk) == size and chunk_digest(chunk) == digest:
+                    entries[digest] = chunk
+            return entries
+        except FileNotFoundError:
+            return "missing"
+        except OSError as exc:
+            return f"unreadable ({exc.strerror})"
+        except (ValueError, TypeError, AttributeError):
+            return "damaged: its index line is not one"
 
     def _prune(self) -> None:
         """Drop the oldest versions beyond `limit` or beyond `max_bytes`, then the packs no kept version lists."""
-        manifests = self._manifests(strict=False)
+        manifests = self._manifests()
         pack_sizes = {p.stem: p.stat().st_size for p in self.folder.glob("*.pack")}
         kept: list[_Manifest] = []
         live: set[str] = set()
@@ -225,6 +272,17 @@ def _entry_list(path: Path) -> tuple[bytes, array]:
         return base64.b64decode(body["chunks"]), array("H", base64.b64decode(body["where"]))
     except (IndexError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def _inflate(data: bytes) -> bytes:
+    """zlib-decompressed bytes, as many as come before a truncation or damage."""
+    inflater, out = zlib.decompressobj(), []
+    for start in range(0, len(data), 1 << 16):
+        try:
+            out.append(inflater.decompress(data[start:start + (1 << 16)]))
+        except zlib.error:
+            break
+    return b"".join(out)
 
 
 def _b64(data: bytes) -> str:

@@ -276,7 +276,7 @@ class Registry:
         self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
         self._subscribers: list[Callable[[Snapshot], None]] = []
-        self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
+        self._snapshot_cache: tuple[tuple[int, int, int, int], Snapshot] | None = None
         self._cache_guard = threading.Lock()
         self._builder = SnapshotBuilder(self.config_dir, self.profile)
 
@@ -325,13 +325,14 @@ class Registry:
         report.errors[:0] = repeated
         return report
 
-    def _cuts(self) -> tuple[LayerCut, LayerCut]:
-        return (self._builder.cut(self.discovered_path, "discovered"),
-                self._builder.cut(self.curated_path, "curated"))
+    def _cuts(self, trust: bool = True) -> tuple[LayerCut, LayerCut]:
+        return (self._builder.cut(self.discovered_path, "discovered", trust),
+                self._builder.cut(self.curated_path, "curated", trust))
 
     def _build(self, full: bool = False) -> Built:
-        """Validate and merge the layers as they are now (raises InvalidRegistry, writes nothing)."""
-        return self._builder.build(*self._cuts(), full=full)
+        """Validate and merge the layers as they are now (raises InvalidRegistry, writes nothing); `full` reads them
+        whole, whatever their stamps say."""
+        return self._builder.build(*self._cuts(trust=not full), full=full)
 
     @without_gc
     def merged(self) -> Merged:
@@ -545,8 +546,10 @@ class Registry:
             self.pending_stubs_path.unlink(missing_ok=True)
             return created
 
-    def history_items(self) -> list[HistoryItem]:
-        return self.history.items()
+    def history_items(self, verify: bool = False) -> list[HistoryItem]:
+        """The kept curated versions, newest first (`verify`: each marked restorable or damaged; see
+        CuratedHistory.items)."""
+        return self.history.items(verify)
 
     def restore(self, item_id: str) -> Snapshot:
         """Make an earlier curated version current again (the version replaced is kept in history too)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from modelreg.errors import BadInput
 from modelreg.paths import deep_merge
@@ -62,6 +62,13 @@ class Host(BaseModel):
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # the registry folder these settings were read from: relative paths in entries (chat_template.path) are resolved
+    # against it, the same way by every process whatever its current folder (None: Settings() made in code)
+    _registry_folder: Path | None = PrivateAttr(default=None)
+
+    @property
+    def registry_folder(self) -> Path | None:
+        return self._registry_folder
 
     active_profile: str | None = Field(
         None, description="Profile whose curated entries apply when neither --profile nor MODELREG_PROFILE is given.")
@@ -143,13 +150,20 @@ class Settings(BaseModel):
         if not overrides:
             return self
         try:
-            return Settings.model_validate(deep_merge(self.model_dump(), overrides))
+            settings = Settings.model_validate(deep_merge(self.model_dump(), overrides))
         except ValidationError as exc:
             raise BadInput(f"settings profile {profile!r}: {exc.errors()[0]['msg']}") from exc
+        settings._registry_folder = self._registry_folder
+        return settings
 
 
 def load_settings(config_dir: Path) -> Settings:
-    path = Path(config_dir) / SETTINGS_FILE
+    settings = _read_settings(Path(config_dir) / SETTINGS_FILE)
+    settings._registry_folder = Path(os.path.abspath(config_dir))
+    return settings
+
+
+def _read_settings(path: Path) -> Settings:
     if not path.exists():
         return Settings()
     text = path.read_text(encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import functools
 import gc
+import glob
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import orjson
 
-from modelreg.errors import BadInput, NotAJSONNumber, StorageError, refuse_json_constant
+from modelreg.errors import BadInput, NotAJSONNumber, StorageError, finite_json_float, refuse_json_constant
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -28,8 +29,13 @@ HISTORY_DIR = ".history"
 SOURCE_FILE = ".model_registry.source.json"  # the layer revisions (and profile) the snapshot was built from
 SETTINGS_FILE = "settings.json"
 PENDING_STUBS_FILE = ".pending-stubs.json"  # the stubs a scan owes: written before its discovered write, then removed
+INDEX_FILE = ".snapshot-index"  # what the last build found, for the next process (a cache: losing it costs time)
 # Files only written under the registry lock: a temp file of theirs seen while holding the lock is a killed writer's.
-LOCKED_FILES = (DISCOVERED_FILE, CURATED_FILE, SNAPSHOT_FILE, SOURCE_FILE, SETTINGS_FILE, PENDING_STUBS_FILE)
+LOCKED_FILES = (DISCOVERED_FILE, CURATED_FILE, SNAPSHOT_FILE, SOURCE_FILE, SETTINGS_FILE, PENDING_STUBS_FILE,
+                INDEX_FILE)
+# A temp file of another file (a cache, a state file: written without the lock) unchanged for this long is a killed
+# writer's: a live write takes milliseconds.
+STALE_TEMP_SECONDS = 60.0
 EMPTY_REVISION = "0" * 64
 MAX_DEPTH = 64  # how deep objects and lists may nest in an entry (real entries nest 5 levels)
 T = TypeVar("T")
@@ -100,13 +106,15 @@ def chunk_digest(chunk: Any) -> bytes:
     return hashlib.sha256(chunk).digest()[:16]
 
 
-def file_stamp(path: Path) -> tuple[int, int, int] | None:
-    """Changes whenever the file is replaced or rewritten (an atomic write gives it a new inode); None if absent."""
+def file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """(inode, mtime ns, size, ctime ns): changes whenever the file is replaced or rewritten (an atomic write gives it
+    a new inode). The ctime is there because the mtime can be set back (`touch -d`) after an edit that keeps the size;
+    the ctime cannot be set. None if absent."""
     try:
         stat = path.stat()
     except FileNotFoundError:
         return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size, stat.st_ctime_ns
 
 
 def revision_of(data: bytes | None) -> str:
@@ -214,7 +222,7 @@ def loads(raw: Any) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as fast:
         try:
-            return json.loads(bytes(raw), parse_constant=refuse_json_constant)
+            return json.loads(bytes(raw), parse_constant=refuse_json_constant, parse_float=finite_json_float)
         except (NotAJSONNumber, RecursionError) as exc:
             why = (f"nested deeper than {MAX_DEPTH} levels" if isinstance(exc, RecursionError)
                    else f"{exc} is not a JSON number; write a number or null")
@@ -291,6 +299,7 @@ def atomic_write(path: Path, data: bytes | list[Any], sync: bool = True, mtime_n
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
         tmp = None
+        _remove_stale_temp_files(path)
         if sync:
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
@@ -302,6 +311,18 @@ def atomic_write(path: Path, data: bytes | list[Any], sync: bool = True, mtime_n
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Delete the temp files of `path` that killed writers left (by their ctime, which a write's utime does not set
+    back)."""
+    now = time.time()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if now - leftover.stat().st_ctime > STALE_TEMP_SECONDS:
+                leftover.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove
 
 
 def remove_leftover_temp_files(config_dir: Path) -> list[Path]:

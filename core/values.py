@@ -7,7 +7,7 @@ import re
 import shlex
 from typing import Any
 
-from modelreg.errors import BadInput, NotAJSONNumber, refuse_json_constant
+from modelreg.errors import BadInput, NotAJSONNumber, finite_json_float, refuse_json_constant
 
 NOT_SET = "(not set)"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
@@ -32,7 +32,7 @@ def _json(text: str, label: str, or_text: bool = False) -> Any:
     """JSON as the standard says: NaN and Infinity (which Python's parser accepts) are refused, and so is nesting
     too deep to process. `or_text`: text that is not JSON is returned as it is."""
     try:
-        return json.loads(text, parse_constant=refuse_json_constant)
+        return json.loads(text, parse_constant=refuse_json_constant, parse_float=finite_json_float)
     except json.JSONDecodeError as exc:
         if or_text:
             return text

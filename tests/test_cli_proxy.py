@@ -14,7 +14,7 @@ import psutil
 
 from modelreg.cli.main import main
 from support import chat_body, free_port
-from support.gui_servers import ProxyProcess
+from support.gui_servers import ProxyProcess, proxy_over_one_standin
 from support.layers import write_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,18 +89,6 @@ def test_binding_beyond_loopback_needs_proxy_keys(tmp_path):
     finally:
         server.stop()
     assert "API keys: 1 from settings" in (tmp_path / "proxy.log").read_text()
-
-
-def proxy_over_one_standin(tmp_path, standin_vllm) -> tuple[Path, ProxyProcess]:
-    """A registry with one vLLM model `m` (alias org/m) run by the stand-in, and a proxy started on it."""
-    config_dir = tmp_path / "configs"
-    write_layers(config_dir, curated=[{"name": "m", "backend": "vllm", "model_aliases": ["org/m"],
-                                       "backend_config": {"port": free_port(), "model_path": "/models/m"}}])
-    port = free_port()
-    (config_dir / "settings.json").write_text(json.dumps({
-        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2,
-        "proxy_url": f"http://127.0.0.1:{port}"}))
-    return config_dir, ProxyProcess(config_dir, port, tmp_path / "proxy.log")
 
 
 def test_ps_logs_restart_and_stop(tmp_path, standin_vllm):

@@ -1,5 +1,6 @@
 """`modelreg up`: the proxy and the GUI from one command, both URLs printed; SIGTERM or Ctrl-C stops both and every
-backend they started (no orphan process, no held port). `modelreg gui` alone stops its Streamlit child on SIGTERM."""
+backend they started (no orphan process, no held port), and so does SIGHUP (a closed terminal). `modelreg gui` alone
+stops its Streamlit child on SIGTERM or SIGHUP."""
 from __future__ import annotations
 
 import os
@@ -36,6 +37,14 @@ def test_the_command_line():
 
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
 def test_up_starts_both_and_stops_everything(tmp_path, how):
+    up_then_stop(tmp_path, how)
+
+
+def test_sighup_to_up_stops_backends(tmp_path):
+    up_then_stop(tmp_path, "sighup")  # the terminal closed: SIGHUP to its foreground group
+
+
+def up_then_stop(tmp_path, how):
     folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
     gui_port, proxy_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
@@ -56,8 +65,8 @@ def test_up_starts_both_and_stops_everything(tmp_path, how):
             backend = next(p for p in family if "standin_vllm" in " ".join(p.cmdline()))
             if how == "sigterm":
                 up.send_signal(signal.SIGTERM)
-            else:
-                os.killpg(up.pid, signal.SIGINT)  # what a terminal sends to the foreground group on Ctrl-C
+            else:  # what a terminal sends to the foreground group on Ctrl-C, or when it closes
+                os.killpg(up.pid, signal.SIGINT if how == "ctrl-c" else signal.SIGHUP)
             assert up.wait(90) == 0
         finally:
             if up.poll() is None:
@@ -67,7 +76,8 @@ def test_up_starts_both_and_stops_everything(tmp_path, how):
     assert backend in gone and not port_open(gui_port) and not port_open(proxy_port)
 
 
-def test_modelreg_gui_stops_its_streamlit_child_on_sigterm(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_modelreg_gui_stops_its_streamlit_child_on_sigterm_or_sighup(tmp_path, sig):
     folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
     port = free_port()
     log_path = tmp_path / "gui.log"
@@ -77,7 +87,7 @@ def test_modelreg_gui_stops_its_streamlit_child_on_sigterm(tmp_path):
             wait_for(lambda: "modelreg GUI ready" in log_path.read_text(), timeout=150, what="the GUI", interval=0.2)
             children = psutil.Process(gui.pid).children(recursive=True)
             assert children and port_open(port)
-            gui.send_signal(signal.SIGTERM)  # to `modelreg gui` alone, not its group
+            gui.send_signal(sig)  # to `modelreg gui` alone, not its group
             gui.wait(30)
         finally:
             if gui.poll() is None:

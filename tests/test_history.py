@@ -3,6 +3,7 @@ the folder bounded by count and by total size."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -10,6 +11,7 @@ from modelreg.errors import BadInput
 from modelreg.history import CuratedHistory
 from modelreg.registry import Registry
 from modelreg.store import dumps, revision_of
+from support.gui_servers import modelreg
 from support.layers import discovered_model, write_layers
 
 
@@ -100,3 +102,47 @@ def test_a_damaged_pack_is_reported_and_nothing_is_written(tmp_path):
     with pytest.raises(BadInput, match=item.id):
         registry.restore(item.id)
     assert registry.curated_path.read_bytes() == before
+
+
+def history_cli(folder) -> tuple[int, list[dict]]:
+    done = subprocess.run(modelreg(folder, "history", "--json"), capture_output=True, text=True, timeout=60)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_truncated_oldest_pack_only_damages_versions_that_need_its_entries(tmp_path):
+    registry = big_registry(tmp_path, models=10)
+    originals = [registry.curated_path.read_bytes()]
+    for name in ("m9", "m0", "m5"):  # the oldest pack holds every entry, m9's original last
+        registry.set_value(name, "display_name", f"edited {name}")
+        originals.append(registry.curated_path.read_bytes())
+    newest, middle, oldest = registry.history_items()  # each the file as a write found it
+    pack = tmp_path / ".history" / f"{oldest.id}.pack"
+    pack.write_bytes(pack.read_bytes()[:-12])  # loses the tail of the original m9, which only the oldest needs
+    code, listed = history_cli(tmp_path)
+    assert code == 0 and [i["id"] for i in listed] == [newest.id, middle.id, oldest.id]
+    assert [i["damage"] is None for i in listed] == [True, True, False]
+    assert f"{pack} is damaged" in listed[2]["damage"]
+    for item, expected in ((middle, originals[1]), (newest, originals[2])):
+        assert registry.history.raw(item.id) == expected  # restored from the intact part of the oldest pack
+    with pytest.raises(BadInput, match=f"{oldest.id}.*{pack.name} is damaged"):
+        registry.restore(oldest.id)
+    registry.restore(middle.id)
+    assert registry.curated_path.read_bytes() == originals[1]
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"id": 1}\n'])
+def test_damaged_manifest_is_named_and_the_others_still_listed(tmp_path, damage):
+    registry = big_registry(tmp_path, models=4)
+    for port in (8001, 8002, 8003):
+        registry.set_value("m1", "backend_config.port", port)
+    newest, middle, oldest = registry.history_items()
+    manifest = tmp_path / ".history" / f"{middle.id}.json"
+    manifest.write_bytes(damage)
+    code, listed = history_cli(tmp_path)
+    assert code == 0 and [i["id"] for i in listed] == [newest.id, middle.id, oldest.id]
+    assert listed[0]["damage"] is None and listed[2]["damage"] is None
+    assert str(manifest) in listed[1]["damage"]
+    text = subprocess.run(modelreg(tmp_path, "history"), capture_output=True, text=True, timeout=60).stdout
+    assert f"{middle.id}  DAMAGED: {manifest}" in text and text.count("restorable") == 2
+    (tmp_path / ".history" / f"{newest.id}.json").write_bytes(b"")  # the newest damaged: exit 1
+    assert history_cli(tmp_path)[0] == 1

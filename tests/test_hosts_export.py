@@ -176,3 +176,21 @@ def test_served_context_is_the_flag_else_the_context_window_else_the_native_cont
                "backend_config": {"extra_args": ["--max_model_len=4096"]}}
     assert served_context(flagged) == 4096
     assert served_context({"name": "m", "backend": "no-such-backend"}) is None
+
+
+ODD_NAMES = ["next\x85line", "line\u2028sep", "para\u2029sep", "tab\tname", "esc\x1bname", "bom\ufeffname"]
+
+
+def test_model_ids_with_line_separators_survive_the_yaml_round_trip(tmp_path):
+    statuses = [status("a", *(HostModel(name, aliases=(f"org/{name}",)) for name in ODD_NAMES))]
+    config = litellm_config(statuses, HOSTS)
+    text = litellm_yaml(statuses, HOSTS)
+    assert yaml.safe_load(text) == config  # PyYAML's own dump turned U+0085 into a space
+    names = {d["model_name"] for d in yaml.safe_load(text)["model_list"]}
+    assert names == {*ODD_NAMES, *(f"org/{n}" for n in ODD_NAMES)}
+    folder = registry_for_llama_swap(tmp_path / "configs")
+    registry = Registry(folder, SWAP_PROFILE)
+    registry.set_value("tiny-embed", "model_aliases", ODD_NAMES)
+    export = llama_swap_config(registry)
+    assert yaml.safe_load(llama_swap_yaml(export, SWAP_HOST, SWAP_PROFILE)) == export.config
+    assert set(ODD_NAMES) <= set(export.config["models"]["tiny-embed"]["aliases"])

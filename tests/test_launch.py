@@ -182,7 +182,7 @@ def test_vllm_extra_args_refused_with_model_and_flag(args, message):
     ("llama-cpp-python", ["--hos", "0.0.0.0"], r"`--hos` \(read as `--host`\) is set by the launcher"),
     ("llama-cpp-python", ["--mode", "/other.gguf"], "`--mode` could be any of --model, --model_alias"),
     ("llama-cpp-python", ["--n-ctx", "512"], "did you mean `--n_ctx`"),  # its flags keep the `_`
-    ("llama-cpp-python", ["--config_file", "x.json"], "`--config_file` is set by the launcher"),
+    ("llama-cpp-python", ["--config_file", "x.json"], "`--config_file` may not be in extra_args"),
 ])
 def test_extra_args_checks_per_backend(backend, args, message):
     with pytest.raises(BadInput, match=message):

@@ -46,7 +46,7 @@ def test_an_unset_variable_is_named_when_the_key_is_needed(monkeypatch):
 def test_a_key_instead_of_a_name_and_a_key_in_extra_args_too_are_refused():
     with pytest.raises(BadInput, match="not an environment variable name"):
         launch_plan(entry("vllm", api_key_env="sk-12 34"), Settings())
-    with pytest.raises(BadInput, match="remove --api-key from extra_args"):
+    with pytest.raises(BadInput, match="`--api-key` may not be in extra_args: .*use backend_config.api_key_env"):
         launch_plan(entry("vllm", api_key_env="K", extra_args=["--api-key", "sk-1"]), Settings())
     with pytest.raises(ValueError):
         BackendConfig(api_key_env="sk-live-1234")

@@ -28,7 +28,7 @@ HOSTILE = [
     (["--po=9"], "--port", "backend_config.port"),
     (["--mode", "/other.gguf"], None, None),               # --model or --model_alias: refused as ambiguous
     (["--model_a=x"], "--model_alias", "served_model_id"),
-    (["--config_f", "evil.json"], "--config_file", "the entry's fields"),
+    (["--hf_model_r", "org/other"], "--hf_model_repo_id", "backend_config.model_path"),  # loads another model
 ]
 
 
@@ -41,6 +41,36 @@ def test_every_spelling_of_a_launcher_flag_is_refused(tiny_model, args, flag, fi
         assert "could be any of" in message and "write the whole flag" in message
     else:
         assert f"`{flag}`" in message and f"is set by the launcher from {field}" in message
+
+
+@pytest.mark.parametrize("backend, args, flag, instead", [
+    ("vllm", ["--config", "x.yaml"], "--config", "put each setting in extra_args as a flag"),  # `uds:` in it
+    ("vllm", ["--config=x.yaml"], "--config", "put each setting in extra_args as a flag"),
+    ("llama-cpp-python", ["--config_f", "evil.json"], "--config_file", "put each setting in extra_args as a flag"),
+    ("vllm", ["--api_key=sk-1"], "--api-key", "use backend_config.api_key_env"),
+    ("vllm", ["--api-k", "sk-1"], "--api-key", "use backend_config.api_key_env"),
+    ("llama.cpp", ["--api-key", "sk-1"], "--api-key", "use backend_config.api_key_env"),
+    ("llama.cpp", ["--api-key-file", "/k"], "--api-key-file", "use backend_config.api_key_env"),
+    ("llama-cpp-python", ["--api_k", "sk-1"], "--api_key", "use backend_config.api_key_env"),
+    ("llama.cpp", ["-hft", "hf_x"], "--hf-token", "export HF_TOKEN"),
+    ("llama.cpp", ["-hfd", "org/draft"], "--spec-draft-hf", "--spec-draft-model"),
+    ("llama.cpp", ["-hff", "x.gguf"], "--hf-file", "backend_config.model_path"),
+])
+def test_config_file_and_secret_flags_in_extra_args_are_refused(tiny_model, backend, args, flag, instead):
+    with pytest.raises(BadInput) as refused:
+        launch_plan({**tiny_entry(tiny_model, extra_args=args), "backend": backend}, Settings())
+    assert f"`{flag}`" in str(refused.value) and instead in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["-nan", "nan", "-inf", "inf", "Infinity", "-1e999"])
+def test_non_finite_numbers_as_flag_values_are_refused(tiny_model, value):
+    with pytest.raises(BadInput, match=f"`--temp` is given `{value}`, which is not a finite number"):
+        launch_plan(tiny_entry(tiny_model, extra_args=["--temp", value], backend="llama.cpp"), Settings())
+    plan = launch_plan(tiny_entry(tiny_model, extra_args=["--temp", "-0.5"], backend="llama.cpp"), Settings())
+    assert plan.argv[-2:] == ["--temp", "-0.5"]  # a negative number is still a value
+    with pytest.raises(BadInput, match="`-1e-3`, which llama_cpp.server .argparse. reads as a flag"):
+        launch_plan(tiny_entry(tiny_model, extra_args=["--n_threads", "-1e-3"]), Settings())
+    launch_plan(tiny_entry(tiny_model, extra_args=["--temp", "-1e-3"], backend="llama.cpp"), Settings())  # C++ parser
 
 
 def test_set_refuses_them_and_writes_nothing(tiny_model, tmp_path):

@@ -197,9 +197,9 @@ def heavy_modules_after(*argv: str, config_dir: Path, env: dict[str, str] | None
 
 def test_cli_loads_heavy_libraries_only_where_used(tmp_path):
     """`--help` loads none of them; `list` and `set` on a registry with an Ollama entry load pydantic (settings and
-    the entry checks) but never (into a pipe, `list` prints plain columns without rich) the Ollama client and httpx: the launch check reads
-    the client's option names from a per-user cache, which one start fills and the next reads (also when another
-    environment of the same user, with its own client, has filled the cache too)."""
+    the entry checks) but never rich (into a pipe `list` prints plain columns), the Ollama client or httpx: the launch
+    check reads the client's option names from a per-user cache, which one start fills and the next reads (also when
+    another environment of the same user, with its own client, has filled the cache too)."""
     config = tmp_path / "configs"
     config.mkdir()
     (config / "model_registry.curated.json").write_text(
@@ -212,7 +212,7 @@ def test_cli_loads_heavy_libraries_only_where_used(tmp_path):
     # another environment (its own client) wrote its cache since
     (tmp_path / "cache" / "ollama-options.json").write_text('{"key": "another client", "options": []}')
     assert heavy_modules_after("set", "m", "display_name", "M", config_dir=config, env=cache) == {"pydantic"}
-    assert heavy_modules_after("list", config_dir=config, env=cache) == {"pydantic"}  # into a pipe: plain columns, no rich
+    assert heavy_modules_after("list", config_dir=config, env=cache) == {"pydantic"}  # a pipe: plain, no rich
 
 
 def test_gui_reads_no_registry_files():

@@ -11,7 +11,8 @@ from modelreg.settings import Settings, load_settings, save_setting
 
 
 def test_defaults_without_a_file(tmp_path):
-    assert load_settings(tmp_path) == Settings()
+    settings = load_settings(tmp_path)
+    assert settings.model_dump() == Settings().model_dump() and settings.registry_folder == tmp_path
 
 
 def test_profile_overrides_apply_to_the_active_profile(tmp_path):

@@ -164,7 +164,9 @@ ORPHAN_MAKER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from modelreg.launch.plan import launch_plan
     from modelreg.settings import Settings
+    from modelreg.launch import lifetime
     from modelreg.launch.supervisor import Supervisor
+    lifetime._prctl = lambda: None  # as where no parent-death signal exists (macOS): the backend survives the kill
     entry = {{"name": {name!r}, "backend": "vllm",
              "backend_config": {{"port": {port}, "model_path": "/m", "extra_args": []}}}}
     backend = Supervisor({log_dir!r}).start_ready(launch_plan(entry, Settings(executables={{"vllm": {exe!r}}})))
@@ -268,3 +270,16 @@ def test_a_backend_that_dies_on_its_own_is_forgotten(supervisor, standin_vllm):
     assert supervisor.backend(NAME) is None and supervisor.backends() == []
     assert not supervisor.state_path(NAME).exists()
     assert supervisor.start_ready(vllm_plan(standin_vllm)).pid != backend.pid  # and can be started again
+
+
+def test_backend_started_from_a_short_lived_thread_outlives_the_thread(supervisor, standin_vllm):
+    """The kernel's parent-death signal follows the thread that forked: a backend started from a worker thread (as
+    the proxy's request handlers and Streamlit's script runs do) must not die when that thread ends."""
+    started = []
+    worker = threading.Thread(target=lambda: started.append(supervisor.start_ready(vllm_plan(standin_vllm))))
+    worker.start()
+    worker.join(90)
+    [backend] = started
+    assert not worker.is_alive()
+    time.sleep(0.5)  # time for a signal sent at the thread's end to arrive
+    assert backend.popen.poll() is None and supervisor.probe(backend)

@@ -83,16 +83,18 @@ def cmd_gui(args: argparse.Namespace) -> None:
     from modelreg.cli.scan import registry_or_first_scan
     registry_or_first_scan(args)  # a missing --config-dir is an error here, not in the browser; a first run scans
     env = gui_env(args.config_dir, args.profile)
+    from modelreg.launch.lifetime import tied_popen
     url = loopback_url(args.address, args.port)
-    process = subprocess.Popen(streamlit_argv(args.port, args.address), env=env)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)  # SIGTERM stops the Streamlit server too, as Ctrl-C does
+    process = tied_popen(streamlit_argv(args.port, args.address), env=env)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # they stop the Streamlit server too, as Ctrl-C does
+        signal.signal(sig, stop_on_sigterm)
     try:
         warmed = warm_up(url, process)
         state = "ready" if warmed else "started, but its first run of the app failed or timed out (see above)"
         print(f"modelreg GUI {state} on {url} for {env['MODELREG_CONFIG_DIR']}", file=sys.stderr, flush=True)
         code = process.wait()
     except KeyboardInterrupt:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the wait short (an orphan)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second one must not cut the wait short
             signal.signal(sig, signal.SIG_IGN)
         process.terminate()
         try:

@@ -143,11 +143,15 @@ def cmd_stub(args: argparse.Namespace) -> None:
     say(f"created curated stub for {args.name}" if created else f"{args.name} already has a curated entry")
 
 
-def cmd_history(args: argparse.Namespace) -> None:
-    items = registry_from_args(args).history_items()
+def cmd_history(args: argparse.Namespace) -> int:
+    items = registry_from_args(args).history_items(verify=True)
     if args.json:
-        return print_json([i.__dict__ for i in items])
-    print_table(["id", "saved at", "reason"], [(item.id, item.saved_at, item.reason) for item in items], tsv=args.tsv)
+        print_json([i.__dict__ for i in items])
+    else:
+        rows = [(item.id, item.saved_at, item.reason, f"DAMAGED: {item.damage}" if item.damage else "restorable")
+                for item in items]
+        print_table(["id", "saved at", "reason", "state"], rows, tsv=args.tsv)
+    return 1 if items and items[0].damage else 0  # the newest version, the one a restore most likely wants
 
 
 def cmd_restore(args: argparse.Namespace) -> None:
@@ -186,5 +190,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     command("migrate", cmd_migrate, "move configuration out of a legacy discovered layer into curated",
             (("--dry-run",), {"action": "store_true", "help": "report the moves, write nothing"}), as_json)
     command("stub", cmd_stub, "create a curated stub for a model (never touches an existing entry)", name)
-    command("history", cmd_history, "list earlier versions of the curated layer", as_json, as_tsv)
+    command("history", cmd_history, "list earlier versions of the curated layer, each marked restorable or damaged "
+            "(naming the damaged file); exit 1 when the newest is damaged", as_json, as_tsv)
     command("restore", cmd_restore, "make an earlier curated version current", (("id",), {"help": "history id"}))

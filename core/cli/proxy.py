@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -22,6 +23,8 @@ def cmd_proxy(args: argparse.Namespace) -> None:
     say(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; "
         f"admin token: {token_source(registry.config_dir)}; "
         + (f"API keys: {keys} from settings" if keys else "no API key (proxy_api_keys is empty)"))
+    # a closed terminal (SIGHUP) stops the proxy as SIGTERM does, backends included (uvicorn handles only INT, TERM)
+    signal.signal(signal.SIGHUP, lambda signum, frame: signal.raise_signal(signal.SIGTERM))
     serve(registry, host, port)
 
 

@@ -1,4 +1,5 @@
-"""`modelreg up`: the proxy and the GUI together; Ctrl-C or SIGTERM stops both and every backend they started."""
+"""`modelreg up`: the proxy and the GUI together; Ctrl-C, SIGTERM or SIGHUP stops both and every backend they
+started."""
 from __future__ import annotations
 
 import argparse
@@ -63,10 +64,10 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     import signal
-    import subprocess
     import time
     from urllib.parse import urlsplit
 
+    from modelreg.launch.lifetime import tied_popen
     from modelreg.launch.supervisor import Supervisor
 
     registry = registry_or_first_scan(args)
@@ -74,16 +75,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     proxy_port = args.proxy_port or configured.port or 8100
     proxy_url = f"http://127.0.0.1:{proxy_port}"
     gui_url = f"http://127.0.0.1:{args.port}"
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(sig, stop_on_sigterm)
     children: list[subprocess.Popen] = []
     code = 0
     try:
-        children.append(subprocess.Popen(_modelreg(args, "proxy", "--host", "127.0.0.1", "--port", str(proxy_port))))
+        children.append(tied_popen(_modelreg(args, "proxy", "--host", "127.0.0.1", "--port", str(proxy_port))))
         if not _wait_ready(proxy_url + "/health", children[0], 60):
             say(f"modelreg up: the proxy did not start on {proxy_url} (see its messages above)", stderr=True)
             return 1
         env = gui_env(args.config_dir, args.profile, proxy_url)
-        children.append(subprocess.Popen(_modelreg(args, "gui", "--port", str(args.port)), env=env))
+        children.append(tied_popen(_modelreg(args, "gui", "--port", str(args.port)), env=env))
         if not _wait_ready(gui_url + "/_stcore/health", children[1], 120):
             say(f"modelreg up: the GUI did not start on {gui_url} (see its messages above)", stderr=True)
             return 1
@@ -98,7 +100,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        for sig in (signal.SIGINT, signal.SIGHUP):  # a second Ctrl-C must not cut the shutdown short
+            signal.signal(sig, signal.SIG_IGN)
         _stop(children[::-1])
         stopped = Supervisor.for_registry(registry).stop_orphans()  # launch tests the GUI had running
         if stopped:
@@ -109,7 +112,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start the proxy and the GUI together (Ctrl-C stops both)",
                        description="Start `modelreg proxy` and `modelreg gui` for the registry folder on 127.0.0.1 "
-                                   "and print both URLs. Ctrl-C or SIGTERM stops both and every backend they "
+                                   "and print both URLs. Ctrl-C, SIGTERM or SIGHUP stops both and every backend they "
                                    "started.")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"GUI port (default {DEFAULT_PORT})")
     p.add_argument("--proxy-port", type=int, default=None,

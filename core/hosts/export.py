@@ -4,10 +4,38 @@ from __future__ import annotations
 import subprocess
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from modelreg.errors import RegistryError
+from modelreg.errors import BadInput, RegistryError
 from modelreg.store import atomic_write
+
+
+def exact_yaml(config: dict[str, Any]) -> str:
+    """YAML that reads back as exactly `config`: a string holding a character that is not printable (U+0085, which
+    PyYAML writes raw in a quoted scalar and reads back as a space; U+2028, controls) is written double-quoted, with
+    escapes. BadInput naming what could still not be kept, rather than a config that says something else."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if value.isprintable() else '"')
+
+    Dumper.add_representer(str, text)
+    body = yaml.dump(config, Dumper=Dumper, sort_keys=True, allow_unicode=True, width=120)
+    if yaml.safe_load(body) != config:
+        lost = sorted({repr(v) for v in _strings(config)} - {repr(v) for v in _strings(yaml.safe_load(body))})
+        raise BadInput(f"the export cannot keep {', '.join(lost[:3]) or 'every value'} exactly in YAML; rename it")
+    return body
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in (*_strings(key), *_strings(item))]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return [value] if isinstance(value, str) else []
 
 
 def write_if_changed(path: Path, text: str) -> bool:

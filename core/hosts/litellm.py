@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelreg.errors import BadInput
+from modelreg.hosts.export import exact_yaml
 from modelreg.hosts.status import HostModel, HostStatus
 from modelreg.settings import Host
 
@@ -65,9 +66,8 @@ def litellm_config(statuses: list[HostStatus], hosts: dict[str, Host]) -> dict[s
 
 def litellm_yaml(statuses: list[HostStatus], hosts: dict[str, Host]) -> str:
     """The config as LiteLLM reads it (`litellm --config FILE`), with a header naming each host's revision."""
-    import yaml
     header = ["# LiteLLM proxy config written by `modelreg export litellm`; export again instead of editing.",
               "# hosts: " + ", ".join(f"{s.name} {s.url} revision {(s.revision or '')[:12]}"
                                       for s in sorted(statuses, key=lambda s: s.name))]
-    body = yaml.safe_dump(litellm_config(statuses, hosts), sort_keys=True, allow_unicode=True, width=120)
+    body = exact_yaml(litellm_config(statuses, hosts))
     return "\n".join(header) + "\n" + body

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelreg.errors import BadInput
+from modelreg.hosts.export import exact_yaml
 from modelreg.launch.backends import SPECS
 from modelreg.launch.plan import LaunchPlan, launch_plan, served_context
 from modelreg.paths import get_path
@@ -111,10 +112,9 @@ def llama_swap_config(registry: Registry) -> LlamaSwapExport:
 
 
 def llama_swap_yaml(export: LlamaSwapExport, host: str | None, profile: str | None) -> str:
-    import yaml
     header = [f"# llama-swap config.yaml ({LLAMA_SWAP_VERSION} format) for "
               + (f"host {host}" if host else "this machine") + f", profile {profile or 'none'}, written by "
               f"`modelreg export llama-swap` from revision {export.revision[:12]}; export again instead of editing."]
     header += ["# skipped " + " ".join(line.split()) for line in export.skipped]
-    body = yaml.safe_dump(export.config, sort_keys=True, allow_unicode=True, width=120)
+    body = exact_yaml(export.config)
     return "\n".join(header) + "\n" + body

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -32,9 +32,17 @@ class BackendSpec:
     repeatable: frozenset[str] = frozenset()
     # environment variables the backend reads that would override the argv's host, port or model: never passed on
     unset_env: tuple[str, ...] = ()
+    # flags extra_args may not hold at all, in any spelling: canonical flag -> what to do instead
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 _HOST, _PORT = "backend_config.host", "backend_config.port"
+# A config file's keys would escape every check of extra_args (a `uds:` key made vLLM serve on a UNIX socket); the
+# flags go in extra_args themselves, where each is checked. A secret in extra_args lands in the registry files, argv
+# and exports.
+_CONFIG_FILE = "its keys would escape the checks of extra_args; put each setting in extra_args as a flag instead"
+_API_KEY = "it puts a secret in the registry files, argv and exports; use backend_config.api_key_env"
+_HF_TOKEN = "it puts a secret in the registry files, argv and exports; export HF_TOKEN before starting modelreg"
 _MODEL, _SERVED = "backend_config.model_path", "served_model_id"
 SPECS: dict[str, BackendSpec] = {
     VLLM: BackendSpec(
@@ -43,24 +51,30 @@ SPECS: dict[str, BackendSpec] = {
                "--served-model-name": _SERVED},
         context_flag="--max-model-len",
         repeatable=frozenset({"--middleware"}),  # the only append action of `vllm serve`
+        refused={"--config": _CONFIG_FILE, "--api-key": _API_KEY, "--hf-token": _HF_TOKEN},
     ),
     LLAMA_CPP: BackendSpec(
         ready_path="/health",
         owned={"--host": _HOST, "--port": _PORT, "--model": _MODEL, "--model-url": _MODEL, "--hf-repo": _MODEL,
-               "--docker-repo": _MODEL, "--models-dir": _MODEL, "--models-preset": _MODEL, "--alias": _SERVED},
+               "--hf-file": _MODEL, "--docker-repo": _MODEL, "--models-dir": _MODEL, "--models-preset": _MODEL,
+               "--alias": _SERVED},
         context_flag="--ctx-size",
         # none repeat: llama-server keeps only the last of a flag given twice (several values go comma-separated)
         unset_env=("LLAMA_ARG_HOST", "LLAMA_ARG_PORT", "LLAMA_ARG_MODEL", "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_HF_REPO",
                    "LLAMA_ARG_DOCKER_REPO", "LLAMA_ARG_MODELS_DIR", "LLAMA_ARG_MODELS_PRESET", "LLAMA_ARG_ALIAS"),
+        refused={"--api-key": _API_KEY, "--api-key-file": _API_KEY, "--hf-token": _HF_TOKEN,
+                 "--spec-draft-hf": "it downloads a draft model at start; download it (`modelreg download`) and give "
+                                    "its file with --spec-draft-model"},
     ),
     LLAMA_CPP_PYTHON: BackendSpec(
         ready_path="/v1/models",  # no /health; the port opens only once the model is loaded
-        # --config_file replaces every other argument with the file's settings
         owned={"--host": _HOST, "--port": _PORT, "--model": _MODEL, "--model_alias": _SERVED,
-               "--config_file": "the entry's fields"},
+               "--hf_model_repo_id": _MODEL},
         context_flag="--n_ctx",
         # llama_cpp.server's uvicorn.run reads HOST and PORT over its own settings, and CONFIG_FILE over its argv
         unset_env=("HOST", "PORT", "CONFIG_FILE"),
+        # --config_file replaces every other argument with the file's settings
+        refused={"--config_file": _CONFIG_FILE, "--api_key": _API_KEY},
     ),
     OLLAMA: BackendSpec(ready_path=None, owned={}, context_flag="--num-ctx"),
 }

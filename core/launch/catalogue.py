@@ -6,19 +6,21 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
+import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from modelreg.errors import RegistryError
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM, user_cache_dir
+from modelreg.launch.lifetime import tied_popen
 from modelreg.store import atomic_write, file_stamp
-
-if TYPE_CHECKING:
-    import subprocess
 
 # How many values a flag takes.
 NONE, ONE, TWO, OPTIONAL, MANY = "none", "one", "two", "optional", "many"
@@ -225,16 +227,18 @@ READERS: dict[str, Reader] = {
                              parse_argparse_help, {"abbreviations": True}),
 }
 COMMITTED = Path(__file__).with_name("catalogues")
-READ_TIMEOUT = 300.0  # `vllm serve --help=all` imports vLLM: 22 s on an idle 2-core machine
-_memo: dict[tuple, Catalogue] = {}
+# `vllm serve --help=all` imports vLLM: 22 s on an idle 2-core machine. A program that takes longer is checked against
+# the committed catalogue, and not asked again for FAILED_READ_MEMORY seconds (by any process: `set` after `set`).
+READ_TIMEOUT = 30.0
+FAILED_READ_MEMORY = 60.0
+_memo: dict[str, Catalogue] = {}
+_failed: dict[str, dict[str, Any]] = {}  # failed reads, by the same key
 
 
 def _start(argv: list[str]) -> subprocess.Popen[str]:
-    import subprocess  # here: only reading a program's --help starts one
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            env=env, start_new_session=True)
+    return tied_popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                      env=env, start_new_session=True)
 
 
 def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -245,7 +249,8 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        raise
+        raise RuntimeError(f"`{shlex.join(process.args)}` did not answer within {READ_TIMEOUT:.0f} s "  # type: ignore
+                           "(killed)") from None
     return process.returncode, out, err
 
 
@@ -277,9 +282,14 @@ def read_catalogue(backend: str, executable: str, version: str | None = None) ->
     reader = READERS[backend]
     argv = [executable, *reader.help_args]
     versioning = _start([executable, *reader.version_args]) if version is None else None
-    code, out, err = _finish(_start(argv))
-    if versioning is not None:
-        version = _version(backend, *_finish(versioning)[1:])
+    try:
+        code, out, err = _finish(_start(argv))
+        if versioning is not None:
+            version = _version(backend, *_finish(versioning)[1:])
+    finally:
+        if versioning is not None and versioning.poll() is None:
+            os.killpg(versioning.pid, signal.SIGKILL)
+            versioning.communicate()
     flags = reader.parse(out)
     if code != 0 or len(flags) < 10:
         raise RuntimeError(f"`{' '.join(argv)}` exited {code} and listed {len(flags)} flags: "
@@ -323,28 +333,48 @@ def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
     if memo_key in _memo:
         return _memo[memo_key]
     reader = READERS[backend]
-    version = program_version(backend, program) if reader.cheap_version else None
-    identity = [real, version if reader.cheap_version else stamp]
     cache = user_cache_dir() / "flags" / f"{backend}-{hashlib.sha1(real.encode()).hexdigest()[:16]}.json"
-    catalogue = None
     try:
         cached = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = None
+    if not isinstance(cached, dict):
+        cached = {}
+    failed = cached.get("failed")
+    if not isinstance(failed, dict) or failed.get("stamp") != stamp:
+        failed = _failed.get(memo_key)  # this process's, when the cache could not be written
+    if failed and 0 <= time.time() - float(failed.get("at", 0)) < FAILED_READ_MEMORY:
+        return _committed_instead(backend, program, str(failed.get("reason")))
+    try:
+        version = program_version(backend, program) if reader.cheap_version else None
+        identity = [real, version if reader.cheap_version else stamp]
+        catalogue = None
         if cached.get("identity") == identity:
-            catalogue = Catalogue.from_dict(cached["catalogue"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    if catalogue is None:
-        import subprocess  # only a catalogue not cached yet is read from the program
-
-        try:
+            try:
+                catalogue = Catalogue.from_dict(cached["catalogue"])
+            except (KeyError, TypeError, ValueError):
+                pass
+        if catalogue is None:
             catalogue = read_catalogue(backend, program, version)
-        except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-            committed = committed_catalogue(backend)
-            if committed is None:
-                return None
-            catalogue = replace(committed, notes=(f"could not read the flags of {program} ({exc}); they are checked "
-                                                  f"against {committed.program} {committed.version} instead",))
-        else:
-            atomic_write(cache, (json.dumps({"identity": identity, "catalogue": catalogue.to_dict()}) + "\n").encode())
+            _remember(cache, {"identity": identity, "catalogue": catalogue.to_dict()})
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        _failed[memo_key] = {"stamp": stamp, "at": time.time(), "reason": str(exc)}
+        _remember(cache, {"failed": _failed[memo_key]})
+        return _committed_instead(backend, program, str(exc))
     _memo[memo_key] = catalogue
     return catalogue
+
+
+def _committed_instead(backend: str, program: str, reason: str) -> Catalogue | None:
+    committed = committed_catalogue(backend)
+    if committed is None:
+        return None
+    return replace(committed, notes=(f"could not read the flags of {program} ({reason}); they are checked against "
+                                     f"{committed.program} {committed.version} instead",))
+
+
+def _remember(cache: Path, record: dict[str, Any]) -> None:
+    try:
+        atomic_write(cache, (json.dumps(record) + "\n").encode())
+    except RegistryError:
+        pass  # a read-only home: the next process reads the program again

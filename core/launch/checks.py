@@ -55,9 +55,9 @@ def launch_problems(entry: dict[str, Any], settings: Settings) -> list[LaunchPro
         if catalogue is not None and catalogue.notes and config.get("extra_args"):
             problems += [LaunchProblem(EXTRA_ARGS, note, error=False) for note in catalogue.notes]
     try:
-        chat_template_file(name, backend, entry)
+        chat_template_file(name, backend, entry, settings)
     except BadInput as exc:
-        problems.append(LaunchProblem("chat_template", str(exc), local="does not exist" in str(exc)))
+        problems.append(LaunchProblem("chat_template", str(exc), local="is not supported by" not in str(exc)))
     return problems
 
 

@@ -3,6 +3,8 @@ launch. One parser for `set`, `validate`, the editor and the launcher."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +65,28 @@ def _looks_like_flag(token: str) -> bool:
         return True
 
 
+# what argparse (the parser of every backend whose catalogue takes abbreviations) reads as a negative number: any
+# other token starting with `-` is an option to it, `-1e-3` included
+_ARGPARSE_NEGATIVE = re.compile(r"-\d+|-\d*\.\d+")
+
+
+def _not_finite(token: str) -> bool:
+    """`nan`, `-inf`, `1e999`: argparse backends read `-nan` as a flag, the others a number no setting takes."""
+    try:
+        return not math.isfinite(float(token))
+    except ValueError:
+        return False
+
+
 def parse_extra_args(args: list[str], catalogue: Catalogue, owned: dict[str, str] | None = None,
-                     repeatable: frozenset[str] = frozenset()) -> ParsedArgs:
+                     repeatable: frozenset[str] = frozenset(), refused: dict[str, str] | None = None) -> ParsedArgs:
     """Read extra_args as the backend would: every flag resolved (prefix, `_` spelling, `--flag=value`), its values
     taken, and what the backend would reject or what the launcher must refuse reported.
 
     `owned`: canonical flag -> the entry field the launcher sets it from (extra_args may not set those flags).
+    `refused`: canonical flag -> why extra_args may not hold it and what to do instead.
     """
-    owned = owned or {}
+    owned, refused = owned or {}, refused or {}
     parsed, problems = [], []
     seen: dict[str, int] = {}
     index = 0
@@ -99,6 +115,10 @@ def parse_extra_args(args: list[str], catalogue: Catalogue, owned: dict[str, str
         if found.how in ("underscore", "prefix"):
             problems.append(ArgProblem(index, token, f"`{found.spelling}` is read as `{flag.name}`"
                                        + (" (a prefix of it)" if found.how == "prefix" else ""), error=False))
+        if flag.name in refused:
+            read_as = "" if found.spelling == flag.name else f" (read as `{flag.name}`)"
+            problems.append(ArgProblem(index, token, f"`{found.spelling}`{read_as} may not be in extra_args: "
+                                                     f"{refused[flag.name]}"))
         if flag.name in owned:
             read_as = "" if found.spelling == flag.name else f" (read as `{flag.name}`)"
             problems.append(ArgProblem(index, token, f"`{found.spelling}`{read_as} is set by the launcher from "
@@ -111,6 +131,15 @@ def parse_extra_args(args: list[str], catalogue: Catalogue, owned: dict[str, str
         seen[key] = index
         start = index
         values, index = _take_values(args, index, flag, found.attached, problems)
+        for value in values:
+            if _not_finite(value):
+                problems.append(ArgProblem(start, token, f"`{flag.name}` is given `{value}`, which is not a finite "
+                                                         "number (argparse backends read `-nan` as a flag); write a "
+                                                         "finite number"))
+            elif catalogue.abbreviations and value.startswith("-") and not _ARGPARSE_NEGATIVE.fullmatch(value):
+                problems.append(ArgProblem(start, token, f"`{flag.name}` is given `{value}`, which "
+                                                         f"{catalogue.program} (argparse) reads as a flag; write the "
+                                                         "number without an exponent"))
         parsed.append(Arg(start, token, flag, values))
     return ParsedArgs(parsed, problems)
 
@@ -178,7 +207,7 @@ def extra_args_problems(backend: str, extra_args: Any, catalogue: Catalogue | No
     if catalogue is None:
         return ParsedArgs([], [])
     spec = SPECS[backend]
-    return parse_extra_args(extra_args, catalogue, spec.owned, spec.repeatable)
+    return parse_extra_args(extra_args, catalogue, spec.owned, spec.repeatable, spec.refused)
 
 
 def check_extra_args(name: str, backend: str, extra_args: Any, catalogue: Catalogue | None = None) -> list[str]:

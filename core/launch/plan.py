@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,18 +132,14 @@ def api_key_placeholder(env: str) -> str:
     return f"${env}"
 
 
-def _api_key_env(name: str, backend: str, config: dict, extra: list[str]) -> str | None:
+def _api_key_env(name: str, config: dict) -> str | None:
     env = config.get("api_key_env")
     if env in (None, ""):
         return None
     if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
         raise BadInput(f"model {name!r}: backend_config.api_key_env {env!r} is not an environment variable name; "
                        f"give the name of the variable that holds the key (e.g. MY_BACKEND_KEY), never the key")
-    flag = API_KEY_FLAGS.get(backend, "--api-key" if backend == VLLM else None)
-    if flag and flag_value(extra, flag, backend) is not None:
-        raise BadInput(f"model {name!r}: extra_args set {flag} and backend_config.api_key_env is set too; remove "
-                       f"{flag} from extra_args (a key there is written into the registry files)")
-    return env
+    return env  # extra_args cannot hold a key flag (SPECS' refused flags)
 
 
 def _api_key_args(backend: str, env: str | None) -> list[str]:
@@ -229,9 +226,10 @@ def backend_catalogue(backend: str, settings: Settings) -> Catalogue | None:
     return catalogue_for(backend, backend_executable(backend, settings)) if backend in PROCESS_BACKENDS else None
 
 
-def chat_template_file(name: str, backend: str, entry: dict[str, Any]) -> str | None:
-    """The chat template file the entry's `chat_template.path` names, checked: BadInput when the file is missing or
-    the backend has no flag for one; None when the entry names none (the model's own template applies)."""
+def chat_template_file(name: str, backend: str, entry: dict[str, Any], settings: Settings) -> str | None:
+    """The chat template file the entry's `chat_template.path` names, checked: BadInput when it is not a readable
+    file or the backend has no flag for one; None when the entry names none (the model's own template applies). A
+    relative path is relative to the registry folder."""
     path = get_path(entry, "chat_template.path")
     if not isinstance(path, str) or not path.strip():
         return None
@@ -241,9 +239,25 @@ def chat_template_file(name: str, backend: str, entry: dict[str, Any]) -> str | 
                        f"serve the model with vllm or llama.cpp, or remove chat_template.path "
                        f"(`modelreg unset {name} chat_template`)")
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise BadInput(f"model {name!r}: chat_template.path {path} does not exist; put the template there or "
-                       f"change the path (`modelreg set {name} chat_template.path /path/to/template.jinja`)")
+    if not file.is_absolute():
+        if settings.registry_folder is None:
+            raise BadInput(f"model {name!r}: chat_template.path {path} is relative and no registry folder is known "
+                           "to resolve it against; give an absolute path")
+        file = settings.registry_folder / file
+    fix = f"(`modelreg set {name} chat_template.path /path/to/template.jinja`)"
+    try:
+        kind = stat.S_IFMT(file.stat().st_mode)
+    except FileNotFoundError:
+        raise BadInput(f"model {name!r}: chat_template.path {path} does not exist ({file}); put the template there "
+                       f"or change the path {fix}") from None
+    except OSError as exc:
+        raise BadInput(f"model {name!r}: chat_template.path {path}: cannot read {file} ({exc.strerror}); fix its "
+                       f"permissions or change the path {fix}") from None
+    if kind != stat.S_IFREG:
+        what = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
+                stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}.get(kind, "not a regular file")
+        raise BadInput(f"model {name!r}: chat_template.path {path} is {what}, not a template file ({file}); point "
+                       f"it at the template file {fix}")
     return str(file)
 
 
@@ -262,7 +276,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     served = _served_model_id(entry) or name
     timeout = float(config.get("ready_timeout") or settings.ready_timeout)
     vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
-    key_env = _api_key_env(name, backend, config, extra)
+    key_env = _api_key_env(name, config)
 
     if backend == OLLAMA:
         base_url = (config.get("base_url") or settings.ollama_host).rstrip("/")
@@ -279,7 +293,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     host = config.get("host") or settings.backend_host
     model_file = _model_file(name, backend, config.get("model_path"))
     executable = backend_executable(backend, settings)
-    template = chat_template_file(name, backend, entry)
+    template = chat_template_file(name, backend, entry, settings)
 
     given = extra_args_problems(backend, extra, catalogue)
 

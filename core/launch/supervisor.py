@@ -19,6 +19,7 @@ import psutil
 from modelreg.errors import BadInput, RegistryError
 from modelreg.launch.backends import OLLAMA, SPECS
 from modelreg.launch.diagnose import Finding, api_key_refused, diagnose
+from modelreg.launch.lifetime import tied_popen
 from modelreg.launch.logs import LogFollower, read_tail, resolve_log_dir, safe_name
 from modelreg.launch.plan import LaunchPlan
 from modelreg.store import atomic_write
@@ -298,7 +299,7 @@ class Supervisor:
                 log.write(f"modelreg: {exc}\n".encode())
                 raise BackendStartError(str(exc), plan, log_path=str(log_path), diagnosis=[]) from exc
             try:
-                popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                popen = tied_popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, close_fds=True,
                                          env={**backend_env(plan.backend), **env})
             except OSError as exc:

@@ -20,6 +20,7 @@ from modelreg.proxy.token import TOKEN_FILE
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE, dumps
 from support import free_port
+from support.layers import write_layers
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs"
@@ -202,3 +203,15 @@ def screenshot(page, name: str, docs_name: str | None = None) -> Path:
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SHOTS / f"{docs_name}.png")
     return path
+
+
+def proxy_over_one_standin(tmp_path, standin_vllm) -> tuple[Path, ProxyProcess]:
+    """A registry with one vLLM model `m` (alias org/m) run by the stand-in, and a proxy started on it."""
+    config_dir = tmp_path / "configs"
+    write_layers(config_dir, curated=[{"name": "m", "backend": "vllm", "model_aliases": ["org/m"],
+                                       "backend_config": {"port": free_port(), "model_path": "/models/m"}}])
+    port = free_port()
+    (config_dir / "settings.json").write_text(json.dumps({
+        "executables": {"vllm": str(standin_vllm)}, "log_dir": str(tmp_path / "logs"), "stop_grace": 2,
+        "proxy_url": f"http://127.0.0.1:{port}"}))
+    return config_dir, ProxyProcess(config_dir, port, tmp_path / "proxy.log")
