@@ -143,6 +143,7 @@ def test_damaged_manifest_is_named_and_the_others_still_listed(tmp_path, damage)
     assert listed[0]["damage"] is None and listed[2]["damage"] is None
     assert str(manifest) in listed[1]["damage"]
     text = subprocess.run(modelreg(tmp_path, "history"), capture_output=True, text=True, timeout=60).stdout
-    assert f"{middle.id}  DAMAGED: {manifest}" in text and text.count("restorable") == 2
+    rows = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert f"DAMAGED: {manifest}" in rows[middle.id] and text.count("restorable") == 2
     (tmp_path / ".history" / f"{newest.id}.json").write_bytes(b"")  # the newest damaged: exit 1
     assert history_cli(tmp_path)[0] == 1
