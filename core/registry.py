@@ -32,7 +32,6 @@ from modelreg.store import (
     MAX_DEPTH,
     PENDING_STUBS_FILE,
     SNAPSHOT_FILE,
-    SOURCE_FILE,
     LayerFile,
     atomic_write,
     dumps,
@@ -257,7 +256,6 @@ class Registry:
         self.discovered_path = self.config_dir / DISCOVERED_FILE
         self.curated_path = self.config_dir / CURATED_FILE
         self.snapshot_path = self.config_dir / SNAPSHOT_FILE
-        self.source_path = self.config_dir / SOURCE_FILE
         self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
         self._subscribers: list[Callable[[Snapshot], None]] = []
@@ -341,28 +339,18 @@ class Registry:
             self._snapshot_cache = (key, snap)
         return snap
 
-    def _read_source(self) -> dict[str, Any] | None:
-        try:
-            source = json.loads(self.source_path.read_bytes())
-        except (OSError, ValueError):
-            return None
-        if isinstance(source, dict) and isinstance(source.get("stamps"), dict):
-            source["stamps"] = {k: v and tuple(v) for k, v in source["stamps"].items()}
-            return source
-        return None
-
     def snapshot_staleness(self) -> str | None:
         """Why the snapshot on disk may not be the merge of the layers as they are now (an interrupted write, an
         edit by hand since the last rebuild, another profile), else None. Reads only; `rebuild` fixes it."""
         snap = self.snapshot()
-        source = self._read_source()
+        source = self._builder.built_from()
         fix = "run `modelreg rebuild` (or any write) to rebuild it"
-        if source is not None and source.get("snapshot") == snap.revision:
-            if source.get("profile") != self.profile:
-                return (f"the snapshot on disk was built for profile {source.get('profile') or 'none'}, not "
+        if source is not None and source["snapshot"] == snap.revision:
+            if source["profile"] != self.profile:
+                return (f"the snapshot on disk was built for profile {source['profile'] or 'none'}, not "
                         f"{self.profile or 'none'}; {fix}")
             changed = [label for label, path in (("discovered", self.discovered_path), ("curated", self.curated_path))
-                       if file_stamp(path) != source["stamps"].get(label) and _file_revision(path) != source.get(label)]
+                       if file_stamp(path) != source[label][1] and _file_revision(path) != source[label][0]]
             if not changed:
                 return None
             why = (f"the {' and '.join(changed)} layer changed since it was built (an interrupted write, or an edit "
@@ -404,14 +392,9 @@ class Registry:
             return self._publish(self._build(full))
 
     def _publish(self, built: Built) -> Snapshot:
-        """Write a build as the snapshot, then the record of what it was built from (caller holds the lock), and
-        tell the subscribers."""
+        """Write a build as the snapshot and the record of what it was built from (caller holds the lock), and tell
+        the subscribers."""
         self._builder.publish(built)
-        source = {"snapshot": built.revision, "profile": self.profile,
-                  "discovered": built.discovered.revision, "curated": built.curated.revision,
-                  "stamps": {"discovered": file_stamp(self.discovered_path), "curated": file_stamp(self.curated_path)}}
-        if self._read_source() != source:
-            atomic_write(self.source_path, dumps(source))
         models = built.models
         entries = [m.merged.entry for m in models] if all(m.merged is not None for m in models) else None
         snap = Snapshot(entries, built.revision, lambda: built.data, len(built.names))
