@@ -124,9 +124,12 @@ def test_fit_at_a_context_and_the_flag_written_to_curated(folder):
     assert large["context_kv_bytes"] > small["context_kv_bytes"]
     assert fitting.with_context({**entry, "backend_config": {"extra_args": ["--max-model-len=8192", "--enforce-eager",
                                                                             "--max_model_len", "9"]}}, 4096) == [
-        "--enforce-eager", "--max-model-len", "4096"]
+        "--max-model-len=4096", "--enforce-eager"]  # in place, as written; the later setting goes
     gguf = {"backend": "llama.cpp", "backend_config": {"extra_args": ["-c", "2048", "-ngl", "99"]}}
-    assert fitting.with_context(gguf, 1024) == ["-ngl", "99", "--ctx-size", "1024"]
+    assert fitting.with_context(gguf, 1024) == ["-c", "1024", "-ngl", "99"]
+    assert fitting.with_context({**gguf, "backend_config": {"extra_args": ["-ngl", "99", "-c"]}}, 1024) == [
+        "-ngl", "99", "-c", "1024"]  # a flag missing its value gets one
+    assert fitting.with_context({**gguf, "backend_config": {}}, 512) == ["--ctx-size", "512"]
     with pytest.raises(RegistryError, match="no context flag"):
         fitting.with_context({"name": "x", "backend": None}, 1)
 

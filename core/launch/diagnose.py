@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
 from modelreg.launch.catalogue import committed_catalogue
-from modelreg.launch.flags import flag_name, flag_value
+from modelreg.launch.flags import flag_value, with_flag
 
 LONG_CONTEXT = 65536  # a context this long (vLLM's 128K default for many models) makes startup slow and memory-hungry
 
@@ -61,18 +61,7 @@ def _context_flag(backend: str | None) -> str:
 
 
 def _with_flag(ctx: _Context, flag: str, value: str | None) -> list[str]:
-    """extra_args with `flag` set to `value` (replacing an existing setting), or added as a bare switch."""
-    args = list(ctx.extra_args)
-    backend = ctx.backend or VLLM
-    target = flag_name(flag, backend)
-    for index, token in enumerate(args):
-        if flag_name(token, backend) == target:
-            if value is not None and "=" in token:
-                args[index] = f"{token.split('=', 1)[0]}={value}"
-            elif value is not None and index + 1 < len(args):
-                args[index + 1] = value
-            return args
-    return args + ([flag] if value is None else [flag, value])
+    return with_flag(ctx.extra_args, flag, value, ctx.backend or VLLM)
 
 
 def _set_command(ctx: _Context, args: list[str]) -> str:
