@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
 from modelreg.launch.catalogue import committed_catalogue
+from modelreg.launch.fit import suggested_context
 from modelreg.launch.flags import flag_value, with_flag
 
 LONG_CONTEXT = 65536  # a context this long (vLLM's 128K default for many models) makes startup slow and memory-hungry
@@ -71,11 +72,9 @@ def _set_command(ctx: _Context, args: list[str]) -> str:
 
 def _suggested_context(ctx: _Context, from_log: int | None = None) -> int | None:
     """The context to suggest: the backend's own estimate from the log (it measured the memory), else the fit
-    estimate, rounded down to a multiple of 256."""
+    estimate, rounded as the fit rounds it."""
     value = from_log or ctx.fit_max_context
-    if not value:
-        return None
-    return value // 256 * 256 if value >= 512 else value
+    return suggested_context(value) if value else None
 
 
 def _context_advice(ctx: _Context, from_log: int | None = None) -> str:

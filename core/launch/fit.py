@@ -10,7 +10,9 @@ from modelreg.values import parse_size
 
 GIB = 1024 ** 3
 BLOCK_TOKENS = 16            # vLLM's default KV block size; its cache holds whole blocks
-SUGGEST_STEP = 1024          # a suggested --max-model-len is rounded down to a multiple of this
+# A suggested context is a multiple of this: llama.cpp pads its context up to a multiple of 256 (so a finer one would
+# be padded past what fits), and it is whole 16-token vLLM KV blocks. A coarser step only gives tokens away.
+CONTEXT_STEP = 256
 # Memory a backend needs besides weights and KV cache (see README, "Fit estimate").
 OVERHEAD_BYTES = {"vllm": 2 * GIB, "gguf": GIB // 2}
 VISION_OVERHEAD_BYTES = GIB  # the vision encoder's activations when the backend profiles the largest image
@@ -54,6 +56,13 @@ def kv_bytes_per_token(arch: dict[str, Any], k_bytes: float = 2, v_bytes: float 
         return None
     v_dim = arch.get("v_head_dim") or head_dim
     return int(layers * kv_heads * (head_dim * k_bytes + v_dim * (k_bytes if v_bytes is None else v_bytes)))
+
+
+def suggested_context(tokens: int) -> int | None:
+    """The context to suggest where at most `tokens` fit: rounded down to a multiple of CONTEXT_STEP (to whole KV
+    blocks below that); None when not one block fits."""
+    step = CONTEXT_STEP if tokens >= CONTEXT_STEP else BLOCK_TOKENS
+    return tokens // step * step or None
 
 
 def tokens_that_fit(kv_bytes: int, per_token: int) -> int:
@@ -129,12 +138,10 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     if kv_bytes <= 0:
         result["reason"] = (f"weights ({format_size(weights)}) and overhead ({format_size(overhead)}) exceed the "
                             f"{format_size(budget)} budget; use a smaller quantization or a larger GPU")
-    elif native and max_context < native and max_context >= BLOCK_TOKENS:
-        step = SUGGEST_STEP if max_context >= SUGGEST_STEP else BLOCK_TOKENS
-        suggested = max_context // step * step
+    elif native and max_context < native and (suggested := suggested_context(max_context)):
         result["suggested_max_model_len"] = suggested
-        result["suggested_args"] = (["--max-model-len", str(suggested)] if engine == "vllm"
-                                    else ["-c", str(suggested)])
+        if SPECS[backend].context_flag:
+            result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]
     return result
 
 
