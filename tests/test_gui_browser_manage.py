@@ -183,7 +183,8 @@ def test_fit_applies_a_context_in_one_click(stack):
     page.get_by_role("button", name=re.compile(r"^Apply --max-model-len \d+ to curated$")).click()
     settle(page, 'text=the proxy serves revision', timeout=SLOW)
     args = curated(folder, MISTRAL)["backend_config"]["extra_args"]
-    assert args[-2] == "--max-model-len" and proxy.status()["revision"] == Registry(folder).snapshot().revision
+    assert args[0] == "--max-model-len" and args.count("--max-model-len") == 1  # set in place
+    assert proxy.status()["revision"] == Registry(folder).snapshot().revision
 
 
 def test_remove_a_model_and_restore_it_after_a_confirmation(stack):
