@@ -100,6 +100,15 @@ def _string_list(value: Any, label: str) -> list[str]:
     return value
 
 
+def human_size(size: float) -> str:
+    """A byte count as text in binary units: `512 B`, `1.5 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def parse_size(text: str | int | float) -> int:
     """`16GiB`, `16G` (binary), `24GB` (decimal), `512MiB`, or a number of bytes."""
     if isinstance(text, (int, float)):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from modelreg.download.progress import human_size
 from modelreg.errors import RegistryError
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
+from modelreg.values import human_size
 from modelreg.views import editor as editing
 from modelreg.views import models as view
 from modelreg.views import wizard as wz

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def print_analysis(analysis: "RepoAnalysis", chosen: str | None) -> None:
-    from modelreg.download.progress import human_size
+    from modelreg.values import human_size
     say(f"{analysis.repo_id} at {analysis.commit[:12]} ({analysis.revision}): {len(analysis.files)} files, "
         f"{human_size(analysis.total_size)}; formats: {', '.join(analysis.formats) or 'none'}")
     presence = {"config.json": analysis.has_config, "tokenizer": analysis.has_tokenizer,
@@ -82,7 +82,8 @@ def print_result(result, as_json: bool) -> None:
 
 def cmd_download_hf(args: argparse.Namespace) -> None:
     from modelreg.download.hub import analyse_hf_repo, download_hf, download_root, select_files
-    from modelreg.download.progress import DownloadCancelled, DownloadProgress, human_size
+    from modelreg.download.progress import DownloadCancelled, DownloadProgress
+    from modelreg.values import human_size
     registry = registry_from_args(args, create=not args.dry_run)
     root = download_root(registry, args.to)
     analysis = analyse_hf_repo(args.repo_id, args.revision)

@@ -20,10 +20,11 @@ from filelock import FileLock, Timeout
 from modelreg.discovery.gguf_models import group_gguf_files
 from modelreg.discovery.hf import MARKER_FILE, TEMPLATE_FILES, read_marker
 from modelreg.discovery.naming import strip_shard_suffix
-from modelreg.download.progress import DownloadError, DownloadProgress, human_size
+from modelreg.download.progress import DownloadError, DownloadProgress
 from modelreg.download.register import DownloadResult, register_folder
 from modelreg.errors import BadInput, RegistryError
 from modelreg.store import atomic_write
+from modelreg.values import human_size
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".onnx_data", ".h5",
                    ".msgpack", ".tflite", ".ot", ".npz")

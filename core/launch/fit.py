@@ -6,7 +6,7 @@ from typing import Any
 from modelreg.errors import BadInput
 from modelreg.launch.backends import LLAMA_CPP, SPECS, VLLM, canonical_backend
 from modelreg.launch.flags import flag_value
-from modelreg.values import parse_size
+from modelreg.values import human_size, parse_size
 
 GIB = 1024 ** 3
 BLOCK_TOKENS = 16            # vLLM's default KV block size; its cache holds whole blocks
@@ -17,10 +17,6 @@ CONTEXT_STEP = 256
 OVERHEAD_BYTES = {"vllm": 2 * GIB, "gguf": GIB // 2}
 VISION_OVERHEAD_BYTES = GIB  # the vision encoder's activations when the backend profiles the largest image
 _VLLM_KV_DTYPES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "bfloat16": 2, "float16": 2}
-
-
-def format_size(count: int | float) -> str:
-    return f"{count / GIB:.2f} GiB"
 
 
 _PLAIN_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0}  # llama.cpp's default KV cache types, without gguf
@@ -136,8 +132,8 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
                   fits_native=bool(native) and max_context >= native,
                   fits=kv_bytes > 0 and (wanted is None or max_context >= wanted))
     if kv_bytes <= 0:
-        result["reason"] = (f"weights ({format_size(weights)}) and overhead ({format_size(overhead)}) exceed the "
-                            f"{format_size(budget)} budget; use a smaller quantization or a larger GPU")
+        result["reason"] = (f"weights ({human_size(weights)}) and overhead ({human_size(overhead)}) exceed the "
+                            f"{human_size(budget)} budget; use a smaller quantization or a larger GPU")
     elif native and max_context < native and (suggested := suggested_context(max_context)):
         result["suggested_max_model_len"] = suggested
         if SPECS[backend].context_flag:

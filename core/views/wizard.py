@@ -16,7 +16,7 @@ from modelreg.download.hub import (
     split_repo_id,
 )
 from modelreg.download.ollama import check_ollama_name, pull_ollama
-from modelreg.download.progress import DownloadProgress, human_size
+from modelreg.download.progress import DownloadProgress
 from modelreg.download.register import DownloadResult, to_decide
 from modelreg.errors import BadInput, RegistryError
 from modelreg.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
@@ -24,7 +24,7 @@ from modelreg.launch.fit import fit_summary
 from modelreg.paths import get_path
 from modelreg.proxy.client import ReloadReport
 from modelreg.registry import CONFIG_NEEDED, UNSET, Registry
-from modelreg.values import format_value
+from modelreg.values import format_value, human_size
 from modelreg.views.editor import EDITOR_FIELDS, field_states, form_patch, launch_preview, load_target
 
 SOURCE, DOWNLOAD, REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED = (
