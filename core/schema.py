@@ -20,6 +20,7 @@ from pydantic import (
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
 from modelreg.store import LayerFile, entry_lines, layer_elements
+from modelreg.values import env_name_problem
 
 
 class BackendConfig(BaseModel):
@@ -33,8 +34,15 @@ class BackendConfig(BaseModel):
     ready_timeout: float | None = Field(None, gt=0)
     exclusive_group: StrictStr | None = None
     idle_ttl: float | None = Field(None, ge=0)
-    api_key_env: StrictStr | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the variable's name, never a key
+    api_key_env: StrictStr | None = None  # the variable's name, never a key
     max_concurrency: StrictInt | None = Field(None, ge=1)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and (problem := env_name_problem(value)):
+            raise ValueError(problem)
+        return value
 
 
 class Entry(BaseModel):

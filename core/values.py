@@ -10,6 +10,7 @@ from typing import Any
 from modelreg.errors import BadInput, NotAJSONNumber, refuse_json_constant
 
 NOT_SET = "(not set)"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an environment variable's name: letters, digits, _; no digit first
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
 
@@ -107,6 +108,13 @@ def human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+def env_name_problem(value: Any) -> str | None:
+    """Why `value` is not the name of an environment variable (where a key is kept: never the key), or None."""
+    if isinstance(value, str) and ENV_NAME.fullmatch(value):
+        return None
+    return f"{value!r} is not an environment variable name (letters, digits, _)"
 
 
 def parse_size(text: str | int | float) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from modelreg.launch.fit import fit_summary
 from modelreg.launch.flags import check_extra_args, extra_args_problems, flag_value
 from modelreg.paths import get_path
 from modelreg.settings import Settings
+from modelreg.values import env_name_problem
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,6 @@ def _model_file(name: str, backend: str, model_path: Any) -> str:
 # its arguments.
 API_KEY_FLAGS = {LLAMA_CPP: "--api-key", LLAMA_CPP_PYTHON: "--api_key"}
 API_KEY_VARIABLES = {VLLM: "VLLM_API_KEY"}
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def api_key_placeholder(env: str) -> str:
@@ -136,9 +135,9 @@ def _api_key_env(name: str, backend: str, config: dict, extra: list[str]) -> str
     env = config.get("api_key_env")
     if env in (None, ""):
         return None
-    if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
-        raise BadInput(f"model {name!r}: backend_config.api_key_env {env!r} is not an environment variable name; "
-                       f"give the name of the variable that holds the key (e.g. MY_BACKEND_KEY), never the key")
+    if problem := env_name_problem(env):
+        raise BadInput(f"model {name!r}: backend_config.api_key_env {problem}; give the name of the variable that "
+                       "holds the key (e.g. MY_BACKEND_KEY), never the key")
     flag = API_KEY_FLAGS.get(backend, "--api-key" if backend == VLLM else None)
     if flag and flag_value(extra, flag, backend) is not None:
         raise BadInput(f"model {name!r}: extra_args set {flag} and backend_config.api_key_env is set too; remove "
