@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelreg.errors import BadInput
 from modelreg.launch.backends import SPECS
 from modelreg.launch.catalogue import MANY, NONE, ONE, OPTIONAL, TWO, Catalogue, Flag, committed_catalogue
 
@@ -202,12 +201,3 @@ def extra_args_problems(backend: str, extra_args: Any, catalogue: Catalogue | No
         return ParsedArgs([], [])
     spec = SPECS[backend]
     return parse_extra_args(extra_args, catalogue, spec.owned, spec.repeatable)
-
-
-def check_extra_args(name: str, backend: str, extra_args: Any, catalogue: Catalogue | None = None) -> list[str]:
-    """extra_args as a list of strings, or BadInput naming the model and every flag the backend would reject or the
-    launcher must refuse (unknown with the closest known flag, missing value, duplicate, launcher-owned)."""
-    parsed = extra_args_problems(backend, extra_args, catalogue)
-    if parsed.errors:
-        raise BadInput(f"model {name!r}: backend_config.extra_args: " + "; ".join(p.message for p in parsed.errors))
-    return list(extra_args or [])

@@ -23,7 +23,7 @@ from modelreg.launch.backends import (
 )
 from modelreg.launch.catalogue import Catalogue, catalogue_for
 from modelreg.launch.fit import fit_summary
-from modelreg.launch.flags import check_extra_args, extra_args_problems, flag_value
+from modelreg.launch.flags import ParsedArgs, extra_args_problems, flag_value
 from modelreg.paths import get_path
 from modelreg.settings import Settings
 from modelreg.values import env_name_problem
@@ -247,6 +247,72 @@ def chat_template_file(name: str, backend: str, entry: dict[str, Any]) -> str | 
 
 # the flags that hand a backend a chat template file
 TEMPLATE_FLAGS = {VLLM: ["--chat-template"], LLAMA_CPP: ["--jinja", "--chat-template-file"]}
+EXTRA_ARGS = "backend_config.extra_args"
+
+
+@dataclass(frozen=True)
+class LaunchProblem:
+    """One problem with one field; `error` False is a note (a flag spelled in a way the backend reads as another)."""
+
+    field: str
+    message: str
+    error: bool = True
+    # about a file on this machine (a chat template): the registry may be edited on another machine than the one
+    # that runs the model, so `validate` only warns
+    local: bool = False
+
+
+@dataclass
+class CheckedConfig:
+    """An entry's launch configuration as checked: what would make its start fail (and notes), and what was read to
+    find it, for the plan."""
+
+    problems: list[LaunchProblem]
+    catalogue: Catalogue | None
+    args: ParsedArgs
+    extra: list[str] = field(default_factory=list)
+    template: str | None = None
+    api_key_env: str | None = None
+    ollama_options: dict[str, Any] = field(default_factory=dict)
+
+
+def check_config(name: str, backend: str, entry: dict[str, Any], settings: Settings,
+                 port_required: bool = False) -> CheckedConfig:
+    """Every problem of the entry's launch configuration for this (canonical) backend: a port outside 1-65535 (or
+    none, when `port_required`), extra_args the backend's own parser rejects or that set what the launcher owns, a
+    chat template file that is missing or that the backend cannot take, an API key variable that is not a name."""
+    config = entry.get("backend_config") or {}
+    problems: list[LaunchProblem] = []
+    port = config.get("port")
+    if backend in PROCESS_BACKENDS and (port is not None or port_required) and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+        problems.append(LaunchProblem("backend_config.port", f"model {name!r}: backend_config.port {port!r} is not a "
+                                      f"port; set one from 1 to 65535 with `modelreg set {name} backend_config.port "
+                                      "24001`"))
+    catalogue = backend_catalogue(backend, settings)
+    parsed = extra_args_problems(backend, config.get("extra_args"), catalogue)
+    problems += [LaunchProblem(EXTRA_ARGS, f"model {name!r}: backend_config.extra_args: {p.message}", p.error)
+                 for p in parsed.problems]
+    if catalogue is not None and catalogue.notes and config.get("extra_args"):
+        problems += [LaunchProblem(EXTRA_ARGS, note, error=False) for note in catalogue.notes]
+    checked = CheckedConfig(problems, catalogue, parsed)
+    if parsed.errors:
+        return checked
+    checked.extra = [str(arg) for arg in config.get("extra_args") or []]
+    try:
+        checked.template = chat_template_file(name, backend, entry)
+    except BadInput as exc:
+        problems.append(LaunchProblem("chat_template", str(exc), local="does not exist" in str(exc)))
+    try:
+        checked.api_key_env = _api_key_env(name, backend, config, checked.extra)
+    except BadInput as exc:
+        problems.append(LaunchProblem("backend_config.api_key_env", str(exc)))
+    if backend == OLLAMA:
+        try:
+            checked.ollama_options = _ollama_options(name, entry, checked.extra)
+        except BadInput as exc:
+            problems.append(LaunchProblem(EXTRA_ARGS, str(exc)))
+    return checked
 
 
 def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
@@ -255,31 +321,28 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     backend = canonical_backend(entry.get("backend"), name)
     config = entry.get("backend_config") or {}
     spec = SPECS[backend]
-    catalogue = backend_catalogue(backend, settings)
-    extra = check_extra_args(name, backend, config.get("extra_args"), catalogue)
+    checked = check_config(name, backend, entry, settings, port_required=True)
+    errors = [problem.message for problem in checked.problems if problem.error]
+    if errors:
+        raise BadInput("; ".join(errors))
+    extra, given, key_env = checked.extra, checked.args, checked.api_key_env
     served = _served_model_id(entry) or name
     timeout = float(config.get("ready_timeout") or settings.ready_timeout)
     vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
-    key_env = _api_key_env(name, backend, config, extra)
 
     if backend == OLLAMA:
         base_url = (config.get("base_url") or settings.ollama_host).rstrip("/")
         model = _served_model_id(entry) or str(config.get("model_path") or name).removeprefix("ollama:/")
         return LaunchPlan(name=name, backend=backend, argv=[], host=base_url, port=None, base_url=base_url,
                           ready_url=None, served_model_id=model, ready_timeout=timeout, vision=vision,
-                          ollama_model=model, ollama_options=_ollama_options(name, entry, extra),
+                          ollama_model=model, ollama_options=checked.ollama_options,
                           fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env, entry=entry)
 
-    port = config.get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise BadInput(f"model {name!r} has no usable backend_config.port ({port!r}); set one from 1 to 65535 with "
-                       f"`modelreg set {name} backend_config.port 24001`")
+    port = config["port"]
     host = config.get("host") or settings.backend_host
     model_file = _model_file(name, backend, config.get("model_path"))
     executable = backend_executable(backend, settings)
-    template = chat_template_file(name, backend, entry)
-
-    given = extra_args_problems(backend, extra, catalogue)
+    template = checked.template
 
     def unset(flag: str) -> bool:  # extra_args win over what the launcher would add for the same flag
         return not given.has(flag)
