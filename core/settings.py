@@ -28,6 +28,7 @@ def _default_executables() -> dict[str, str]:
     }
 
 
+DEFAULT_PROXY_PORT = 8100
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -99,7 +100,7 @@ class Settings(BaseModel):
     log_dir: str = Field(
         "logs", description="Folder for backend logs and state files, relative to the config folder's parent.")
     proxy_url: str = Field(
-        "http://127.0.0.1:8100",
+        f"http://127.0.0.1:{DEFAULT_PROXY_PORT}",
         description="Where the GUI finds the running `modelreg proxy` to reload it after a save.")
     proxy_api_key: str | None = Field(
         None, description="One key `/v1/*` requests to the proxy must send (kept for older settings files; "
@@ -134,6 +135,11 @@ class Settings(BaseModel):
                 raise ValueError(f"host name {name!r}: use letters, digits, '.', '_' or '-' (it names the host's "
                                  "deployments in the exported gateway config)")
         return value
+
+    @property
+    def proxy_port(self) -> int:
+        """The port of proxy_url: where `modelreg proxy` binds and the GUI finds it."""
+        return urlsplit(self.proxy_url).port or DEFAULT_PROXY_PORT
 
     def for_profile(self, profile: str | None) -> "Settings":
         """These settings with the named profile's overrides applied (objects such as `executables` merge key by

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit
 
 from modelreg.cli.gui import DEFAULT_PORT, gui_env
 from modelreg.cli.output import registry_from_args, say
@@ -59,8 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from modelreg.launch.supervisor import Supervisor
 
     registry = registry_from_args(args)
-    configured = urlsplit(registry.settings.proxy_url)
-    proxy_port = args.proxy_port or configured.port or 8100
+    proxy_port = args.proxy_port or registry.settings.proxy_port
     proxy_url = f"http://127.0.0.1:{proxy_port}"
     gui_url = f"http://127.0.0.1:{args.port}"
     signal.signal(signal.SIGTERM, stop_on_sigterm)
@@ -102,5 +100,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "started.")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"GUI port (default {DEFAULT_PORT})")
     p.add_argument("--proxy-port", type=int, default=None,
-                   help="proxy port (default from the proxy_url setting: 8100); the GUI is told where it runs")
+                   help="proxy port (default from the proxy_url setting); the GUI is told where it runs")
     p.set_defaults(handler=cmd_up)

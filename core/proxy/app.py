@@ -609,7 +609,7 @@ def create_app(proxy: Proxy) -> Starlette:
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
 
 
-def serve(registry: Registry, host: str = "127.0.0.1", port: int = 8100) -> None:
+def serve(registry: Registry, host: str, port: int) -> None:
     """Run the proxy until SIGINT/SIGTERM; every backend it started is stopped on the way out. uvicorn picks uvloop
     and httptools (installed with modelreg) over asyncio and h11."""
     check_bind(host, registry.settings)
