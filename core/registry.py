@@ -1,4 +1,4 @@
-"""The one Python API every consumer uses: load, validate, merge, write layers, subscribe to changes."""
+"""The one Python API every consumer uses: load, validate, merge, write layers."""
 from __future__ import annotations
 
 import copy
@@ -99,7 +99,6 @@ class Merged(MergeResult):
 
     revision: str = ""
     curated_revision: str = ""
-    discovered_revision: str = ""
 
 
 @dataclass
@@ -258,7 +257,6 @@ class Registry:
         self.snapshot_path = self.config_dir / SNAPSHOT_FILE
         self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
-        self._subscribers: list[Callable[[Snapshot], None]] = []
         self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
         self._cache_guard = threading.Lock()
         self._builder = SnapshotBuilder(self.config_dir, self.profile)
@@ -322,8 +320,7 @@ class Registry:
         built = self._build()
         result = merge_result(dict(zip(built.names, self._builder.merged_entries(built))))
         return Merged(result.entries, result.sources, result.overridden, result.warnings,
-                      revision=built.revision, curated_revision=built.curated.revision,
-                      discovered_revision=built.discovered.revision)
+                      revision=built.revision, curated_revision=built.curated.revision)
 
     def snapshot(self) -> Snapshot:
         """The merged snapshot on disk (built first if it does not exist yet)."""
@@ -370,9 +367,6 @@ class Registry:
             raise UnknownModel(name, difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5))
         return by_name[name]
 
-    def known_names(self) -> set[str]:
-        return {e["name"] for e in self.discovered_entries()} | {e["name"] for e in self.curated_entries()}
-
     def diff(self, name: str) -> list[DiffRow]:
         """One model's fields in every layer, with the status of the curated value against disk."""
         merged = self.merged()
@@ -392,22 +386,14 @@ class Registry:
             return self._publish(self._build(full))
 
     def _publish(self, built: Built) -> Snapshot:
-        """Write a build as the snapshot and the record of what it was built from (caller holds the lock), and tell
-        the subscribers."""
+        """Write a build as the snapshot and the record of what it was built from (caller holds the lock)."""
         self._builder.publish(built)
         models = built.models
         entries = [m.merged.entry for m in models] if all(m.merged is not None for m in models) else None
         snap = Snapshot(entries, built.revision, lambda: built.data, len(built.names))
         with self._cache_guard:
             self._snapshot_cache = (file_stamp(self.snapshot_path), snap)
-        for callback in list(self._subscribers):
-            callback(snap)
         return snap
-
-    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
-        """Call `callback(snapshot)` after every rebuild this object does; returns the unsubscribe function."""
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
 
     # ---- the discovered layer's one write path (machines) --------------------------------------------------
     def discovered_writer(self) -> "DiscoveredWriter":

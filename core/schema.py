@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
-from modelreg.store import LayerFile, entry_lines, layer_elements
+from modelreg.store import LayerFile, layer_elements
 from modelreg.values import env_name_problem
 
 
@@ -162,9 +162,3 @@ def layer_problems(path: Path, label: str, checks: Sequence[EntryCheck], starts:
         return []
     lines = starts()
     return [f"{path}:{lines[index] if index < len(lines) else 1}: {message}" for index, message in problems]
-
-
-def validate_layer(layer: LayerFile, label: str) -> list[str]:
-    """Schema-check every entry of one layer and find duplicate names (per profile); returns the errors."""
-    return layer_problems(layer.path, label, [check_entry(e, i) for i, e in enumerate(layer.entries)],
-                          lambda: entry_lines(layer.raw.decode("utf-8")) if layer.raw else [])

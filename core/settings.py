@@ -176,8 +176,6 @@ class _Default:
 
 
 DEFAULT = _Default()  # save_setting(..., DEFAULT): remove the key, so the default (or the base setting) applies again
-PROFILE_SETTINGS = ("gpu_memory", "gpu_memory_utilization", "executables", "port_range", "backend_host",
-                    "ready_timeout", "idle_ttl")  # what the GUI offers per profile (any setting may be overridden)
 
 
 def check_setting(name: str, value: Any) -> None:

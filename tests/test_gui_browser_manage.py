@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from modelreg.proxy.client import ProxyAdmin
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE
 from support import chat_body, free_port, wait_for
@@ -218,8 +217,6 @@ def test_remove_a_model_and_restore_it_after_a_confirmation(stack):
     assert "restored" not in json.dumps(curated(folder, GEMMA))
 
 
-@pytest.mark.skipif(not hasattr(ProxyAdmin, "running"),
-                    reason="waiting for ProxyAdmin.running/unload/restart/logs (issue 13, branch proxy)")
 def test_stop_a_running_backend(stack):
     folder, _, gui_url, proxy, page = stack
     reply = httpx.post(proxy.url + "/v1/chat/completions", json=chat_body(STORY_MODEL), timeout=60)

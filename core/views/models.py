@@ -30,9 +30,6 @@ LAYER_COLORS: dict[str, tuple[str, str]] = {
     "derived": ("derived from other fields", "#ffffff"),
 }
 
-# Cell class -> a letter shown beside the value: the layer without relying on color (explained in the legend).
-LAYER_CUES: dict[str, str] = {"discovered": "ᵈ", "legacy": "ˡ", "curated": "ᶜ", "override": "ᵒ", "profile": "ᵖ"}
-
 OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING = "ok", "needs config", "files missing", "invalid", "running"
 STATUSES = (OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING)
 

@@ -64,10 +64,8 @@ class Wizard:
     name: str | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     base_revision: str | None = None
-    saved_revision: str | None = None
     report: ReloadReport | None = None  # the proxy's answer to the reload after save
     launch_job_id: str | None = None
-    launch_result: Any = None
     error: str | None = None
 
     # ---- step 1: source, analysis, variant -----------------------------------------------------------------
@@ -257,7 +255,7 @@ class Wizard:
             changes.setdefault(CONFIG_NEEDED, UNSET)
         snapshot = self.registry.apply_curated(name, changes, base_revision=self.base_revision) \
             if changes else self.registry.rebuild()
-        self.saved_revision, self.changes, self.report = snapshot.revision, {}, None
+        self.changes, self.report = {}, None
         message = f"saved; revision {snapshot.revision[:12]}"
         if reload_proxy:
             from modelreg.proxy.client import ProxyAdmin, reload_report
@@ -275,7 +273,7 @@ class Wizard:
         from modelreg.launch.launch_test import start_launch_test_job
 
         job = start_launch_test_job(self.jobs, self.registry, self._model(), **options)
-        self.launch_job_id, self.launch_result, self.error = job.id, None, None
+        self.launch_job_id, self.error = job.id, None
         return job
 
     @property
@@ -294,7 +292,6 @@ class Wizard:
                 self.error = job.error or "the launch test did not run"
                 status["error"] = self.error
             else:
-                self.launch_result = job.result
                 status["result"] = job.result.to_dict()
                 if job.result.ok:
                     self.step = FINISHED
