@@ -397,3 +397,16 @@ def served_context(entry: dict[str, Any]) -> int | None:
     native = get_path(entry, "metadata.architecture.context_length")
     native = native if isinstance(native, int) and not isinstance(native, bool) and native > 0 else None
     return _context_window(entry) or native
+
+
+def exclusive_group(entry: dict | None) -> str | None:
+    """backend_config.exclusive_group: starting a member stops the group's other running members."""
+    group = ((entry or {}).get("backend_config") or {}).get("exclusive_group")
+    return group if isinstance(group, str) and group else None
+
+
+def idle_ttl(entry: dict, settings: Settings) -> float | None:
+    """Seconds without requests after which the backend is stopped: backend_config.idle_ttl, else the setting."""
+    ttl = (entry.get("backend_config") or {}).get("idle_ttl")
+    ttl = settings.idle_ttl if ttl is None else ttl
+    return float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0 else None
