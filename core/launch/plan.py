@@ -1,10 +1,12 @@
 """Turns a merged registry entry into how its backend is started: the only code that builds launch commands."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,12 +216,21 @@ def installed_gguf_backend(settings: Settings) -> tuple[str, str | None]:
     llama-cpp-python when its Python can import llama_cpp, else llama.cpp with a note saying what to install."""
     if shutil.which(backend_executable(LLAMA_CPP, settings)):
         return LLAMA_CPP, None
-    python = shutil.which(backend_executable(LLAMA_CPP_PYTHON, settings))
-    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)"
-    if python and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+    if _imports_llama_cpp(shutil.which(backend_executable(LLAMA_CPP_PYTHON, settings))):
         return LLAMA_CPP_PYTHON, None
     return LLAMA_CPP, ("neither llama.cpp's llama-server nor llama-cpp-python is installed here: install one (or set "
                        "its path in settings.json \"executables\") before starting GGUF models")
+
+
+def _imports_llama_cpp(python: str | None) -> bool:
+    """Whether this Python finds the llama_cpp package: asked in this process when it is this interpreter (the
+    default), else in a child of that Python (another environment's packages are only seen from inside it)."""
+    if python is None:
+        return False
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # not resolved: a venv's python is a link
+        return importlib.util.find_spec("llama_cpp") is not None
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)"
+    return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
 def backend_catalogue(backend: str, settings: Settings) -> Catalogue | None:
