@@ -144,3 +144,21 @@ def test_running_rows_say_uptime_and_state():
     assert rows[0] == {"name": "m", "pid": 9, "port": 24001, "uptime": "10s", "in flight": 2, "state": "ready",
                        "argv": "vllm serve 'a b'"}
     assert rows[1]["state"] == "stale: argv changed" and rows[1]["argv"] == ""
+
+
+def test_a_scan_job_logs_each_model_stubs_the_new_ones_and_reloads_the_proxy(folder, tmp_path):
+    from modelreg.jobs import JobRegistry
+    from modelreg.proxy.client import ProxyAdmin
+    from support import free_port, model_folders
+
+    model_folders.llama32_1b_gguf(tmp_path / "models" / "gguf")
+    registry, jobs = Registry(folder), JobRegistry()
+    admin = ProxyAdmin(f"http://127.0.0.1:{free_port()}", folder)  # no proxy there: the reload says so
+    dry = view.start_scan_job(jobs, registry, admin, [str(tmp_path / "models")], dry_run=True)
+    assert dry.wait(60) and dry.result.stubs and "stubs to create" in "\n".join(dry.lines())
+    assert set(Registry(folder).merged().by_name) == {"m", "other"}  # a dry run writes nothing
+    job = view.start_scan_job(jobs, registry, admin, [str(tmp_path / "models")])
+    assert job.wait(60) and job.result.stubs == dry.result.stubs
+    log = "\n".join(job.lines())
+    assert f"new  {job.result.stubs[0]}" in log and "stubs created" in log and "proxy" in log.splitlines()[-1]
+    assert set(job.result.stubs) <= set(Registry(folder).merged().by_name)
