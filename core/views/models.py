@@ -5,9 +5,8 @@ import difflib
 import json
 import shlex
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from modelreg.discovery.scan import ScanResult, default_roots, scan
 from modelreg.errors import RegistryError
 from modelreg.fields import FieldClass, field_class
 from modelreg.jobs import Job, JobRegistry
@@ -16,9 +15,12 @@ from modelreg.launch.flags import flag_value
 from modelreg.launch.plan import launch_plan
 from modelreg.merge import DISCOVERED_LABELS, LEGACY
 from modelreg.paths import flatten, get_path
-from modelreg.proxy.client import ProxyAdmin, reload_report
 from modelreg.registry import Registry
 from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.discovery.scan import ScanResult
+    from modelreg.proxy.client import ProxyAdmin
 
 # Cell class -> a letter shown beside the value: the layer without relying on color (explained in the legend).
 LAYER_CUES: dict[str, str] = {"discovered": "ᵈ", "legacy": "ˡ", "curated": "ᶜ", "override": "ᵒ", "profile": "ᵖ"}
@@ -290,6 +292,9 @@ def start_scan_job(jobs: JobRegistry, registry: Registry, admin: ProxyAdmin, pat
     """Scan `paths` (default: the model roots) as a background job (kind `scan`, one per registry folder at a time):
     discovered facts, stubs for new models, rebuild, proxy reload, each model logged; a dry run writes nothing and
     says what a scan would change. The job's result is the ScanResult."""
+    from modelreg.discovery.scan import default_roots, scan  # gguf, numpy and the hub: not for `modelreg list`
+    from modelreg.proxy.client import reload_report
+
     roots = paths or [str(r) for r in default_roots(registry.settings)]
 
     def work(job: Job) -> ScanResult:
