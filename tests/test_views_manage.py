@@ -162,3 +162,14 @@ def test_a_scan_job_logs_each_model_stubs_the_new_ones_and_reloads_the_proxy(fol
     log = "\n".join(job.lines())
     assert f"new  {job.result.stubs[0]}" in log and "stubs created" in log and "proxy" in log.splitlines()[-1]
     assert set(job.result.stubs) <= set(Registry(folder).merged().by_name)
+
+
+def test_a_settings_form_changes_only_what_differs():
+    from modelreg.settings import Settings
+    from modelreg.views.settings import changed_settings
+
+    settings = Settings(port_range=(24001, 24999), gpu_memory="16GiB")
+    form = {"gpu_memory": "24GiB", "port_range": [24001, 24999], "gpu_memory_utilization": 0.9,
+            "executables": {**settings.executables}}
+    assert changed_settings(settings, form) == {"gpu_memory": "24GiB"}
+    assert changed_settings(settings, {**form, "port_range": [24001, 25000]})["port_range"] == [24001, 25000]
