@@ -312,12 +312,13 @@ class SnapshotBuilder:
                 places = {name: (found.get(name), base.get(name), chosen.get(name)) for name in names}
                 models = [self._model(name, places[name], discovered, curated, full) for name in names]
             file = None if full else self._file
-            if file is not None and file.keys == [model.key for model in models] and self._file_parts():
+            if file is not None and file.keys == [model.key for model in models] and self._file_parts() \
+                    and file.parts is not None:
                 parts, spans, revision, checkpoints = file.parts, file.spans, file.revision, file.checkpoints
             else:
-                parts, spans, revision, checkpoints = _assemble(models, file)  # type: ignore[assignment]
+                parts, spans, revision, checkpoints = _assemble(models, file)
             built = Built(names, models, parts, spans, revision, checkpoints, discovered, curated, self.profile,
-                          places, base, chosen)  # type: ignore[arg-type]
+                          places, base, chosen)
             self._models = {model.key: model for model in models}  # only this build's: nothing grows per edit
             live = set(discovered.digests) | set(curated.digests)
             self._checks = {d: c for d, c in self._checks.items() if d in live}
@@ -335,18 +336,18 @@ class SnapshotBuilder:
             cut._problems = layer_problems(cut.path, label, checks, cut.starts)
         return cut._problems
 
-    def entry_keys(self, cut: LayerCut) -> list[tuple[Any, Any]]:
+    def entry_keys(self, cut: LayerCut) -> list[tuple[str | None, str | None]]:
         """(name, profile) of each entry, an invalid entry's too (so an edit can repair it); a file that is not
         JSON raises BadInput."""
         with self._guard:
-            keys = []
+            keys: list[tuple[str | None, str | None]] = []
             for index, check in enumerate(self._checked(cut, False)):
                 if check.key is None:
                     entry = cut.entry(index)
                     name, profile = (entry.get("name"), entry.get("profile")) if type(entry) is dict else (None, None)
-                    check = EntryCheck("", (name if type(name) is str else None,
-                                            profile if type(profile) is str else None), ())
-                keys.append(check.key)
+                    keys.append((name if type(name) is str else None, profile if type(profile) is str else None))
+                else:
+                    keys.append(check.key)
             return keys
 
     def file_revision(self) -> str | None:
@@ -410,7 +411,7 @@ class SnapshotBuilder:
     def write(self, label: str, cut: LayerCut) -> None:
         """Write a layer file's new bytes, `cut.raw` (caller holds the registry lock), and keep the cut."""
         with self._guard:
-            _write_vouched(cut.path, [cut.raw])  # type: ignore[list-item]
+            _write_vouched(cut.path, [cut.raw])
             cut.stamp, cut.checked_at = file_stamp(cut.path), time.time_ns()
             self._cuts[label] = cut
 
@@ -499,7 +500,8 @@ class SnapshotBuilder:
         if record is None:
             return
         try:
-            cuts, checks = {}, {}
+            cuts: dict[str, LayerCut] = {}
+            checks: dict[bytes, EntryCheck] = {}
             for label in ("discovered", "curated"):
                 if record[label] is None:
                     continue
@@ -580,7 +582,7 @@ def _assemble(models: list[ModelBuild], file: FileState | None) -> tuple[list[An
     same = 2  # the bytes at the start that are the file's
     if carried and type(pieces[1]) is list and pieces[1][0] == 2:
         same = pieces[1][1]
-    parts = []
+    parts: list[Any] = []
     for piece in pieces:
         parts.extend(_slice(file.parts, piece[0], piece[1]) if type(piece) is list else [piece])  # type: ignore
     if not carried:

@@ -151,10 +151,11 @@ class CuratedEntries:
     """The curated entries as an edit sees them: found by name and profile, each parsed only when asked for, so an
     edit costs what it changes."""
 
-    def __init__(self, layer: LayerCut, keys: list[tuple[Any, Any]], discovered_names: Callable[[], set[str]]):
+    def __init__(self, layer: LayerCut, keys: list[tuple[str | None, str | None]],
+                 discovered_names: Callable[[], set[str]]):
         self._layer = layer
         self._keys = keys
-        self._where: dict[tuple[Any, Any], int] = {}
+        self._where: dict[tuple[str | None, str | None], int] = {}
         for index, key in enumerate(keys):
             self._where.setdefault(key, index)
         self._discovered_names = discovered_names
@@ -174,12 +175,14 @@ class CuratedEntries:
 
     def base_names(self) -> set[str]:
         """Names of the base entries (those without a profile)."""
-        kept = {key[0] for index, key in enumerate(self._keys) if key[1] is None and index not in self._removed}
+        kept = {name for index, (name, profile) in enumerate(self._keys)
+                if name is not None and profile is None and index not in self._removed}
         return kept | {e["name"] for e in self._added if e.get("profile") is None}
 
     def known_names(self) -> set[str]:
         """Every model name in either layer."""
-        return self._discovered_names() | {key[0] for key in self._keys} | {e.get("name") for e in self._added}
+        return self._discovered_names() | {name for name, _ in self._keys if name is not None} \
+            | {e["name"] for e in self._added}
 
     def add(self, entry: dict) -> dict:
         self._added.append(entry)
@@ -257,7 +260,7 @@ class Registry:
         self.snapshot_path = self.config_dir / SNAPSHOT_FILE
         self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
-        self._snapshot_cache: tuple[tuple[int, int, int], Snapshot] | None = None
+        self._snapshot_cache: tuple[tuple[int, int, int] | None, Snapshot] | None = None
         self._cache_guard = threading.Lock()
         self._builder = SnapshotBuilder(self.config_dir, self.profile)
 
@@ -278,7 +281,8 @@ class Registry:
     def discovered_names(self) -> set[str]:
         """The names in the discovered layer, through the build's cut (entries whose bytes it knows are not parsed)."""
         builder = self._builder
-        return {key[0] for key in builder.entry_keys(builder.cut(self.discovered_path, "discovered"))}
+        return {name for name, _ in builder.entry_keys(builder.cut(self.discovered_path, "discovered"))
+                if name is not None}
 
     def model_entries(self, name: str) -> tuple[dict | None, list[dict], str]:
         """One model's discovered entry and curated entries (base and profiles), and the curated revision they were
@@ -389,7 +393,8 @@ class Registry:
         """Write a build as the snapshot and the record of what it was built from (caller holds the lock)."""
         self._builder.publish(built)
         models = built.models
-        entries = [m.merged.entry for m in models] if all(m.merged is not None for m in models) else None
+        merges = [m.merged for m in models]
+        entries = None if None in merges else [m.entry for m in merges if m is not None]
         snap = Snapshot(entries, built.revision, lambda: built.data, len(built.names))
         with self._cache_guard:
             self._snapshot_cache = (file_stamp(self.snapshot_path), snap)

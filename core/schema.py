@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
-from modelreg.store import LayerFile, layer_elements
+from modelreg.store import layer_elements
 from modelreg.values import env_name_problem
 
 
@@ -84,7 +84,17 @@ _WHAT_TO_DO = {
 }
 
 
-def duplicate_keys(layer: LayerFile) -> list[str]:
+class LayerBytes(Protocol):
+    """A layer file's path and bytes (as read in one go, or as the build cut them)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def raw(self) -> bytes | None: ...
+
+
+def duplicate_keys(layer: LayerBytes) -> list[str]:
     """Objects that repeat a key: JSON readers keep only the last value, so the others would be lost unseen."""
     if layer.raw is None:
         return []
@@ -142,7 +152,7 @@ def check_entry(raw: Any, index: int) -> EntryCheck:
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{who}: field {path!r}: {message}; {hint}")
         return EntryCheck(who, None, tuple(problems))
-    return EntryCheck(who, (name, raw.get("profile")), ())
+    return EntryCheck(who, (raw["name"], raw.get("profile")), ())
 
 
 def layer_problems(path: Path, label: str, checks: Sequence[EntryCheck], starts: Callable[[], list[int]]) -> list[str]:
