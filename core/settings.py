@@ -20,7 +20,7 @@ SETTINGS_FILE = "settings.json"
 PROXY_URL_ENV = "MODELREG_PROXY_URL"  # set by `modelreg up` for the GUI: where the proxy it started really listens
 
 
-def _default_executables() -> dict[str, str]:
+def default_executables() -> dict[str, str]:
     return {
         "vllm": "vllm",
         "llama.cpp": "llama-server",
@@ -84,7 +84,7 @@ class Settings(BaseModel):
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Fraction of GPU memory a backend may take (vLLM's --gpu-memory-utilization).")
     executables: dict[str, str] = Field(
-        default_factory=_default_executables,
+        default_factory=default_executables,
         description="Executable per backend (`vllm`, `llama.cpp`, `llama-cpp-python`).")
     backend_host: str = Field(
         "127.0.0.1", description="Address that launched backends bind to.")

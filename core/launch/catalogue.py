@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM, user_cache_dir
 from modelreg.store import atomic_write, file_stamp
@@ -191,6 +191,15 @@ def parse_llama_help(text: str) -> list[Flag]:
 
 # ---- reading a backend's catalogue: from the installed program (cached), else the committed one ---------------
 
+class ParserRules(TypedDict, total=False):
+    """The argument rules of a program's parser (see Catalogue)."""
+
+    abbreviations: bool
+    underscores: bool
+    equals: bool
+    dotted: bool
+
+
 @dataclass(frozen=True)
 class Reader:
     """How to read one backend program's flags and version."""
@@ -199,7 +208,7 @@ class Reader:
     help_args: tuple[str, ...]         # after the executable
     version_args: tuple[str, ...]
     parse: Callable[[str], list[Flag]]
-    rules: dict[str, bool]
+    rules: ParserRules
     # spellings the program accepts that its help does not list (canonical flag -> spellings)
     unlisted: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # the version command is fast (milliseconds): the cache is then keyed by version, not by the file's stamp
@@ -222,7 +231,7 @@ READERS: dict[str, Reader] = {
 }
 COMMITTED = Path(__file__).with_name("catalogues")
 READ_TIMEOUT = 300.0  # `vllm serve --help=all` imports vLLM: 22 s on an idle 2-core machine
-_memo: dict[tuple, Catalogue] = {}
+_memo: dict[str, Catalogue] = {}  # by a JSON key
 
 
 def _start(argv: list[str]) -> subprocess.Popen[str]:

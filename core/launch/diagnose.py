@@ -58,7 +58,7 @@ def _line(text: str, match: re.Match[str], width: int = 400) -> str:
 
 
 def _context_flag(backend: str | None) -> str:
-    return SPECS[backend or VLLM].context_flag or "--max-model-len"
+    return SPECS[backend or VLLM].context_flag
 
 
 def _with_flag(ctx: _Context, flag: str, value: str | None) -> list[str]:
@@ -233,7 +233,8 @@ def _unknown_flag(ctx: _Context) -> Finding | None:
         return None
     given = match.group(1).split()[0]
     flag = given.split("=", 1)[0]
-    closest = committed_catalogue(ctx.backend).closest(flag) if ctx.backend and committed_catalogue(ctx.backend) else ()
+    catalogue = committed_catalogue(ctx.backend) if ctx.backend else None
+    closest = catalogue.closest(flag) if catalogue is not None else ()
     if closest and flag in ctx.extra_args:
         args = [closest[0] if token == flag else token for token in ctx.extra_args]
         advice = f"did you mean {closest[0]}? {_set_command(ctx, args)}"
@@ -322,7 +323,8 @@ def diagnose(log: str, entry: dict[str, Any] | None = None, *, argv: list[str] |
         backend = canonical_backend(entry.get("backend"), entry.get("name", "?"))
     except Exception:
         backend = None
-    extra = config.get("extra_args") if isinstance(config.get("extra_args"), list) else []
+    extra = config.get("extra_args")
+    extra = extra if isinstance(extra, list) else []
     ctx = _Context(log=log, entry=entry, name=entry.get("name") or "MODEL", backend=backend,
                    extra_args=[str(a) for a in extra], argv=list(argv or []), timed_out=timed_out,
                    fit_max_context=fit_max_context)

@@ -92,7 +92,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     utilization = float(flag_value(args, "--gpu-memory-utilization", backend) or utilization)
     if engine == "vllm":
         kv_dtype = flag_value(args, "--kv-cache-dtype", backend) or "auto"
-        k_bytes = _VLLM_KV_DTYPES.get(kv_dtype.lower()) or 2
+        k_bytes: float = _VLLM_KV_DTYPES.get(kv_dtype.lower()) or 2
         v_bytes = None
     else:
         k_type = flag_value(args, "--cache-type-k", backend) or "f16"
@@ -119,9 +119,9 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         "native_context": native,
         "configured_context": int(configured) if configured and configured.isdigit() else None,
     }
-    missing = [k for k, v in (("weights size", weights), ("KV layout (layers, KV heads, head dim)", per_token))
-               if not v]
-    if missing:
+    if not weights or not per_token:
+        missing = [k for k, v in (("weights size", weights), ("KV layout (layers, KV heads, head dim)", per_token))
+                   if not v]
         result.update(known=False, reason=f"not enough facts: {' and '.join(missing)} unknown; run `modelreg scan`")
         return result
     kv_bytes = budget - weights - overhead
@@ -129,15 +129,14 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     wanted = result["configured_context"] or native
     result.update(known=True, kv_cache_bytes=max(0, kv_bytes), max_context=max_context,
                   weights_fit=kv_bytes > 0,
-                  fits_native=bool(native) and max_context >= native,
+                  fits_native=max_context >= native if native else False,
                   fits=kv_bytes > 0 and (wanted is None or max_context >= wanted))
     if kv_bytes <= 0:
         result["reason"] = (f"weights ({human_size(weights)}) and overhead ({human_size(overhead)}) exceed the "
                             f"{human_size(budget)} budget; use a smaller quantization or a larger GPU")
     elif native and max_context < native and (suggested := suggested_context(max_context)):
         result["suggested_max_model_len"] = suggested
-        if SPECS[backend].context_flag:
-            result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]
+        result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]
     return result
 
 

@@ -179,6 +179,8 @@ def flag_value(args: list[str], flag: str, backend: str, catalogue: Catalogue | 
     """The value extra_args give a flag in any spelling the backend accepts, or None."""
     catalogue = catalogue or committed_catalogue(backend)
     wanted = flag_name(flag, backend, catalogue)
+    if wanted is None:
+        return None
     if catalogue is not None:
         return parse_extra_args(args, catalogue).value(wanted)
     for index, token in enumerate(args):

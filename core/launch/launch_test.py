@@ -74,12 +74,12 @@ def ask(plan: LaunchPlan, prompt: str, max_tokens: int = 16, timeout: float = 12
         if plan.vision:
             message["images"] = [tiny_png()]
         try:
-            response = ollama.Client(host=plan.base_url, timeout=timeout).chat(
-                model=plan.ollama_model, messages=[message],
+            answer = ollama.Client(host=plan.base_url, timeout=timeout).chat(
+                model=plan.served_model_id, messages=[message],
                 options={**plan.ollama_options, "num_predict": max_tokens})
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
             raise RuntimeError(f"chat with {plan.ollama_model} failed: {getattr(exc, 'error', None) or exc}") from exc
-        return response.message.content or ""
+        return answer.message.content or ""
     body = {"model": plan.served_model_id, "messages": chat_messages(prompt, plan.vision),
             "max_tokens": max_tokens, "temperature": 0}
     try:

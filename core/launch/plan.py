@@ -27,7 +27,7 @@ from modelreg.launch.catalogue import Catalogue, catalogue_for
 from modelreg.launch.fit import fit_summary
 from modelreg.launch.flags import ParsedArgs, extra_args_problems, flag_value
 from modelreg.paths import get_path
-from modelreg.settings import Settings
+from modelreg.settings import Settings, default_executables
 from modelreg.values import env_name_problem
 
 
@@ -45,7 +45,7 @@ class LaunchPlan:
     served_model_id: str
     ready_timeout: float
     vision: bool = False
-    ollama_model: str | None = None
+    ollama_model: str | None = None  # an Ollama plan's, the same as served_model_id
     ollama_options: dict[str, Any] = field(default_factory=dict)
     fit_max_context: int | None = None  # the fit estimate's largest context, for diagnoses
     api_key_env: str | None = None  # backend_config.api_key_env: the variable holding the backend's API key
@@ -67,12 +67,13 @@ class LaunchPlan:
 
     def api_key(self) -> str | None:
         """The backend's API key, read from `api_key_env` now (never stored); BadInput when the variable is unset."""
-        if not self.api_key_env:
-            return None
-        value = os.environ.get(self.api_key_env, "").strip()
+        return self._read_key(self.api_key_env) if self.api_key_env else None
+
+    def _read_key(self, env: str) -> str:
+        value = os.environ.get(env, "").strip()
         if not value:
-            raise BadInput(f"model {self.name!r}: backend_config.api_key_env names ${self.api_key_env}, which is not "
-                           f"set; export it before starting modelreg (or clear api_key_env)")
+            raise BadInput(f"model {self.name!r}: backend_config.api_key_env names ${env}, which is not set; export "
+                           "it before starting modelreg (or clear api_key_env)")
         return value
 
     def auth_headers(self) -> dict[str, str]:
@@ -85,14 +86,14 @@ class LaunchPlan:
         state files and status show, holds only the placeholder)."""
         if not self.api_key_env or self.backend not in API_KEY_FLAGS:
             return self.argv
-        placeholder, key = api_key_placeholder(self.api_key_env), self.api_key()
+        placeholder, key = api_key_placeholder(self.api_key_env), self._read_key(self.api_key_env)
         return [key if token == placeholder else token for token in self.argv]
 
     def process_env(self) -> dict[str, str]:
         """Environment variables the started process needs besides ours: vLLM's API key (vLLM writes its arguments
         into its log, so the key goes in its own variable, VLLM_API_KEY, instead of --api-key)."""
         if self.api_key_env and self.backend in API_KEY_VARIABLES:
-            return {API_KEY_VARIABLES[self.backend]: self.api_key()}
+            return {API_KEY_VARIABLES[self.backend]: self._read_key(self.api_key_env)}
         return {}
 
 
@@ -208,7 +209,7 @@ def _fit_max_context(entry: dict[str, Any], settings: Settings) -> int | None:
 def backend_executable(backend: str, settings: Settings) -> str:
     """The program settings say runs this backend (a profile that overrides `executables` for one backend keeps the
     defaults of the others)."""
-    return settings.executables.get(backend) or Settings.model_fields["executables"].default_factory()[backend]
+    return settings.executables.get(backend) or default_executables()[backend]
 
 
 def installed_gguf_backend(settings: Settings) -> tuple[str, str | None]:
@@ -382,10 +383,10 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     argv += extra
     argv += _api_key_args(backend, key_env)
     base_url = f"http://{_connect_host(host)}:{port}"
+    ready_url = base_url + spec.ready_path if spec.ready_path else None
     return LaunchPlan(name=name, backend=backend, argv=argv, host=host, port=port, base_url=base_url,
-                      ready_url=base_url + spec.ready_path, served_model_id=served, ready_timeout=timeout,
-                      vision=vision, fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env,
-                      entry=entry)
+                      ready_url=ready_url, served_model_id=served, ready_timeout=timeout, vision=vision,
+                      fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env, entry=entry)
 
 
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:

@@ -318,6 +318,7 @@ class Supervisor:
         plan = backend.plan
         if plan.backend == OLLAMA:
             return self._ollama_load(backend)
+        assert plan.ready_url is not None  # every process backend's plan has one
         try:
             headers = plan.auth_headers()
             if client is None:
@@ -386,7 +387,7 @@ class Supervisor:
         plan = backend.plan
         try:
             ollama.Client(host=plan.base_url, timeout=plan.ready_timeout).generate(
-                model=plan.ollama_model, prompt="", options=plan.ollama_options or None)
+                model=plan.served_model_id, prompt="", options=plan.ollama_options or None)
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
             message = getattr(exc, "error", None) or str(exc)
             _append(backend.log_path, f"modelreg: Ollama at {plan.base_url} refused {plan.ollama_model}: {message}\n")
@@ -461,7 +462,7 @@ class Supervisor:
         import ollama
 
         try:
-            ollama.Client(host=backend.plan.base_url, timeout=30).generate(model=backend.plan.ollama_model,
+            ollama.Client(host=backend.plan.base_url, timeout=30).generate(model=backend.plan.served_model_id,
                                                                           prompt="", keep_alive=0)
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError):
             return False
