@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from modelreg.discovery import gguf_reader, hf, ollama_store
 from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_only
@@ -160,7 +161,8 @@ class _Walker:
 
     def model_folder(self, folder: Path, **cached: Any) -> None:
         repo, source = _cache_identity(folder)
-        options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} if repo else {}
+        options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} \
+            if repo and source else {}
         self.reads.append(lambda: _read(hf.read_model_folder, folder, known=self.known, **{**options, **cached}))
 
     def gguf_folder(self, folder: Path, names: list[str], stats: dict[str, tuple[int, Any]] | None = None,
@@ -181,8 +183,8 @@ class _Walker:
             repo, source = _cache_identity(folder)
             key_base = Path(repo) if repo else None
         for model in sets:
-            self.reads.append(lambda model=model, stats=stats, source=source, key_base=key_base: _read(
-                read_gguf_set, folder, model, stats, source=source, key_base=key_base, known=self.known))
+            self.reads.append(functools.partial(_read, read_gguf_set, folder, model, stats, source=source,
+                                                key_base=key_base, known=self.known))
 
     def cache(self, cache_dir: Path) -> bool:
         """Read a Hugging Face cache through huggingface_hub's scanner; False if it cannot (walk it instead)."""
@@ -285,7 +287,7 @@ def _keeps(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> bool:
 _ABSENT = object()
 
 
-def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterable[int]:
+def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterator[int]:
     used = {get_path(e, "backend_config.port") for e in entries}
     low, high = registry.settings.port_range
     return (port for port in range(low, high + 1) if port not in used)

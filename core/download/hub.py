@@ -209,7 +209,7 @@ def analyse_hf_repo(repo_id: str, revision: str | None = None, *, token: str | b
     support = sorted(p for p in files if not is_weight(p) and not unsafe_file_name(p))
     formats = sorted({suffix for p in files for suffix in (_format_of(p),) if suffix})
     return RepoAnalysis(
-        repo_id=repo_id, revision=revision or "main", commit=info.sha, gated=info.gated or False,
+        repo_id=repo_id, revision=revision or "main", commit=info.sha or revision or "main", gated=info.gated or False,
         files=sorted(files.values(), key=lambda f: f.path),
         variants=_variants(files, gguf_template, support, any(s != "gguf" for s in template_sources)),
         formats=formats, has_config="config.json" in files,
@@ -466,11 +466,11 @@ def _remove_empty(path: Path, stop: Path) -> None:
             os.rmdir(folder)
         except OSError:
             pass
-    for folder in path.parents:
-        if not folder.is_relative_to(stop):
+    for parent in path.parents:
+        if not parent.is_relative_to(stop):
             break
         try:
-            folder.rmdir()
+            parent.rmdir()
         except FileNotFoundError:
             continue
         except OSError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Generator
 
 from modelreg.discovery.ollama_store import DEFAULT_HOST, DEFAULT_NAMESPACE, model_name
 from modelreg.download.progress import DownloadError, DownloadProgress
@@ -71,7 +72,8 @@ def pull_ollama(registry, name: str, *, host: str | None = None,
         raise DownloadError(f"the pull of {name} from {host} broke off ({exc}); run it again to resume "
                             "(Ollama keeps the finished layers)") from exc
     finally:
-        stream.close()
+        if isinstance(stream, Generator):  # what the client returns: ending it closes the HTTP stream
+            stream.close()
     if last != "success":
         raise DownloadError(f"the pull of {name} from {host} ended without success (last status: {last!r}); "
                             "run it again to resume")

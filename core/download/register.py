@@ -10,7 +10,7 @@ from modelreg.discovery import ollama_store
 from modelreg.discovery.scan import default_roots, scan
 from modelreg.fields import STUB_FIELDS
 from modelreg.paths import get_path
-from modelreg.registry import CONFIG_NEEDED
+from modelreg.registry import CONFIG_NEEDED, Registry
 
 
 @dataclass
@@ -30,10 +30,11 @@ class DownloadResult:
         return asdict(self)
 
 
-def to_decide(registry, name: str) -> list[str]:
+def to_decide(registry: Registry, name: str) -> list[str]:
     """What the user still has to decide for a model: stub fields left empty, suggested values to confirm."""
     entry = registry.entry(name)
-    curated = next((e for e in registry.curated_entries() if e["name"] == name and e.get("profile") is None), {})
+    curated: dict[str, Any] = next((e for e in registry.curated_entries()
+                                    if e["name"] == name and e.get("profile") is None), {})
     needed = bool(get_path(entry, CONFIG_NEEDED))
     items = []
     for path in STUB_FIELDS:
