@@ -3,7 +3,7 @@ panel, a launch command and a launch test's outcome, and the settings writer's o
 from __future__ import annotations
 
 import shlex
-from typing import Callable
+from typing import AbstractSet, Callable
 
 import streamlit as st
 
@@ -55,7 +55,7 @@ def picked_model(key: str) -> str:
     return name
 
 
-def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: set[str] = frozenset(),
+def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: AbstractSet[str] = frozenset(),
                  ) -> str | None:
     """A select box bound to the session's selected model (shared by every page); `marked` models show a dot
     (the editor's unsaved edits)."""

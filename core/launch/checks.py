@@ -1,7 +1,7 @@
 """What in a merged entry's launch configuration would make its start fail, by field: for set, validate, the editor."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import canonical_backend
@@ -26,7 +26,7 @@ def launch_problems(entry: dict[str, Any], settings: Settings) -> list[LaunchPro
     return check_config(name, backend, entry, settings).problems
 
 
-def curated_launch_problems(entries: list[dict[str, Any]], sources: dict[str, dict[str, str]],
+def curated_launch_problems(entries: list[dict[str, Any]], sources: Mapping[str, dict[str, str]],
                             settings: Settings) -> tuple[list[str], list[str]]:
     """Errors and warnings for `modelreg validate`: a problem in a field the curated layer (base or profile) sets is
     an error; in a field that comes from elsewhere (a legacy discovered layer), or about a file missing on this

@@ -315,6 +315,7 @@ class Proxy:
         """The result of `work`; cancels it and raises ClientGone as soon as the client disconnects. One watcher
         task cancels this one (cheaper than racing two tasks: this runs for every request)."""
         this = asyncio.current_task()
+        assert this is not None  # a request handler runs in a task
         gone = False
 
         async def watch() -> None:
@@ -337,12 +338,14 @@ class Proxy:
     async def _open(self, exchange: Exchange, call: Call) -> aiohttp.ClientResponse:
         """Acquire the backend (starting it if needed) and send the request; returns once its headers arrived. A
         backend that no longer listens (it died a moment ago) is marked broken and started again, once."""
+        session = self.pool.session
+        assert session is not None  # opened when the app starts
         for attempt in (1, 2):
             run = exchange.run = await self.pool.acquire(call.name)
             plan = run.handle.plan
             data, headers = await self._outgoing(call, run)
             try:
-                exchange.upstream = await self.pool.session.request(
+                exchange.upstream = await session.request(
                     "POST", _upstream_url(plan.base_url, call.path), data=data, headers=headers,
                     allow_redirects=False)
                 return exchange.upstream
@@ -412,10 +415,12 @@ class Proxy:
 
     async def _relay(self, exchange: Exchange, first: bytes = b"") -> AsyncIterator[bytes]:
         """The upstream stream chunk by chunk; a backend that breaks off ends it with an error event and [DONE]."""
+        upstream = exchange.upstream
+        assert upstream is not None  # _open sent the request
         if first:
             yield first
         try:
-            async for chunk in exchange.upstream.content.iter_any():
+            async for chunk in upstream.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, OSError) as exc:
             yield self._broken(exchange.name, exc).sse()

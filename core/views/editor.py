@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import AbstractSet, Any
 
 from modelreg.errors import BadInput, RegistryError
 from modelreg.fields import field_kind
@@ -231,7 +231,7 @@ def _other_generation_changes(layer: dict, old: Any, new: Any) -> dict[str, Any]
     return changes
 
 
-def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = frozenset(),
+def form_patch(target: EditTarget, texts: dict[str, str], resets: AbstractSet[str] = frozenset(),
                extra: dict[str, Any] | None = None,
                settings: Settings | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Form texts to the curated changes (value or UNSET) of fields that changed, and errors by path.

@@ -5,7 +5,7 @@ import difflib
 import json
 import shlex
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from modelreg.errors import RegistryError
 from modelreg.fields import FieldClass, field_class
@@ -152,7 +152,7 @@ def display_value(path: str | None, value: Any) -> Any:
     return value
 
 
-def model_rows(entries: Iterable[dict], sources: dict[str, dict[str, str]], overridden: dict[str, dict[str, Any]],
+def model_rows(entries: Iterable[dict], sources: Mapping[str, dict[str, str]], overridden: dict[str, dict[str, Any]],
                settings: Settings, running: Iterable[str] = ()) -> list[ModelRow]:
     """The Models table: a row per merged entry, every cell classed by the layer its value came from."""
     active = set(running)

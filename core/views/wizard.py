@@ -2,8 +2,9 @@
 configure, save, launch test. The GUI page draws the current step and calls these methods."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import AbstractSet, Any
 
 from modelreg.download.hub import (
     RepoAnalysis,
@@ -131,16 +132,16 @@ class Wizard:
             self.root = root or self.root
             self.plan(self.root)  # refuses a repo id or root that would write outside the models root
         progress = DownloadProgress()
-        registry, source, ref, options = self.registry, self.source, self.ref, dict(
-            revision=self.revision, variant=self.variant, root=self.root, analysis=self.analysis, token=self.token,
-            endpoint=self.endpoint)
+        registry, source, ref = self.registry, self.source, self.ref
+        download = functools.partial(download_hf, revision=self.revision, variant=self.variant, root=self.root,
+                                     analysis=self.analysis, token=self.token, endpoint=self.endpoint)
 
         def work(job: Job) -> DownloadResult:
             progress.should_cancel = lambda: job.cancel_requested
             progress.listeners.append(lambda p: report_progress(job, p))
             if source == "ollama":
                 return pull_ollama(registry, ref, progress=progress)
-            return download_hf(registry, ref, progress=progress, **options)
+            return download(registry, ref, progress=progress)
 
         key = f"{source}:{ref}" + (f":{self.variant}" if source == "hf" else "")
         job = self.jobs.start("download", work, key=key, title=f"download {ref}")
@@ -224,7 +225,7 @@ class Wizard:
         entry = load_target(self.registry, self._model(), None).merged(self.changes).entry
         return {spec.path: format_value(get_path(entry, spec.path), spec.kind) for spec in EDITOR_FIELDS}
 
-    def edit(self, texts: dict[str, str], resets: set[str] = frozenset(),
+    def edit(self, texts: dict[str, str], resets: AbstractSet[str] = frozenset(),
              extra: dict[str, Any] | None = None) -> dict[str, str]:
         """Stage the form (its texts as a whole replace what was staged before; nothing is written until save);
         returns errors by field path."""
