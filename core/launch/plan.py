@@ -299,8 +299,8 @@ def check_config(name: str, backend: str, entry: dict[str, Any], settings: Setti
     if backend in PROCESS_BACKENDS and (port is not None or port_required) and (
             not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
         problems.append(LaunchProblem("backend_config.port", f"model {name!r}: backend_config.port {port!r} is not a "
-                                      f"port; set one from 1 to 65535 with `modelreg set {name} backend_config.port "
-                                      "24001`"))
+                                      f"port; use a whole number from 1 to 65535 (`modelreg set {name} "
+                                      "backend_config.port 24001`)"))
     catalogue = backend_catalogue(backend, settings)
     parsed = extra_args_problems(backend, config.get("extra_args"), catalogue)
     problems += [LaunchProblem(EXTRA_ARGS, f"model {name!r}: backend_config.extra_args: {p.message}", p.error)
