@@ -23,9 +23,10 @@ names = [e["name"] for e in reg.snapshot().entries]
 unsaved = {name for name, _ in drafts}
 pick_col, profile_col = st.columns([3, 2], vertical_alignment="bottom")
 with pick_col:
-    name = widgets.model_picker(names, key="editor_picker", marked=unsaved)
-if name is None:
+    picked = widgets.model_picker(names, key="editor_picker", marked=unsaved)
+if picked is None:
     st.stop()
+name: str = picked
 profiles = editing.profiles_of(reg)
 edit_profile = profile_col.radio(
     "Edit", [None, *profiles], horizontal=True, key="edit_profile",

@@ -133,14 +133,13 @@ def running_names(status: dict | None) -> tuple[str, ...]:
     return tuple(sorted(b["name"] for b in (status or {}).get("backends") or [] if b.get("name")))
 
 
-def start_launch_test(name: str) -> str:
-    """Start the launch test of one model as a background job (one per model at a time); returns the job id."""
-    return start_launch_test_job(jobs(), registry(), name).id
+def start_launch_test(name: str) -> None:
+    """Start the launch test of one model as a background job (one per model at a time)."""
+    start_launch_test_job(jobs(), registry(), name)
 
 
-def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> str:
+def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> None:
     """Scan `paths` (default: the model roots) in the background: discovered facts, stubs for new models, rebuild,
     proxy reload; a dry run writes nothing and says what a scan would change."""
     job = start_scan_job(jobs(), registry(), proxy(), paths, dry_run)
     st.session_state[SCAN_REQUEST_KEY] = {"job": job.id, "paths": paths, "dry_run": dry_run}
-    return job.id

@@ -99,11 +99,16 @@ def save_machine() -> None:
             return
 
 
+def remove_overrides() -> None:
+    for name in list(overrides):
+        write(name, DEFAULT, scope)
+
+
 save_col, reset_col = st.columns(2)
 save_col.button("Save machine settings", key="machine_save", type="primary", on_click=save_machine)
 if scope and overrides:
     reset_col.button(f"Remove profile {scope}'s overrides ({', '.join(overrides)})", key="machine_reset",
-                     on_click=lambda: [write(name, DEFAULT, scope) for name in list(overrides)])
+                     on_click=remove_overrides)
 
 st.subheader("Validation")
 report = reg.validate()

@@ -140,7 +140,7 @@ def show_report(stale: bool = False) -> None:
                f"`{report.served_revision or 'n/a'}`")
 
 
-def job_panel(job_id: str | None, describe: Callable[[Job], None], every: float = 0.5) -> None:
+def job_panel(job_id: str | None, describe: Callable[[Job], object], every: float = 0.5) -> None:
     """Poll one background job: progress, live log tail, then `describe(job)` once it has ended."""
     job = services.jobs().get(job_id) if job_id else None
     if job is None:

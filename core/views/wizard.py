@@ -155,6 +155,13 @@ class Wizard:
     def job(self) -> Job | None:
         return self.jobs.get(self.job_id) if self.job_id else None
 
+    @property
+    def downloaded(self) -> DownloadResult:
+        """The finished download's result, which every step after the download has."""
+        if self.result is None:
+            raise WizardStepError("download a model first")
+        return self.result
+
     def poll(self) -> dict[str, Any]:
         """The download's state for a progress bar; when it has finished, moves on to the review step."""
         self._require(DOWNLOAD)
