@@ -20,6 +20,7 @@ from modelreg.launch.fit import estimate
 from modelreg.launch.plan import installed_gguf_backend
 from modelreg.paths import get_path
 from modelreg.registry import Registry
+from modelreg.settings import Settings
 from modelreg.store import file_stamp, registry_lock
 
 BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
@@ -52,7 +53,7 @@ class ScanResult:
                 "problems": [{"path": p.path, "message": p.message} for p in self.problems]}
 
 
-def default_roots(settings: Any) -> list[Path]:
+def default_roots(settings: Settings) -> list[Path]:
     """The settings' model roots, the Hugging Face cache and the Ollama store (those that exist)."""
     hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or "~/.cache/huggingface", "hub")
     ollama = os.environ.get("OLLAMA_MODELS") or "~/.ollama/models"

@@ -6,6 +6,7 @@ from typing import Any
 from modelreg.errors import BadInput
 from modelreg.launch.backends import LLAMA_CPP, SPECS, VLLM, canonical_backend
 from modelreg.launch.flags import flag_value
+from modelreg.settings import Settings
 from modelreg.values import human_size, parse_size
 
 GIB = 1024 ** 3
@@ -140,7 +141,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     return result
 
 
-def fit_summary(entry: dict[str, Any], settings: Any, gpu_memory: str | int | None = None,
+def fit_summary(entry: dict[str, Any], settings: Settings, gpu_memory: str | int | None = None,
                 utilization: float | None = None) -> dict[str, Any]:
     """The fit estimate for `modelreg show` / `modelreg fit`, planned for the active profile's GPU settings."""
     return estimate(entry, gpu_memory if gpu_memory is not None else settings.gpu_memory,

@@ -8,7 +8,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
@@ -19,6 +19,9 @@ from modelreg.launch.logs import read_tail, resolve_log_dir
 from modelreg.launch.plan import LaunchPlan, launch_plan
 from modelreg.launch.supervisor import Backend, BackendStartError, LogCallback, Supervisor
 from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.registry import Registry
 
 DEFAULT_PROMPT = "Say hello in five words."
 
@@ -155,7 +158,7 @@ def launch_test(entry: dict[str, Any], settings: Settings, log_dir: str | Path, 
     return result
 
 
-def start_launch_test_job(jobs: JobRegistry, registry: Any, name: str, **options: Any) -> Job:
+def start_launch_test_job(jobs: JobRegistry, registry: Registry, name: str, **options: Any) -> Job:
     """Run the launch test of one merged entry as a background job (kind `launch-test`, keyed by the model's name:
     one test per model at a time, visible from every page that polls the job registry)."""
     entry, settings = registry.entry(name), registry.settings

@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 import psutil
@@ -22,6 +22,9 @@ from modelreg.launch.diagnose import Finding, api_key_refused, diagnose
 from modelreg.launch.logs import LogFollower, read_tail, resolve_log_dir, safe_name
 from modelreg.launch.plan import LaunchPlan
 from modelreg.store import atomic_write
+
+if TYPE_CHECKING:
+    from modelreg.registry import Registry
 
 STATE_SUFFIX = ".state.json"
 LogCallback = Callable[[str], None]
@@ -179,7 +182,7 @@ class Supervisor:
         self._lock = threading.RLock()
 
     @classmethod
-    def for_registry(cls, registry: Any) -> "Supervisor":
+    def for_registry(cls, registry: Registry) -> "Supervisor":
         return cls(resolve_log_dir(registry.config_dir, registry.settings), registry.settings.stop_grace)
 
     # ---- paths and state files -------------------------------------------------------------------------------
