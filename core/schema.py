@@ -20,7 +20,7 @@ from pydantic import (
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
 from modelreg.store import layer_elements
-from modelreg.values import env_name_problem
+from modelreg.values import env_name
 
 
 class BackendConfig(BaseModel):
@@ -40,9 +40,7 @@ class BackendConfig(BaseModel):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and (problem := env_name_problem(value)):
-            raise ValueError(problem)
-        return value
+        return env_name(value)
 
 
 class Entry(BaseModel):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modelreg.errors import BadInput
 from modelreg.paths import deep_merge
 from modelreg.store import atomic_write, registry_lock
-from modelreg.values import env_name_problem, parse_size
+from modelreg.values import env_name, parse_size
 
 SETTINGS_FILE = "settings.json"
 PROXY_URL_ENV = "MODELREG_PROXY_URL"  # set by `modelreg up` for the GUI: where the proxy it started really listens
@@ -55,9 +55,7 @@ class Host(BaseModel):
     @field_validator("api_key_env", "admin_token_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and (problem := env_name_problem(value)):
-            raise ValueError(problem)
-        return value
+        return env_name(value)
 
 
 class Settings(BaseModel):

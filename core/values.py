@@ -117,6 +117,13 @@ def env_name_problem(value: Any) -> str | None:
     return f"{value!r} is not an environment variable name (letters, digits, _)"
 
 
+def env_name(value: str | None) -> str | None:
+    """`value` when it is None or an environment variable's name, else ValueError (the models' validator)."""
+    if value is not None and (problem := env_name_problem(value)):
+        raise ValueError(problem)
+    return value
+
+
 def parse_size(text: str | int | float) -> int:
     """`16GiB`, `16G` (binary), `24GB` (decimal), `512MiB`, or a number of bytes."""
     if isinstance(text, (int, float)):
