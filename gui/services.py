@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from modelreg.jobs import JobRegistry
-from modelreg.launch.launch_test import start_launch_test_job
+from modelreg.launch.running.launch_test import start_launch_test_job
 from modelreg.proxy.client import ProxyAdmin, ProxyUnreachable
 from modelreg.registry import Merged, Registry, default_config_dir
 from modelreg.settings import PROXY_URL_ENV, SETTINGS_FILE

@@ -11,7 +11,7 @@ from modelreg.errors import ConflictError, InvalidRegistry, RegistryError
 from modelreg.gui import services
 from modelreg.gui.text import md
 from modelreg.jobs import Job
-from modelreg.launch.plan import LaunchPlan
+from modelreg.launch.planning.plan import LaunchPlan
 from modelreg.proxy.client import ReloadReport, reload_report
 from modelreg.registry import Snapshot
 from modelreg.settings import save_setting

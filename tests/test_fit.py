@@ -7,7 +7,7 @@ import pytest
 
 from modelreg.discovery import hf
 from modelreg.errors import BadInput
-from modelreg.launch.fit import (
+from modelreg.launch.advice.fit import (
     BLOCK_TOKENS,
     GIB,
     OVERHEAD_BYTES,

@@ -8,8 +8,8 @@ import pytest
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import canonical_backend
-from modelreg.launch.checks import launch_problems, require_launchable
-from modelreg.launch.plan import launch_argv, launch_plan
+from modelreg.launch.planning.checks import launch_problems, require_launchable
+from modelreg.launch.planning.plan import launch_argv, launch_plan
 from modelreg.settings import Settings
 from support.layers import UPSTREAM
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelreg.errors import BadInput
-from modelreg.launch.plan import launch_plan
+from modelreg.launch.planning.plan import launch_plan
 from modelreg.schema import BackendConfig
 from modelreg.settings import Host, Settings
 

@@ -24,7 +24,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("modelreg.build",),
     ("modelreg.registry", "modelreg.watch"),
     ("modelreg",),  # the package itself: the public API
-    ("modelreg.launch",),
+    ("modelreg.launch",),  # what each backend accepts: its spec, flag catalogue and extra_args parser
+    ("modelreg.launch.advice",),
+    ("modelreg.launch.planning",),
+    ("modelreg.launch.running",),
     ("modelreg.discovery",),
     ("modelreg.download",),
     ("modelreg.proxy",),
@@ -140,9 +143,9 @@ def test_the_checker_finds_a_cycle_and_an_upward_import():
     """A store that imported the registry would close a cycle (store -> registry -> store) and point up."""
     graph = {"modelreg.store": {"modelreg.errors", "modelreg.registry"},
              "modelreg.registry": {"modelreg.store"}, "modelreg.errors": set(),
-             "modelreg.launch.plan": {"modelreg.discovery.scan"}, "modelreg.discovery.scan": set()}
+             "modelreg.launch.planning.plan": {"modelreg.discovery.scan"}, "modelreg.discovery.scan": set()}
     assert import_cycles(graph) == [["modelreg.registry", "modelreg.store"]]
-    assert upward_imports(graph) == ["modelreg.launch.plan -> modelreg.discovery.scan",
+    assert upward_imports(graph) == ["modelreg.launch.planning.plan -> modelreg.discovery.scan",
                                      "modelreg.store -> modelreg.registry"]
 
 

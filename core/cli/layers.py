@@ -37,7 +37,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from modelreg.launch.fit import fit_summary
+    from modelreg.launch.advice.fit import fit_summary
     registry = registry_from_args(args, reads_snapshot=not args.provenance)
     if args.provenance:
         merged = registry.merged()
@@ -70,7 +70,7 @@ def check_launch_change(registry: "Registry", name: str, changes: dict, profile:
     """Refuse a change that gives the model a launch configuration its backend would reject (BadInput, exit 2);
     print the notes (a flag spelled in a way the backend reads as another)."""
     from modelreg.errors import UnknownModel
-    from modelreg.launch.checks import require_launchable
+    from modelreg.launch.planning.checks import require_launchable
     from modelreg.views.editor import load_target
 
     if not any(path.split(".")[0] in LAUNCH_FIELDS for path in changes):
@@ -110,7 +110,7 @@ def cmd_diff(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from modelreg.launch.checks import curated_launch_problems
+    from modelreg.launch.planning.checks import curated_launch_problems
     registry = registry_from_args(args)
     report = registry.validate()
     errors, warnings = list(report.errors), list(report.warnings)

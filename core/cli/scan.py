@@ -1,4 +1,4 @@
-"""`modelreg scan [PATH...]`, `forget` and `fit NAME`: thin wrappers over modelreg.discovery.scan and launch.fit."""
+"""`modelreg scan [PATH...]`, `forget` and `fit NAME`: thin wrappers over modelreg.discovery.scan and launch.advice."""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +29,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from modelreg.launch.fit import fit_summary
+    from modelreg.launch.advice.fit import fit_summary
     from modelreg.values import human_size
     registry = registry_from_args(args, reads_snapshot=True)
     fit = fit_summary(registry.entry(args.name), registry.settings, args.gpu_mem, args.utilization)

@@ -55,7 +55,7 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from modelreg.launch.supervisor import Supervisor
+    from modelreg.launch.running.supervisor import Supervisor
 
     registry = registry_from_args(args)
     proxy_port = args.proxy_port or registry.settings.proxy_port

@@ -15,9 +15,9 @@ from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_onl
 from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
 from modelreg.discovery.naming import assign_names, candidate_name, display_name
 from modelreg.errors import BadInput
+from modelreg.launch.advice.fit import estimate
 from modelreg.launch.backends import LLAMA_CPP
-from modelreg.launch.fit import estimate
-from modelreg.launch.plan import installed_gguf_backend
+from modelreg.launch.planning.plan import installed_gguf_backend
 from modelreg.paths import get_path
 from modelreg.registry import Registry
 from modelreg.settings import Settings

@@ -29,9 +29,9 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from modelreg.errors import BadInput, UnknownModel
-from modelreg.launch.logs import LogFollower, read_tail
-from modelreg.launch.plan import served_context
-from modelreg.launch.supervisor import Supervisor
+from modelreg.launch.planning.plan import served_context
+from modelreg.launch.running.logs import LogFollower, read_tail
+from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.pool import BackendPool, Running

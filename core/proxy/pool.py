@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 
 from modelreg.errors import InvalidRegistry, RegistryError
-from modelreg.launch.plan import LaunchPlan, exclusive_group, idle_ttl, launch_plan
-from modelreg.launch.supervisor import Backend, BackendStartError, Supervisor
+from modelreg.launch.planning.plan import LaunchPlan, exclusive_group, idle_ttl, launch_plan
+from modelreg.launch.running.supervisor import Backend, BackendStartError, Supervisor
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.routing import EMPTY_ROUTES, Routes
 from modelreg.registry import Registry, Snapshot

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelreg.errors import RegistryError
+from modelreg.launch.advice.fit import estimate
 from modelreg.launch.backends import SPECS, canonical_backend
-from modelreg.launch.fit import estimate
 from modelreg.launch.flags import with_flag
 from modelreg.settings import Settings
 

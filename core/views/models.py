@@ -12,7 +12,7 @@ from modelreg.fields import FieldClass, field_class
 from modelreg.jobs import Job, JobRegistry
 from modelreg.launch.backends import SPECS, canonical_backend
 from modelreg.launch.flags import flag_value
-from modelreg.launch.plan import launch_plan
+from modelreg.launch.planning.plan import launch_plan
 from modelreg.merge import DISCOVERED_LABELS, LEGACY
 from modelreg.paths import flatten, get_path
 from modelreg.registry import Registry

@@ -21,7 +21,7 @@ from modelreg.download.progress import DownloadProgress
 from modelreg.download.register import DownloadResult, to_decide
 from modelreg.errors import BadInput, RegistryError
 from modelreg.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
-from modelreg.launch.fit import fit_summary
+from modelreg.launch.advice.fit import fit_summary
 from modelreg.paths import get_path
 from modelreg.proxy.client import ReloadReport
 from modelreg.registry import CONFIG_NEEDED, UNSET, Registry
@@ -278,7 +278,7 @@ class Wizard:
     def start_launch_test(self, **options: Any) -> Job:
         """Start the launch test of the saved entry in the background (the Launch test page shows the same job)."""
         self._require(LAUNCH_TEST)
-        from modelreg.launch.launch_test import start_launch_test_job
+        from modelreg.launch.running.launch_test import start_launch_test_job
 
         job = start_launch_test_job(self.jobs, self.registry, self._model(), **options)
         self.launch_job_id, self.error = job.id, None

@@ -7,9 +7,9 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from modelreg.launch.advice.fit import suggested_context
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
 from modelreg.launch.catalogue import committed_catalogue
-from modelreg.launch.fit import suggested_context
 from modelreg.launch.flags import flag_value, with_flag
 
 LONG_CONTEXT = 65536  # a context this long (vLLM's 128K default for many models) makes startup slow and memory-hungry

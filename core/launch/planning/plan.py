@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from modelreg.errors import BadInput
+from modelreg.launch.advice.fit import fit_summary
 from modelreg.launch.backends import (
     LLAMA_CPP,
     LLAMA_CPP_PYTHON,
@@ -24,7 +25,6 @@ from modelreg.launch.backends import (
     ollama_option_names,
 )
 from modelreg.launch.catalogue import Catalogue, catalogue_for
-from modelreg.launch.fit import fit_summary
 from modelreg.launch.flags import ParsedArgs, extra_args_problems, flag_value
 from modelreg.paths import get_path
 from modelreg.settings import Settings, default_executables

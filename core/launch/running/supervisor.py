@@ -17,10 +17,10 @@ import httpx
 import psutil
 
 from modelreg.errors import BadInput, RegistryError
+from modelreg.launch.advice.diagnose import Finding, api_key_refused, diagnose
 from modelreg.launch.backends import OLLAMA, SPECS
-from modelreg.launch.diagnose import Finding, api_key_refused, diagnose
-from modelreg.launch.logs import LogFollower, read_tail, resolve_log_dir, safe_name
-from modelreg.launch.plan import LaunchPlan
+from modelreg.launch.planning.plan import LaunchPlan
+from modelreg.launch.running.logs import LogFollower, read_tail, resolve_log_dir, safe_name
 from modelreg.store import atomic_write
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import canonical_backend
-from modelreg.launch.plan import LaunchProblem, check_config
+from modelreg.launch.planning.plan import LaunchProblem, check_config
 from modelreg.settings import Settings
 
 

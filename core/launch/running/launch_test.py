@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import httpx
 
 from modelreg.jobs import Job, JobRegistry
+from modelreg.launch.advice.diagnose import diagnose, reported_context_size
 from modelreg.launch.backends import LLAMA_CPP, OLLAMA, VLLM
-from modelreg.launch.diagnose import diagnose, reported_context_size
-from modelreg.launch.logs import read_tail, resolve_log_dir
-from modelreg.launch.plan import LaunchPlan, launch_plan
-from modelreg.launch.supervisor import Backend, BackendStartError, LogCallback, Supervisor
+from modelreg.launch.planning.plan import LaunchPlan, launch_plan
+from modelreg.launch.running.logs import read_tail, resolve_log_dir
+from modelreg.launch.running.supervisor import Backend, BackendStartError, LogCallback, Supervisor
 from modelreg.settings import Settings
 
 if TYPE_CHECKING:
