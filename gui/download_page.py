@@ -1,6 +1,8 @@
 """Download wizard: a Hugging Face repo or an Ollama name to a saved, launch-tested model (steps: views.wizard)."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pandas as pd
 import streamlit as st
 
@@ -22,7 +24,7 @@ def start_over() -> None:
     ss[WIZARD_KEY], ss[PROBLEM_KEY] = wz.Wizard(services.registry(), services.jobs()), None
 
 
-def act(action, *args) -> None:
+def act(action: Callable[..., object], *args: Any) -> None:
     """Button callback (runs before the page is drawn): one wizard action; a refusal is shown at the top."""
     ss[PROBLEM_KEY] = None
     try:

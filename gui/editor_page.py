@@ -9,6 +9,7 @@ from modelreg.errors import ConflictError
 from modelreg.fields import field_kind
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
+from modelreg.registry import Snapshot
 from modelreg.values import format_value, parse_value
 from modelreg.views import editor as editing
 from modelreg.views import models as view
@@ -86,7 +87,7 @@ def save(base_revision: str, edits: dict | None = None) -> None:
         if problems or not edits:
             return
 
-    def write():
+    def write() -> Snapshot:
         return reg.apply_curated(name, edits, base_revision=base_revision, profile=edit_profile)
 
     try:

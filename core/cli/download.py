@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from modelreg.cli.output import add_global_options, console, print_json, print_table, registry_from_args, say
 
 if TYPE_CHECKING:
     from modelreg.download.hub import RepoAnalysis
     from modelreg.download.progress import DownloadProgress
+    from modelreg.download.register import DownloadResult
+
+T = TypeVar("T")
 
 
 def print_analysis(analysis: "RepoAnalysis", chosen: str | None) -> None:
@@ -30,7 +33,7 @@ def print_analysis(analysis: "RepoAnalysis", chosen: str | None) -> None:
         say(f"note: {analysis.login_hint()}")
 
 
-def run_with_bar(work, progress: "DownloadProgress", quiet: bool):
+def run_with_bar(work: Callable[[], T], progress: "DownloadProgress", quiet: bool) -> T:
     """Run `work()` in a thread with a rich bar fed by `progress`; Ctrl-C cancels (finished files are kept)."""
     outcome: dict = {}
     finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may report a live thread dead
@@ -66,7 +69,7 @@ def run_with_bar(work, progress: "DownloadProgress", quiet: bool):
     return outcome["result"]
 
 
-def print_result(result, as_json: bool) -> None:
+def print_result(result: "DownloadResult", as_json: bool) -> None:
     if as_json:
         return print_json(result.to_dict())
     where = f" in {result.folder}" if result.folder else ""

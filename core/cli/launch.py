@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from typing import TYPE_CHECKING
 
 from modelreg.cli.output import print_json, registry_from_args, say
+
+if TYPE_CHECKING:
+    from modelreg.launch.running.launch_test import LaunchTestResult
 
 
 def cmd_launch_cmd(args: argparse.Namespace) -> None:
@@ -41,7 +45,7 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
-def _print_result(result) -> None:
+def _print_result(result: "LaunchTestResult") -> None:
     rows = [("ok", "yes" if result.ok else "NO"), ("backend", result.backend),
             ("argv", shlex.join(result.argv) if result.argv else "(Ollama daemon)"),
             ("ready after", _seconds(result.seconds_to_ready)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from modelreg.cli.output import print_json, print_table, registry_from_args, say
 from modelreg.errors import InvalidRegistry
@@ -157,7 +157,8 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    def command(name: str, handler, help: str, *arguments: tuple[tuple, dict]) -> None:
+    def command(name: str, handler: Callable[[argparse.Namespace], object], help: str,
+                *arguments: tuple[tuple, dict]) -> None:
         p = sub.add_parser(name, help=help, description=help)
         for flags, options in arguments:
             p.add_argument(*flags, **options)

@@ -23,6 +23,7 @@ from modelreg.discovery.naming import strip_shard_suffix
 from modelreg.download.progress import DownloadError, DownloadProgress
 from modelreg.download.register import DownloadResult, register_folder
 from modelreg.errors import BadInput, RegistryError
+from modelreg.registry import Registry
 from modelreg.store import atomic_write
 from modelreg.values import human_size
 
@@ -290,13 +291,13 @@ def _progress_bridge(progress: DownloadProgress) -> type:
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Bridge(hf_tqdm):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:  # tqdm's own arguments
             self.bridge_name = kwargs.get("name")
             self.counts_files = kwargs.get("unit") in (None, "it")
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
-        def update(self, n=1):
+        def update(self, n: float | None = 1) -> bool | None:
             progress.check_cancelled()
             if self.bridge_name == "huggingface_hub.snapshot_download":  # bytes written to disk, all files
                 progress.add_bytes(int(n or 0))
@@ -320,7 +321,7 @@ def model_folder(root: str | Path, repo_id: str) -> Path:
     return folder
 
 
-def download_root(registry, root: str | Path | None) -> Path:
+def download_root(registry: Registry, root: str | Path | None) -> Path:
     if root:
         return Path(root).expanduser()
     if registry.settings.model_roots:
@@ -355,7 +356,7 @@ def check_free_space(path: Path, needed: int) -> None:
                             f"{human_size(free)} is free at {path}; free space or choose another --to")
 
 
-def download_hf(registry, repo_id: str, *, revision: str | None = None, variant: str | None = None,
+def download_hf(registry: Registry, repo_id: str, *, revision: str | None = None, variant: str | None = None,
                 include: list[str] | None = None, root: str | Path | None = None,
                 progress: DownloadProgress | None = None, analysis: RepoAnalysis | None = None,
                 token: str | bool | None = None, endpoint: str | None = None,
@@ -424,7 +425,7 @@ def download_hf(registry, repo_id: str, *, revision: str | None = None, variant:
 
 
 def _fetch(analysis: RepoAnalysis, files: list[RepoFile], staging: Path, progress: DownloadProgress,
-           token, endpoint, max_workers: int) -> None:
+           token: str | bool | None, endpoint: str | None, max_workers: int) -> None:
     from huggingface_hub import snapshot_download
 
     patterns = [glob.escape(f.path) for f in files]

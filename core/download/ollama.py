@@ -8,6 +8,7 @@ from modelreg.discovery.ollama_store import DEFAULT_HOST, DEFAULT_NAMESPACE, mod
 from modelreg.download.progress import DownloadError, DownloadProgress
 from modelreg.download.register import DownloadResult, register_ollama
 from modelreg.errors import BadInput
+from modelreg.registry import Registry
 
 OLLAMA_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 OLLAMA_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$")
@@ -33,7 +34,7 @@ def check_ollama_name(name: str) -> str:
     return model_name(host, namespace, model, tag)
 
 
-def pull_ollama(registry, name: str, *, host: str | None = None,
+def pull_ollama(registry: Registry, name: str, *, host: str | None = None,
                 progress: DownloadProgress | None = None) -> DownloadResult:
     """Pull `name` through the Ollama daemon (settings.ollama_host), then discover it from the store and stub."""
     import httpx
