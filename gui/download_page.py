@@ -1,6 +1,7 @@
 """Download wizard: a Hugging Face repo or an Ollama name to a saved, launch-tested model (steps: views.wizard)."""
 from __future__ import annotations
 
+import shlex
 from typing import Any, Callable
 
 import pandas as pd
@@ -132,7 +133,7 @@ elif wizard.step == wz.REVIEW:
     fit = info["fit"]
     st.markdown(f"**Fit on {wizard.registry.settings.gpu_memory}**: " + (
         f"native context {fit['native_context'] or 'unknown'}; largest that fits {fit['max_context']:,} tokens"
-        + (f"; suggested {' '.join(fit['suggested_args'])}" if fit.get("suggested_args") else "")
+        + (f"; suggested {shlex.join(fit['suggested_args'])}" if fit.get("suggested_args") else "")
         if fit.get("known") else f"unknown ({md(fit.get('reason'))})"))
     st.markdown("**Still to decide**\n\n" + "\n".join(f"- {md(item)}" for item in info["to_decide"]))
     st.button("Configure", type="primary", key="wz_configure", on_click=act, args=(wizard.configure_step,))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Callable
 
@@ -31,7 +32,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     for e in entries:
         bc = e.get("backend_config") or {}
         rows.append((e["name"], e.get("backend"), bc.get("port"), e.get("quantization"),
-                     " ".join(str(a) for a in bc.get("extra_args") or []), model_status(e, registry.settings)[0]))
+                     shlex.join(str(a) for a in bc.get("extra_args") or []), model_status(e, registry.settings)[0]))
     print_table([("name", {"no_wrap": True}), "backend", "port", "quantization",
                  ("extra_args", {"overflow": "fold"}), ("status", {"no_wrap": True})], rows)
 
@@ -58,7 +59,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         verdict = "fits" if fit.get("fits") else "does not fit"
         say(f"fit: native context {fit.get('native_context')} {verdict} in {registry.settings.gpu_memory} "
             f"at {fit['utilization']:.2f}; largest context {fit.get('max_context')}"
-            + (f"; suggested: {' '.join(fit['suggested_args'])}" if fit.get("suggested_args") else ""))
+            + (f"; suggested: {shlex.join(fit['suggested_args'])}" if fit.get("suggested_args") else ""))
     else:
         say(f"fit: unknown ({fit.get('reason')})")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from modelreg.cli.output import print_json, registry_from_args, say
 
@@ -48,7 +49,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if fit.get("reason"):
         say(f"  does not fit: {fit['reason']}")
     elif fit.get("suggested_args") and not fit["configured_context"]:
-        say(f"  the native context does not fit: add {' '.join(fit['suggested_args'])} "
+        say(f"  the native context does not fit: add {shlex.join(fit['suggested_args'])} "
             f"(modelreg set {args.name} backend_config.extra_args '[...]')")
     else:
         say("  fits" if fit["fits"] else "  the configured context does not fit; lower it")

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -275,7 +276,7 @@ def read_catalogue(backend: str, executable: str, version: str | None = None) ->
         version = _version(backend, *_finish(versioning)[1:])
     flags = reader.parse(out)
     if code != 0 or len(flags) < 10:
-        raise RuntimeError(f"`{' '.join(argv)}` exited {code} and listed {len(flags)} flags: "
+        raise RuntimeError(f"`{shlex.join(argv)}` exited {code} and listed {len(flags)} flags: "
                            f"{(err or out).strip()[-300:]}")
     flags = [Flag(f.name, f.spellings + reader.unlisted.get(f.name, ()), f.values) for f in flags]
     return Catalogue(backend, reader.program, version or "", " ".join([Path(executable).name, *reader.help_args]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -297,7 +298,7 @@ class BackendPool:
         try:
             handle = await asyncio.to_thread(self._launch, plan)
             run = self.running[plan.name] = Running(handle, self.routes.revision)
-            self.note(plan.name, "starting", " ".join(plan.argv) or f"Ollama model {plan.ollama_model}")
+            self.note(plan.name, "starting", shlex.join(plan.argv) or f"Ollama model {plan.ollama_model}")
             await asyncio.to_thread(self.supervisor.wait_ready, handle, None, None, self._cancel)
         except BackendStartError as exc:
             if run is not None and self.running.get(plan.name) is run:
