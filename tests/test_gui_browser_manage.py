@@ -116,7 +116,7 @@ def test_editor_tabs_guard_and_save_disabled_on_an_error(stack):
     settle(page, 'h1:has-text("Model editor")', timeout=SLOW)
     choose(page, "Model", MISTRAL)
     fill(page, "port", "0")
-    assert page.get_by_text("use a whole number from 1 to 65535").is_visible()  # the launch's own check
+    assert page.get_by_text("use a whole number from 1 to 65535").first.is_visible()  # the launch's check
     assert page.get_by_role("button", name="Save", exact=True).is_disabled()
     fill(page, "port", "24100")
     assert page.get_by_role("button", name="Save", exact=True).is_enabled()
