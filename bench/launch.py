@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 
 from bench.common import console, side_by_side
-from modelreg.launch.launch_test import ask
-from modelreg.launch.plan import launch_plan
-from modelreg.launch.supervisor import Supervisor
+from modelreg.launch.planning.plan import launch_plan
+from modelreg.launch.running.launch_test import ask
+from modelreg.launch.running.supervisor import Supervisor
 from modelreg.settings import Settings
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 

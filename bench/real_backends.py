@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bench.common import console, side_by_side
 from bench.launch import by_hand, through_launcher
-from modelreg.launch.plan import launch_plan
-from modelreg.launch.supervisor import Supervisor
+from modelreg.launch.planning.plan import launch_plan
+from modelreg.launch.running.supervisor import Supervisor
 from modelreg.settings import Settings
 from support.real_backends import LLAMA_SERVER, VLLM, VLLM_CPU_ARGS, VLLM_ENV
 from support.tiny_gguf import tiny_entry, write_tiny_gguf

@@ -20,8 +20,9 @@ from modelreg.errors import BadInput, InvalidRegistry, StorageError
 from modelreg.merge import MergedEntry, entry_layers, merge_entry
 from modelreg.schema import EntryCheck, check_entry, layer_problems
 from modelreg.store import (
-    INDEX_FILE,
+    LEGACY_SOURCE_FILES,
     SNAPSHOT_FILE,
+    SOURCE_FILE,
     atomic_write,
     chunk_digest,
     entry_lines,
@@ -37,7 +38,7 @@ from modelreg.store import (
     without_gc,
 )
 
-_INDEX_FORMAT = 2
+_SOURCE_FORMAT = 3  # 1 was the binary `.snapshot-index` beside `.model_registry.source.json`; 2 had no ctime
 log = logging.getLogger(__name__)
 # A file rewritten within this long of being read can keep its stamp (timestamps are coarse): until it is older than
 # that, its bytes are read again rather than trusted by stamp.
@@ -46,14 +47,14 @@ _ENGINE_MODULES = ("build", "fields", "merge", "schema", "store")
 _DIGEST_SIZE = 16
 _FEW_READS = 64  # entries of a file not read yet are read one by one, up to this many; then the file is read whole
 
-ModelKey = tuple[bytes | None, bytes | None, bytes | None]
-Stamp = tuple[int, int, int, int]  # store.file_stamp  # the digests of a model's entry in each curated layer
+ModelKey = tuple[bytes | None, bytes | None, bytes | None]  # the digests of a model's entry in each curated layer
+Stamp = tuple[int, int, int, int]  # store.file_stamp
 
 
 @functools.cache
 def engine_fingerprint() -> bytes:
     """Changes with the code that decides what a build produces: a cache written by other code is not used."""
-    digest = hashlib.sha256(f"{_INDEX_FORMAT} {sys.version_info[:2]} {orjson.__version__}".encode())
+    digest = hashlib.sha256(f"{_SOURCE_FORMAT} {sys.version_info[:2]} {orjson.__version__}".encode())
     import pydantic  # loaded already by the schema
 
     digest.update(pydantic.VERSION.encode())
@@ -79,7 +80,7 @@ class LayerCut:
     parsed: list[Any] | None = None     # the entries, when the file was parsed whole
     _raw: bytes | None = field(default=None, repr=False)
     _entries: dict[int, Any] = field(default_factory=dict, repr=False)
-    _record: bytes | None = field(default=None, repr=False)  # as the index holds it
+    _record: bytes | None = field(default=None, repr=False)  # as the source file holds it
     _problems: list[str] | None = field(default=None, repr=False)
     _found: dict[str, int] | None = field(default=None, repr=False)  # name -> index (of a discovered layer)
     _reads: int = field(default=0, repr=False)  # entries read one by one
@@ -180,7 +181,7 @@ def read_cut(path: Path, known: LayerCut | None = None, trust: bool = True) -> L
 @dataclass
 class ModelBuild:
     """One model's part of the snapshot: its bytes (`chunk`, until published; then `at`, where they lie in the
-    snapshot file), and its merge (None when read back from the index of another process: merged again when asked)."""
+    snapshot file), and its merge (None when read back from another process's source file: merged when asked)."""
 
     key: ModelKey
     chunk: bytes | None
@@ -236,10 +237,14 @@ class Built:
 
 class SnapshotBuilder:
     """Builds the snapshot of one registry folder for one profile, keeping what each build found for the next, in
-    memory and (for the next process) in the index file. Thread-safe; callers that write hold the registry lock."""
+    memory and (for the next process) in the source file. Thread-safe; callers that write hold the registry lock.
+
+    The source file is one record: a JSON line saying what the snapshot was built from (read by the stale warning,
+    whichever code or profile wrote it), then what the build found (a cache for this code and profile: losing or
+    damaging it costs only time), checksummed."""
 
     def __init__(self, config_dir: Path, profile: str | None):
-        self.index_path = Path(config_dir) / INDEX_FILE
+        self.source_path = Path(config_dir) / SOURCE_FILE
         self.snapshot_path = Path(config_dir) / SNAPSHOT_FILE
         self.profile = profile
         self._guard = threading.RLock()
@@ -248,7 +253,7 @@ class SnapshotBuilder:
         self._cuts: dict[str, LayerCut] = {}
         self._last: Built | None = None
         self._file: FileState | None = None
-        self._indexed: tuple[int, ...] | None = None  # what the index file holds (ids of the cuts and file state)
+        self._indexed: tuple[int, ...] | None = None  # what the source file holds (ids of the cuts and file state)
         self._index_read = False
         self._index_warned = False
 
@@ -313,12 +318,13 @@ class SnapshotBuilder:
                 places = {name: (found.get(name), base.get(name), chosen.get(name)) for name in names}
                 models = [self._model(name, places[name], discovered, curated, full) for name in names]
             file = None if full else self._file
-            if file is not None and file.keys == [model.key for model in models] and self._file_parts():
+            if file is not None and file.keys == [model.key for model in models] and self._file_parts() \
+                    and file.parts is not None:
                 parts, spans, revision, checkpoints = file.parts, file.spans, file.revision, file.checkpoints
             else:
-                parts, spans, revision, checkpoints = _assemble(models, file)  # type: ignore[assignment]
+                parts, spans, revision, checkpoints = _assemble(models, file)
             built = Built(names, models, parts, spans, revision, checkpoints, discovered, curated, self.profile,
-                          places, base, chosen)  # type: ignore[arg-type]
+                          places, base, chosen)
             self._models = {model.key: model for model in models}  # only this build's: nothing grows per edit
             live = set(discovered.digests) | set(curated.digests)
             self._checks = {d: c for d, c in self._checks.items() if d in live}
@@ -336,18 +342,18 @@ class SnapshotBuilder:
             cut._problems = layer_problems(cut.path, label, checks, cut.starts)
         return cut._problems
 
-    def entry_keys(self, cut: LayerCut) -> list[tuple[Any, Any]]:
+    def entry_keys(self, cut: LayerCut) -> list[tuple[str | None, str | None]]:
         """(name, profile) of each entry, an invalid entry's too (so an edit can repair it); a file that is not
         JSON raises BadInput."""
         with self._guard:
-            keys = []
+            keys: list[tuple[str | None, str | None]] = []
             for index, check in enumerate(self._checked(cut, False)):
                 if check.key is None:
                     entry = cut.entry(index)
                     name, profile = (entry.get("name"), entry.get("profile")) if type(entry) is dict else (None, None)
-                    check = EntryCheck("", (name if type(name) is str else None,
-                                            profile if type(profile) is str else None), ())
-                keys.append(check.key)
+                    keys.append((name if type(name) is str else None, profile if type(profile) is str else None))
+                else:
+                    keys.append(check.key)
             return keys
 
     def file_revision(self) -> str | None:
@@ -407,23 +413,23 @@ class SnapshotBuilder:
                     model.merged = self._merge(name, built.places[name], built.discovered, built.curated)
             return [model.merged for model in built.models]  # type: ignore[misc]
 
-    # ---- writing, and the index for the next process -------------------------------------------------------
+    # ---- writing, and the source file for the stale warning and the next process ---------------------------
     def write(self, label: str, cut: LayerCut) -> None:
         """Write a layer file's new bytes, `cut.raw` (caller holds the registry lock), and keep the cut."""
         with self._guard:
-            _write_vouched(cut.path, [cut.raw])  # type: ignore[list-item]
+            _write_vouched(cut.path, [cut.raw])
             cut.stamp, cut.checked_at = file_stamp(cut.path), time.time_ns()
             self._cuts[label] = cut
 
     def publish(self, built: Built) -> None:
-        """Make the snapshot file hold `built` (written only when it holds something else), and write the index
-        (caller holds the registry lock)."""
+        """Make the snapshot file hold `built` (written only when it holds something else), and write the source
+        file (caller holds the registry lock)."""
         with self._guard:
             known = self.file_revision()
             if known != built.revision:
                 stamp = file_stamp(self.snapshot_path)
                 if known is not None or stamp is None or stamp[2] != built.size or (
-                        self._indexed_revision(stamp) != built.revision  # what another process wrote, by its index
+                        self._indexed_revision(stamp) != built.revision  # what another process wrote, by its record
                         and self.snapshot_path.read_bytes() != built.data):
                     _write_vouched(self.snapshot_path, built.parts)
                 if len(built.parts) > _MOST_PARTS:
@@ -435,23 +441,32 @@ class SnapshotBuilder:
                                        built.checkpoints)
             parts = (built.discovered, built.curated, self._file)
             if self._indexed != tuple(map(id, parts)):
-                record = {"format": _INDEX_FORMAT, "engine": engine_fingerprint(), "profile": self.profile,
-                          "discovered": self._layer_record(built.discovered),
+                source = {"format": _SOURCE_FORMAT, "profile": self.profile, "snapshot": built.revision,
+                          **{label: [cut.revision, cut.stamp] for label, cut in (("discovered", built.discovered),
+                                                                                 ("curated", built.curated))}}
+                record = {"engine": engine_fingerprint(), "discovered": self._layer_record(built.discovered),
                           "curated": self._layer_record(built.curated), "snapshot": _file_record(self._file)}
                 data = marshal.dumps(record)
                 try:
-                    if self.index_path.is_dir() and not self.index_path.is_symlink():
+                    if self.source_path.is_dir() and not self.source_path.is_symlink():
                         raise IsADirectoryError(21, "Is a directory")
-                    atomic_write(self.index_path, hashlib.sha256(data).digest() + data, sync=False)
+                    atomic_write(self.source_path, [orjson.dumps(source), b"\n", hashlib.sha256(data).digest(), data],
+                                 sync=False)
                 except StorageError as exc:  # a cache: the snapshot is written, the next process reads the layers
                     log.warning("modelreg: warning: %s (a cache; the next command reads the layers again)", exc)
                 except IsADirectoryError:
-                    log.warning("modelreg: warning: %s is a directory, not the snapshot index (a cache); remove it "
-                                "to have the index back", self.index_path)
+                    log.warning("modelreg: warning: %s is a directory, not the snapshot's source record (a cache); "
+                                "remove it to have the record back", self.source_path)
+                if self._indexed is None:
+                    for name in LEGACY_SOURCE_FILES:
+                        try:
+                            (self.source_path.parent / name).unlink(missing_ok=True)
+                        except OSError:
+                            pass  # a folder or a read-only file where an old record was: nothing reads it
                 self._indexed = tuple(map(id, parts))
 
     def _layer_record(self, cut: LayerCut) -> bytes | None:
-        """A layer's cut and its entries' identities, as the index holds them (made once per cut)."""
+        """A layer's cut and its entries' identities, as the source file holds them (made once per cut)."""
         if cut.spans is None:
             return None
         if cut._record is None:
@@ -461,10 +476,22 @@ class SnapshotBuilder:
                                          b"".join(cut.digests), [c.who for c in checks], [c.key for c in checks]))
         return cut._record
 
-    def _index_record(self) -> dict[str, Any] | None:
-        """The index file's record, if this code wrote it for this profile."""
+    def built_from(self) -> dict[str, Any] | None:
+        """What the snapshot file was last built from, by the source file: {"profile", "snapshot" (its revision),
+        "discovered" and "curated" (each [revision, stamp])}; None when there is no readable record."""
         try:
-            data = self.index_path.read_bytes()
+            with open(self.source_path, "rb") as handle:
+                return _source_line(handle.readline())
+        except OSError:
+            return None
+
+    def _index_record(self) -> dict[str, Any] | None:
+        """What the last build found, from the source file, if this code wrote it for this profile."""
+        try:
+            line, _, data = self.source_path.read_bytes().partition(b"\n")
+            source = _source_line(line)
+            if source is None or source["profile"] != self.profile:
+                return None  # another version or profile wrote it: not damage
             if hashlib.sha256(data[32:]).digest() != data[:32]:
                 raise ValueError("damaged")
             record = marshal.loads(data[32:])
@@ -475,8 +502,7 @@ class SnapshotBuilder:
         except (OSError, EOFError, ValueError, TypeError) as exc:
             self._warn_index(exc)
             return None
-        if record.get("format") != _INDEX_FORMAT \
-                or record.get("engine") != engine_fingerprint() or record.get("profile") != self.profile:
+        if record.get("engine") != engine_fingerprint():
             return None
         return record
 
@@ -485,10 +511,10 @@ class SnapshotBuilder:
             self._index_warned = True
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             log.warning("modelreg: warning: ignoring %s (%s): it is a cache of the last build; the layers are read "
-                        "instead, and the next write replaces it", self.index_path, reason)
+                        "instead, and the next write replaces it", self.source_path, reason)
 
     def _indexed_revision(self, stamp: Stamp) -> str | None:
-        """The snapshot file's revision as the index records it, when the file's stamp vouches for the record."""
+        """The snapshot file's revision as the source file records it, when the file's stamp vouches for the record."""
         record = self._index_record()
         try:
             recorded, checked_at, revision = marshal.loads(record["snapshot"])[:3]  # type: ignore[index]
@@ -505,13 +531,14 @@ class SnapshotBuilder:
         if record is None:
             return
         try:
-            cuts, checks = {}, {}
+            cuts: dict[str, LayerCut] = {}
+            checks: dict[bytes, EntryCheck] = {}
             for label in ("discovered", "curated"):
                 if record[label] is None:
                     continue
                 name, revision, stamp, checked_at, spans, digests, whos, keys = marshal.loads(record[label])
                 cut_digests = _split(digests, _DIGEST_SIZE)
-                cuts[label] = LayerCut(self.index_path.parent / name, revision, stamp, checked_at, _pairs(spans),
+                cuts[label] = LayerCut(self.source_path.parent / name, revision, stamp, checked_at, _pairs(spans),
                                        cut_digests)
                 checks.update((d, EntryCheck(who, key, ())) for d, who, key in zip(cut_digests, whos, keys))
             file = None
@@ -587,7 +614,7 @@ def _assemble(models: list[ModelBuild], file: FileState | None) -> tuple[list[An
     same = 2  # the bytes at the start that are the file's
     if carried and type(pieces[1]) is list and pieces[1][0] == 2:
         same = pieces[1][1]
-    parts = []
+    parts: list[Any] = []
     for piece in pieces:
         parts.extend(_slice(file.parts, piece[0], piece[1]) if type(piece) is list else [piece])  # type: ignore
     if not carried:
@@ -636,6 +663,20 @@ def _hash(parts: list[Any], checkpoints: list[tuple[int, Any]]) -> str:
                 mark += _CHECKPOINT
         position += size
     return digest.hexdigest()
+
+
+def _source_line(line: bytes) -> dict[str, Any] | None:
+    """The source file's first line, if it is one this code can read."""
+    try:
+        source = orjson.loads(line)
+        if type(source) is dict and source.get("format") == _SOURCE_FORMAT:
+            for label in ("discovered", "curated"):
+                revision, stamp = source[label]
+                source[label] = (revision, stamp and tuple(stamp))
+            return source
+    except (ValueError, TypeError, KeyError):
+        pass
+    return None
 
 
 def _file_record(file: FileState | None) -> bytes | None:

@@ -48,7 +48,6 @@ FIELD_CLASSES: dict[str, FieldClass] = {
     "model_aliases": FieldClass.CONFIG,
     "deprecated": FieldClass.CONFIG,
     "profile": FieldClass.CONFIG,
-    "profiles_placeholder": FieldClass.CONFIG,
     "metadata._config_needed": FieldClass.CONFIG,
 }
 
@@ -141,11 +140,3 @@ def field_class(path: str) -> FieldClass:
 _WILDCARDS: tuple[tuple[str, FieldClass], ...] = tuple(
     (k[:-1], v) for k, v in FIELD_CLASSES.items() if k.endswith("*")
 )
-
-
-def is_fact(path: str) -> bool:
-    return field_class(path) is FieldClass.FACT
-
-
-def is_config(path: str) -> bool:
-    return field_class(path) is FieldClass.CONFIG

@@ -1,4 +1,4 @@
-"""The one Python API every consumer uses: load, validate, merge, write layers, subscribe to changes."""
+"""The one Python API every consumer uses: load, validate, merge, write layers."""
 from __future__ import annotations
 
 import copy
@@ -32,7 +32,6 @@ from modelreg.store import (
     MAX_DEPTH,
     PENDING_STUBS_FILE,
     SNAPSHOT_FILE,
-    SOURCE_FILE,
     LayerFile,
     atomic_write,
     dumps,
@@ -100,7 +99,6 @@ class Merged(MergeResult):
 
     revision: str = ""
     curated_revision: str = ""
-    discovered_revision: str = ""
 
 
 @dataclass
@@ -168,10 +166,11 @@ class CuratedEntries:
     """The curated entries as an edit sees them: found by name and profile, each parsed only when asked for, so an
     edit costs what it changes."""
 
-    def __init__(self, layer: LayerCut, keys: list[tuple[Any, Any]], discovered_names: Callable[[], set[str]]):
+    def __init__(self, layer: LayerCut, keys: list[tuple[str | None, str | None]],
+                 discovered_names: Callable[[], set[str]]):
         self._layer = layer
         self._keys = keys
-        self._where: dict[tuple[Any, Any], int] = {}
+        self._where: dict[tuple[str | None, str | None], int] = {}
         for index, key in enumerate(keys):
             self._where.setdefault(key, index)
         self._discovered_names = discovered_names
@@ -191,12 +190,14 @@ class CuratedEntries:
 
     def base_names(self) -> set[str]:
         """Names of the base entries (those without a profile)."""
-        kept = {key[0] for index, key in enumerate(self._keys) if key[1] is None and index not in self._removed}
+        kept = {name for index, (name, profile) in enumerate(self._keys)
+                if name is not None and profile is None and index not in self._removed}
         return kept | {e["name"] for e in self._added if e.get("profile") is None}
 
     def known_names(self) -> set[str]:
         """Every model name in either layer."""
-        return self._discovered_names() | {key[0] for key in self._keys} | {e.get("name") for e in self._added}
+        return self._discovered_names() | {name for name, _ in self._keys if name is not None} \
+            | {e["name"] for e in self._added}
 
     def add(self, entry: dict) -> dict:
         self._added.append(entry)
@@ -272,11 +273,9 @@ class Registry:
         self.discovered_path = self.config_dir / DISCOVERED_FILE
         self.curated_path = self.config_dir / CURATED_FILE
         self.snapshot_path = self.config_dir / SNAPSHOT_FILE
-        self.source_path = self.config_dir / SOURCE_FILE
         self.pending_stubs_path = self.config_dir / PENDING_STUBS_FILE
         self.history = CuratedHistory(self.config_dir, self.settings.history_limit, self.settings.history_max_bytes)
-        self._subscribers: list[Callable[[Snapshot], None]] = []
-        self._snapshot_cache: tuple[tuple[int, int, int, int], Snapshot] | None = None
+        self._snapshot_cache: tuple[tuple[int, int, int, int] | None, Snapshot] | None = None
         self._cache_guard = threading.Lock()
         self._builder = SnapshotBuilder(self.config_dir, self.profile)
 
@@ -297,7 +296,8 @@ class Registry:
     def discovered_names(self) -> set[str]:
         """The names in the discovered layer, through the build's cut (entries whose bytes it knows are not parsed)."""
         builder = self._builder
-        return {key[0] for key in builder.entry_keys(builder.cut(self.discovered_path, "discovered"))}
+        return {name for name, _ in builder.entry_keys(builder.cut(self.discovered_path, "discovered"))
+                if name is not None}
 
     def model_entries(self, name: str) -> tuple[dict | None, list[dict], str]:
         """One model's discovered entry and curated entries (base and profiles), and the curated revision they were
@@ -340,8 +340,7 @@ class Registry:
         built = self._build()
         result = merge_result(dict(zip(built.names, self._builder.merged_entries(built))))
         return Merged(result.entries, result.sources, result.overridden, result.warnings,
-                      revision=built.revision, curated_revision=built.curated.revision,
-                      discovered_revision=built.discovered.revision)
+                      revision=built.revision, curated_revision=built.curated.revision)
 
     def snapshot(self) -> Snapshot:
         """The merged snapshot on disk (built first if it does not exist yet)."""
@@ -357,28 +356,18 @@ class Registry:
             self._snapshot_cache = (key, snap)
         return snap
 
-    def _read_source(self) -> dict[str, Any] | None:
-        try:
-            source = json.loads(self.source_path.read_bytes())
-        except (OSError, ValueError):
-            return None
-        if isinstance(source, dict) and isinstance(source.get("stamps"), dict):
-            source["stamps"] = {k: v and tuple(v) for k, v in source["stamps"].items()}
-            return source
-        return None
-
     def snapshot_staleness(self) -> str | None:
         """Why the snapshot on disk may not be the merge of the layers as they are now (an interrupted write, an
         edit by hand since the last rebuild, another profile), else None. Reads only; `rebuild` fixes it."""
         snap = self.snapshot()
-        source = self._read_source()
+        source = self._builder.built_from()
         fix = "run `modelreg rebuild` (or any write) to rebuild it"
-        if source is not None and source.get("snapshot") == snap.revision:
-            if source.get("profile") != self.profile:
-                return (f"the snapshot on disk was built for profile {source.get('profile') or 'none'}, not "
+        if source is not None and source["snapshot"] == snap.revision:
+            if source["profile"] != self.profile:
+                return (f"the snapshot on disk was built for profile {source['profile'] or 'none'}, not "
                         f"{self.profile or 'none'}; {fix}")
             changed = [label for label, path in (("discovered", self.discovered_path), ("curated", self.curated_path))
-                       if file_stamp(path) != source["stamps"].get(label) and _file_revision(path) != source.get(label)]
+                       if file_stamp(path) != source[label][1] and _file_revision(path) != source[label][0]]
             if not changed:
                 return None
             why = (f"the {' and '.join(changed)} layer changed since it was built (an interrupted write, or an edit "
@@ -397,9 +386,6 @@ class Registry:
         if name not in by_name:
             raise UnknownModel(name, difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5))
         return by_name[name]
-
-    def known_names(self) -> set[str]:
-        return {e["name"] for e in self.discovered_entries()} | {e["name"] for e in self.curated_entries()}
 
     def diff(self, name: str) -> list[DiffRow]:
         """One model's fields in every layer, with the status of the curated value against disk."""
@@ -420,29 +406,15 @@ class Registry:
             return self._publish(self._build(full))
 
     def _publish(self, built: Built) -> Snapshot:
-        """Write a build as the snapshot, then the record of what it was built from (caller holds the lock), and
-        tell the subscribers."""
+        """Write a build as the snapshot and the record of what it was built from (caller holds the lock)."""
         self._builder.publish(built)
-        source = {"snapshot": built.revision, "profile": self.profile,
-                  "discovered": built.discovered.revision, "curated": built.curated.revision,
-                  "stamps": {"discovered": file_stamp(self.discovered_path), "curated": file_stamp(self.curated_path)}}
-        if self._read_source() != source:
-            # a record, not data: one lost or stale after a crash only makes `snapshot_staleness` compare the
-            # merge itself, so it skips the two fsyncs (~10 ms each) every edit would otherwise wait for
-            atomic_write(self.source_path, dumps(source), sync=False)
         models = built.models
-        entries = [m.merged.entry for m in models] if all(m.merged is not None for m in models) else None
+        merges = [m.merged for m in models]
+        entries = None if None in merges else [m.entry for m in merges if m is not None]
         snap = Snapshot(entries, built.revision, lambda: built.data, len(built.names))
         with self._cache_guard:
             self._snapshot_cache = (file_stamp(self.snapshot_path), snap)
-        for callback in list(self._subscribers):
-            callback(snap)
         return snap
-
-    def subscribe(self, callback: Callable[[Snapshot], None]) -> Callable[[], None]:
-        """Call `callback(snapshot)` after every rebuild this object does; returns the unsubscribe function."""
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
 
     # ---- the discovered layer's one write path (machines) --------------------------------------------------
     def discovered_writer(self) -> "DiscoveredWriter":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,8 @@ from pydantic import (
 )
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
-from modelreg.store import LayerFile, entry_lines, layer_elements
+from modelreg.store import layer_elements
+from modelreg.values import env_name
 
 
 class BackendConfig(BaseModel):
@@ -33,8 +34,13 @@ class BackendConfig(BaseModel):
     ready_timeout: float | None = Field(None, gt=0)
     exclusive_group: StrictStr | None = None
     idle_ttl: float | None = Field(None, ge=0)
-    api_key_env: StrictStr | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the variable's name, never a key
+    api_key_env: StrictStr | None = None  # the variable's name, never a key
     max_concurrency: StrictInt | None = Field(None, ge=1)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return env_name(value)
 
 
 class Entry(BaseModel):
@@ -76,7 +82,17 @@ _WHAT_TO_DO = {
 }
 
 
-def duplicate_keys(layer: LayerFile) -> list[str]:
+class LayerBytes(Protocol):
+    """A layer file's path and bytes (as read in one go, or as the build cut them)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def raw(self) -> bytes | None: ...
+
+
+def duplicate_keys(layer: LayerBytes) -> list[str]:
     """Objects that repeat a key: JSON readers keep only the last value, so the others would be lost unseen."""
     if layer.raw is None:
         return []
@@ -134,7 +150,7 @@ def check_entry(raw: Any, index: int) -> EntryCheck:
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{who}: field {path!r}: {message}; {hint}")
         return EntryCheck(who, None, tuple(problems))
-    return EntryCheck(who, (name, raw.get("profile")), ())
+    return EntryCheck(who, (raw["name"], raw.get("profile")), ())
 
 
 def layer_problems(path: Path, label: str, checks: Sequence[EntryCheck], starts: Callable[[], list[int]]) -> list[str]:
@@ -154,9 +170,3 @@ def layer_problems(path: Path, label: str, checks: Sequence[EntryCheck], starts:
         return []
     lines = starts()
     return [f"{path}:{lines[index] if index < len(lines) else 1}: {message}" for index, message in problems]
-
-
-def validate_layer(layer: LayerFile, label: str) -> list[str]:
-    """Schema-check every entry of one layer and find duplicate names (per profile); returns the errors."""
-    return layer_problems(layer.path, label, [check_entry(e, i) for i, e in enumerate(layer.entries)],
-                          lambda: entry_lines(layer.raw.decode("utf-8")) if layer.raw else [])

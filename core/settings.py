@@ -14,13 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from modelreg.errors import BadInput
 from modelreg.paths import deep_merge
 from modelreg.store import atomic_write, registry_lock
-from modelreg.values import parse_size
+from modelreg.values import env_name, parse_size
 
 SETTINGS_FILE = "settings.json"
 PROXY_URL_ENV = "MODELREG_PROXY_URL"  # set by `modelreg up` for the GUI: where the proxy it started really listens
 
 
-def _default_executables() -> dict[str, str]:
+def default_executables() -> dict[str, str]:
     return {
         "vllm": "vllm",
         "llama.cpp": "llama-server",
@@ -28,8 +28,8 @@ def _default_executables() -> dict[str, str]:
     }
 
 
+DEFAULT_PROXY_PORT = 8100
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Host(BaseModel):
@@ -55,9 +55,7 @@ class Host(BaseModel):
     @field_validator("api_key_env", "admin_token_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name (letters, digits, _)")
-        return value
+        return env_name(value)
 
 
 class Settings(BaseModel):
@@ -91,7 +89,7 @@ class Settings(BaseModel):
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Fraction of GPU memory a backend may take (vLLM's --gpu-memory-utilization).")
     executables: dict[str, str] = Field(
-        default_factory=_default_executables,
+        default_factory=default_executables,
         description="Executable per backend (`vllm`, `llama.cpp`, `llama-cpp-python`).")
     backend_host: str = Field(
         "127.0.0.1", description="Address that launched backends bind to.")
@@ -107,7 +105,7 @@ class Settings(BaseModel):
     log_dir: str = Field(
         "logs", description="Folder for backend logs and state files, relative to the config folder's parent.")
     proxy_url: str = Field(
-        "http://127.0.0.1:8100",
+        f"http://127.0.0.1:{DEFAULT_PROXY_PORT}",
         description="Where the GUI finds the running `modelreg proxy` to reload it after a save.")
     proxy_api_key: str | None = Field(
         None, description="One key `/v1/*` requests to the proxy must send (kept for older settings files; "
@@ -142,6 +140,11 @@ class Settings(BaseModel):
                 raise ValueError(f"host name {name!r}: use letters, digits, '.', '_' or '-' (it names the host's "
                                  "deployments in the exported gateway config)")
         return value
+
+    @property
+    def proxy_port(self) -> int:
+        """The port of proxy_url: where `modelreg proxy` binds and the GUI finds it."""
+        return urlsplit(self.proxy_url).port or DEFAULT_PROXY_PORT
 
     def for_profile(self, profile: str | None) -> "Settings":
         """These settings with the named profile's overrides applied (objects such as `executables` merge key by
@@ -185,8 +188,6 @@ class _Default:
 
 
 DEFAULT = _Default()  # save_setting(..., DEFAULT): remove the key, so the default (or the base setting) applies again
-PROFILE_SETTINGS = ("gpu_memory", "gpu_memory_utilization", "executables", "port_range", "backend_host",
-                    "ready_timeout", "idle_ttl")  # what the GUI offers per profile (any setting may be overridden)
 
 
 def check_setting(name: str, value: Any) -> None:

@@ -26,13 +26,14 @@ CURATED_FILE = "model_registry.curated.json"
 SNAPSHOT_FILE = "model_registry.json"
 LOCK_FILE = ".registry.lock"
 HISTORY_DIR = ".history"
-SOURCE_FILE = ".model_registry.source.json"  # the layer revisions (and profile) the snapshot was built from
+# What the snapshot was built from (the layers' revisions and stamps, the profile) for the stale warning, then what
+# that build found, for the next process's incremental build.
+SOURCE_FILE = ".snapshot-source"
+LEGACY_SOURCE_FILES = (".model_registry.source.json", ".snapshot-index")  # its two records before: removed on a build
 SETTINGS_FILE = "settings.json"
 PENDING_STUBS_FILE = ".pending-stubs.json"  # the stubs a scan owes: written before its discovered write, then removed
-INDEX_FILE = ".snapshot-index"  # what the last build found, for the next process (a cache: losing it costs time)
 # Files only written under the registry lock: a temp file of theirs seen while holding the lock is a killed writer's.
-LOCKED_FILES = (DISCOVERED_FILE, CURATED_FILE, SNAPSHOT_FILE, SOURCE_FILE, SETTINGS_FILE, PENDING_STUBS_FILE,
-                INDEX_FILE)
+LOCKED_FILES = (DISCOVERED_FILE, CURATED_FILE, SNAPSHOT_FILE, SOURCE_FILE, SETTINGS_FILE, PENDING_STUBS_FILE)
 # A temp file of another file (a cache, a state file: written without the lock) unchanged for this long is a killed
 # writer's: a live write takes milliseconds.
 STALE_TEMP_SECONDS = 60.0

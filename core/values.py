@@ -10,6 +10,7 @@ from typing import Any
 from modelreg.errors import BadInput, NotAJSONNumber, finite_json_float, refuse_json_constant
 
 NOT_SET = "(not set)"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # an environment variable's name: letters, digits, _; no digit first
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
 
@@ -97,6 +98,29 @@ def _args(text: str, label: str) -> list[str]:
 def _string_list(value: Any, label: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadInput(f'{label}: expected a JSON list of strings such as ["--max-model-len", "4096"]')
+    return value
+
+
+def human_size(size: float) -> str:
+    """A byte count as text in binary units: `512 B`, `1.5 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def env_name_problem(value: Any) -> str | None:
+    """Why `value` is not the name of an environment variable (where a key is kept: never the key), or None."""
+    if isinstance(value, str) and ENV_NAME.fullmatch(value):
+        return None
+    return f"{value!r} is not an environment variable name (letters, digits, _)"
+
+
+def env_name(value: str | None) -> str | None:
+    """`value` when it is None or an environment variable's name, else ValueError (the models' validator)."""
+    if value is not None and (problem := env_name_problem(value)):
+        raise ValueError(problem)
     return value
 
 

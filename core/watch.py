@@ -15,6 +15,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE, SNAPSHOT_FILE
 
@@ -39,7 +40,7 @@ class RegistryWatcher(FileSystemEventHandler):
         self._pending: set[str] = set()
         self._guard = threading.Lock()
         self._timer: threading.Timer | None = None
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
 
     def start(self) -> "RegistryWatcher":
         self.config_dir.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,9 @@ if not items:
     st.info("No earlier curated versions yet: every save keeps the version it replaced here.")
     st.stop()
 labels = view.history_labels(items)
-chosen = st.selectbox("Earlier version", list(labels), format_func=labels.get, key="history_item")
+chosen = st.selectbox("Earlier version", list(labels), format_func=lambda item: labels[item], key="history_item")
+if chosen is None:
+    st.stop()
 try:
     diff = view.history_diff(reg, chosen)
 except RegistryError as exc:

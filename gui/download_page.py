@@ -1,13 +1,16 @@
 """Download wizard: a Hugging Face repo or an Ollama name to a saved, launch-tested model (steps: views.wizard)."""
 from __future__ import annotations
 
+import shlex
+from typing import Any, Callable
+
 import pandas as pd
 import streamlit as st
 
-from modelreg.download.progress import human_size
 from modelreg.errors import RegistryError
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
+from modelreg.values import human_size
 from modelreg.views import editor as editing
 from modelreg.views import models as view
 from modelreg.views import wizard as wz
@@ -22,7 +25,7 @@ def start_over() -> None:
     ss[WIZARD_KEY], ss[PROBLEM_KEY] = wz.Wizard(services.registry(), services.jobs()), None
 
 
-def act(action, *args) -> None:
+def act(action: Callable[..., object], *args: Any) -> None:
     """Button callback (runs before the page is drawn): one wizard action; a refusal is shown at the top."""
     ss[PROBLEM_KEY] = None
     try:
@@ -78,8 +81,8 @@ if wizard.step == wz.SOURCE:
                   + (" · recommended" if v.recommended else "") for v in analysis.variants}
         variant_key = f"wz_variant:{analysis.repo_id}:{analysis.commit}"
         if labels:
-            st.radio("Variant", list(labels), index=list(labels).index(wizard.variant), key=variant_key,
-                     format_func=labels.get, on_change=lambda: act(wizard.choose, ss[variant_key]))
+            st.radio("Variant", list(labels), index=list(labels).index(wizard.variant or ""), key=variant_key,
+                     format_func=lambda key: labels[key], on_change=lambda: act(wizard.choose, ss[variant_key]))
     if wizard.source == ss.wz_source and wizard.ref and (analysis is not None or not hf):
         root = st.text_input("Download into (a models root)", key="wz_root",
                              value=str((wizard.registry.settings.model_roots or [""])[0])) if hf else None
@@ -104,17 +107,18 @@ elif wizard.step == wz.DOWNLOAD:
     st.caption("It runs in the background: other clicks and pages do not stop it. A cancelled or broken download "
                "keeps its finished files, and Retry resumes.")
     widgets.job_panel(wizard.job_id, lambda job: st.caption(f"{job.state} after {job.elapsed:.0f} s"))
-    if not wizard.job.running:
+    if wizard.job is None or not wizard.job.running:
         retry_col, back_col = st.columns(2)
         retry_col.button("Retry (resumes)", key="wz_retry", on_click=act, args=(wizard.retry_download,))
         back_col.button("Back to the source", key="wz_back_source", on_click=act, args=(wizard.back,))
 
 elif wizard.name is None:
-    st.error("The download registered no model:\n\n" + "\n".join(f"- {md(p)}" for p in wizard.result.problems))
+    st.error("The download registered no model:\n\n" + "\n".join(f"- {md(p)}" for p in wizard.downloaded.problems))
 
 elif wizard.step == wz.REVIEW:
-    if len(wizard.result.names) > 1:
-        st.selectbox("Model", wizard.result.names, index=wizard.result.names.index(wizard.name), key="wz_model",
+    if len(wizard.downloaded.names) > 1:
+        names = wizard.downloaded.names
+        st.selectbox("Model", names, index=names.index(wizard.name), key="wz_model",
                      on_change=lambda: act(wizard.select_model, ss.wz_model))
     info = wizard.review()
     st.subheader(f"{md(info['name'])} is registered")
@@ -129,7 +133,7 @@ elif wizard.step == wz.REVIEW:
     fit = info["fit"]
     st.markdown(f"**Fit on {wizard.registry.settings.gpu_memory}**: " + (
         f"native context {fit['native_context'] or 'unknown'}; largest that fits {fit['max_context']:,} tokens"
-        + (f"; suggested {' '.join(fit['suggested_args'])}" if fit.get("suggested_args") else "")
+        + (f"; suggested {shlex.join(fit['suggested_args'])}" if fit.get("suggested_args") else "")
         if fit.get("known") else f"unknown ({md(fit.get('reason'))})"))
     st.markdown("**Still to decide**\n\n" + "\n".join(f"- {md(item)}" for item in info["to_decide"]))
     st.button("Configure", type="primary", key="wz_configure", on_click=act, args=(wizard.configure_step,))
@@ -157,7 +161,8 @@ elif wizard.step == wz.CONFIGURE:
         back_col.button("Back to review", key="wz_back_review", on_click=act, args=(wizard.back,))
         save_col.button("Save", type="primary", key="wz_save", on_click=save, disabled=bool(errors))
 
-else:  # launch test, done
+else:  # launch test, done: a model was registered
+    name = wizard.name
     widgets.show_report()
     st.subheader(f"Launch test of {md(wizard.name)}")
     if wizard.step == wz.FINISHED:
@@ -172,7 +177,7 @@ else:  # launch test, done
     if wizard.step == wz.LAUNCH_TEST:
         back_col.button("Back to configure", key="wz_back_configure", on_click=act, args=(wizard.back,))
     if job is not None:
-        widgets.job_panel(job.id, lambda finished: widgets.launch_outcome(wizard.name, finished))
+        widgets.job_panel(job.id, lambda finished: widgets.launch_outcome(name, finished))
 
 st.divider()
 st.button("Start over", key="wz_restart", on_click=start_over)

@@ -9,6 +9,7 @@ from modelreg.errors import ConflictError
 from modelreg.fields import field_kind
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
+from modelreg.registry import Snapshot
 from modelreg.values import format_value, parse_value
 from modelreg.views import editor as editing
 from modelreg.views import models as view
@@ -23,9 +24,10 @@ names = [e["name"] for e in reg.snapshot().entries]
 unsaved = {name for name, _ in drafts}
 pick_col, profile_col = st.columns([3, 2], vertical_alignment="bottom")
 with pick_col:
-    name = widgets.model_picker(names, key="editor_picker", marked=unsaved)
-if name is None:
+    picked = widgets.model_picker(names, key="editor_picker", marked=unsaved)
+if picked is None:
     st.stop()
+name: str = picked
 profiles = editing.profiles_of(reg)
 edit_profile = profile_col.radio(
     "Edit", [None, *profiles], horizontal=True, key="edit_profile",
@@ -85,7 +87,7 @@ def save(base_revision: str, edits: dict | None = None) -> None:
         if problems or not edits:
             return
 
-    def write():
+    def write() -> Snapshot:
         return reg.apply_curated(name, edits, base_revision=base_revision, profile=edit_profile)
 
     try:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
-from modelreg.launch.fit import format_size
+from modelreg.values import human_size
 from modelreg.views import editor as editing
 from modelreg.views import fit as fitting
 
@@ -22,7 +22,7 @@ reg = services.registry(profile)
 entry = reg.entry(name)
 base = fitting.fit_at(entry, reg.settings, 1)
 st.markdown(f"GPU memory **{reg.settings.gpu_memory}** × utilization **{base['utilization']}** = budget "
-            f"**{format_size(base['budget_bytes'])}** · engine {md(base['engine'])}")
+            f"**{human_size(base['budget_bytes'])}** · engine {md(base['engine'])}")
 if not base.get("known"):
     st.warning(f"No estimate for {md(name, code=True)}: {md(base['reason'])}")
     st.stop()
@@ -34,16 +34,16 @@ st.session_state.setdefault(slider_key, min(base.get("configured_context") or na
 context = st.slider("Context (tokens)", 256, top, key=slider_key, step=256)
 fit = fitting.fit_at(entry, reg.settings, context)
 a, b, c, d = st.columns(4)
-a.metric("weights", format_size(fit["weights_bytes"]))
-b.metric("overhead", format_size(fit["overhead_bytes"]))
-c.metric(f"KV cache at {context:,}", format_size(fit["context_kv_bytes"]))
-d.metric("total / budget", f"{format_size(fit['used_bytes'])} / {format_size(fit['budget_bytes'])}")
+a.metric("weights", human_size(fit["weights_bytes"]))
+b.metric("overhead", human_size(fit["overhead_bytes"]))
+c.metric(f"KV cache at {context:,}", human_size(fit["context_kv_bytes"]))
+d.metric("total / budget", f"{human_size(fit['used_bytes'])} / {human_size(fit['budget_bytes'])}")
 st.progress(min(1.0, fit["used_bytes"] / fit["budget_bytes"]),
             text=f"{fit['used_bytes'] / fit['budget_bytes']:.0%} of the budget")
 if fit["fits_context"]:
-    st.success(f"Fits: {context:,} tokens leave {format_size(fit['free_bytes'])} free.", icon=":material/check:")
+    st.success(f"Fits: {context:,} tokens leave {human_size(fit['free_bytes'])} free.", icon=":material/check:")
 else:
-    st.error(f"Does not fit: {format_size(-fit['free_bytes'])} over the budget.", icon=":material/close:")
+    st.error(f"Does not fit: {human_size(-fit['free_bytes'])} over the budget.", icon=":material/close:")
 st.markdown(f"Largest context that fits: **{fit['max_context']:,}** tokens · native context "
             f"**{fit['native_context'] or 'unknown'}** · configured **{fit['configured_context'] or 'none'}**")
 flag = fitting.context_flag(entry)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from modelreg.discovery.scan import removal_plan, remove_model
-from modelreg.download.progress import human_size
 from modelreg.errors import RegistryError
 from modelreg.gui import services
 from modelreg.gui.text import md
 from modelreg.gui.widgets import MODEL_KEY, REPORT_KEY
 from modelreg.proxy.client import reload_report
+from modelreg.values import human_size
 
 REMOVE_PENDING = "remove_pending"  # the model whose removal dialog is open
 

@@ -80,7 +80,7 @@ def table() -> None:
     if row is not None:
         st.markdown(f"**Selected:** {md(name, code=True)} · status **{md(row.status)}**"
                     + (f": {md(row.problem)}" if row.problem else ""))
-        model_actions.row_actions(name, name in running)
+        model_actions.row_actions(row.name, row.name in running)
 
 
 table()

@@ -2,6 +2,8 @@
 log tail; refreshed every few seconds."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pandas as pd
 import streamlit as st
 
@@ -17,7 +19,7 @@ st.caption(f"The backends the proxy at {md(admin.url, code=True)} runs. Stopping
            "request for that model starts it again.")
 
 
-def act(action, *args, done: str) -> None:
+def act(action: Callable[..., object], *args: Any, done: str) -> None:
     try:
         action(*args)
         services.proxy_changed()

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from modelreg.discovery.scan import ScanResult, default_roots, scan
-from modelreg.jobs import Job, JobRegistry
-from modelreg.launch.launch_test import start_launch_test_job
-from modelreg.proxy.client import ProxyAdmin, ProxyUnreachable, reload_report
+from modelreg.jobs import JobRegistry
+from modelreg.launch.running.launch_test import start_launch_test_job
+from modelreg.proxy.client import ProxyAdmin, ProxyUnreachable
 from modelreg.registry import Merged, Registry, default_config_dir
 from modelreg.settings import PROXY_URL_ENV, SETTINGS_FILE
 from modelreg.store import file_stamp, revision_of
-from modelreg.views.models import ModelRow, model_rows
+from modelreg.views.models import ModelRow, model_rows, start_scan_job
 
 PROFILE_KEY = "active_profile"
 SCAN_REQUEST_KEY = "scan_request"
@@ -134,31 +133,13 @@ def running_names(status: dict | None) -> tuple[str, ...]:
     return tuple(sorted(b["name"] for b in (status or {}).get("backends") or [] if b.get("name")))
 
 
-def start_launch_test(name: str) -> str:
-    """Start the launch test of one model as a background job (one per model at a time); returns the job id."""
-    return start_launch_test_job(jobs(), registry(), name).id
+def start_launch_test(name: str) -> None:
+    """Start the launch test of one model as a background job (one per model at a time)."""
+    start_launch_test_job(jobs(), registry(), name)
 
 
-def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> str:
+def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> None:
     """Scan `paths` (default: the model roots) in the background: discovered facts, stubs for new models, rebuild,
     proxy reload; a dry run writes nothing and says what a scan would change."""
-    reg, admin = registry(), proxy()
-    roots = paths or [str(r) for r in default_roots(reg.settings)]
-
-    def work(job: Job) -> ScanResult:
-        job.set_progress(None, ("dry run: " if dry_run else "scanning ") + ", ".join(roots))
-        result = scan(reg, paths or None, dry_run=dry_run)
-        for model in result.models:
-            job.log(f"{model['status']:>9}  {model['name']}  ({model['format']}, {model['path']})")
-        for name in result.missing:
-            job.log(f"  missing  {name}")
-        for problem in result.problems:
-            job.log(f"  problem  {problem}")
-        job.log(f"stubs {'to create' if dry_run else 'created'}: {', '.join(result.stubs) or 'none'}")
-        if not dry_run:
-            job.log(reload_report(admin, reg.snapshot().revision).message)
-        return result
-
-    job = jobs().start("scan", work, key=str(reg.config_dir), title="dry run" if dry_run else "rescan")
+    job = start_scan_job(jobs(), registry(), proxy(), paths, dry_run)
     st.session_state[SCAN_REQUEST_KEY] = {"job": job.id, "paths": paths, "dry_run": dry_run}
-    return job.id

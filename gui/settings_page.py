@@ -12,6 +12,7 @@ from modelreg.gui.text import md
 from modelreg.launch.backends import SPECS
 from modelreg.settings import DEFAULT, Settings, load_settings
 from modelreg.views import editor as editing
+from modelreg.views.settings import changed_settings
 
 ss = st.session_state
 st.title("Settings & status")
@@ -92,19 +93,22 @@ def save_machine() -> None:
     values = {"gpu_memory": ss[f"set_gpu:{tag}"].strip(), "gpu_memory_utilization": ss[f"set_util:{tag}"],
               "port_range": [ss[f"set_low:{tag}"], ss[f"set_high:{tag}"]],
               "executables": {b: ss[f"set_exe:{b}:{tag}"].strip() for b in backends}}
-    for name, value in values.items():
-        before = base.model_dump(mode="json")[name]
-        if value != before and not (name == "port_range" and list(before) == value):
-            write(name, value, scope)
-            if ss[widgets.SETTING_KEY][0] == "error":
-                return
+    for name, value in changed_settings(base, values).items():
+        write(name, value, scope)
+        if ss[widgets.SETTING_KEY][0] == "error":
+            return
+
+
+def remove_overrides() -> None:
+    for name in list(overrides):
+        write(name, DEFAULT, scope)
 
 
 save_col, reset_col = st.columns(2)
 save_col.button("Save machine settings", key="machine_save", type="primary", on_click=save_machine)
 if scope and overrides:
     reset_col.button(f"Remove profile {scope}'s overrides ({', '.join(overrides)})", key="machine_reset",
-                     on_click=lambda: [write(name, DEFAULT, scope) for name in list(overrides)])
+                     on_click=remove_overrides)
 
 st.subheader("Validation")
 report = reg.validate()

@@ -3,7 +3,7 @@ panel, a launch command and a launch test's outcome, and the settings writer's o
 from __future__ import annotations
 
 import shlex
-from typing import Callable
+from typing import AbstractSet, Any, Callable
 
 import streamlit as st
 
@@ -11,9 +11,9 @@ from modelreg.errors import ConflictError, InvalidRegistry, RegistryError
 from modelreg.gui import services
 from modelreg.gui.text import md
 from modelreg.jobs import Job
-from modelreg.launch.plan import LaunchPlan
+from modelreg.launch.planning.plan import LaunchPlan
 from modelreg.proxy.client import ReloadReport, reload_report
-from modelreg.registry import Snapshot
+from modelreg.registry import Merged, Snapshot
 from modelreg.settings import save_setting
 from modelreg.values import NOT_SET
 from modelreg.views import editor as editing
@@ -38,7 +38,7 @@ def registry_problem(exc: InvalidRegistry) -> None:
              + "\n".join(f"- {md(p)}" for p in exc.problems))
 
 
-def merged_or_stop():
+def merged_or_stop() -> Merged:
     """The merge of the layers, or the registry's problem shown and the page stopped."""
     try:
         return services.merged()
@@ -55,7 +55,7 @@ def picked_model(key: str) -> str:
     return name
 
 
-def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: set[str] = frozenset(),
+def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: AbstractSet[str] = frozenset(),
                  ) -> str | None:
     """A select box bound to the session's selected model (shared by every page); `marked` models show a dot
     (the editor's unsaved edits)."""
@@ -140,7 +140,7 @@ def show_report(stale: bool = False) -> None:
                f"`{report.served_revision or 'n/a'}`")
 
 
-def job_panel(job_id: str | None, describe: Callable[[Job], None], every: float = 0.5) -> None:
+def job_panel(job_id: str | None, describe: Callable[[Job], object], every: float = 0.5) -> None:
     """Poll one background job: progress, live log tail, then `describe(job)` once it has ended."""
     job = services.jobs().get(job_id) if job_id else None
     if job is None:
@@ -194,7 +194,7 @@ def launch_outcome(name: str, finished: Job) -> None:
 SETTING_KEY = "last_setting_outcome"
 
 
-def write_setting(name: str, value, profile: str | None = None) -> None:
+def write_setting(name: str, value: Any, profile: str | None = None) -> None:  # a setting: any JSON
     """Button callback: one setting through the core's settings writer; the outcome shows on the next run."""
     where = f" for profile {profile}" if profile else ""
     try:

@@ -12,8 +12,8 @@ import psutil
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from modelreg.launch.plan import launch_plan
-from modelreg.launch.supervisor import Supervisor
+from modelreg.launch.planning.plan import launch_plan
+from modelreg.launch.running.supervisor import Supervisor
 from modelreg.settings import Settings
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 

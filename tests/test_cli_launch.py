@@ -7,8 +7,8 @@ import shlex
 import pytest
 
 from modelreg.cli.main import main
-from modelreg.launch.launch_test import launch_test
-from modelreg.launch.logs import resolve_log_dir
+from modelreg.launch.running.launch_test import launch_test
+from modelreg.launch.running.logs import resolve_log_dir
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE
 from modelreg.values import parse_value

@@ -107,3 +107,12 @@ def test_invalid_layers_exit_2_from_a_real_process(folder):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "model_registry.curated.json:1: entry #1: field 'name'" in proc.stderr
+
+
+def test_list_shows_extra_args_shell_quoted(folder, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per model, whatever the table does on a narrow terminal
+    args = ["--override-generation-config", '{"temperature": 0.5}']
+    assert run(capsys, "--config-dir", folder, "set", NAME, "backend", "vllm")[0] == 0
+    assert run(capsys, "--config-dir", folder, "set", NAME, "backend_config.extra_args", json.dumps(args))[0] == 0
+    code, out, _ = run(capsys, "--config-dir", folder, "list")
+    assert code == 0 and """--override-generation-config '{"temperature": 0.5}'""" in out

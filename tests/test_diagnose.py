@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from modelreg.launch.diagnose import diagnose, reported_context_size
+from modelreg.launch.advice.diagnose import diagnose, reported_context_size
 
 
 def vllm_entry(extra_args=None, **fields) -> dict:

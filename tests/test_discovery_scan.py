@@ -295,13 +295,17 @@ def test_the_upstream_registry_models_classify_as_upstream_did(tmp_path):
 @pytest.mark.parametrize("executables, backend, note", [
     ({"llama.cpp": "FAKE"}, "llama.cpp", False),                                     # llama-server found
     ({"llama.cpp": "/no/llama-server"}, "llama-cpp-python", False),                  # this venv imports llama_cpp
+    ({"llama.cpp": "/no/llama-server", "llama-cpp-python": "OTHER"}, "llama-cpp-python", False),  # asked in a child
     ({"llama.cpp": "/no/llama-server", "llama-cpp-python": "/no/python"}, "llama.cpp", True),
 ])
 def test_a_gguf_stub_suggests_an_installed_backend(tmp_path, registry, executables, backend, note):
     fake = tmp_path / "llama-server"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    save_setting(registry.config_dir, "executables", {k: str(fake) if v == "FAKE" else v
+    other = tmp_path / "python"  # another program than this interpreter that runs it
+    other.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    other.chmod(0o755)
+    save_setting(registry.config_dir, "executables", {k: {"FAKE": str(fake), "OTHER": str(other)}.get(v, v)
                                                       for k, v in executables.items()})
     root = tmp_path / "models"
     mf.llama32_1b_gguf(root / "gguf")

@@ -281,7 +281,7 @@ def test_a_second_variant_lands_beside_the_first(hub, registry, models, gguf_fil
 
 @pytest.mark.server
 def test_a_downloaded_gguf_passes_the_launch_test_on_the_real_server(hub, registry, models, tmp_path):
-    from modelreg.launch.launch_test import launch_test
+    from modelreg.launch.running.launch_test import launch_test
 
     result = download_hf(registry, GGUF, variant="F32")
     [name] = result.names

@@ -7,7 +7,7 @@ import pytest
 
 from modelreg.discovery import hf
 from modelreg.errors import BadInput
-from modelreg.launch.fit import (
+from modelreg.launch.advice.fit import (
     BLOCK_TOKENS,
     GIB,
     OVERHEAD_BYTES,
@@ -103,7 +103,7 @@ def test_the_128k_default_does_not_fit_16gib_and_a_max_model_len_is_offered():
     assert fit["native_context"] == 128000
     suggested = fit["suggested_max_model_len"]
     assert fit["suggested_args"] == ["--max-model-len", str(suggested)]
-    assert suggested % 1024 == 0 and fit["max_context"] - 1024 < suggested <= fit["max_context"]
+    assert suggested % 256 == 0 and fit["max_context"] - 256 < suggested <= fit["max_context"]
     assert (6_939_970_304 + OVERHEAD_BYTES["vllm"] + GIB + suggested * 57344) <= 16 * GIB * 0.9
     configured = estimate(user_story_entry(["--max-model-len", "4096", "--enforce-eager"]), "16GiB", 0.9)
     assert configured["configured_context"] == 4096 and configured["fits"]
@@ -133,7 +133,8 @@ def test_gguf_models_use_llama_cpp_cache_types():
     fit = estimate(entry, "8GiB", 0.9)
     assert fit["engine"] == "llama.cpp" and fit["overhead_bytes"] == OVERHEAD_BYTES["gguf"]
     assert fit["kv_bytes_per_token"] == int(32 * 8 * 128 * 2 * 34 / 32)  # q8_0: 34 bytes per 32 values
-    assert fit["suggested_args"][0] == "-c"
+    assert fit["suggested_args"] == ["--ctx-size", str(fit["suggested_max_model_len"])]
+    assert estimate({**entry, "backend": "llama-cpp-python"}, "8GiB", 0.9)["suggested_args"][0] == "--n_ctx"
 
 
 def test_mla_caches_one_latent_vector_per_layer():

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from modelreg.download.progress import human_size
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE
+from modelreg.values import human_size
 from modelreg.views.models import LAYER_COLORS
 from support import free_port
 from support.apptest import field, open_app, run_until

@@ -141,7 +141,7 @@ def test_fit_applies_the_context_to_curated(folder):
     assert any("KV cache at 4,096" == m.label for m in at.metric)
     at.button(key="fit_apply").click().run()
     assert Registry(folder).entry(MISTRAL)["backend_config"]["extra_args"] == [
-        "--enable-auto-tool-choice", "--tool-call-parser", "mistral", "--max-model-len", "4096"]
+        "--max-model-len", "4096", "--enable-auto-tool-choice", "--tool-call-parser", "mistral"]  # in place
 
 
 def test_remove_a_model_keeps_curated_unless_ticked(folder):

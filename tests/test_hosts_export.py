@@ -168,7 +168,7 @@ def test_a_host_serving_another_profile_than_the_setting_says_is_flagged():
 
 
 def test_served_context_is_the_flag_else_the_context_window_else_the_native_context():
-    from modelreg.launch.plan import served_context
+    from modelreg.launch.planning.plan import served_context
     native = {"name": "m", "backend": "vllm", "metadata": {"architecture": {"context_length": 131072}}}
     assert served_context(native) == 131072
     assert served_context({**native, "generation_defaults": {"context_window": 8192}}) == 8192

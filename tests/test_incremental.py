@@ -12,11 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelreg import build
-from modelreg.build import INDEX_FILE
 from modelreg.errors import RegistryError
 from modelreg.merge import merge_layers
 from modelreg.registry import UNSET, Registry
-from modelreg.store import dumps_snapshot, read_layer, revision_of
+from modelreg.store import LEGACY_SOURCE_FILES, SOURCE_FILE, dumps_snapshot, read_layer, revision_of
 from support.layers import discovered_model, upstream_copy, write_layers
 
 MODELS = [f"m{i}" for i in range(5)]
@@ -81,7 +80,7 @@ def apply(registry: Registry, folder: Path, op: tuple) -> Registry:
     elif kind == "another process":
         return Registry(folder, profile=profile)
     elif kind == "index lost":
-        index = folder / INDEX_FILE
+        index = folder / SOURCE_FILE
         if op[1]:
             index.unlink(missing_ok=True)
         elif index.exists():
@@ -172,3 +171,28 @@ def test_the_proxy_s_reload_after_another_process_s_edit_writes_nothing_again(tm
     monkeypatch.undo()
     assert merged == ["m3"] and snapshot.stat().st_ino == written  # its index told the proxy what the file holds
     assert snapshot.read_bytes() == full_rebuild(tmp_path, None)
+
+
+def test_one_source_record_serves_the_stale_warning_and_the_next_process(tmp_path, monkeypatch):
+    write_layers(tmp_path, [discovered_model(f"m{i}", f"/m/{i}") for i in range(3)], [{"name": "m1", "roles": []}])
+    for name in LEGACY_SOURCE_FILES:  # an older version's two records: ignored, and gone with the first build
+        (tmp_path / name).write_text('{"snapshot": "0"}')
+    registry = Registry(tmp_path)
+    snapshot = registry.rebuild()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".snapshot") or "source" in p.name) \
+        == [SOURCE_FILE]
+    source = tmp_path / SOURCE_FILE
+    line, _, cache = source.read_bytes().partition(b"\n")
+    assert json.loads(line)["snapshot"] == snapshot.revision and cache
+    merges = []
+    original = build.merge_entry
+    monkeypatch.setattr(build, "merge_entry", lambda name, layers: merges.append(name) or original(name, layers))
+    assert Registry(tmp_path).snapshot_staleness() is None and merges == []  # by the record alone
+    source.write_bytes(line + b"\n" + cache[:-9] + b"other code")  # another version's cache, say
+    assert Registry(tmp_path).snapshot_staleness() is None and merges == []  # the record still serves the warning
+    assert Registry(tmp_path).set_value("m2", "roles", ["chat"]) and merges == ["m0", "m1", "m2"]  # the cache not
+    monkeypatch.undo()
+    edit_by_hand(registry.curated_path, "m1", lambda e: e.update(display_name="M1"), 2)
+    assert "the curated layer changed since it was built" in Registry(tmp_path).snapshot_staleness()
+    Registry(tmp_path).rebuild()
+    assert "built for profile none, not gpu" in Registry(tmp_path, profile="gpu").snapshot_staleness()

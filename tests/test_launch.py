@@ -8,8 +8,8 @@ import pytest
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import canonical_backend
-from modelreg.launch.flags import check_extra_args
-from modelreg.launch.plan import launch_argv, launch_plan
+from modelreg.launch.planning.checks import launch_problems, require_launchable
+from modelreg.launch.planning.plan import launch_argv, launch_plan
 from modelreg.settings import Settings
 from support.layers import UPSTREAM
 
@@ -205,7 +205,7 @@ def test_extra_args_accepted(backend, args):
 
 def test_extra_args_must_be_strings():
     with pytest.raises(BadInput, match="must be a list of strings"):
-        check_extra_args("m", "vllm", ["--max-model-len", 4096])
+        launch_plan(entry(extra_args=["--max-model-len", 4096]), Settings())
 
 
 @pytest.mark.parametrize("config, field", [({"port": None}, "backend_config.port"),
@@ -245,3 +245,16 @@ def test_signature_changes_only_when_the_launch_changes():
     same = launch_plan(entry(extra_args=["--max-model-len", "4096"], display_name="renamed"), Settings())
     changed = launch_plan(entry(extra_args=["--max-model-len", "8192"]), Settings())
     assert base.signature == same.signature != changed.signature
+
+
+@pytest.mark.parametrize("config", [{"port": 70000}, {"extra_args": ["--max-model-len"]}, {"api_key_env": "sk 1"}])
+def test_set_and_the_launcher_refuse_the_same_configuration(config):
+    """One check: what launch_plan refuses, `set`, `validate` and the editor report, on the same field."""
+    bad = entry(backend_config=config)
+    with pytest.raises(BadInput) as refused:
+        launch_plan(bad, Settings())
+    problems = [p for p in launch_problems(bad, Settings()) if p.error]
+    assert [p.message for p in problems] == [str(refused.value)]
+    assert problems[0].field == "backend_config." + next(iter(config)) and require_launchable(entry(), Settings()) == []
+    ollama = {"name": "o", "backend": "ollama", "backend_config": {"extra_args": ["--bogus", "1"]}}
+    assert "not an Ollama option" in launch_problems(ollama, Settings())[0].message

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from modelreg.errors import BadInput
-from modelreg.launch.plan import launch_plan
+from modelreg.launch.planning.plan import launch_plan
 from modelreg.schema import BackendConfig
-from modelreg.settings import Settings
+from modelreg.settings import Host, Settings
 
 
 def entry(backend: str, **config) -> dict:
@@ -48,8 +48,11 @@ def test_a_key_instead_of_a_name_and_a_key_in_extra_args_too_are_refused():
         launch_plan(entry("vllm", api_key_env="sk-12 34"), Settings())
     with pytest.raises(BadInput, match="`--api-key` may not be in extra_args: .*use backend_config.api_key_env"):
         launch_plan(entry("vllm", api_key_env="K", extra_args=["--api-key", "sk-1"]), Settings())
-    with pytest.raises(ValueError):
-        BackendConfig(api_key_env="sk-live-1234")
+    for where in (lambda: BackendConfig(api_key_env="sk-live-1234"),  # the layers, settings' hosts, the launcher
+                  lambda: Host(url="http://gpu-b:8100", api_key_env="sk-live-1234"),
+                  lambda: launch_plan(entry("vllm", api_key_env="sk-live-1234"), Settings())):
+        with pytest.raises((ValueError, BadInput), match="'sk-live-1234' is not an environment variable name"):
+            where()
     with pytest.raises(ValueError):
         BackendConfig(max_concurrency=0)
     assert BackendConfig(api_key_env="OPENAI_KEY", max_concurrency=4).max_concurrency == 4

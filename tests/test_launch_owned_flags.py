@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from modelreg.errors import BadInput
-from modelreg.launch.launch_test import launch_test
-from modelreg.launch.plan import launch_plan
+from modelreg.launch.planning.plan import launch_plan
+from modelreg.launch.running.launch_test import launch_test
 from modelreg.registry import Registry
 from modelreg.settings import Settings
 from modelreg.store import CURATED_FILE

@@ -8,8 +8,8 @@ import threading
 import httpx
 import pytest
 
-from modelreg.launch.plan import launch_plan
-from modelreg.launch.supervisor import Supervisor
+from modelreg.launch.planning.plan import launch_plan
+from modelreg.launch.running.supervisor import Supervisor
 from modelreg.settings import Settings
 from support.tiny_gguf import tiny_entry
 

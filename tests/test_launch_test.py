@@ -13,7 +13,7 @@ import pytest
 
 from modelreg.errors import BadInput
 from modelreg.jobs import JobRegistry
-from modelreg.launch.launch_test import ask, launch_test, start_launch_test_job
+from modelreg.launch.running.launch_test import ask, launch_test, start_launch_test_job
 from modelreg.registry import Registry
 from modelreg.settings import Settings
 from support import free_port

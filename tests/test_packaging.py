@@ -23,9 +23,17 @@ def installed(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("src") / "modelreg"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "build", "*.egg-info",
                                                                 "__pycache__", "logs", "test-output"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-                    str(target), str(source)], check=True, capture_output=True, timeout=300)
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation",
+                            "--target", str(target), str(source)], check=True, capture_output=True, text=True,
+                           timeout=300)
+    (target / "build.log").write_text(build.stdout + build.stderr)
     return target
+
+
+def test_the_build_gives_no_warning(installed):
+    log = (installed / "build.log").read_text()
+    assert "Warning:" not in log and "!!" not in log, log[-3000:]
+    assert sorted(p.name for p in (installed / "modelreg" / "launch" / "catalogues").glob("*.json"))
 
 
 def env_for(site: Path) -> dict[str, str]:

@@ -19,9 +19,9 @@ import httpx
 import psutil
 import pytest
 
-from modelreg.launch.launch_test import launch_test
-from modelreg.launch.plan import launch_plan
-from modelreg.launch.supervisor import BackendStartError, Supervisor
+from modelreg.launch.planning.plan import launch_plan
+from modelreg.launch.running.launch_test import launch_test
+from modelreg.launch.running.supervisor import BackendStartError, Supervisor
 from modelreg.registry import Registry
 from modelreg.settings import Settings
 from support import free_port, wait_for

@@ -24,9 +24,9 @@ import httpx
 import psutil
 import pytest
 
+from modelreg.launch.advice.diagnose import diagnose
 from modelreg.launch.backends import VLLM as VLLM_BACKEND
 from modelreg.launch.catalogue import catalogue_for
-from modelreg.launch.diagnose import diagnose
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE
 from support import free_port, wait_for

@@ -87,3 +87,8 @@ def test_a_bad_gpu_memory_in_the_file_is_reported_on_load(tmp_path):
     (tmp_path / "settings.json").write_text(json.dumps({"gpu_memory": "sixteen"}))
     with pytest.raises(BadInput, match=r"settings.json: setting 'gpu_memory': .*write it like 16GiB"):
         load_settings(tmp_path)
+
+
+def test_the_proxy_port_comes_from_proxy_url():
+    assert Settings().proxy_port == 8100 and Settings(proxy_url="http://gpu-b:9000/").proxy_port == 9000
+    assert Settings(proxy_url="http://gpu-b").proxy_port == 8100  # a hand-written URL without one: the default

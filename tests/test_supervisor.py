@@ -16,9 +16,9 @@ import httpx
 import psutil
 import pytest
 
-from modelreg.launch.logs import safe_name
-from modelreg.launch.plan import launch_plan
-from modelreg.launch.supervisor import Backend, BackendStartError, BackendState, Supervisor
+from modelreg.launch.planning.plan import launch_plan
+from modelreg.launch.running.logs import safe_name
+from modelreg.launch.running.supervisor import Backend, BackendStartError, BackendState, Supervisor
 from modelreg.settings import Settings
 from support import free_port
 
@@ -162,10 +162,10 @@ def test_second_start_of_a_running_model_is_refused(supervisor, standin_vllm):
 ORPHAN_MAKER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
-    from modelreg.launch.plan import launch_plan
+    from modelreg.launch.planning.plan import launch_plan
     from modelreg.settings import Settings
     from modelreg.launch import lifetime
-    from modelreg.launch.supervisor import Supervisor
+    from modelreg.launch.running.supervisor import Supervisor
     lifetime._prctl = lambda: None  # as where no parent-death signal exists (macOS): the backend survives the kill
     entry = {{"name": {name!r}, "backend": "vllm",
              "backend_config": {{"port": {port}, "model_path": "/m", "extra_args": []}}}}

@@ -124,9 +124,12 @@ def test_fit_at_a_context_and_the_flag_written_to_curated(folder):
     assert large["context_kv_bytes"] > small["context_kv_bytes"]
     assert fitting.with_context({**entry, "backend_config": {"extra_args": ["--max-model-len=8192", "--enforce-eager",
                                                                             "--max_model_len", "9"]}}, 4096) == [
-        "--enforce-eager", "--max-model-len", "4096"]
+        "--max-model-len=4096", "--enforce-eager"]  # in place, as written; the later setting goes
     gguf = {"backend": "llama.cpp", "backend_config": {"extra_args": ["-c", "2048", "-ngl", "99"]}}
-    assert fitting.with_context(gguf, 1024) == ["-ngl", "99", "--ctx-size", "1024"]
+    assert fitting.with_context(gguf, 1024) == ["-c", "1024", "-ngl", "99"]
+    assert fitting.with_context({**gguf, "backend_config": {"extra_args": ["-ngl", "99", "-c"]}}, 1024) == [
+        "-ngl", "99", "-c", "1024"]  # a flag missing its value gets one
+    assert fitting.with_context({**gguf, "backend_config": {}}, 512) == ["--ctx-size", "512"]
     with pytest.raises(RegistryError, match="no context flag"):
         fitting.with_context({"name": "x", "backend": None}, 1)
 
@@ -141,3 +144,32 @@ def test_running_rows_say_uptime_and_state():
     assert rows[0] == {"name": "m", "pid": 9, "port": 24001, "uptime": "10s", "in flight": 2, "state": "ready",
                        "argv": "vllm serve 'a b'"}
     assert rows[1]["state"] == "stale: argv changed" and rows[1]["argv"] == ""
+
+
+def test_a_scan_job_logs_each_model_stubs_the_new_ones_and_reloads_the_proxy(folder, tmp_path):
+    from modelreg.jobs import JobRegistry
+    from modelreg.proxy.client import ProxyAdmin
+    from support import free_port, model_folders
+
+    model_folders.llama32_1b_gguf(tmp_path / "models" / "gguf")
+    registry, jobs = Registry(folder), JobRegistry()
+    admin = ProxyAdmin(f"http://127.0.0.1:{free_port()}", folder)  # no proxy there: the reload says so
+    dry = view.start_scan_job(jobs, registry, admin, [str(tmp_path / "models")], dry_run=True)
+    assert dry.wait(60) and dry.result.stubs and "stubs to create" in "\n".join(dry.lines())
+    assert set(Registry(folder).merged().by_name) == {"m", "other"}  # a dry run writes nothing
+    job = view.start_scan_job(jobs, registry, admin, [str(tmp_path / "models")])
+    assert job.wait(60) and job.result.stubs == dry.result.stubs
+    log = "\n".join(job.lines())
+    assert f"new  {job.result.stubs[0]}" in log and "stubs created" in log and "proxy" in log.splitlines()[-1]
+    assert set(job.result.stubs) <= set(Registry(folder).merged().by_name)
+
+
+def test_a_settings_form_changes_only_what_differs():
+    from modelreg.settings import Settings
+    from modelreg.views.settings import changed_settings
+
+    settings = Settings(port_range=(24001, 24999), gpu_memory="16GiB")
+    form = {"gpu_memory": "24GiB", "port_range": [24001, 24999], "gpu_memory_utilization": 0.9,
+            "executables": {**settings.executables}}
+    assert changed_settings(settings, form) == {"gpu_memory": "24GiB"}
+    assert changed_settings(settings, {**form, "port_range": [24001, 25000]})["port_range"] == [24001, 25000]

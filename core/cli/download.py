@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from modelreg.cli.output import add_global_options, console, print_json, print_table, registry_from_args, say
 
 if TYPE_CHECKING:
     from modelreg.download.hub import RepoAnalysis
     from modelreg.download.progress import DownloadProgress
+    from modelreg.download.register import DownloadResult
+
+T = TypeVar("T")
 
 
 def print_analysis(analysis: "RepoAnalysis", chosen: str | None) -> None:
-    from modelreg.download.progress import human_size
+    from modelreg.values import human_size
     say(f"{analysis.repo_id} at {analysis.commit[:12]} ({analysis.revision}): {len(analysis.files)} files, "
         f"{human_size(analysis.total_size)}; formats: {', '.join(analysis.formats) or 'none'}")
     presence = {"config.json": analysis.has_config, "tokenizer": analysis.has_tokenizer,
@@ -29,7 +32,7 @@ def print_analysis(analysis: "RepoAnalysis", chosen: str | None) -> None:
         say(f"note: {analysis.login_hint()}")
 
 
-def run_with_bar(work, progress: "DownloadProgress", quiet: bool):
+def run_with_bar(work: Callable[[], T], progress: "DownloadProgress", quiet: bool) -> T:
     """Run `work()` in a thread with a rich bar fed by `progress`; Ctrl-C cancels (finished files are kept)."""
     import threading
 
@@ -67,7 +70,7 @@ def run_with_bar(work, progress: "DownloadProgress", quiet: bool):
     return outcome["result"]
 
 
-def print_result(result, as_json: bool) -> None:
+def print_result(result: "DownloadResult", as_json: bool) -> None:
     if as_json:
         return print_json(result.to_dict())
     where = f" in {result.folder}" if result.folder else ""
@@ -83,7 +86,8 @@ def print_result(result, as_json: bool) -> None:
 
 def cmd_download_hf(args: argparse.Namespace) -> None:
     from modelreg.download.hub import analyse_hf_repo, download_hf, download_root, select_files
-    from modelreg.download.progress import DownloadCancelled, DownloadProgress, human_size
+    from modelreg.download.progress import DownloadCancelled, DownloadProgress
+    from modelreg.values import human_size
     registry = registry_from_args(args, create=not args.dry_run)
     root = download_root(registry, args.to)
     analysis = analyse_hf_repo(args.repo_id, args.revision)

@@ -1,15 +1,19 @@
-"""`modelreg launch-cmd` and `modelreg launch-test`: thin wrappers over modelreg.launch.plan and .launch_test."""
+"""`modelreg launch-cmd` and `modelreg launch-test`: thin wrappers over launch.planning and launch.running."""
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+from typing import TYPE_CHECKING
 
 from modelreg.cli.output import print_json, registry_from_args, say
 
+if TYPE_CHECKING:
+    from modelreg.launch.running.launch_test import LaunchTestResult
+
 
 def cmd_launch_cmd(args: argparse.Namespace) -> None:
-    from modelreg.launch.plan import launch_plan
+    from modelreg.launch.planning.plan import launch_plan
     registry = registry_from_args(args, reads_snapshot=True)
     plan = launch_plan(registry.entry(args.name), registry.settings)
     if args.json:
@@ -22,8 +26,8 @@ def cmd_launch_cmd(args: argparse.Namespace) -> None:
 
 
 def cmd_launch_test(args: argparse.Namespace) -> int:
-    from modelreg.launch.launch_test import DEFAULT_PROMPT, launch_test
-    from modelreg.launch.logs import resolve_log_dir
+    from modelreg.launch.running.launch_test import DEFAULT_PROMPT, launch_test
+    from modelreg.launch.running.logs import resolve_log_dir
     registry = registry_from_args(args, reads_snapshot=True)
     entry = registry.entry(args.name)
     stream = None if args.quiet else (lambda text: say(text, stderr=True, end=""))
@@ -41,7 +45,7 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
-def _print_result(result) -> None:
+def _print_result(result: "LaunchTestResult") -> None:
     rows = [("ok", "yes" if result.ok else "NO"), ("backend", result.backend),
             ("argv", shlex.join(result.argv) if result.argv else "(Ollama daemon)"),
             ("ready after", _seconds(result.seconds_to_ready)),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from modelreg.cli.output import TSV_HELP, print_json, print_table, registry_from_args, say, shell_args
 from modelreg.errors import InvalidRegistry
@@ -33,7 +33,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from modelreg.launch.fit import fit_summary
+    from modelreg.launch.advice.fit import fit_summary
     registry = registry_from_args(args, reads_snapshot=not args.provenance)
     if args.provenance:
         merged = registry.merged()
@@ -69,7 +69,7 @@ def check_launch_change(registry: "Registry", name: str, changes: dict, profile:
     if not any(path.split(".")[0] in LAUNCH_FIELDS for path in changes):
         return  # before the imports: a change that cannot affect the launch does not pay for the launch checks
     from modelreg.errors import UnknownModel
-    from modelreg.launch.checks import require_launchable
+    from modelreg.launch.planning.checks import require_launchable
     from modelreg.views.editor import load_target
 
     try:
@@ -110,7 +110,7 @@ def cmd_diff(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from modelreg.launch.checks import curated_launch_problems
+    from modelreg.launch.planning.checks import curated_launch_problems
     registry = registry_from_args(args)
     report = registry.validate()
     errors, warnings = list(report.errors), list(report.warnings)
@@ -160,7 +160,8 @@ def cmd_restore(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    def command(name: str, handler, help: str, *arguments: tuple[tuple, dict]) -> None:
+    def command(name: str, handler: Callable[[argparse.Namespace], object], help: str,
+                *arguments: tuple[tuple, dict]) -> None:
         p = sub.add_parser(name, help=help, description=help)
         for flags, options in arguments:
             p.add_argument(*flags, **options)

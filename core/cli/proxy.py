@@ -18,7 +18,7 @@ def cmd_proxy(args: argparse.Namespace) -> None:
     registry = registry_from_args(args)
     configured = urlsplit(registry.settings.proxy_url)
     host = args.host or configured.hostname or "127.0.0.1"
-    port = args.port or configured.port or 8100
+    port = args.port or registry.settings.proxy_port
     keys = len(proxy_keys(registry.settings))
     say(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; "
         f"admin token: {token_source(registry.config_dir)}; "
@@ -85,7 +85,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default=None,
                         help="address to bind (default from proxy_url: 127.0.0.1; a docker bridge address or "
                              "0.0.0.0 only with proxy_api_keys set)")
-    parser.add_argument("--port", type=int, default=None, help="port to bind (default from proxy_url: 8100)")
+    parser.add_argument("--port", type=int, default=None, help="port to bind (default from proxy_url)")
     parser.set_defaults(handler=cmd_proxy)
 
     def control(name: str, help: str) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`modelreg scan [PATH...]`, `forget` and `fit NAME`: thin wrappers over modelreg.discovery.scan and launch.fit."""
+"""`modelreg scan [PATH...]`, `forget` and `fit NAME`: thin wrappers over modelreg.discovery.scan and launch.advice."""
 from __future__ import annotations
 
 import argparse
@@ -52,17 +52,18 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from modelreg.launch.fit import fit_summary, format_size
+    from modelreg.launch.advice.fit import fit_summary
+    from modelreg.values import human_size
     registry = registry_from_args(args, reads_snapshot=True)
     fit = fit_summary(registry.entry(args.name), registry.settings, args.gpu_mem, args.utilization)
     if args.json:
         return print_json(fit)
-    say(f"{args.name} on {format_size(fit['gpu_memory_bytes'])} at utilization {fit['utilization']} "
-        f"({fit['engine']}): budget {format_size(fit['budget_bytes'])}")
+    say(f"{args.name} on {human_size(fit['gpu_memory_bytes'])} at utilization {fit['utilization']} "
+        f"({fit['engine']}): budget {human_size(fit['budget_bytes'])}")
     if not fit["known"]:
         return say(f"  no estimate: {fit['reason']}")
-    say(f"  weights {format_size(fit['weights_bytes'])} + overhead {format_size(fit['overhead_bytes'])}; "
-        f"KV cache {format_size(fit['kv_cache_bytes'])} at {fit['kv_bytes_per_token']:,} bytes/token "
+    say(f"  weights {human_size(fit['weights_bytes'])} + overhead {human_size(fit['overhead_bytes'])}; "
+        f"KV cache {human_size(fit['kv_cache_bytes'])} at {fit['kv_bytes_per_token']:,} bytes/token "
         f"({fit['kv_cache_dtype']})")
     say(f"  largest context that fits: {fit['max_context']:,} tokens; native context: "
         f"{fit['native_context'] or 'unknown'}" + (f"; configured: {fit['configured_context']:,}"

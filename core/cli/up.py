@@ -65,14 +65,12 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     import signal
     import time
-    from urllib.parse import urlsplit
 
     from modelreg.launch.lifetime import tied_popen
-    from modelreg.launch.supervisor import Supervisor
+    from modelreg.launch.running.supervisor import Supervisor
 
     registry = registry_or_first_scan(args)
-    configured = urlsplit(registry.settings.proxy_url)
-    proxy_port = args.proxy_port or configured.port or 8100
+    proxy_port = args.proxy_port or registry.settings.proxy_port
     proxy_url = f"http://127.0.0.1:{proxy_port}"
     gui_url = f"http://127.0.0.1:{args.port}"
     for sig in (signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
@@ -116,5 +114,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "started.")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"GUI port (default {DEFAULT_PORT})")
     p.add_argument("--proxy-port", type=int, default=None,
-                   help="proxy port (default from the proxy_url setting: 8100); the GUI is told where it runs")
+                   help="proxy port (default from the proxy_url setting); the GUI is told where it runs")
     p.set_defaults(handler=cmd_up)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from modelreg.discovery import quant
 from modelreg.discovery.facts import Found, Known, Problem, ScanError, fingerprint, found, model_entry, template_facts
@@ -71,7 +71,7 @@ def _per_layer(value: Any) -> Any:
     return max(value) if isinstance(value, list) and value else value
 
 
-def gguf_facts(header: GGUFHeader, extra_tensors: list = (), projector: bool = False,
+def gguf_facts(header: GGUFHeader, extra_tensors: Sequence[Any] = (), projector: bool = False,
                template_location: dict[str, Any] | None = None) -> dict[str, Any]:
     """Architecture, quantization, capabilities and template of a GGUF model from its header(s)."""
     md = header.metadata
@@ -165,7 +165,8 @@ def read_gguf_set(folder: Path, model: GGUFSet, stats: dict[str, tuple[int, Any]
             projector = None
     facts = gguf_facts(header, extra, projector=bool(projector),
                        template_location={"file": model.parts[0], "key": "tokenizer.chat_template"})
-    files = [{"path": name, "size": stats[name][0]} for name in model.parts + ([projector] if projector else [])]
+    files: list[dict[str, Any]] = [{"path": name, "size": stats[name][0]}
+                                   for name in model.parts + ([projector] if projector else [])]
     size = sum(f["size"] for f in files)
     stem = re.sub(r"\.gguf$", "", model.parts[0], flags=re.IGNORECASE)
     raw = strip_quant_suffix(stem)

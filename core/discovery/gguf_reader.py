@@ -15,7 +15,7 @@ GGUF_MAGIC = b"GGUF"
 # Arrays longer than this are skipped and only their length kept (tokens, merges, scores, token types).
 ARRAY_KEEP_LIMIT = 64
 
-_SCALAR = {
+_SCALAR: dict[int, struct.Struct] = {
     GGUFValueType.UINT8: struct.Struct("<B"), GGUFValueType.INT8: struct.Struct("<b"),
     GGUFValueType.UINT16: struct.Struct("<H"), GGUFValueType.INT16: struct.Struct("<h"),
     GGUFValueType.UINT32: struct.Struct("<I"), GGUFValueType.INT32: struct.Struct("<i"),

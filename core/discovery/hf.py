@@ -171,6 +171,7 @@ def _chat_template(folder: Path, names: set[str], tokenizer_config: dict[str, An
     # TEMPLATE_FILES first: transformers prefers them over tokenizer_config's template
     for file in TEMPLATE_FILES:
         if file in names:
+            text: Any  # a JSON file's value is whatever it holds
             if file.endswith(".jinja"):
                 try:
                     text = (folder / file).read_text(encoding="utf-8")
@@ -184,8 +185,9 @@ def _chat_template(folder: Path, names: set[str], tokenizer_config: dict[str, An
     if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         key = "default" if "default" in named else next(iter(named), None)
-        if isinstance(named.get(key), str):
-            return template_facts(named[key], {"file": TOKENIZER_CONFIG, "key": f"chat_template[{key}]"})
+        chosen = named.get(key)
+        if isinstance(chosen, str):
+            return template_facts(chosen, {"file": TOKENIZER_CONFIG, "key": f"chat_template[{key}]"})
     if isinstance(template, str):
         return template_facts(template, {"file": TOKENIZER_CONFIG, "key": "chat_template"})
     return None, {}

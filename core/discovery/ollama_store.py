@@ -175,8 +175,9 @@ def enrich_from_daemon(models: list[Found], host: str, timeout: float = 2.0) -> 
     import ollama
 
     wanted = [m for m in models if m.format == "ollama"]
-    client = ollama.Client(host=host, timeout=timeout) if wanted else None
+    client: ollama.Client | None = None
     for model in wanted:
+        client = client or ollama.Client(host=host, timeout=timeout)
         try:
             shown = client.show(model.entry["served_model_id"])
         except ollama.ResponseError:

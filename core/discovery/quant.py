@@ -67,7 +67,7 @@ def quantization_from_config(config: Mapping[str, Any], quantize_config: Mapping
 def _compressed_tensors(qc: Mapping[str, Any]) -> dict[str, Any]:
     """Name a compressed-tensors scheme by its first weight group: fp8, nvfp4, w4a16, w8a8 ..."""
     groups = qc.get("config_groups") or {}
-    group = next(iter(groups.values()), {}) if isinstance(groups, dict) else {}
+    group: Mapping[str, Any] = next(iter(groups.values()), {}) if isinstance(groups, dict) else {}
     weights = group.get("weights") or {}
     acts = group.get("input_activations") or {}
     bits, kind = weights.get("num_bits"), weights.get("type")

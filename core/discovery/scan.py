@@ -2,23 +2,25 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from modelreg.discovery import gguf_reader, hf, ollama_store
 from modelreg.discovery.facts import Found, Known, Problem, ScanError, facts_only
 from modelreg.discovery.gguf_models import group_gguf_files, read_gguf_set
 from modelreg.discovery.naming import assign_names, candidate_name, display_name
 from modelreg.errors import BadInput
+from modelreg.launch.advice.fit import estimate
 from modelreg.launch.backends import LLAMA_CPP
-from modelreg.launch.fit import estimate
-from modelreg.launch.plan import installed_gguf_backend
+from modelreg.launch.planning.plan import installed_gguf_backend
 from modelreg.paths import get_path
 from modelreg.registry import Registry
+from modelreg.settings import Settings
 from modelreg.store import file_stamp, registry_lock
 
 BACKEND_FOR_FORMAT = {"safetensors": "vllm", "gguf": "llama.cpp", "ollama": "ollama"}
@@ -51,7 +53,7 @@ class ScanResult:
                 "problems": [{"path": p.path, "message": p.message} for p in self.problems]}
 
 
-def default_roots(settings: Any) -> list[Path]:
+def default_roots(settings: Settings) -> list[Path]:
     """The settings' model roots, the Hugging Face cache and the Ollama store (those that exist)."""
     hub = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or "~/.cache/huggingface", "hub")
     ollama = os.environ.get("OLLAMA_MODELS") or "~/.ollama/models"
@@ -160,7 +162,8 @@ class _Walker:
 
     def model_folder(self, folder: Path, **cached: Any) -> None:
         repo, source = _cache_identity(folder)
-        options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} if repo else {}
+        options = {"key": repo, "source": source, "raw_name": source["huggingface_id"].split("/")[-1]} \
+            if repo and source else {}
         self.reads.append(lambda: _read(hf.read_model_folder, folder, known=self.known, **{**options, **cached}))
 
     def gguf_folder(self, folder: Path, names: list[str], stats: dict[str, tuple[int, Any]] | None = None,
@@ -181,8 +184,8 @@ class _Walker:
             repo, source = _cache_identity(folder)
             key_base = Path(repo) if repo else None
         for model in sets:
-            self.reads.append(lambda model=model, stats=stats, source=source, key_base=key_base: _read(
-                read_gguf_set, folder, model, stats, source=source, key_base=key_base, known=self.known))
+            self.reads.append(functools.partial(_read, read_gguf_set, folder, model, stats, source=source,
+                                                key_base=key_base, known=self.known))
 
     def cache(self, cache_dir: Path) -> bool:
         """Read a Hugging Face cache through huggingface_hub's scanner; False if it cannot (walk it instead)."""
@@ -285,7 +288,7 @@ def _keeps(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> bool:
 _ABSENT = object()
 
 
-def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterable[int]:
+def _free_ports(registry: Registry, entries: Iterable[dict[str, Any]]) -> Iterator[int]:
     used = {get_path(e, "backend_config.port") for e in entries}
     low, high = registry.settings.port_range
     return (port for port in range(low, high + 1) if port not in used)

@@ -20,10 +20,12 @@ from filelock import FileLock, Timeout
 from modelreg.discovery.gguf_models import group_gguf_files
 from modelreg.discovery.hf import MARKER_FILE, TEMPLATE_FILES, read_marker
 from modelreg.discovery.naming import strip_shard_suffix
-from modelreg.download.progress import DownloadError, DownloadProgress, human_size
+from modelreg.download.progress import DownloadError, DownloadProgress
 from modelreg.download.register import DownloadResult, register_folder
 from modelreg.errors import BadInput, RegistryError
+from modelreg.registry import Registry
 from modelreg.store import atomic_write
+from modelreg.values import human_size
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".onnx_data", ".h5",
                    ".msgpack", ".tflite", ".ot", ".npz")
@@ -208,7 +210,7 @@ def analyse_hf_repo(repo_id: str, revision: str | None = None, *, token: str | b
     support = sorted(p for p in files if not is_weight(p) and not unsafe_file_name(p))
     formats = sorted({suffix for p in files for suffix in (_format_of(p),) if suffix})
     return RepoAnalysis(
-        repo_id=repo_id, revision=revision or "main", commit=info.sha, gated=info.gated or False,
+        repo_id=repo_id, revision=revision or "main", commit=info.sha or revision or "main", gated=info.gated or False,
         files=sorted(files.values(), key=lambda f: f.path),
         variants=_variants(files, gguf_template, support, any(s != "gguf" for s in template_sources)),
         formats=formats, has_config="config.json" in files,
@@ -289,13 +291,13 @@ def _progress_bridge(progress: DownloadProgress) -> type:
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class Bridge(hf_tqdm):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:  # tqdm's own arguments
             self.bridge_name = kwargs.get("name")
             self.counts_files = kwargs.get("unit") in (None, "it")
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
-        def update(self, n=1):
+        def update(self, n: float | None = 1) -> bool | None:
             progress.check_cancelled()
             if self.bridge_name == "huggingface_hub.snapshot_download":  # bytes written to disk, all files
                 progress.add_bytes(int(n or 0))
@@ -319,7 +321,7 @@ def model_folder(root: str | Path, repo_id: str) -> Path:
     return folder
 
 
-def download_root(registry, root: str | Path | None) -> Path:
+def download_root(registry: Registry, root: str | Path | None) -> Path:
     if root:
         return Path(root).expanduser()
     if registry.settings.model_roots:
@@ -354,7 +356,7 @@ def check_free_space(path: Path, needed: int) -> None:
                             f"{human_size(free)} is free at {path}; free space or choose another --to")
 
 
-def download_hf(registry, repo_id: str, *, revision: str | None = None, variant: str | None = None,
+def download_hf(registry: Registry, repo_id: str, *, revision: str | None = None, variant: str | None = None,
                 include: list[str] | None = None, root: str | Path | None = None,
                 progress: DownloadProgress | None = None, analysis: RepoAnalysis | None = None,
                 token: str | bool | None = None, endpoint: str | None = None,
@@ -423,7 +425,7 @@ def download_hf(registry, repo_id: str, *, revision: str | None = None, variant:
 
 
 def _fetch(analysis: RepoAnalysis, files: list[RepoFile], staging: Path, progress: DownloadProgress,
-           token, endpoint, max_workers: int) -> None:
+           token: str | bool | None, endpoint: str | None, max_workers: int) -> None:
     from huggingface_hub import snapshot_download
 
     patterns = [glob.escape(f.path) for f in files]
@@ -465,11 +467,11 @@ def _remove_empty(path: Path, stop: Path) -> None:
             os.rmdir(folder)
         except OSError:
             pass
-    for folder in path.parents:
-        if not folder.is_relative_to(stop):
+    for parent in path.parents:
+        if not parent.is_relative_to(stop):
             break
         try:
-            folder.rmdir()
+            parent.rmdir()
         except FileNotFoundError:
             continue
         except OSError:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Generator
 
 from modelreg.discovery.ollama_store import DEFAULT_HOST, DEFAULT_NAMESPACE, model_name
 from modelreg.download.progress import DownloadError, DownloadProgress
 from modelreg.download.register import DownloadResult, register_ollama
 from modelreg.errors import BadInput
+from modelreg.registry import Registry
 
 OLLAMA_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 OLLAMA_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$")
@@ -32,7 +34,7 @@ def check_ollama_name(name: str) -> str:
     return model_name(host, namespace, model, tag)
 
 
-def pull_ollama(registry, name: str, *, host: str | None = None,
+def pull_ollama(registry: Registry, name: str, *, host: str | None = None,
                 progress: DownloadProgress | None = None) -> DownloadResult:
     """Pull `name` through the Ollama daemon (settings.ollama_host), then discover it from the store and stub."""
     import httpx
@@ -71,7 +73,8 @@ def pull_ollama(registry, name: str, *, host: str | None = None,
         raise DownloadError(f"the pull of {name} from {host} broke off ({exc}); run it again to resume "
                             "(Ollama keeps the finished layers)") from exc
     finally:
-        stream.close()
+        if isinstance(stream, Generator):  # what the client returns: ending it closes the HTTP stream
+            stream.close()
     if last != "success":
         raise DownloadError(f"the pull of {name} from {host} ended without success (last status: {last!r}); "
                             "run it again to resume")

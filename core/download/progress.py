@@ -17,15 +17,6 @@ class DownloadCancelled(DownloadError, JobCancelled):
     """The user cancelled; the finished files are kept and the next run resumes."""
 
 
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
-
 @dataclass
 class DownloadProgress:
     """Live state of one download, written by the download thread and read by a terminal bar or a GUI poller.

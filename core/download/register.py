@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from modelreg.discovery import ollama_store
-from modelreg.discovery.scan import default_roots, scan
+from modelreg.discovery.scan import ScanResult, default_roots, scan
 from modelreg.fields import STUB_FIELDS
 from modelreg.paths import get_path
-from modelreg.registry import CONFIG_NEEDED
+from modelreg.registry import CONFIG_NEEDED, Registry
 
 
 @dataclass
@@ -30,10 +30,11 @@ class DownloadResult:
         return asdict(self)
 
 
-def to_decide(registry, name: str) -> list[str]:
+def to_decide(registry: Registry, name: str) -> list[str]:
     """What the user still has to decide for a model: stub fields left empty, suggested values to confirm."""
     entry = registry.entry(name)
-    curated = next((e for e in registry.curated_entries() if e["name"] == name and e.get("profile") is None), {})
+    curated: dict[str, Any] = next((e for e in registry.curated_entries()
+                                    if e["name"] == name and e.get("profile") is None), {})
     needed = bool(get_path(entry, CONFIG_NEEDED))
     items = []
     for path in STUB_FIELDS:
@@ -48,12 +49,12 @@ def to_decide(registry, name: str) -> list[str]:
     return items
 
 
-def register_folder(registry, folder: Path, result: DownloadResult) -> None:
+def register_folder(registry: Registry, folder: Path, result: DownloadResult) -> None:
     """Scan the downloaded folder into the discovered layer, stub new models with suggestions, rebuild."""
     _record_scan(registry, scan(registry, [folder]), result, f"no model found in {folder}")
 
 
-def register_ollama(registry, name: str, result: DownloadResult) -> None:
+def register_ollama(registry: Registry, name: str, result: DownloadResult) -> None:
     """Scan Ollama's store (OLLAMA_MODELS or ~/.ollama/models) and register the pulled model."""
     stores = [root for root in default_roots(registry.settings) if ollama_store.is_store(root)]
     if not stores:
@@ -69,7 +70,8 @@ def register_ollama(registry, name: str, result: DownloadResult) -> None:
                                            "is OLLAMA_MODELS the daemon's models folder?", only=mine)
 
 
-def _record_scan(registry, report, result: DownloadResult, nothing: str, only: list | None = None) -> None:
+def _record_scan(registry: Registry, report: ScanResult, result: DownloadResult, nothing: str,
+                 only: list[dict[str, Any]] | None = None) -> None:
     models = report.models if only is None else only
     result.names = [m["name"] for m in models]
     result.stubbed = [n for n in report.stubs if n in result.names]

@@ -1,6 +1,7 @@
 """Writing an exported config: atomically and only when its text changed; with --watch, again on every change."""
 from __future__ import annotations
 
+import shlex
 import subprocess
 import threading
 from pathlib import Path
@@ -66,7 +67,7 @@ def watch_export(render: Callable[[], str], out: Path, interval: float, report: 
                 report(f"wrote {out}")
                 if then:
                     try:
-                        report(f"ran {' '.join(then)}: exit {subprocess.run(then, check=False).returncode}")
+                        report(f"ran {shlex.join(then)}: exit {subprocess.run(then, check=False).returncode}")
                     except OSError as exc:
                         report(f"could not run {then[0]}: {exc}")
         stop.wait(interval)

@@ -10,9 +10,8 @@ from typing import Any
 from modelreg.errors import BadInput
 from modelreg.hosts.export import exact_yaml
 from modelreg.launch.backends import SPECS
-from modelreg.launch.plan import LaunchPlan, launch_plan, served_context
+from modelreg.launch.planning.plan import LaunchPlan, exclusive_group, idle_ttl, launch_plan, served_context
 from modelreg.paths import get_path
-from modelreg.proxy.pool import exclusive_group, idle_ttl
 from modelreg.proxy.routing import Routes
 from modelreg.registry import Registry, Snapshot
 from modelreg.settings import Settings

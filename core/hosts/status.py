@@ -151,7 +151,7 @@ def hosts_status(settings: Settings, config_dir: str | os.PathLike, timeout: flo
     if not hosts:
         return []
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        return list(pool.map(lambda item: host_status(*item, settings, Path(config_dir), timeout), hosts))
+        return list(pool.map(lambda item: host_status(item[0], item[1], settings, Path(config_dir), timeout), hosts))
 
 
 def require_reachable(statuses: list[HostStatus]) -> list[HostStatus]:

@@ -1,1 +1,1 @@
-"""Starting models: flags and argv, backends, supervisor, logs, fit estimate, diagnosis, launch test."""
+"""Starting models: what each backend accepts (here), planning a start, advice about it, and running it."""

@@ -27,7 +27,7 @@ class BackendSpec:
     # names the entry field that sets them instead
     owned: dict[str, str]
     # flag that sets the context size (extra_args may set it; the launcher then leaves it out)
-    context_flag: str | None
+    context_flag: str
     # flags that may be given more than once (each adds a value)
     repeatable: frozenset[str] = frozenset()
     # environment variables the backend reads that would override the argv's host, port or model: never passed on

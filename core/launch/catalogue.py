@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from modelreg.errors import RegistryError
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM, user_cache_dir
@@ -197,6 +197,15 @@ def parse_llama_help(text: str) -> list[Flag]:
 
 # ---- reading a backend's catalogue: from the installed program (cached), else the committed one ---------------
 
+class ParserRules(TypedDict, total=False):
+    """The argument rules of a program's parser (see Catalogue)."""
+
+    abbreviations: bool
+    underscores: bool
+    equals: bool
+    dotted: bool
+
+
 @dataclass(frozen=True)
 class Reader:
     """How to read one backend program's flags and version."""
@@ -205,7 +214,7 @@ class Reader:
     help_args: tuple[str, ...]         # after the executable
     version_args: tuple[str, ...]
     parse: Callable[[str], list[Flag]]
-    rules: dict[str, bool]
+    rules: ParserRules
     # spellings the program accepts that its help does not list (canonical flag -> spellings)
     unlisted: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # the version command is fast (milliseconds): the cache is then keyed by version, not by the file's stamp
@@ -292,7 +301,7 @@ def read_catalogue(backend: str, executable: str, version: str | None = None) ->
             versioning.communicate()
     flags = reader.parse(out)
     if code != 0 or len(flags) < 10:
-        raise RuntimeError(f"`{' '.join(argv)}` exited {code} and listed {len(flags)} flags: "
+        raise RuntimeError(f"`{shlex.join(argv)}` exited {code} and listed {len(flags)} flags: "
                            f"{(err or out).strip()[-300:]}")
     flags = [Flag(f.name, f.spellings + reader.unlisted.get(f.name, ()), f.values) for f in flags]
     return Catalogue(backend, reader.program, version or "", " ".join([Path(executable).name, *reader.help_args]),

@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelreg.errors import BadInput
 from modelreg.launch.backends import SPECS
 from modelreg.launch.catalogue import MANY, NONE, ONE, OPTIONAL, TWO, Catalogue, Flag, committed_catalogue
 
@@ -182,10 +181,35 @@ def flag_name(token: str, backend: str, catalogue: Catalogue | None = None) -> s
     return found.flag.name if found.flag else found.spelling
 
 
+def with_flag(args: list[str], flag: str, value: str | None, backend: str) -> list[str]:
+    """extra_args with `flag` set to `value` (None: a bare switch). Its first setting, in any spelling the backend
+    accepts, takes the value in place and keeps its spelling and form (`--flag=value` or `--flag value`); later
+    settings of it go (the backend would use only one); where it is not set, it is added at the end."""
+    target = flag_name(flag, backend)
+    kept: list[str] = []
+    found = False
+    index = 0
+    while index < len(args):
+        token = args[index]
+        index += 1
+        if flag_name(token, backend) != target:
+            kept.append(token)
+            continue
+        if value is not None and "=" not in token and index < len(args) and not _looks_like_flag(args[index]):
+            index += 1  # the value it had
+        if not found:
+            found = True
+            name = token.split("=", 1)[0]
+            kept += [name] if value is None else [f"{name}={value}"] if "=" in token else [name, value]
+    return kept if found else kept + ([flag] if value is None else [flag, value])
+
+
 def flag_value(args: list[str], flag: str, backend: str, catalogue: Catalogue | None = None) -> str | None:
     """The value extra_args give a flag in any spelling the backend accepts, or None."""
     catalogue = catalogue or committed_catalogue(backend)
     wanted = flag_name(flag, backend, catalogue)
+    if wanted is None:
+        return None
     if catalogue is not None:
         return parse_extra_args(args, catalogue).value(wanted)
     for index, token in enumerate(args):
@@ -208,12 +232,3 @@ def extra_args_problems(backend: str, extra_args: Any, catalogue: Catalogue | No
         return ParsedArgs([], [])
     spec = SPECS[backend]
     return parse_extra_args(extra_args, catalogue, spec.owned, spec.repeatable, spec.refused)
-
-
-def check_extra_args(name: str, backend: str, extra_args: Any, catalogue: Catalogue | None = None) -> list[str]:
-    """extra_args as a list of strings, or BadInput naming the model and every flag the backend would reject or the
-    launcher must refuse (unknown with the closest known flag, missing value, duplicate, launcher-owned)."""
-    parsed = extra_args_problems(backend, extra_args, catalogue)
-    if parsed.errors:
-        raise BadInput(f"model {name!r}: backend_config.extra_args: " + "; ".join(p.message for p in parsed.errors))
-    return list(extra_args or [])

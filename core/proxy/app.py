@@ -29,9 +29,9 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from modelreg.errors import BadInput, UnknownModel
-from modelreg.launch.logs import LogFollower, read_tail
-from modelreg.launch.plan import served_context
-from modelreg.launch.supervisor import Supervisor
+from modelreg.launch.planning.plan import served_context
+from modelreg.launch.running.logs import LogFollower, read_tail
+from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.pool import BackendPool, Running
@@ -315,6 +315,7 @@ class Proxy:
         """The result of `work`; cancels it and raises ClientGone as soon as the client disconnects. One watcher
         task cancels this one (cheaper than racing two tasks: this runs for every request)."""
         this = asyncio.current_task()
+        assert this is not None  # a request handler runs in a task
         gone = False
 
         async def watch() -> None:
@@ -337,12 +338,14 @@ class Proxy:
     async def _open(self, exchange: Exchange, call: Call) -> aiohttp.ClientResponse:
         """Acquire the backend (starting it if needed) and send the request; returns once its headers arrived. A
         backend that no longer listens (it died a moment ago) is marked broken and started again, once."""
+        session = self.pool.session
+        assert session is not None  # opened when the app starts
         for attempt in (1, 2):
             run = exchange.run = await self.pool.acquire(call.name)
             plan = run.handle.plan
             data, headers = await self._outgoing(call, run)
             try:
-                exchange.upstream = await self.pool.session.request(
+                exchange.upstream = await session.request(
                     "POST", _upstream_url(plan.base_url, call.path), data=data, headers=headers,
                     allow_redirects=False)
                 return exchange.upstream
@@ -412,10 +415,12 @@ class Proxy:
 
     async def _relay(self, exchange: Exchange, first: bytes = b"") -> AsyncIterator[bytes]:
         """The upstream stream chunk by chunk; a backend that breaks off ends it with an error event and [DONE]."""
+        upstream = exchange.upstream
+        assert upstream is not None  # _open sent the request
         if first:
             yield first
         try:
-            async for chunk in exchange.upstream.content.iter_any():
+            async for chunk in upstream.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, OSError) as exc:
             yield self._broken(exchange.name, exc).sse()
@@ -609,7 +614,7 @@ def create_app(proxy: Proxy) -> Starlette:
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
 
 
-def serve(registry: Registry, host: str = "127.0.0.1", port: int = 8100) -> None:
+def serve(registry: Registry, host: str, port: int) -> None:
     """Run the proxy until SIGINT/SIGTERM; every backend it started is stopped on the way out. uvicorn picks uvloop
     and httptools (installed with modelreg) over asyncio and h11."""
     check_bind(host, registry.settings)

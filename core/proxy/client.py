@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 from urllib.parse import quote
 
 import httpx
@@ -25,7 +26,11 @@ class ProxyRefused(ProxyUnreachable):
         self.status = status
 
 
-DEFAULT = object()
+class _Default(Enum):
+    TIMEOUT = "the client's timeout"
+
+
+DEFAULT = _Default.TIMEOUT
 
 
 class ProxyAdmin:
@@ -65,7 +70,7 @@ class ProxyAdmin:
             raise ProxyRefused(message, reply.status_code)
 
     def _call(self, method: str, path: str, params: dict[str, str] | None = None,
-              timeout: float | None | object = DEFAULT) -> Any:
+              timeout: float | None | Literal[_Default.TIMEOUT] = DEFAULT) -> Any:
         try:
             reply = httpx.request(method, self.url + path, headers=self._headers(), params=params,
                                   timeout=self.timeout if timeout is DEFAULT else timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,12 +14,11 @@ from typing import Any
 import aiohttp
 
 from modelreg.errors import InvalidRegistry, RegistryError
-from modelreg.launch.plan import LaunchPlan, launch_plan
-from modelreg.launch.supervisor import Backend, BackendStartError, Supervisor
+from modelreg.launch.planning.plan import LaunchPlan, exclusive_group, idle_ttl, launch_plan
+from modelreg.launch.running.supervisor import Backend, BackendStartError, Supervisor
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.routing import EMPTY_ROUTES, Routes
 from modelreg.registry import Registry, Snapshot
-from modelreg.settings import Settings
 from modelreg.watch import RegistryWatcher
 
 EVENTS_KEPT = 100
@@ -26,19 +26,6 @@ EVENTS_KEPT = 100
 
 def _iso(stamp: float | None) -> str | None:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="milliseconds") if stamp else None
-
-
-def exclusive_group(entry: dict | None) -> str | None:
-    """backend_config.exclusive_group: starting a member stops the group's other running members."""
-    group = ((entry or {}).get("backend_config") or {}).get("exclusive_group")
-    return group if isinstance(group, str) and group else None
-
-
-def idle_ttl(entry: dict, settings: Settings) -> float | None:
-    """Seconds without requests after which the backend is stopped: backend_config.idle_ttl, else the setting."""
-    ttl = (entry.get("backend_config") or {}).get("idle_ttl")
-    ttl = settings.idle_ttl if ttl is None else ttl
-    return float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0 else None
 
 
 @dataclass
@@ -311,7 +298,7 @@ class BackendPool:
         try:
             handle = await asyncio.to_thread(self._launch, plan)
             run = self.running[plan.name] = Running(handle, self.routes.revision)
-            self.note(plan.name, "starting", " ".join(plan.argv) or f"Ollama model {plan.ollama_model}")
+            self.note(plan.name, "starting", shlex.join(plan.argv) or f"Ollama model {plan.ollama_model}")
             await asyncio.to_thread(self.supervisor.wait_ready, handle, None, None, self._cancel)
         except BackendStartError as exc:
             if run is not None and self.running.get(plan.name) is run:

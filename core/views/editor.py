@@ -4,13 +4,13 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import AbstractSet, Any
 
 from modelreg.errors import BadInput, RegistryError
 from modelreg.fields import field_kind
 from modelreg.launch.backends import BACKENDS
-from modelreg.launch.checks import problems_by_field
-from modelreg.launch.plan import LaunchPlan, launch_plan
+from modelreg.launch.planning.checks import problems_by_field
+from modelreg.launch.planning.plan import LaunchPlan, launch_plan
 from modelreg.merge import MergedEntry, entry_layers, merge_entry, split_curated
 from modelreg.paths import get_path, remove_path, set_path
 from modelreg.registry import UNSET, Registry, check_editable
@@ -231,15 +231,15 @@ def _other_generation_changes(layer: dict, old: Any, new: Any) -> dict[str, Any]
     return changes
 
 
-def form_patch(target: EditTarget, texts: dict[str, str], resets: set[str] = frozenset(),
+def form_patch(target: EditTarget, texts: dict[str, str], resets: AbstractSet[str] = frozenset(),
                extra: dict[str, Any] | None = None,
                settings: Settings | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Form texts to the curated changes (value or UNSET) of fields that changed, and errors by path.
 
     `resets` are fields whose override is removed. `extra` sets other fields (path -> value); facts are refused
     here with a clear message, and the core refuses them again on write. With `settings`, the errors also hold every
-    launch check of the edited entry (see modelreg.launch.checks): what the real backend would reject is an error
-    of its field, so the editor never saves it.
+    launch check of the edited entry (see modelreg.launch.planning.checks): what the real backend would reject is an
+    error of its field, so the editor never saves it.
     """
     changes: dict[str, Any] = {}
     errors: dict[str, str] = {}

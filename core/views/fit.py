@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from modelreg.errors import RegistryError
+from modelreg.launch.advice.fit import estimate
 from modelreg.launch.backends import SPECS, canonical_backend
-from modelreg.launch.fit import estimate
-from modelreg.launch.flags import flag_name
+from modelreg.launch.flags import with_flag
 from modelreg.settings import Settings
 
 
@@ -40,15 +40,5 @@ def with_context(entry: dict[str, Any], context: int) -> list[str]:
     if found is None:
         raise RegistryError(f"{entry.get('name')!r}: backend {entry.get('backend')!r} has no context flag to set")
     backend, flag = found
-    args = [str(a) for a in (entry.get("backend_config") or {}).get("extra_args") or []]
-    kept: list[str] = []
-    skip = False
-    for token in args:
-        if skip:
-            skip = False
-            continue
-        if flag_name(token, backend) == flag_name(flag, backend):
-            skip = "=" not in token
-            continue
-        kept.append(token)
-    return kept + [flag, str(context)]
+    return with_flag([str(a) for a in (entry.get("backend_config") or {}).get("extra_args") or []], flag,
+                     str(context), backend)

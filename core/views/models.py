@@ -5,17 +5,22 @@ import difflib
 import json
 import shlex
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from modelreg.errors import RegistryError
 from modelreg.fields import FieldClass, field_class
+from modelreg.jobs import Job, JobRegistry
 from modelreg.launch.backends import SPECS, canonical_backend
 from modelreg.launch.flags import flag_value
-from modelreg.launch.plan import launch_plan
+from modelreg.launch.planning.plan import launch_plan
 from modelreg.merge import DISCOVERED_LABELS, LEGACY
 from modelreg.paths import flatten, get_path
 from modelreg.registry import Registry
 from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.discovery.scan import ScanResult
+    from modelreg.proxy.client import ProxyAdmin
 
 # Cell class -> a letter shown beside the value: the layer without relying on color (explained in the legend).
 LAYER_CUES: dict[str, str] = {"discovered": "ᵈ", "legacy": "ˡ", "curated": "ᶜ", "override": "ᵒ", "profile": "ᵖ"}
@@ -29,9 +34,6 @@ LAYER_COLORS: dict[str, tuple[str, str]] = {
     "unset": ("unset", "#f1f1f1"),
     "derived": ("derived from other fields", "#ffffff"),
 }
-
-# Cell class -> a letter shown beside the value: the layer without relying on color (explained in the legend).
-LAYER_CUES: dict[str, str] = {"discovered": "ᵈ", "legacy": "ˡ", "curated": "ᶜ", "override": "ᵒ", "profile": "ᵖ"}
 
 OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING = "ok", "needs config", "files missing", "invalid", "running"
 STATUSES = (OK, NEEDS_CONFIG, FILES_MISSING, INVALID, RUNNING)
@@ -150,7 +152,7 @@ def display_value(path: str | None, value: Any) -> Any:
     return value
 
 
-def model_rows(entries: Iterable[dict], sources: dict[str, dict[str, str]], overridden: dict[str, dict[str, Any]],
+def model_rows(entries: Iterable[dict], sources: Mapping[str, dict[str, str]], overridden: dict[str, dict[str, Any]],
                settings: Settings, running: Iterable[str] = ()) -> list[ModelRow]:
     """The Models table: a row per merged entry, every cell classed by the layer its value came from."""
     active = set(running)
@@ -283,3 +285,30 @@ def cell_text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def start_scan_job(jobs: JobRegistry, registry: Registry, admin: ProxyAdmin, paths: list[str] | None = None,
+                   dry_run: bool = False) -> Job:
+    """Scan `paths` (default: the model roots) as a background job (kind `scan`, one per registry folder at a time):
+    discovered facts, stubs for new models, rebuild, proxy reload, each model logged; a dry run writes nothing and
+    says what a scan would change. The job's result is the ScanResult."""
+    from modelreg.discovery.scan import default_roots, scan  # gguf, numpy and the hub: not for `modelreg list`
+    from modelreg.proxy.client import reload_report
+
+    roots = paths or [str(r) for r in default_roots(registry.settings)]
+
+    def work(job: Job) -> ScanResult:
+        job.set_progress(None, ("dry run: " if dry_run else "scanning ") + ", ".join(roots))
+        result = scan(registry, paths or None, dry_run=dry_run)
+        for model in result.models:
+            job.log(f"{model['status']:>9}  {model['name']}  ({model['format']}, {model['path']})")
+        for name in result.missing:
+            job.log(f"  missing  {name}")
+        for problem in result.problems:
+            job.log(f"  problem  {problem}")
+        job.log(f"stubs {'to create' if dry_run else 'created'}: {', '.join(result.stubs) or 'none'}")
+        if not dry_run:
+            job.log(reload_report(admin, registry.snapshot().revision).message)
+        return result
+
+    return jobs.start("scan", work, key=str(registry.config_dir), title="dry run" if dry_run else "rescan")

@@ -2,8 +2,9 @@
 configure, save, launch test. The GUI page draws the current step and calls these methods."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import AbstractSet, Any
 
 from modelreg.download.hub import (
     RepoAnalysis,
@@ -16,15 +17,15 @@ from modelreg.download.hub import (
     split_repo_id,
 )
 from modelreg.download.ollama import check_ollama_name, pull_ollama
-from modelreg.download.progress import DownloadProgress, human_size
+from modelreg.download.progress import DownloadProgress
 from modelreg.download.register import DownloadResult, to_decide
 from modelreg.errors import BadInput, RegistryError
 from modelreg.jobs import CANCELLED, DONE, FAILED, Job, JobRegistry
-from modelreg.launch.fit import fit_summary
+from modelreg.launch.advice.fit import fit_summary
 from modelreg.paths import get_path
 from modelreg.proxy.client import ReloadReport
 from modelreg.registry import CONFIG_NEEDED, UNSET, Registry
-from modelreg.values import format_value
+from modelreg.values import format_value, human_size
 from modelreg.views.editor import EDITOR_FIELDS, field_states, form_patch, launch_preview, load_target
 
 SOURCE, DOWNLOAD, REVIEW, CONFIGURE, LAUNCH_TEST, FINISHED = (
@@ -64,10 +65,8 @@ class Wizard:
     name: str | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     base_revision: str | None = None
-    saved_revision: str | None = None
     report: ReloadReport | None = None  # the proxy's answer to the reload after save
     launch_job_id: str | None = None
-    launch_result: Any = None
     error: str | None = None
 
     # ---- step 1: source, analysis, variant -----------------------------------------------------------------
@@ -133,16 +132,16 @@ class Wizard:
             self.root = root or self.root
             self.plan(self.root)  # refuses a repo id or root that would write outside the models root
         progress = DownloadProgress()
-        registry, source, ref, options = self.registry, self.source, self.ref, dict(
-            revision=self.revision, variant=self.variant, root=self.root, analysis=self.analysis, token=self.token,
-            endpoint=self.endpoint)
+        registry, source, ref = self.registry, self.source, self.ref
+        download = functools.partial(download_hf, revision=self.revision, variant=self.variant, root=self.root,
+                                     analysis=self.analysis, token=self.token, endpoint=self.endpoint)
 
         def work(job: Job) -> DownloadResult:
             progress.should_cancel = lambda: job.cancel_requested
             progress.listeners.append(lambda p: report_progress(job, p))
             if source == "ollama":
                 return pull_ollama(registry, ref, progress=progress)
-            return download_hf(registry, ref, progress=progress, **options)
+            return download(registry, ref, progress=progress)
 
         key = f"{source}:{ref}" + (f":{self.variant}" if source == "hf" else "")
         job = self.jobs.start("download", work, key=key, title=f"download {ref}")
@@ -155,6 +154,13 @@ class Wizard:
     @property
     def job(self) -> Job | None:
         return self.jobs.get(self.job_id) if self.job_id else None
+
+    @property
+    def downloaded(self) -> DownloadResult:
+        """The finished download's result, which every step after the download has."""
+        if self.result is None:
+            raise WizardStepError("download a model first")
+        return self.result
 
     def poll(self) -> dict[str, Any]:
         """The download's state for a progress bar; when it has finished, moves on to the review step."""
@@ -226,7 +232,7 @@ class Wizard:
         entry = load_target(self.registry, self._model(), None).merged(self.changes).entry
         return {spec.path: format_value(get_path(entry, spec.path), spec.kind) for spec in EDITOR_FIELDS}
 
-    def edit(self, texts: dict[str, str], resets: set[str] = frozenset(),
+    def edit(self, texts: dict[str, str], resets: AbstractSet[str] = frozenset(),
              extra: dict[str, Any] | None = None) -> dict[str, str]:
         """Stage the form (its texts as a whole replace what was staged before; nothing is written until save);
         returns errors by field path."""
@@ -257,7 +263,7 @@ class Wizard:
             changes.setdefault(CONFIG_NEEDED, UNSET)
         snapshot = self.registry.apply_curated(name, changes, base_revision=self.base_revision) \
             if changes else self.registry.rebuild()
-        self.saved_revision, self.changes, self.report = snapshot.revision, {}, None
+        self.changes, self.report = {}, None
         message = f"saved; revision {snapshot.revision[:12]}"
         if reload_proxy:
             from modelreg.proxy.client import ProxyAdmin, reload_report
@@ -272,10 +278,10 @@ class Wizard:
     def start_launch_test(self, **options: Any) -> Job:
         """Start the launch test of the saved entry in the background (the Launch test page shows the same job)."""
         self._require(LAUNCH_TEST)
-        from modelreg.launch.launch_test import start_launch_test_job
+        from modelreg.launch.running.launch_test import start_launch_test_job
 
         job = start_launch_test_job(self.jobs, self.registry, self._model(), **options)
-        self.launch_job_id, self.launch_result, self.error = job.id, None, None
+        self.launch_job_id, self.error = job.id, None
         return job
 
     @property
@@ -294,7 +300,6 @@ class Wizard:
                 self.error = job.error or "the launch test did not run"
                 status["error"] = self.error
             else:
-                self.launch_result = job.result
                 status["result"] = job.result.to_dict()
                 if job.result.ok:
                     self.step = FINISHED

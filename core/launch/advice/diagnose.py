@@ -7,9 +7,10 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from modelreg.launch.advice.fit import suggested_context
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
 from modelreg.launch.catalogue import committed_catalogue
-from modelreg.launch.flags import flag_name, flag_value
+from modelreg.launch.flags import flag_value, with_flag
 
 LONG_CONTEXT = 65536  # a context this long (vLLM's 128K default for many models) makes startup slow and memory-hungry
 
@@ -57,22 +58,11 @@ def _line(text: str, match: re.Match[str], width: int = 400) -> str:
 
 
 def _context_flag(backend: str | None) -> str:
-    return SPECS[backend or VLLM].context_flag or "--max-model-len"
+    return SPECS[backend or VLLM].context_flag
 
 
 def _with_flag(ctx: _Context, flag: str, value: str | None) -> list[str]:
-    """extra_args with `flag` set to `value` (replacing an existing setting), or added as a bare switch."""
-    args = list(ctx.extra_args)
-    backend = ctx.backend or VLLM
-    target = flag_name(flag, backend)
-    for index, token in enumerate(args):
-        if flag_name(token, backend) == target:
-            if value is not None and "=" in token:
-                args[index] = f"{token.split('=', 1)[0]}={value}"
-            elif value is not None and index + 1 < len(args):
-                args[index + 1] = value
-            return args
-    return args + ([flag] if value is None else [flag, value])
+    return with_flag(ctx.extra_args, flag, value, ctx.backend or VLLM)
 
 
 def _set_command(ctx: _Context, args: list[str]) -> str:
@@ -82,11 +72,9 @@ def _set_command(ctx: _Context, args: list[str]) -> str:
 
 def _suggested_context(ctx: _Context, from_log: int | None = None) -> int | None:
     """The context to suggest: the backend's own estimate from the log (it measured the memory), else the fit
-    estimate, rounded down to a multiple of 256."""
+    estimate, rounded as the fit rounds it."""
     value = from_log or ctx.fit_max_context
-    if not value:
-        return None
-    return value // 256 * 256 if value >= 512 else value
+    return suggested_context(value) if value else None
 
 
 def _context_advice(ctx: _Context, from_log: int | None = None) -> str:
@@ -245,7 +233,8 @@ def _unknown_flag(ctx: _Context) -> Finding | None:
         return None
     given = match.group(1).split()[0]
     flag = given.split("=", 1)[0]
-    closest = committed_catalogue(ctx.backend).closest(flag) if ctx.backend and committed_catalogue(ctx.backend) else ()
+    catalogue = committed_catalogue(ctx.backend) if ctx.backend else None
+    closest = catalogue.closest(flag) if catalogue is not None else ()
     if closest and flag in ctx.extra_args:
         args = [closest[0] if token == flag else token for token in ctx.extra_args]
         advice = f"did you mean {closest[0]}? {_set_command(ctx, args)}"
@@ -334,7 +323,8 @@ def diagnose(log: str, entry: dict[str, Any] | None = None, *, argv: list[str] |
         backend = canonical_backend(entry.get("backend"), entry.get("name", "?"))
     except Exception:
         backend = None
-    extra = config.get("extra_args") if isinstance(config.get("extra_args"), list) else []
+    extra = config.get("extra_args")
+    extra = extra if isinstance(extra, list) else []
     ctx = _Context(log=log, entry=entry, name=entry.get("name") or "MODEL", backend=backend,
                    extra_args=[str(a) for a in extra], argv=list(argv or []), timed_out=timed_out,
                    fit_max_context=fit_max_context)

@@ -6,19 +6,18 @@ from typing import Any
 from modelreg.errors import BadInput
 from modelreg.launch.backends import LLAMA_CPP, SPECS, VLLM, canonical_backend
 from modelreg.launch.flags import flag_value
-from modelreg.values import parse_size
+from modelreg.settings import Settings
+from modelreg.values import human_size, parse_size
 
 GIB = 1024 ** 3
 BLOCK_TOKENS = 16            # vLLM's default KV block size; its cache holds whole blocks
-SUGGEST_STEP = 1024          # a suggested --max-model-len is rounded down to a multiple of this
+# A suggested context is a multiple of this: llama.cpp pads its context up to a multiple of 256 (so a finer one would
+# be padded past what fits), and it is whole 16-token vLLM KV blocks. A coarser step only gives tokens away.
+CONTEXT_STEP = 256
 # Memory a backend needs besides weights and KV cache (see README, "Fit estimate").
 OVERHEAD_BYTES = {"vllm": 2 * GIB, "gguf": GIB // 2}
 VISION_OVERHEAD_BYTES = GIB  # the vision encoder's activations when the backend profiles the largest image
 _VLLM_KV_DTYPES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "bfloat16": 2, "float16": 2}
-
-
-def format_size(count: int | float) -> str:
-    return f"{count / GIB:.2f} GiB"
 
 
 _PLAIN_TYPE_BYTES = {"f16": 2.0, "bf16": 2.0, "f32": 4.0}  # llama.cpp's default KV cache types, without gguf
@@ -56,6 +55,13 @@ def kv_bytes_per_token(arch: dict[str, Any], k_bytes: float = 2, v_bytes: float 
     return int(layers * kv_heads * (head_dim * k_bytes + v_dim * (k_bytes if v_bytes is None else v_bytes)))
 
 
+def suggested_context(tokens: int) -> int | None:
+    """The context to suggest where at most `tokens` fit: rounded down to a multiple of CONTEXT_STEP (to whole KV
+    blocks below that); None when not one block fits."""
+    step = CONTEXT_STEP if tokens >= CONTEXT_STEP else BLOCK_TOKENS
+    return tokens // step * step or None
+
+
 def tokens_that_fit(kv_bytes: int, per_token: int) -> int:
     """Tokens a KV cache of `kv_bytes` holds, in whole 16-token blocks (vLLM's num_blocks * block_size)."""
     return max(0, kv_bytes // (per_token * BLOCK_TOKENS) * BLOCK_TOKENS)
@@ -87,7 +93,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     utilization = float(flag_value(args, "--gpu-memory-utilization", backend) or utilization)
     if engine == "vllm":
         kv_dtype = flag_value(args, "--kv-cache-dtype", backend) or "auto"
-        k_bytes = _VLLM_KV_DTYPES.get(kv_dtype.lower()) or 2
+        k_bytes: float = _VLLM_KV_DTYPES.get(kv_dtype.lower()) or 2
         v_bytes = None
     else:
         k_type = flag_value(args, "--cache-type-k", backend) or "f16"
@@ -114,9 +120,9 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         "native_context": native,
         "configured_context": int(configured) if configured and configured.isdigit() else None,
     }
-    missing = [k for k, v in (("weights size", weights), ("KV layout (layers, KV heads, head dim)", per_token))
-               if not v]
-    if missing:
+    if not weights or not per_token:
+        missing = [k for k, v in (("weights size", weights), ("KV layout (layers, KV heads, head dim)", per_token))
+                   if not v]
         result.update(known=False, reason=f"not enough facts: {' and '.join(missing)} unknown; run `modelreg scan`")
         return result
     kv_bytes = budget - weights - overhead
@@ -124,21 +130,18 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     wanted = result["configured_context"] or native
     result.update(known=True, kv_cache_bytes=max(0, kv_bytes), max_context=max_context,
                   weights_fit=kv_bytes > 0,
-                  fits_native=bool(native) and max_context >= native,
+                  fits_native=max_context >= native if native else False,
                   fits=kv_bytes > 0 and (wanted is None or max_context >= wanted))
     if kv_bytes <= 0:
-        result["reason"] = (f"weights ({format_size(weights)}) and overhead ({format_size(overhead)}) exceed the "
-                            f"{format_size(budget)} budget; use a smaller quantization or a larger GPU")
-    elif native and max_context < native and max_context >= BLOCK_TOKENS:
-        step = SUGGEST_STEP if max_context >= SUGGEST_STEP else BLOCK_TOKENS
-        suggested = max_context // step * step
+        result["reason"] = (f"weights ({human_size(weights)}) and overhead ({human_size(overhead)}) exceed the "
+                            f"{human_size(budget)} budget; use a smaller quantization or a larger GPU")
+    elif native and max_context < native and (suggested := suggested_context(max_context)):
         result["suggested_max_model_len"] = suggested
-        result["suggested_args"] = (["--max-model-len", str(suggested)] if engine == "vllm"
-                                    else ["-c", str(suggested)])
+        result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]
     return result
 
 
-def fit_summary(entry: dict[str, Any], settings: Any, gpu_memory: str | int | None = None,
+def fit_summary(entry: dict[str, Any], settings: Settings, gpu_memory: str | int | None = None,
                 utilization: float | None = None) -> dict[str, Any]:
     """The fit estimate for `modelreg show` / `modelreg fit`, planned for the active profile's GPU settings."""
     return estimate(entry, gpu_memory if gpu_memory is not None else settings.gpu_memory,

@@ -11,18 +11,21 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 import psutil
 
 from modelreg.errors import BadInput, RegistryError
+from modelreg.launch.advice.diagnose import Finding, api_key_refused, diagnose
 from modelreg.launch.backends import OLLAMA, SPECS
-from modelreg.launch.diagnose import Finding, api_key_refused, diagnose
 from modelreg.launch.lifetime import tied_popen
-from modelreg.launch.logs import LogFollower, read_tail, resolve_log_dir, safe_name
-from modelreg.launch.plan import LaunchPlan
+from modelreg.launch.planning.plan import LaunchPlan
+from modelreg.launch.running.logs import LogFollower, read_tail, resolve_log_dir, safe_name
 from modelreg.store import atomic_write
+
+if TYPE_CHECKING:
+    from modelreg.registry import Registry
 
 STATE_SUFFIX = ".state.json"
 LogCallback = Callable[[str], None]
@@ -188,7 +191,7 @@ class Supervisor:
         self._lock = threading.RLock()
 
     @classmethod
-    def for_registry(cls, registry: Any) -> "Supervisor":
+    def for_registry(cls, registry: Registry) -> "Supervisor":
         return cls(resolve_log_dir(registry.config_dir, registry.settings), registry.settings.stop_grace)
 
     # ---- paths and state files -------------------------------------------------------------------------------
@@ -327,6 +330,7 @@ class Supervisor:
         plan = backend.plan
         if plan.backend == OLLAMA:
             return self._ollama_load(backend)
+        assert plan.ready_url is not None  # every process backend's plan has one
         try:
             headers = plan.auth_headers()
             if client is None:
@@ -394,7 +398,7 @@ class Supervisor:
         plan = backend.plan
         try:
             ollama.Client(host=plan.base_url, timeout=plan.ready_timeout).generate(
-                model=plan.ollama_model, prompt="", options=plan.ollama_options or None)
+                model=plan.served_model_id, prompt="", options=plan.ollama_options or None)
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
             message = getattr(exc, "error", None) or str(exc)
             _append(backend.log_path, f"modelreg: Ollama at {plan.base_url} refused {plan.ollama_model}: {message}\n")
@@ -469,7 +473,7 @@ class Supervisor:
         import ollama
 
         try:
-            ollama.Client(host=backend.plan.base_url, timeout=30).generate(model=backend.plan.ollama_model,
+            ollama.Client(host=backend.plan.base_url, timeout=30).generate(model=backend.plan.served_model_id,
                                                                           prompt="", keep_alive=0)
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError):
             return False

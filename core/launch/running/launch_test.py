@@ -8,17 +8,20 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
 from modelreg.jobs import Job, JobRegistry
+from modelreg.launch.advice.diagnose import diagnose, reported_context_size
 from modelreg.launch.backends import LLAMA_CPP, OLLAMA, VLLM
-from modelreg.launch.diagnose import diagnose, reported_context_size
-from modelreg.launch.logs import read_tail, resolve_log_dir
-from modelreg.launch.plan import LaunchPlan, launch_plan
-from modelreg.launch.supervisor import Backend, BackendStartError, LogCallback, Supervisor
+from modelreg.launch.planning.plan import LaunchPlan, launch_plan
+from modelreg.launch.running.logs import read_tail, resolve_log_dir
+from modelreg.launch.running.supervisor import Backend, BackendStartError, LogCallback, Supervisor
 from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.registry import Registry
 
 DEFAULT_PROMPT = "Say hello in five words."
 
@@ -74,12 +77,12 @@ def ask(plan: LaunchPlan, prompt: str, max_tokens: int = 16, timeout: float = 12
         if plan.vision:
             message["images"] = [tiny_png()]
         try:
-            response = ollama.Client(host=plan.base_url, timeout=timeout).chat(
-                model=plan.ollama_model, messages=[message],
+            answer = ollama.Client(host=plan.base_url, timeout=timeout).chat(
+                model=plan.served_model_id, messages=[message],
                 options={**plan.ollama_options, "num_predict": max_tokens})
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
             raise RuntimeError(f"chat with {plan.ollama_model} failed: {getattr(exc, 'error', None) or exc}") from exc
-        return response.message.content or ""
+        return answer.message.content or ""
     body = {"model": plan.served_model_id, "messages": chat_messages(prompt, plan.vision),
             "max_tokens": max_tokens, "temperature": 0}
     try:
@@ -155,7 +158,7 @@ def launch_test(entry: dict[str, Any], settings: Settings, log_dir: str | Path, 
     return result
 
 
-def start_launch_test_job(jobs: JobRegistry, registry: Any, name: str, **options: Any) -> Job:
+def start_launch_test_job(jobs: JobRegistry, registry: Registry, name: str, **options: Any) -> Job:
     """Run the launch test of one merged entry as a background job (kind `launch-test`, keyed by the model's name:
     one test per model at a time, visible from every page that polls the job registry)."""
     entry, settings = registry.entry(name), registry.settings

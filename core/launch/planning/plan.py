@@ -1,16 +1,19 @@
 """Turns a merged registry entry into how its backend is started: the only code that builds launch commands."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import re
 import shutil
 import stat
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelreg.errors import BadInput
+from modelreg.launch.advice.fit import fit_summary
 from modelreg.launch.backends import (
     LLAMA_CPP,
     LLAMA_CPP_PYTHON,
@@ -23,10 +26,10 @@ from modelreg.launch.backends import (
     ollama_option_names,
 )
 from modelreg.launch.catalogue import Catalogue, catalogue_for
-from modelreg.launch.fit import fit_summary
-from modelreg.launch.flags import check_extra_args, extra_args_problems, flag_value
+from modelreg.launch.flags import ParsedArgs, extra_args_problems, flag_value
 from modelreg.paths import get_path
-from modelreg.settings import Settings
+from modelreg.settings import Settings, default_executables
+from modelreg.values import env_name_problem
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class LaunchPlan:
     served_model_id: str
     ready_timeout: float
     vision: bool = False
-    ollama_model: str | None = None
+    ollama_model: str | None = None  # an Ollama plan's, the same as served_model_id
     ollama_options: dict[str, Any] = field(default_factory=dict)
     fit_max_context: int | None = None  # the fit estimate's largest context, for diagnoses
     api_key_env: str | None = None  # backend_config.api_key_env: the variable holding the backend's API key
@@ -65,12 +68,13 @@ class LaunchPlan:
 
     def api_key(self) -> str | None:
         """The backend's API key, read from `api_key_env` now (never stored); BadInput when the variable is unset."""
-        if not self.api_key_env:
-            return None
-        value = os.environ.get(self.api_key_env, "").strip()
+        return self._read_key(self.api_key_env) if self.api_key_env else None
+
+    def _read_key(self, env: str) -> str:
+        value = os.environ.get(env, "").strip()
         if not value:
-            raise BadInput(f"model {self.name!r}: backend_config.api_key_env names ${self.api_key_env}, which is not "
-                           f"set; export it before starting modelreg (or clear api_key_env)")
+            raise BadInput(f"model {self.name!r}: backend_config.api_key_env names ${env}, which is not set; export "
+                           "it before starting modelreg (or clear api_key_env)")
         return value
 
     def auth_headers(self) -> dict[str, str]:
@@ -83,14 +87,14 @@ class LaunchPlan:
         state files and status show, holds only the placeholder)."""
         if not self.api_key_env or self.backend not in API_KEY_FLAGS:
             return self.argv
-        placeholder, key = api_key_placeholder(self.api_key_env), self.api_key()
+        placeholder, key = api_key_placeholder(self.api_key_env), self._read_key(self.api_key_env)
         return [key if token == placeholder else token for token in self.argv]
 
     def process_env(self) -> dict[str, str]:
         """Environment variables the started process needs besides ours: vLLM's API key (vLLM writes its arguments
         into its log, so the key goes in its own variable, VLLM_API_KEY, instead of --api-key)."""
         if self.api_key_env and self.backend in API_KEY_VARIABLES:
-            return {API_KEY_VARIABLES[self.backend]: self.api_key()}
+            return {API_KEY_VARIABLES[self.backend]: self._read_key(self.api_key_env)}
         return {}
 
 
@@ -125,7 +129,6 @@ def _model_file(name: str, backend: str, model_path: Any) -> str:
 # its arguments.
 API_KEY_FLAGS = {LLAMA_CPP: "--api-key", LLAMA_CPP_PYTHON: "--api_key"}
 API_KEY_VARIABLES = {VLLM: "VLLM_API_KEY"}
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def api_key_placeholder(env: str) -> str:
@@ -136,9 +139,9 @@ def _api_key_env(name: str, config: dict) -> str | None:
     env = config.get("api_key_env")
     if env in (None, ""):
         return None
-    if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
-        raise BadInput(f"model {name!r}: backend_config.api_key_env {env!r} is not an environment variable name; "
-                       f"give the name of the variable that holds the key (e.g. MY_BACKEND_KEY), never the key")
+    if problem := env_name_problem(env):
+        raise BadInput(f"model {name!r}: backend_config.api_key_env {problem}; give the name of the variable that "
+                       "holds the key (e.g. MY_BACKEND_KEY), never the key")
     return env  # extra_args cannot hold a key flag (SPECS' refused flags)
 
 
@@ -203,7 +206,7 @@ def _fit_max_context(entry: dict[str, Any], settings: Settings) -> int | None:
 def backend_executable(backend: str, settings: Settings) -> str:
     """The program settings say runs this backend (a profile that overrides `executables` for one backend keeps the
     defaults of the others)."""
-    return settings.executables.get(backend) or Settings.model_fields["executables"].default_factory()[backend]
+    return settings.executables.get(backend) or default_executables()[backend]
 
 
 def installed_gguf_backend(settings: Settings) -> tuple[str, str | None]:
@@ -211,14 +214,21 @@ def installed_gguf_backend(settings: Settings) -> tuple[str, str | None]:
     llama-cpp-python when its Python can import llama_cpp, else llama.cpp with a note saying what to install."""
     if shutil.which(backend_executable(LLAMA_CPP, settings)):
         return LLAMA_CPP, None
-    import subprocess  # here: planning a launch (every `modelreg list`) never starts a process
-
-    python = shutil.which(backend_executable(LLAMA_CPP_PYTHON, settings))
-    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)"
-    if python and subprocess.run([python, "-c", probe], capture_output=True).returncode == 0:
+    if _imports_llama_cpp(shutil.which(backend_executable(LLAMA_CPP_PYTHON, settings))):
         return LLAMA_CPP_PYTHON, None
     return LLAMA_CPP, ("neither llama.cpp's llama-server nor llama-cpp-python is installed here: install one (or set "
                        "its path in settings.json \"executables\") before starting GGUF models")
+
+
+def _imports_llama_cpp(python: str | None) -> bool:
+    """Whether this Python finds the llama_cpp package: asked in this process when it is this interpreter (the
+    default), else in a child of that Python (another environment's packages are only seen from inside it)."""
+    if python is None:
+        return False
+    if os.path.abspath(python) == os.path.abspath(sys.executable):  # not resolved: a venv's python is a link
+        return importlib.util.find_spec("llama_cpp") is not None
+    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('llama_cpp') is None)"
+    return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
 def backend_catalogue(backend: str, settings: Settings) -> Catalogue | None:
@@ -263,6 +273,72 @@ def chat_template_file(name: str, backend: str, entry: dict[str, Any], settings:
 
 # the flags that hand a backend a chat template file
 TEMPLATE_FLAGS = {VLLM: ["--chat-template"], LLAMA_CPP: ["--jinja", "--chat-template-file"]}
+EXTRA_ARGS = "backend_config.extra_args"
+
+
+@dataclass(frozen=True)
+class LaunchProblem:
+    """One problem with one field; `error` False is a note (a flag spelled in a way the backend reads as another)."""
+
+    field: str
+    message: str
+    error: bool = True
+    # about a file on this machine (a chat template): the registry may be edited on another machine than the one
+    # that runs the model, so `validate` only warns
+    local: bool = False
+
+
+@dataclass
+class CheckedConfig:
+    """An entry's launch configuration as checked: what would make its start fail (and notes), and what was read to
+    find it, for the plan."""
+
+    problems: list[LaunchProblem]
+    catalogue: Catalogue | None
+    args: ParsedArgs
+    extra: list[str] = field(default_factory=list)
+    template: str | None = None
+    api_key_env: str | None = None
+    ollama_options: dict[str, Any] = field(default_factory=dict)
+
+
+def check_config(name: str, backend: str, entry: dict[str, Any], settings: Settings,
+                 port_required: bool = False) -> CheckedConfig:
+    """Every problem of the entry's launch configuration for this (canonical) backend: a port outside 1-65535 (or
+    none, when `port_required`), extra_args the backend's own parser rejects or that set what the launcher owns, a
+    chat template file that is missing or that the backend cannot take, an API key variable that is not a name."""
+    config = entry.get("backend_config") or {}
+    problems: list[LaunchProblem] = []
+    port = config.get("port")
+    if backend in PROCESS_BACKENDS and (port is not None or port_required) and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+        problems.append(LaunchProblem("backend_config.port", f"model {name!r}: backend_config.port {port!r} is not a "
+                                      f"port; use a whole number from 1 to 65535 (`modelreg set {name} "
+                                      "backend_config.port 24001`)"))
+    catalogue = backend_catalogue(backend, settings)
+    parsed = extra_args_problems(backend, config.get("extra_args"), catalogue)
+    problems += [LaunchProblem(EXTRA_ARGS, f"model {name!r}: backend_config.extra_args: {p.message}", p.error)
+                 for p in parsed.problems]
+    if catalogue is not None and catalogue.notes and config.get("extra_args"):
+        problems += [LaunchProblem(EXTRA_ARGS, note, error=False) for note in catalogue.notes]
+    checked = CheckedConfig(problems, catalogue, parsed)
+    if parsed.errors:
+        return checked
+    checked.extra = [str(arg) for arg in config.get("extra_args") or []]
+    try:
+        checked.template = chat_template_file(name, backend, entry, settings)
+    except BadInput as exc:
+        problems.append(LaunchProblem("chat_template", str(exc), local="is not supported by" not in str(exc)))
+    try:
+        checked.api_key_env = _api_key_env(name, config)
+    except BadInput as exc:
+        problems.append(LaunchProblem("backend_config.api_key_env", str(exc)))
+    if backend == OLLAMA:
+        try:
+            checked.ollama_options = _ollama_options(name, entry, checked.extra)
+        except BadInput as exc:
+            problems.append(LaunchProblem(EXTRA_ARGS, str(exc)))
+    return checked
 
 
 def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
@@ -271,31 +347,28 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     backend = canonical_backend(entry.get("backend"), name)
     config = entry.get("backend_config") or {}
     spec = SPECS[backend]
-    catalogue = backend_catalogue(backend, settings)
-    extra = check_extra_args(name, backend, config.get("extra_args"), catalogue)
+    checked = check_config(name, backend, entry, settings, port_required=True)
+    errors = [problem.message for problem in checked.problems if problem.error]
+    if errors:
+        raise BadInput("; ".join(errors))
+    extra, given, key_env = checked.extra, checked.args, checked.api_key_env
     served = _served_model_id(entry) or name
     timeout = float(config.get("ready_timeout") or settings.ready_timeout)
     vision = bool(get_path(entry, "capabilities.vision")) or bool(get_path(entry, "metadata.architecture.vision"))
-    key_env = _api_key_env(name, config)
 
     if backend == OLLAMA:
         base_url = (config.get("base_url") or settings.ollama_host).rstrip("/")
         model = _served_model_id(entry) or str(config.get("model_path") or name).removeprefix("ollama:/")
         return LaunchPlan(name=name, backend=backend, argv=[], host=base_url, port=None, base_url=base_url,
                           ready_url=None, served_model_id=model, ready_timeout=timeout, vision=vision,
-                          ollama_model=model, ollama_options=_ollama_options(name, entry, extra),
+                          ollama_model=model, ollama_options=checked.ollama_options,
                           fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env, entry=entry)
 
-    port = config.get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise BadInput(f"model {name!r} has no usable backend_config.port ({port!r}); set one from 1 to 65535 with "
-                       f"`modelreg set {name} backend_config.port 24001`")
+    port = config["port"]
     host = config.get("host") or settings.backend_host
     model_file = _model_file(name, backend, config.get("model_path"))
     executable = backend_executable(backend, settings)
-    template = chat_template_file(name, backend, entry, settings)
-
-    given = extra_args_problems(backend, extra, catalogue)
+    template = checked.template
 
     def unset(flag: str) -> bool:  # extra_args win over what the launcher would add for the same flag
         return not given.has(flag)
@@ -324,10 +397,10 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     argv += extra
     argv += _api_key_args(backend, key_env)
     base_url = f"http://{_connect_host(host)}:{port}"
+    ready_url = base_url + spec.ready_path if spec.ready_path else None
     return LaunchPlan(name=name, backend=backend, argv=argv, host=host, port=port, base_url=base_url,
-                      ready_url=base_url + spec.ready_path, served_model_id=served, ready_timeout=timeout,
-                      vision=vision, fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env,
-                      entry=entry)
+                      ready_url=ready_url, served_model_id=served, ready_timeout=timeout, vision=vision,
+                      fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env, entry=entry)
 
 
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:
@@ -350,3 +423,16 @@ def served_context(entry: dict[str, Any]) -> int | None:
     native = get_path(entry, "metadata.architecture.context_length")
     native = native if isinstance(native, int) and not isinstance(native, bool) and native > 0 else None
     return _context_window(entry) or native
+
+
+def exclusive_group(entry: dict | None) -> str | None:
+    """backend_config.exclusive_group: starting a member stops the group's other running members."""
+    group = ((entry or {}).get("backend_config") or {}).get("exclusive_group")
+    return group if isinstance(group, str) and group else None
+
+
+def idle_ttl(entry: dict, settings: Settings) -> float | None:
+    """Seconds without requests after which the backend is stopped: backend_config.idle_ttl, else the setting."""
+    ttl = (entry.get("backend_config") or {}).get("idle_ttl")
+    ttl = settings.idle_ttl if ttl is None else ttl
+    return float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0 else None
