@@ -6,7 +6,7 @@ import json
 import os
 import zlib
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,7 +107,7 @@ class CuratedHistory:
                 try:
                     self._assemble(manifest, packs)
                 except BadInput as exc:
-                    item = HistoryItem(*(manifest.header[k] for k in _HEADER_KEYS), damage=str(exc))
+                    item = replace(item, damage=str(exc))
             items.append(item)
         return items
 

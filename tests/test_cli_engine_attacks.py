@@ -10,8 +10,8 @@ import time
 import pytest
 
 from modelreg import store
-from modelreg.store import SOURCE_FILE as INDEX_FILE
 from modelreg.store import CURATED_FILE, SNAPSHOT_FILE, atomic_write
+from modelreg.store import SOURCE_FILE as INDEX_FILE
 from support.gui_servers import modelreg
 from support.layers import discovered_model, write_layers
 

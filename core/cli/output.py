@@ -59,7 +59,7 @@ def no_color() -> bool:
 def console(stderr: bool = False) -> "Console":
     """rich's console, imported on first use (only the commands that draw tables or bars pay for rich)."""
     from rich.console import Console
-    return Console(soft_wrap=True, stderr=stderr, **({"color_system": None} if no_color() else {}))
+    return Console(soft_wrap=True, stderr=stderr, color_system=None if no_color() else "auto")
 
 
 def shell_args(args: Iterable[Any] | None) -> str:

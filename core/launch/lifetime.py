@@ -49,4 +49,5 @@ def tied_popen(argv: list[str], **options: Any) -> subprocess.Popen:
     forker = _forkers.get(os.getpid())
     if forker is None:
         forker = _forkers[os.getpid()] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelreg-forker")
-    return forker.submit(subprocess.Popen, argv, preexec_fn=_die_with(os.getpid(), prctl), **options).result()
+    preexec = _die_with(os.getpid(), prctl)
+    return forker.submit(lambda: subprocess.Popen(argv, preexec_fn=preexec, **options)).result()
