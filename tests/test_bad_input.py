@@ -234,8 +234,9 @@ def test_a_damaged_history_record_is_named_not_a_traceback(folder, capsys):
     item = record.stem
     record.write_text(json.dumps({k: header[k] for k in ("id", "saved_at", "reason", "revision")}
                                  | {"text": '{"not": "a list"}'}))  # a version the old format kept whole
-    assert "does not hold a curated file" in refused(capsys, "--config-dir", folder, "restore", item)
+    assert f"is damaged ({record}" in refused(capsys, "--config-dir", folder, "restore", item)
     assert cli(capsys, "--config-dir", folder, "set", "m0", "roles", "embed")[0] == 0  # a damaged record blocks no edit
     record.write_text("{damaged")
     assert cli(capsys, "--config-dir", folder, "set", "m0", "roles", "chat")[0] == 0
-    assert f"{record}: not a curated history record" in refused(capsys, "--config-dir", folder, "history")
+    code, out, _ = cli(capsys, "--config-dir", folder, "history")  # listed as damaged, the newer ones restorable
+    assert code == 0 and f"DAMAGED: {record}: not a curated history record" in out
