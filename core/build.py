@@ -490,6 +490,8 @@ class SnapshotBuilder:
         try:
             line, _, data = self.source_path.read_bytes().partition(b"\n")
             source = _source_line(line)
+            if source is None and not _another_format(line):
+                raise ValueError("not a snapshot source record")
             if source is None or source["profile"] != self.profile:
                 return None  # another version or profile wrote it: not damage
             if hashlib.sha256(data[32:]).digest() != data[:32]:
@@ -677,6 +679,15 @@ def _source_line(line: bytes) -> dict[str, Any] | None:
     except (ValueError, TypeError, KeyError):
         pass
     return None
+
+
+def _another_format(line: bytes) -> bool:
+    """The first line is a source record of another format (another version of modelreg wrote it)."""
+    try:
+        source = orjson.loads(line)
+    except ValueError:
+        return False
+    return type(source) is dict and "format" in source and source.get("format") != _SOURCE_FORMAT
 
 
 def _file_record(file: FileState | None) -> bytes | None:

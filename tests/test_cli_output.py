@@ -72,15 +72,15 @@ def test_list_into_a_pipe_prints_each_model_whole_on_one_line(demo):
 
 def test_tsv_has_one_field_per_column_and_quoted_arguments(demo, capsys):
     assert main(["--config-dir", str(demo), "set", "qwen3-8b_(Q4_K_M)", "backend_config.extra_args",
-                 '["--num-ctx", "8192", "--system", "be brief; no lists"]']) == 0
+                 '["--num-ctx", "8192", "--stop", "be brief; no lists"]']) == 0
     capsys.readouterr()
     listed = modelreg(demo, "list", "--tsv")
     header, *rows = [line.split("\t") for line in listed.stdout.splitlines()]
     assert header == ["name", "backend", "port", "quantization", "extra_args", "status"]
     assert {len(row) for row in rows} == {6}
     qwen = next(row for row in rows if row[0] == "qwen3-8b_(Q4_K_M)")
-    assert qwen[4] == "--num-ctx 8192 --system 'be brief; no lists'"
-    assert shlex.split(qwen[4]) == ["--num-ctx", "8192", "--system", "be brief; no lists"]
+    assert qwen[4] == "--num-ctx 8192 --stop 'be brief; no lists'"
+    assert shlex.split(qwen[4]) == ["--num-ctx", "8192", "--stop", "be brief; no lists"]
 
 
 def test_diff_and_history_into_a_pipe(demo, capsys):
@@ -90,8 +90,8 @@ def test_diff_and_history_into_a_pipe(demo, capsys):
     assert diff[0].split() == ["field", "discovered", "curated", "merged", "status"]
     assert any(line.startswith("display_name ") and '"Qwen 3"' in line for line in diff)
     history = modelreg(demo, "history", "--tsv").stdout.splitlines()
-    assert history[0] == "id\tsaved at\treason" and len(history) >= 2
-    assert all(len(line.split("\t")) == 3 for line in history)
+    assert history[0] == "id\tsaved at\treason\tstate" and len(history) >= 2
+    assert all(len(line.split("\t")) == 4 for line in history)
 
 
 def test_a_terminal_gets_a_rich_table_and_no_color_turns_its_styles_off(demo):
