@@ -117,6 +117,10 @@ class Settings(BaseModel):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins (e.g. `http://localhost:3000`, or `*`) the proxy answers "
                                           "CORS preflights for; empty: none.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names besides loopback and the bound address that the proxy answers "
+                                          "for (a Docker bridge name such as `host.docker.internal`, a LAN name); a "
+                                          "request naming any other host gets 403 (DNS rebinding).")
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
     history_limit: int = Field(

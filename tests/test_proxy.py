@@ -115,7 +115,8 @@ def test_api_key_and_body_limit(registry_dir):
             yield json.dumps(big).encode()
         assert server.http.post("/v1/chat/completions", content=chunked(), headers=key).status_code == 413
         assert server.status()["backends"] == []  # nothing was started for refused requests
-        assert server.http.post("/v1/chat/completions", content=b"{nope", headers=key).status_code == 400
+        json_type = {**key, "Content-Type": "application/json"}
+        assert server.http.post("/v1/chat/completions", content=b"{nope", headers=json_type).status_code == 400
 
 
 def test_a_failed_start_answers_the_admin_with_diagnosis_argv_and_log_tail(registry_dir, tmp_path, monkeypatch):

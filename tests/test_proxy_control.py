@@ -19,8 +19,10 @@ from modelreg.proxy.client import ProxyAdmin, ProxyRefused
 from support import chat_body, free_port, wait_for
 from support.gui_servers import ProxyProcess
 from support.proxy_server import ProxyServer, layers, model, recorded, set_settings
+from support.tiny_gguf import tiny_entry
 
 UPSTREAM_KEY = "sk-upstream-3f9c2a7e51"
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 def aborted(tmp_path: Path) -> list[str]:
@@ -164,7 +166,8 @@ def test_errors_are_in_openai_shape_and_models_can_be_retrieved(registry_dir):
         cases = [(server.http.get("/v1/models/nope"), 404, "invalid_request_error", "model_not_found"),
                  (server.http.post("/v1/nowhere", json={}), 404, "invalid_request_error", "route_not_found"),
                  (server.http.get("/v1/chat/completions"), 405, "invalid_request_error", "method_not_allowed"),
-                 (server.http.post("/v1/chat/completions", content=b"{"), 400, "invalid_request_error",
+                 (server.http.post("/v1/chat/completions", content=b"{",
+                                  headers=JSON_TYPE), 400, "invalid_request_error",
                   "invalid_request_error"),
                  (server.http.post("/v1/chat/completions", json={"messages": []}), 400, "invalid_request_error",
                   "invalid_request_error"),
@@ -280,3 +283,50 @@ def test_admin_client_lists_restarts_follows_logs_and_unloads(registry_dir):
             admin.restart("no-such-model")
         assert admin.unload() == {"stopped": ["n"]}
         assert admin.running() == []
+
+
+@pytest.mark.parametrize("stop", ["unload", "restart"])
+def test_stopping_a_backend_mid_stream_ends_every_open_stream_with_an_error_and_done(registry_dir, monkeypatch, stop):
+    """An unload or restart while answers stream: each client gets an error event and [DONE], not a silent cut."""
+    monkeypatch.setenv("STANDIN_STREAM_CHUNKS", "200")
+    monkeypatch.setenv("STANDIN_CHUNK_SECONDS", "0.05")
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        assert server.chat("m").status_code == 200  # started
+        results: list[list[str]] = []
+
+        def stream() -> None:
+            with server.http.stream("POST", "/v1/chat/completions", json=chat_body("m", stream=True)) as reply:
+                results.append(sse_lines(reply, comments=False))
+        clients = [threading.Thread(target=stream) for _ in range(2)]
+        for client in clients:
+            client.start()
+        wait_for(lambda: server.backend("m") and server.backend("m")["in_flight"] == 2, timeout=30)
+        time.sleep(0.3)  # a few chunks are out
+        path = "/admin/unload/m" if stop == "unload" else "/admin/restart/m"
+        assert server.admin("POST", path).status_code == 200
+        for client in clients:
+            client.join(60)
+    assert len(results) == 2
+    for lines in results:
+        assert json.loads(lines[0][6:])["choices"][0]["delta"]["content"]
+        assert lines[-1] == "data: [DONE]" and "error" in json.loads(lines[-2][6:]), lines[-3:]
+
+
+def test_unloading_a_real_llama_cpp_python_mid_stream_ends_the_stream_with_an_error_and_done(tmp_path, tiny_model):
+    """llama-cpp-python's server ends its chunked answer cleanly when stopped: without [DONE] the proxy says so."""
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (config_dir / "settings.json").write_text(json.dumps({"log_dir": str(tmp_path / "logs"), "stop_grace": 3}))
+    (config_dir / "model_registry.curated.json").write_text(json.dumps([tiny_entry(tiny_model, name="m",
+                                                                                   extra_args=["--n_ctx", "2048"])]))
+    with ProxyServer(config_dir) as server:
+        assert server.chat("m").status_code == 200  # started
+        body = {**chat_body("m", stream=True), "max_tokens": 1900, "temperature": 1.0}
+        with server.http.stream("POST", "/v1/chat/completions", json=body) as reply:
+            lines = reply.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            assert server.admin("POST", "/admin/unload/m").status_code == 200
+            rest = [line for line in lines if line.startswith("data: ")]
+    assert json.loads(first[6:])["choices"]
+    assert rest[-1] == "data: [DONE]" and "error" in json.loads(rest[-2][6:]), rest[-3:]

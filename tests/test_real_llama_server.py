@@ -230,3 +230,32 @@ def test_more_clients_than_slots_through_the_proxy_keep_the_backends_pace(tmp_pa
     finally:
         proxy.stop()
     assert max(through) < 4 * max(direct) + 1.0, (through, direct)
+
+
+def test_a_web_pages_fetch_gets_no_readable_answer_through_the_proxy(tmp_path):
+    """The issue's attack, against the real llama-server (which copies any Origin into Access-Control-Allow-Origin):
+    a text/plain POST is refused before a model starts; a JSON one (which a browser sends only after a preflight the
+    proxy does not grant) comes back without the server's CORS header, so the page cannot read it."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
+    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny", extra_args=["-c", "512"]),
+             "backend": "llama.cpp"}
+    (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
+    proxy = start_proxy(folder, free_port(), tmp_path, env=clean_llama_env())
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    evil = {"Origin": "http://evil.example"}
+    try:
+        simple = httpx.post(proxy.url + "/v1/chat/completions", content=body, timeout=60,
+                            headers={**evil, "Content-Type": "text/plain"})
+        assert simple.status_code == 415 and proxy.backend("tiny") is None
+        relayed = httpx.post(proxy.url + "/v1/chat/completions", content=body, timeout=120,
+                             headers={**evil, "Content-Type": "application/json"})
+        assert relayed.status_code == 200 and relayed.json()["choices"]
+        assert not [k for k in relayed.headers if k.lower().startswith("access-control-")]
+        direct = httpx.post(proxy.backend("tiny")["base_url"] + "/v1/chat/completions", content=body, timeout=60,
+                            headers={**evil, "Content-Type": "application/json"})
+        assert direct.headers.get("access-control-allow-origin") == "http://evil.example"  # what the proxy strips
+    finally:
+        proxy.stop()

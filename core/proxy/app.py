@@ -34,6 +34,7 @@ from modelreg.launch.running.logs import LogFollower, read_tail
 from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError, error_body
+from modelreg.proxy.guard import HostGuard
 from modelreg.proxy.pool import BackendPool, Running
 from modelreg.proxy.routing import roles_of, with_generation_defaults
 from modelreg.proxy.token import ensure_admin_token
@@ -53,10 +54,15 @@ DEFAULTS_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})  # where
 # Not passed on: hop-by-hop, set again by the server or the upstream client, or the proxy's own credentials.
 DROPPED_REQUEST_HEADERS = frozenset({"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
                                      "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
-                                     "authorization", "x-api-key", "cookie"})
+                                     "authorization", "x-api-key", "cookie", "origin", "referer"})
 DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date",
                                    "server"})
 LOG_FOLLOW_INTERVAL = 0.25
+
+
+def json_media_type(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def proxy_keys(settings: Settings) -> list[str]:
@@ -272,12 +278,16 @@ class Proxy:
                 raise ProxyError(400, f"the multipart body cannot be read: {exc}", "invalid_request_error") from None
             model = form.get("model")
         else:
+            if not json_media_type(headers.get("content-type", "")):
+                # a web page's fetch() may send text/plain (or no type) without asking first: no preflight, so only
+                # this keeps another site from starting models
+                raise ProxyError(415, "send the body as JSON with `Content-Type: application/json` (or "
+                                 "multipart/form-data for audio)", "unsupported_media_type")
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise ProxyError(400, "the request body is not valid JSON", "invalid_request_error") from None
             model = payload.get("model") if isinstance(payload, dict) else None
-            headers.setdefault("content-type", "application/json")
         if not isinstance(model, str):
             raise ProxyError(400, "the request needs a string `model` (a name, an alias or role:<role>)",
                              "invalid_request_error", param="model")
@@ -402,10 +412,12 @@ class Proxy:
 
     async def _answer(self, exchange: Exchange, call: Call) -> Response:
         upstream = await self._open(exchange, call)
-        headers = self._headers(call, {k: v for k, v in upstream.headers.items()
-                                       if k.lower() not in DROPPED_REPLY_HEADERS})
+        headers = self._headers(call, {k: v for k, v in upstream.headers.items()  # CORS: the proxy's own say only
+                                       if k.lower() not in DROPPED_REPLY_HEADERS
+                                       and not k.lower().startswith("access-control-")})
         if upstream.content_type == "text/event-stream":
-            return RelayResponse(exchange, self._relay(exchange), upstream.status, headers)
+            return RelayResponse(exchange, self._relay(exchange, call.path in DEFAULTS_PATHS), upstream.status,
+                                 headers)
         try:
             data = await upstream.read()
         except (aiohttp.ClientError, OSError) as exc:
@@ -413,17 +425,24 @@ class Proxy:
                              "backend_error", model=call.name) from exc
         return Response(data, status_code=upstream.status, headers=headers)
 
-    async def _relay(self, exchange: Exchange, first: bytes = b"") -> AsyncIterator[bytes]:
-        """The upstream stream chunk by chunk; a backend that breaks off ends it with an error event and [DONE]."""
+    async def _relay(self, exchange: Exchange, ends_with_done: bool, first: bytes = b"") -> AsyncIterator[bytes]:
+        """The upstream stream chunk by chunk; a backend that breaks off ends it with an error event and [DONE]. An
+        OpenAI stream (`ends_with_done`) that closes without its `[DONE]` was cut too: its backend was stopped
+        (unload, restart, idle) or died between two chunks."""
         upstream = exchange.upstream
         assert upstream is not None  # _open sent the request
+        tail = first[-16:]
         if first:
             yield first
         try:
             async for chunk in upstream.content.iter_any():
+                tail = (tail + chunk)[-16:]
                 yield chunk
         except (aiohttp.ClientError, OSError) as exc:
             yield self._broken(exchange.name, exc).sse()
+            return
+        if ends_with_done and b"[DONE]" not in tail:
+            yield self._broken(exchange.name, ConnectionResetError("the stream ended without [DONE]")).sse()
 
     def _broken(self, name: str, exc: BaseException) -> ProxyError:
         why = f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -459,7 +478,7 @@ class Proxy:
             except (aiohttp.ClientError, OSError) as exc:
                 yield self._broken(call.name, exc).sse()
                 return
-            async for chunk in self._relay(exchange, head):
+            async for chunk in self._relay(exchange, call.path in DEFAULTS_PATHS, head):
                 yield chunk
         finally:
             for pending in (opening, first):
@@ -579,7 +598,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
                     status_code=500, media_type="application/json")
 
 
-def create_app(proxy: Proxy) -> Starlette:
+def create_app(proxy: Proxy, bound: str = "127.0.0.1") -> Starlette:
+    """The proxy's ASGI app; `bound` is the address it listens on (a Host it answers for)."""
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await proxy.pool.startup()
@@ -601,7 +621,7 @@ def create_app(proxy: Proxy) -> Starlette:
               Route("/admin/restart/{model:path}", proxy.restart_endpoint, methods=["POST"]),
               Route("/admin/logs/{model:path}", proxy.logs_endpoint, methods=["GET"]),
               Route("/health", proxy.health, methods=["GET"])]
-    middleware = []
+    middleware = [Middleware(HostGuard, bound=bound, allowed=proxy.settings.allowed_hosts)]
     if proxy.settings.cors_origins:  # without it a preflight gets no CORS headers (405)
         middleware.append(Middleware(CORSMiddleware, allow_origins=proxy.settings.cors_origins, allow_methods=["*"],
                                      allow_headers=["*"], expose_headers=["x-modelreg-model", "x-modelreg-revision"],
@@ -618,5 +638,5 @@ def serve(registry: Registry, host: str, port: int) -> None:
     """Run the proxy until SIGINT/SIGTERM; every backend it started is stopped on the way out. uvicorn picks uvloop
     and httptools (installed with modelreg) over asyncio and h11."""
     check_bind(host, registry.settings)
-    uvicorn.run(create_app(Proxy(registry)), host=host, port=port, log_level="info", access_log=False,
+    uvicorn.run(create_app(Proxy(registry), bound=host), host=host, port=port, log_level="info", access_log=False,
                 proxy_headers=False, timeout_graceful_shutdown=5)

@@ -132,7 +132,8 @@ def main(argv: list[str]) -> int:
                         part.get_filename() or part.get_payload(decode=True).decode() for part in message.get_payload()}
             else:
                 body = json.loads(raw or b"{}")
-            _record({"body": body, "path": self.path,
+            _record({"body": body, "path": self.path, "origin": self.headers.get("Origin"),
+                     "referer": self.headers.get("Referer"),
                      "authorized": bool(api_key) and self.headers.get("Authorization") == f"Bearer {api_key}"})
             if not self._authorized():
                 return

@@ -1,0 +1,70 @@
+"""Attacks a web page in the user's browser can make on the local proxy, each named after the attack."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelreg.proxy.guard import host_allowed, host_name
+from support.proxy_server import ProxyServer, layers, model, recorded
+
+EVIL = "http://evil.example"
+QUESTION = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8",
+                                          "application/x-www-form-urlencoded", None])
+def test_cross_origin_simple_request_post_gets_415_and_starts_nothing(registry_dir, content_type):
+    """fetch() from any site may POST text/plain (or a form, or an untyped blob) without a preflight."""
+    layers(registry_dir, model("m"))
+    headers = {"Origin": EVIL, **({"Content-Type": content_type} if content_type else {})}
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.post("/v1/chat/completions", content=json.dumps(QUESTION), headers=headers)
+        assert reply.status_code == 415, reply.text
+        assert "application/json" in reply.json()["error"]["message"]
+        assert "access-control-allow-origin" not in reply.headers
+        assert server.status()["backends"] == []
+
+
+def test_origin_and_referer_are_not_forwarded_to_the_backend(registry_dir, tmp_path):
+    """A backend that trusts Origin (llama-server copies it into Access-Control-Allow-Origin) never sees it."""
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.post("/v1/chat/completions", json=QUESTION,
+                                 headers={"Origin": EVIL, "Referer": EVIL + "/page"})
+        assert reply.status_code == 200, reply.text
+        assert "access-control-allow-origin" not in reply.headers
+    bodies = [r for r in recorded(tmp_path) if "body" in r]
+    assert bodies and all(r["origin"] is None and r["referer"] is None for r in bodies)
+
+
+@pytest.mark.parametrize("path,method", [("/v1/models", "GET"), ("/v1/chat/completions", "POST"),
+                                         ("/health", "GET")])
+def test_dns_rebound_host_name_gets_403_naming_the_setting(registry_dir, path, method):
+    """A page on evil.example whose name now resolves to 127.0.0.1 is same-origin with itself: only Host tells."""
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.request(method, path, json=QUESTION if method == "POST" else None,
+                                    headers={"Host": f"evil.example:{server.port}"})
+        assert reply.status_code == 403, reply.text
+        assert "allowed_hosts" in reply.json()["error"]["message"]
+        assert server.status()["backends"] == []
+
+
+def test_loopback_names_and_allowed_hosts_get_through(registry_dir):
+    layers(registry_dir, model("m"))
+    settings = json.loads((registry_dir / "settings.json").read_text())
+    (registry_dir / "settings.json").write_text(json.dumps({**settings, "allowed_hosts": ["Host.Docker.Internal"]}))
+    with ProxyServer(registry_dir) as server:
+        for host in ("localhost", "127.0.0.1", "[::1]", "host.docker.internal"):
+            reply = server.http.get("/v1/models", headers={"Host": f"{host}:{server.port}"})
+            assert reply.status_code == 200, (host, reply.text)
+        assert server.http.get("/v1/models", headers={"Host": "docker.internal.evil"}).status_code == 403
+
+
+def test_host_rules_for_every_interface():
+    assert host_name("[::1]:8100") == "::1" and host_name("LocalHost:1") == "localhost" and host_name("::1") == "::1"
+    assert host_allowed("192.168.1.5", "0.0.0.0", ())  # an address cannot be rebound, only a name
+    assert not host_allowed("192.168.1.5", "127.0.0.1", ())
+    assert host_allowed("10.0.0.2", "10.0.0.2", ())
+    assert not host_allowed("my-box.lan", "0.0.0.0", ()) and host_allowed("my-box.lan", "0.0.0.0", ("my-box.lan",))
