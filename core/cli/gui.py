@@ -26,7 +26,7 @@ def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
     """The command that serves the app: loopback, no usage statistics, no browser opened by the server, and no
     Streamlit chrome (minimal toolbar, no Deploy button) wherever it is started from (flags, not only the repo's
     .streamlit/config.toml, which Streamlit reads from the working directory only)."""
-    return [sys.executable, "-m", "streamlit", "run", str(app_path()), "--server.address", address,
+    return [sys.executable, "-m", "modelreg.gui.serve", "run", str(app_path()), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--browser.serverAddress", address, "--server.scriptHealthCheckEnabled", "true",
             "--client.toolbarMode", "minimal", "--client.showErrorLinks", "false", "--server.runOnSave", "false",

@@ -1,4 +1,4 @@
-"""The Host check in front of every proxy route: a web page that rebinds its own name to 127.0.0.1 gets 403."""
+"""The Host check in front of every proxy and GUI route: a web page that rebinds its own name to 127.0.0.1 gets 403."""
 from __future__ import annotations
 
 import ipaddress
@@ -39,11 +39,15 @@ class HostGuard:
         self.app, self.bound, self.allowed = app, bound, tuple(allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":  # the proxy serves no websockets
+        if scope["type"] in ("http", "websocket"):
             header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
             host = host_name(header) if header is not None else None
             if host is not None and not host_allowed(host, self.bound, self.allowed):
-                await _forbidden(host, send)
+                if scope["type"] == "websocket":  # closed before it is accepted: the handshake gets 403
+                    await receive()
+                    await send({"type": "websocket.close", "code": 1008})
+                else:
+                    await _forbidden(host, send)
                 return
         await self.app(scope, receive, send)
 
