@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
+import time
 
 import pytest
 
 from modelreg.proxy.guard import host_allowed, host_name
+from support.gui_servers import STANDIN_VLLM
 from support.proxy_server import ProxyServer, layers, model, recorded
+from support.tiny_gguf import tiny_entry
 
 EVIL = "http://evil.example"
 QUESTION = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -68,3 +73,32 @@ def test_host_rules_for_every_interface():
     assert not host_allowed("192.168.1.5", "127.0.0.1", ())
     assert host_allowed("10.0.0.2", "10.0.0.2", ())
     assert not host_allowed("my-box.lan", "0.0.0.0", ()) and host_allowed("my-box.lan", "0.0.0.0", ("my-box.lan",))
+
+
+def test_a_slow_help_reader_does_not_freeze_the_proxy(tmp_path, tiny_model, monkeypatch):
+    """A backend program whose `--help` takes 10 s (vLLM's takes 22 s idle): while one request waits for its flag
+    catalogue, /health and a running model's chat answer at once."""
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    slow = tmp_path / "vllm"
+    slow.write_text(f'#!/bin/sh\ncase "$*" in *--help*|*--version*) sleep 10;; esac\n'
+                    f'exec "{sys.executable}" "{STANDIN_VLLM}" "$@"\n')
+    slow.chmod(0o755)
+    config_dir = tmp_path / "configs"
+    config_dir.mkdir()
+    (config_dir / "settings.json").write_text(json.dumps({"log_dir": str(tmp_path / "logs"), "stop_grace": 2,
+                                                         "executables": {"vllm": str(slow)}}))
+    layers(config_dir, model("slow"), tiny_entry(tiny_model, name="other"))
+    with ProxyServer(config_dir) as server:
+        assert server.chat("other").status_code == 200  # running before the slow read begins
+        waiting = threading.Thread(target=server.chat, args=("slow",))
+        waiting.start()
+        try:
+            time.sleep(1)  # the slow model's request is now reading `vllm serve --help`
+            for _ in range(3):
+                began = time.monotonic()
+                assert server.http.get("/health").status_code == 200
+                assert server.chat("other").status_code == 200
+                assert time.monotonic() - began < 1.0  # the goal is 100 ms; a loaded CI machine gets slack
+            assert waiting.is_alive()  # the slow read was really going on meanwhile
+        finally:
+            waiting.join(60)

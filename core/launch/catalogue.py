@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache, cached_property
@@ -241,6 +242,7 @@ COMMITTED = Path(__file__).with_name("catalogues")
 READ_TIMEOUT = 30.0
 FAILED_READ_MEMORY = 60.0
 _memo: dict[str, Catalogue] = {}
+_reading: dict[str, threading.Lock] = {}  # one lock per program being read, by the same key
 _failed: dict[str, dict[str, Any]] = {}  # failed reads, by the same key
 
 
@@ -341,6 +343,13 @@ def catalogue_for(backend: str, executable: str | None) -> Catalogue | None:
     memo_key = json.dumps([backend, program, stamp])
     if memo_key in _memo:
         return _memo[memo_key]
+    with _reading.setdefault(memo_key, threading.Lock()):  # threads asking for one program share one read
+        if memo_key in _memo:
+            return _memo[memo_key]
+        return _read_installed(backend, program, real, stamp, memo_key)
+
+
+def _read_installed(backend: str, program: str, real: str, stamp: list[int], memo_key: str) -> Catalogue | None:
     reader = READERS[backend]
     cache = user_cache_dir() / "flags" / f"{backend}-{hashlib.sha1(real.encode()).hexdigest()[:16]}.json"
     try:

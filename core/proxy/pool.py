@@ -213,7 +213,7 @@ class BackendPool:
                 if name not in self.routes.by_name:
                     return
                 try:
-                    plan = self._plan(name)
+                    plan = await self._plan(name)
                     await self._start_exclusive(plan)
                 except ProxyError:
                     return  # recorded in failures; the next request tries again and gets the diagnosis
@@ -227,12 +227,14 @@ class BackendPool:
         group = exclusive_group(self.routes.by_name.get(name))
         return self._locks[f"group:{group}" if group else f"model:{name}"]
 
-    def _plan(self, name: str) -> LaunchPlan:
+    async def _plan(self, name: str) -> LaunchPlan:
+        """The model's launch plan, made in a worker thread: on a cache miss it runs the program's `--help` (seconds;
+        22 s for vLLM), during which every other request, `/health` and the admin calls must still be answered."""
         entry = self.routes.by_name.get(name)
         if entry is None:
             raise ProxyError(404, f"model {name!r} is no longer in the registry", "model_not_found")
         try:
-            return launch_plan(entry, self.settings)
+            return await asyncio.to_thread(launch_plan, entry, self.settings)
         except RegistryError as exc:
             raise ProxyError(503, f"model {name!r} cannot be started: {exc}", "backend_config_error",
                              model=name) from exc
@@ -271,12 +273,12 @@ class BackendPool:
             run.drained.set()
 
     async def _ensure(self, name: str, waiting_since: float) -> None:
-        self._plan(name)  # an entry that cannot launch fails before waiting for anything
+        await self._plan(name)  # an entry that cannot launch fails before waiting for anything
         async with self._lock(name):
             run = self.running.get(name)
             if run is not None and run.usable():
                 return
-            plan = self._plan(name)  # the served snapshot may have changed while we waited
+            plan = await self._plan(name)  # the served snapshot may have changed while we waited
             failure = self.failures.get(name)
             if failure and failure.at >= waiting_since and failure.signature == plan.signature:
                 raise failure.error  # the start this request waited for failed: same answer, no second try
@@ -352,7 +354,7 @@ class BackendPool:
     async def restart(self, name: str) -> Running:
         """Stop `name` if it runs, start it again and wait until it is ready (starts it when it was not running)."""
         async with self._lock(name):
-            plan = self._plan(name)
+            plan = await self._plan(name)
             if name in self.running:
                 await self._stop(name, drain=False, why="restart requested")
             await self._start_exclusive(plan)
