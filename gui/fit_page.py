@@ -28,7 +28,7 @@ if not base.get("known"):
     st.stop()
 
 native = base.get("native_context") or base["max_context"] or 4096
-top = max(native, base["max_context"], 1024)
+top = base.get("context_cap") or max(native, base["max_context"], 1024)  # the model's (rope-scaled) context
 slider_key = f"fit_context:{name}:{profile}"
 st.session_state.setdefault(slider_key, min(base.get("configured_context") or native, top))
 context = st.slider("Context (tokens)", 256, top, key=slider_key, step=256)
@@ -44,7 +44,8 @@ if fit["fits_context"]:
     st.success(f"Fits: {context:,} tokens leave {human_size(fit['free_bytes'])} free.", icon=":material/check:")
 else:
     st.error(f"Does not fit: {human_size(-fit['free_bytes'])} over the budget.", icon=":material/close:")
-st.markdown(f"Largest context that fits: **{fit['max_context']:,}** tokens · native context "
+st.markdown(f"Largest context: **{fit['max_context']:,}** tokens (capped by the {md(base['max_context_cap'])}) · "
+            "native context "
             f"**{fit['native_context'] or 'unknown'}** · configured **{fit['configured_context'] or 'none'}**")
 flag = fitting.context_flag(entry)
 suggested = fit.get("suggested_max_model_len")

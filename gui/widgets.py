@@ -202,8 +202,19 @@ def write_setting(name: str, value: Any, profile: str | None = None) -> None:  #
     except RegistryError as exc:
         st.session_state[SETTING_KEY] = ("error", f"Not saved: {exc}")
         return
-    st.session_state[SETTING_KEY] = ("success", f"Saved `{name}`{where} in settings.json (the proxy reads settings "
-                                                "when it starts: restart it to apply them there).")
+    report = reload_report(services.proxy(), services.registry().snapshot().revision)
+    services.proxy_changed()
+    saved = f"Saved `{name}`{where} in settings.json"
+    if not report.reachable:
+        st.session_state[SETTING_KEY] = ("success", f"{saved}; the proxy is not running ({report.error}): it reads "
+                                                    "settings when it starts.")
+    elif report.error:
+        st.session_state[SETTING_KEY] = ("error", f"{saved}, but the proxy could not use it: {report.error}")
+    else:
+        done = [f"restarted {', '.join(report.restarted)}"] if report.restarted else []
+        done += [f"{', '.join(report.stale)} restart when idle"] if report.stale else []
+        st.session_state[SETTING_KEY] = ("success", f"{saved}; the proxy applied it" + (
+            f" ({'; '.join(done)})" if done else " (running backends are unaffected; it applies at the next start)"))
 
 
 def show_setting_outcome() -> None:

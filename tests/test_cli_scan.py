@@ -9,6 +9,7 @@ import pytest
 
 from modelreg.cli.main import main
 from support import model_folders as mf
+from support.tiny_gguf import CONTEXT_LENGTH, write_tiny_gguf
 
 AWQ = "qwen2.5-vl-7b-instruct_(AWQ)"
 
@@ -90,3 +91,17 @@ def test_the_console_script(models, tmp_path):
     done = subprocess.run([sys.executable, "-m", "modelreg", "--config-dir", str(tmp_path / "c"), "scan",
                            str(models), "--json"], capture_output=True, text=True, check=True)
     assert len(json.loads(done.stdout)["models"]) == 2
+
+
+def test_fit_json_never_reports_more_than_the_native_context(tmp_path, capsys):
+    root = tmp_path / "models"
+    root.mkdir()
+    write_tiny_gguf(root / "tiny-llama-F32.gguf")
+    config = tmp_path / "configs"
+    run(capsys, "scan", root, "--config-dir", config)
+    name = json.loads((config / "model_registry.json").read_text())[0]["name"]
+    code, out, _ = run(capsys, "fit", name, "--gpu-mem", "24GiB", "--json", "--config-dir", config)
+    fit = json.loads(out)
+    assert code == 0 and fit["native_context"] == CONTEXT_LENGTH
+    assert fit["memory_context"] > CONTEXT_LENGTH  # the memory alone holds far more
+    assert fit["max_context"] == CONTEXT_LENGTH and fit["max_context_cap"] == "native context"

@@ -17,6 +17,7 @@ from modelreg.launch.advice.fit import (
     parse_size,
     tokens_that_fit,
 )
+from modelreg.launch.flags import extra_args_problems
 from modelreg.registry import Registry
 from support import model_folders as mf
 
@@ -84,7 +85,8 @@ def test_whole_estimate_against_a_non_gqa_vllm_run():
     entry = {"metadata": {"format": "safetensors", "architecture": arch_of(mf.LLAMA2_7B_CHAT),
                           "scan": {"weights_bytes": 13_476_839_424}}}  # the fp16 safetensors of Llama-2-7b
     fit = estimate(entry, "80GiB", 0.9)
-    assert fit["max_context"] == pytest.approx(7351 * BLOCK_TOKENS, rel=0.02)
+    assert fit["memory_context"] == pytest.approx(7351 * BLOCK_TOKENS, rel=0.02)
+    assert fit["max_context"] == 4096 and fit["max_context_cap"] == "native context"  # Llama-2's own limit
 
 
 def user_story_entry(extra_args: list[str] | None = None) -> dict:
@@ -167,3 +169,32 @@ def test_fit_summary_plans_for_the_active_profile(tmp_path):
     small = fit_summary(entry, Registry(tmp_path, profile="rtx4080").settings)
     assert (small["gpu_memory_bytes"], small["utilization"]) == (16 * GIB, 0.85)
     assert fit_summary(entry, Registry(tmp_path).settings, gpu_memory="48GiB")["gpu_memory_bytes"] == 48 * GIB
+
+
+TWO_K_ARCH = {"num_layers": 2, "num_kv_heads": 4, "head_dim": 16, "context_length": 2048}
+BIG_KV_ARCH = {"num_layers": 32, "num_kv_heads": 8, "head_dim": 128}
+
+
+@pytest.mark.parametrize("backend,rope_args,cap,cap_name", [
+    ("llama.cpp", [], 2048, "native context"),
+    ("llama.cpp", ["--rope-scale", "4"], 8192, "rope-scaled context"),
+    ("llama-cpp-python", ["--rope_freq_scale", "0.5"], 4096, "rope-scaled context"),
+    ("vllm", ["--hf-overrides", '{"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}'], 4096,
+     "rope-scaled context"),
+])
+def test_max_context_is_capped_at_the_native_or_rope_scaled_context(backend, rope_args, cap, cap_name):
+    entry = {"backend": backend, "metadata": {"format": "gguf", "architecture": TWO_K_ARCH},
+             "size_bytes": 1_000_000, "backend_config": {"extra_args": rope_args}}
+    fit = estimate(entry, "24GiB", 0.9)
+    assert fit["memory_context"] > 1_000_000  # the memory alone would hold millions of tokens
+    assert fit["max_context"] == cap and fit["max_context_cap"] == cap_name
+
+
+@pytest.mark.parametrize("backend", ["llama.cpp", "llama-cpp-python", "vllm"])
+def test_every_suggestion_passes_the_launch_check_of_its_backend(backend):
+    entry = {"backend": backend, "metadata": {"format": "gguf", "architecture": {**BIG_KV_ARCH,
+                                                                                  "context_length": 131072}},
+             "size_bytes": 1_000_000, "backend_config": {"extra_args": []}}
+    fit = estimate(entry, "8GiB", 0.9)
+    assert fit["suggested_args"], fit
+    assert not extra_args_problems(backend, fit["suggested_args"]).problems

@@ -297,6 +297,7 @@ def test_settings_page_switches_profile_and_shows_proxy_status(folder, proxy):
     at.button(key="profile_default").click().run()
     assert json.loads((folder / "settings.json").read_text())["active_profile"] == "rtx4080"
     assert Registry(folder).profile == "rtx4080" and not [b for b in at.button if b.key == "profile_default"]
+    assert any("the proxy applied it" in shown(s.value) for s in at.success)  # the running proxy reread settings
 
 
 def test_rescan_runs_in_the_background_and_stubs_new_models(folder, tmp_path, monkeypatch):

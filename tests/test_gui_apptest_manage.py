@@ -96,6 +96,7 @@ def test_settings_are_written_through_the_core_writer(folder, monkeypatch):
     assert settings_of(folder)["profiles"]["rtx4080"] == {
         "gpu_memory": "24GiB", "gpu_memory_utilization": 0.85, "port_range": [24001, 25100]}
     assert Registry(folder).settings.gpu_memory == "16GiB"  # the base setting is untouched
+    assert any("the proxy is not running" in shown(s.value) for s in at.success)  # the save says what applied it
 
 
 def test_model_folders_dry_run_then_apply(folder, tmp_path):

@@ -15,7 +15,7 @@ from modelreg.proxy.app import Proxy
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE
 from support import chat_body, wait_for
-from support.proxy_server import ProxyServer, alive, layers, model, recorded
+from support.proxy_server import ProxyServer, alive, layers, model, recorded, set_settings
 
 OOM_LINE = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of "
             "15.70 GiB of which 1.02 GiB is free.")  # as quoted in vllm-project/vllm issue threads
@@ -272,3 +272,29 @@ def test_role_routing_skips_deprecated_and_missing_and_breaks_ties_by_name():
     assert routes.resolve("role:chat") == "a"
     assert routes.resolve("role:caption") == "c"  # a boolean priority counts as 0, not 1
     assert routes.for_role("vision") is None
+
+
+def test_settings_json_is_live_restarting_only_backends_whose_launch_changed(registry_dir, standin_vllm, tmp_path):
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        assert server.chat("m").status_code == 200
+        before = server.backend("m")
+        set_settings(registry_dir, stop_grace=3)  # no backend's argv or environment changes: nothing restarts
+        wait_for(lambda: server.proxy.pool.settings.stop_grace == 3, what="settings.json reread")
+        assert "settings.json" in server.status()["last_reload"]["source"]
+        assert server.backend("m")["pid"] == before["pid"]
+
+        moved = tmp_path / "elsewhere" / "vllm"
+        moved.parent.mkdir()
+        moved.symlink_to(standin_vllm)
+        set_settings(registry_dir, executables={"vllm": str(moved)})  # the launch changed: that backend restarts
+        after = wait_for(lambda: (b := server.backend("m")) and b["pid"] != before["pid"] and b["ready"] and b,
+                         what="restart on the new executable")
+        assert after["argv"][0] == str(moved) and not alive(before["pid"])
+        assert server.chat("m").status_code == 200
+
+        (registry_dir / "settings.json").write_text('{"stop_grace": ')  # unusable: the last good settings stay
+        reload = wait_for(lambda: (r := server.status()["last_reload"]) and not r["ok"] and r, what="refusal")
+        assert "settings.json" in reload["error"] and "last good settings" in reload["error"]
+        assert server.proxy.pool.settings.executables["vllm"] == str(moved)
+        assert server.backend("m")["pid"] == after["pid"] and server.chat("m").status_code == 200

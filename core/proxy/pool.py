@@ -19,7 +19,8 @@ from modelreg.launch.running.supervisor import Backend, BackendStartError, Super
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.routing import EMPTY_ROUTES, Routes
 from modelreg.registry import Registry, Snapshot
-from modelreg.watch import RegistryWatcher
+from modelreg.settings import SETTINGS_FILE, load_settings
+from modelreg.watch import REGISTRY_FILES, RegistryWatcher
 
 EVENTS_KEPT = 100
 
@@ -112,7 +113,8 @@ class BackendPool:
                 self._swap(await asyncio.to_thread(self.registry.snapshot))
             except RegistryError:
                 pass
-        self._watcher = RegistryWatcher(self.registry.config_dir, self._files_changed, self.debounce).start()
+        self._watcher = RegistryWatcher(self.registry.config_dir, self._files_changed, self.debounce,
+                                        names=(*REGISTRY_FILES, SETTINGS_FILE)).start()
         self._spawn(self._reap_forever())
 
     async def shutdown(self) -> None:
@@ -141,11 +143,23 @@ class BackendPool:
         self.events.append({"at": _iso(time.time()), "model": model, "event": event, "detail": detail})
 
     # ---- reload ----------------------------------------------------------------------------------------------------
+    def _reread_settings(self) -> None:
+        """Take settings.json as it is now (for the registry's profile); a file that cannot be used raises
+        RegistryError and the last good settings stay."""
+        try:
+            settings = load_settings(self.registry.config_dir).for_profile(self.registry.profile)
+        except RegistryError as exc:
+            raise RegistryError(f"{exc} (the proxy keeps its last good settings)") from exc
+        self.settings = self.registry.settings = settings
+
     async def reload(self, source: str, restart_now: bool = False) -> dict[str, Any]:
-        """Rebuild the merged snapshot through the registry and serve it; invalid layers keep the previous one."""
+        """Reread settings.json, rebuild the merged snapshot through the registry and serve it; an unusable
+        settings file or invalid layers keep the previous ones. Backends whose launch (argv, environment) changed
+        under either are restarted; other setting changes apply at the next start."""
         async with self._reload_lock:
             began = time.perf_counter()
             try:
+                await asyncio.to_thread(self._reread_settings)
                 snapshot = await asyncio.to_thread(self.registry.rebuild)
             except (RegistryError, OSError) as exc:
                 problems = exc.problems if isinstance(exc, InvalidRegistry) else [str(exc)]

@@ -1,6 +1,7 @@
 """Fit estimate: weight memory and KV-cache bytes per token from discovered facts, and the largest context that fits."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modelreg.errors import BadInput
@@ -78,6 +79,38 @@ def _engine(entry: dict[str, Any]) -> tuple[str, str]:
     return "gguf", backend or LLAMA_CPP
 
 
+def _rope_factor(args: list[str], backend: str) -> float | None:
+    """The context scale factor a rope-scaling flag in extra_args sets, or None without one."""
+    def number(flag: str) -> float | None:
+        try:
+            value = flag_value(args, flag, backend)
+            return float(value) if value else None
+        except (ValueError, BadInput):
+            return None
+    if backend == VLLM:
+        try:  # vLLM takes rope scaling as a config override: --hf-overrides '{"rope_scaling": {"factor": 4, ...}}'
+            overrides = json.loads(flag_value(args, "--hf-overrides", backend) or "null")
+        except (ValueError, BadInput):
+            overrides = None
+        rope = overrides.get("rope_scaling") if isinstance(overrides, dict) else None
+        return float(rope["factor"]) if isinstance(rope, dict) and rope.get("factor") else None
+    scale = number("--rope-scale" if backend == LLAMA_CPP else "--rope_freq_scale")
+    if backend == LLAMA_CPP:
+        freq_scale = number("--rope-freq-scale")
+        return scale or (1 / freq_scale if freq_scale else None)
+    return 1 / scale if scale else None
+
+
+def context_cap(args: list[str], backend: str, native: int | None) -> tuple[int | None, str]:
+    """The largest context a model serves: its native context, or the rope-scaled one where extra_args scale it."""
+    if not native:
+        return None, "GPU memory"
+    factor = _rope_factor(args, backend)
+    if factor and factor > 1:
+        return int(native * factor), "rope-scaled context"
+    return int(native), "native context"
+
+
 def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -> dict[str, Any]:
     """The fit of one (merged or discovered) entry on a GPU of `gpu_memory` at `utilization`.
 
@@ -126,7 +159,11 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         result.update(known=False, reason=f"not enough facts: {' and '.join(missing)} unknown; run `modelreg scan`")
         return result
     kv_bytes = budget - weights - overhead
-    max_context = tokens_that_fit(kv_bytes, per_token)
+    memory_context = tokens_that_fit(kv_bytes, per_token)
+    cap, cap_name = context_cap(args, backend, native)
+    max_context = min(memory_context, cap) if cap else memory_context
+    result.update(memory_context=memory_context, context_cap=cap,
+                  max_context_cap=cap_name if cap and cap <= memory_context else "GPU memory")
     wanted = result["configured_context"] or native
     result.update(known=True, kv_cache_bytes=max(0, kv_bytes), max_context=max_context,
                   weights_fit=kv_bytes > 0,
@@ -137,7 +174,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
                             f"{human_size(budget)} budget; use a smaller quantization or a larger GPU")
     elif native and max_context < native and (suggested := suggested_context(max_context)):
         result["suggested_max_model_len"] = suggested
-        result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]
+        result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]  # the backend's own spelling
     return result
 
 
