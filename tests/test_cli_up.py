@@ -60,7 +60,7 @@ def up_then_stop(tmp_path, how):
                                timeout=60)
             assert reply.status_code == 200, reply.text  # the proxy started a backend
             family = psutil.Process(up.pid).children(recursive=True)
-            streamlit = next(p for p in family if "streamlit" in " ".join(p.cmdline()))
+            streamlit = next(p for p in family if "modelreg.gui.serve" in " ".join(p.cmdline()))
             assert streamlit.environ()[PROXY_URL_ENV] == f"http://127.0.0.1:{proxy_port}"  # the GUI knows where
             backend = next(p for p in family if "standin_vllm" in " ".join(p.cmdline()))
             if how == "sigterm":
