@@ -117,6 +117,9 @@ class Settings(BaseModel):
     cors_origins: list[str] = Field(
         default_factory=list, description="Browser origins (e.g. `http://localhost:3000`, or `*`) the proxy answers "
                                           "CORS preflights for; empty: none.")
+    list_aliases: bool = Field(
+        False, description="List each model alias in the proxy's `/v1/models` as a model of its own (as llama-swap's "
+                           "`includeAliasesInList`), so chat UIs offer it.")
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
     history_limit: int = Field(
