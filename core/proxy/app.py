@@ -608,6 +608,8 @@ def create_app(proxy: Proxy) -> Starlette:
               Route("/admin/restart/{model:path}", proxy.restart_endpoint, methods=["POST"]),
               Route("/admin/logs/{model:path}", proxy.logs_endpoint, methods=["GET"]),
               Route("/health", proxy.health, methods=["GET"])]
+    from modelreg.proxy.llama_swap_api import llama_swap_routes  # it builds on this module's Proxy
+    routes += llama_swap_routes(proxy)
     middleware = []
     if proxy.settings.cors_origins:  # without it a preflight gets no CORS headers (405)
         middleware.append(Middleware(CORSMiddleware, allow_origins=proxy.settings.cors_origins, allow_methods=["*"],
