@@ -84,7 +84,8 @@ def test_whole_estimate_against_a_non_gqa_vllm_run():
     entry = {"metadata": {"format": "safetensors", "architecture": arch_of(mf.LLAMA2_7B_CHAT),
                           "scan": {"weights_bytes": 13_476_839_424}}}  # the fp16 safetensors of Llama-2-7b
     fit = estimate(entry, "80GiB", 0.9)
-    assert fit["max_context"] == pytest.approx(7351 * BLOCK_TOKENS, rel=0.02)
+    assert fit["memory_max_context"] == pytest.approx(7351 * BLOCK_TOKENS, rel=0.02)
+    assert (fit["max_context"], fit["cap"]) == (4096, "native")  # Llama-2 takes 4,096 tokens, however much fits
 
 
 def user_story_entry(extra_args: list[str] | None = None) -> dict:
@@ -167,3 +168,13 @@ def test_fit_summary_plans_for_the_active_profile(tmp_path):
     small = fit_summary(entry, Registry(tmp_path, profile="rtx4080").settings)
     assert (small["gpu_memory_bytes"], small["utilization"]) == (16 * GIB, 0.85)
     assert fit_summary(entry, Registry(tmp_path).settings, gpu_memory="48GiB")["gpu_memory_bytes"] == 48 * GIB
+
+
+def test_max_context_is_capped_at_native_unless_a_rope_flag_scales_it():
+    entry = {"backend": "llama.cpp", "metadata": {"format": "gguf", "architecture": arch_of(mf.LLAMA2_7B_CHAT),
+                                                  "scan": {"weights_bytes": 13_476_839_424}}}
+    fit = estimate(entry, "80GiB", 0.9)
+    assert fit["max_context"] <= fit["native_context"] == 4096 and fit["cap"] == "native"
+    entry["backend_config"] = {"extra_args": ["--rope-scaling", "yarn", "--rope-scale", "4"]}
+    fit = estimate(entry, "80GiB", 0.9)
+    assert (fit["max_context"], fit["cap"]) == (4 * 4096, "rope-scaled")

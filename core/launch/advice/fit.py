@@ -1,6 +1,7 @@
 """Fit estimate: weight memory and KV-cache bytes per token from discovered facts, and the largest context that fits."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modelreg.errors import BadInput
@@ -126,7 +127,12 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         result.update(known=False, reason=f"not enough facts: {' and '.join(missing)} unknown; run `modelreg scan`")
         return result
     kv_bytes = budget - weights - overhead
-    max_context = tokens_that_fit(kv_bytes, per_token)
+    memory_context = tokens_that_fit(kv_bytes, per_token)
+    model_context = rope_scaled_context(native, args, backend)
+    max_context, cap = memory_context, "memory"
+    if native and model_context < memory_context:
+        max_context, cap = model_context, "rope-scaled" if model_context != native else "native"
+    result.update(memory_max_context=memory_context, cap=cap)
     wanted = result["configured_context"] or native
     result.update(known=True, kv_cache_bytes=max(0, kv_bytes), max_context=max_context,
                   weights_fit=kv_bytes > 0,
@@ -139,6 +145,24 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         result["suggested_max_model_len"] = suggested
         result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]
     return result
+
+
+def rope_scaled_context(native: int | None, args: list[str], backend: str) -> int:
+    """The most context the model takes: its native context, times the rope scaling a flag sets (llama.cpp's
+    `--rope-scale N` or `--rope-freq-scale 1/N`, vLLM's `--rope-scaling` JSON `factor`); 0 when native is unknown."""
+    if not native:
+        return 0
+    factor = 1.0
+    try:
+        if scale := flag_value(args, "--rope-scale", backend):
+            factor = float(scale)
+        elif freq := flag_value(args, "--rope-freq-scale", backend):
+            factor = 1 / float(freq)
+        elif (scaling := flag_value(args, "--rope-scaling", backend)) and scaling.lstrip().startswith("{"):
+            factor = float(json.loads(scaling).get("factor", 1))
+    except (ValueError, ZeroDivisionError, AttributeError):
+        factor = 1.0
+    return int(native * max(factor, 1.0))
 
 
 def fit_summary(entry: dict[str, Any], settings: Settings, gpu_memory: str | int | None = None,
