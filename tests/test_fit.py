@@ -17,6 +17,7 @@ from modelreg.launch.advice.fit import (
     parse_size,
     tokens_that_fit,
 )
+from modelreg.launch.backends import SPECS
 from modelreg.registry import Registry
 from support import model_folders as mf
 
@@ -178,3 +179,16 @@ def test_max_context_is_capped_at_native_unless_a_rope_flag_scales_it():
     entry["backend_config"] = {"extra_args": ["--rope-scaling", "yarn", "--rope-scale", "4"]}
     fit = estimate(entry, "80GiB", 0.9)
     assert (fit["max_context"], fit["cap"]) == (4 * 4096, "rope-scaled")
+
+
+@pytest.mark.parametrize("backend", ["vllm", "llama.cpp", "llama-cpp-python"])
+def test_every_suggestion_passes_the_launch_check_for_its_backend(backend):
+    from modelreg.launch.planning.checks import launch_problems
+    from modelreg.settings import Settings
+    entry = {"name": "m", "backend": backend, "metadata": {"format": "gguf", "architecture": arch_of(mf.LLAMA2_7B_CHAT),
+                                                           "scan": {"weights_bytes": 13_476_839_424}}}
+    fits = (estimate(entry, f"{gib}GiB", 0.9) for gib in range(14, 24))  # a GPU with room for < 4,096 tokens
+    fit = next(f for f in fits if "suggested_args" in f)
+    assert fit["suggested_args"][0] == SPECS[backend].context_flag
+    entry["backend_config"] = {"port": 24001, "extra_args": fit["suggested_args"]}
+    assert not [p.message for p in launch_problems(entry, Settings()) if p.error and p.field.endswith("extra_args")]
