@@ -105,7 +105,6 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     per_token = kv_bytes_per_token(arch, k_bytes, v_bytes)
     weights = scan.get("weights_bytes") or entry.get("size_bytes")
     native = arch.get("context_length")
-    configured = flag_value(args, SPECS[backend].context_flag, backend)
     vision = bool((entry.get("capabilities") or {}).get("vision"))
     overhead = OVERHEAD_BYTES[engine] + (VISION_OVERHEAD_BYTES if vision else 0)
     budget = int(gpu_bytes * utilization)
@@ -119,7 +118,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         "kv_cache_dtype": kv_dtype,
         "kv_bytes_per_token": per_token,
         "native_context": native,
-        "configured_context": int(configured) if configured and configured.isdigit() else None,
+        "configured_context": next(iter(context_places(entry).values()), None),
     }
     if not weights or not per_token:
         missing = [k for k, v in (("weights size", weights), ("KV layout (layers, KV heads, head dim)", per_token))
@@ -145,6 +144,29 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         result["suggested_max_model_len"] = suggested
         result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]
     return result
+
+
+CONTEXT_FIELD = "generation_defaults.context_window"
+
+
+def context_places(entry: dict[str, Any]) -> dict[str, int]:
+    """Each place that sets this entry's context, with its value: the context field and the backend's own context
+    flag in extra_args (`--ctx-size`/`-c`, `--max-model-len`, `--n_ctx`, Ollama's `--num-ctx`)."""
+    places: dict[str, int] = {}
+    window = (entry.get("generation_defaults") or {}).get("context_window")
+    if isinstance(window, (int, float)) and not isinstance(window, bool) and window > 0:
+        places[CONTEXT_FIELD] = int(window)
+    try:
+        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
+    except BadInput:
+        return places
+    extra = (entry.get("backend_config") or {}).get("extra_args")
+    if isinstance(extra, list):
+        flag = SPECS[backend].context_flag
+        value = flag_value([str(arg) for arg in extra], flag, backend)
+        if value and value.isdigit():
+            places[f"backend_config.extra_args {flag}"] = int(value)
+    return places
 
 
 def rope_scaled_context(native: int | None, args: list[str], backend: str) -> int:

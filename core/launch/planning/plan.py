@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelreg.errors import BadInput
-from modelreg.launch.advice.fit import fit_summary
+from modelreg.launch.advice.fit import CONTEXT_FIELD, context_places, fit_summary
 from modelreg.launch.backends import (
     LLAMA_CPP,
     LLAMA_CPP_PYTHON,
@@ -409,28 +409,6 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:
     """The argv that starts this entry (empty for Ollama, which runs in its daemon)."""
     return launch_plan(entry, settings).argv
-
-
-CONTEXT_FIELD = "generation_defaults.context_window"
-
-
-def context_places(entry: dict[str, Any]) -> dict[str, int]:
-    """Each place that sets this entry's context, with its value: the context field and the backend's own context
-    flag in extra_args (`--ctx-size`/`-c`, `--max-model-len`, `--n_ctx`, Ollama's `--num-ctx`)."""
-    places: dict[str, int] = {}
-    if _context_window(entry):
-        places[CONTEXT_FIELD] = int(_context_window(entry) or 0)
-    try:
-        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
-    except BadInput:
-        return places
-    extra = (entry.get("backend_config") or {}).get("extra_args")
-    if isinstance(extra, list):
-        flag = SPECS[backend].context_flag
-        value = flag_value([str(arg) for arg in extra], flag, backend)
-        if value and value.isdigit():
-            places[f"{EXTRA_ARGS} {flag}"] = int(value)
-    return places
 
 
 def context_conflict(name: str, entry: dict[str, Any]) -> str | None:
