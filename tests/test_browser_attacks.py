@@ -10,8 +10,7 @@ import httpx
 
 from support import free_port
 from support.gui_servers import CHROMIUM, browser_or_skip, start_proxy
-from support.real_backends import LLAMA_SERVER, clean_llama_env, require
-from support.tiny_gguf import tiny_entry, write_tiny_gguf
+from support.real_backends import clean_llama_env, llama_server_registry
 
 ATTACK = """async ([url, body, json]) => {
   try {
@@ -27,13 +26,7 @@ ATTACK = """async ([url, body, json]) => {
 
 def test_a_cross_origin_page_cannot_read_the_proxy_but_could_read_llama_server(tmp_path):
     sync_playwright = browser_or_skip()
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    (folder / "settings.json").write_text(json.dumps({
-        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
-    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny", extra_args=["-c", "512"]),
-             "backend": "llama.cpp"}
-    (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
+    folder = llama_server_registry(tmp_path, ["-c", "512"])
     site = tmp_path / "evil"
     site.mkdir()
     (site / "index.html").write_text("<!doctype html><title>another site</title>")

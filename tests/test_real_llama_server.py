@@ -26,7 +26,7 @@ from modelreg.registry import Registry
 from modelreg.settings import Settings
 from support import free_port, wait_for
 from support.gui_servers import modelreg, start_proxy
-from support.real_backends import LLAMA_SERVER, clean_llama_env, require
+from support.real_backends import LLAMA_SERVER, clean_llama_env, llama_server_registry, require
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
 pytestmark = pytest.mark.llama_server
@@ -215,13 +215,7 @@ def test_more_clients_than_slots_through_the_proxy_keep_the_backends_pace(tmp_pa
     """20 clients at once against `-np 4` (a few Open WebUI users, a batch script): each wave through the proxy takes
     about what it takes straight to the server. A proxy that sent requests on upstream connections no server thread
     reads would wait for a keep-alive to run out (seconds), far beyond the server's own time for a wave."""
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    (folder / "settings.json").write_text(json.dumps({
-        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
-    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny", extra_args=["-c", "4096", "-np", "4"]),
-             "backend": "llama.cpp"}
-    (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
+    folder = llama_server_registry(tmp_path, ["-c", "4096", "-np", "4"])
     proxy = start_proxy(folder, free_port(), tmp_path, env=clean_llama_env())
     try:
         _waves(proxy.url, "tiny", 1)  # starts the backend
@@ -236,13 +230,7 @@ def test_a_web_pages_fetch_gets_no_readable_answer_through_the_proxy(tmp_path):
     """The issue's attack, against the real llama-server (which copies any Origin into Access-Control-Allow-Origin):
     a text/plain POST is refused before a model starts; a JSON one (which a browser sends only after a preflight the
     proxy does not grant) comes back without the server's CORS header, so the page cannot read it."""
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    (folder / "settings.json").write_text(json.dumps({
-        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
-    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny", extra_args=["-c", "512"]),
-             "backend": "llama.cpp"}
-    (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
+    folder = llama_server_registry(tmp_path, ["-c", "512"])
     proxy = start_proxy(folder, free_port(), tmp_path, env=clean_llama_env())
     body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     evil = {"Origin": "http://evil.example"}

@@ -34,3 +34,19 @@ def vllm_env() -> dict[str, str]:
 def clean_llama_env() -> dict[str, str]:
     """The environment without llama.cpp's LLAMA_ARG_* settings, so that only the argv configures llama-server."""
     return {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
+
+
+def llama_server_registry(tmp_path: Path, extra_args: list[str], name: str = "tiny") -> Path:
+    """A registry folder (tmp_path/configs) with one model, the tiny GGUF, served by the real llama-server."""
+    import json
+
+    from support.tiny_gguf import tiny_entry, write_tiny_gguf
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
+    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name=name, extra_args=extra_args),
+             "backend": "llama.cpp"}
+    (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
+    return folder
