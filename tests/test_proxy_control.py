@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelreg.proxy.client import ProxyAdmin, ProxyRefused
+from modelreg.proxy.client import ProxyAdmin, ProxyRefused, ProxyUnreachable
 from support import chat_body, free_port, wait_for
 from support.gui_servers import ProxyProcess
 from support.proxy_server import ProxyServer, alive, layers, model, recorded, set_settings
@@ -335,3 +335,26 @@ def test_unloading_a_real_llama_cpp_python_mid_stream_ends_the_stream_with_an_er
             rest = [line for line in lines if line.startswith("data: ")]
     assert json.loads(first[6:])["choices"]
     assert rest[-1] == "data: [DONE]" and "error" in json.loads(rest[-2][6:]), rest[-3:]
+
+
+def test_another_program_on_the_proxy_port_is_not_taken_for_the_proxy(tmp_path):
+    """A port that answers, but not as a modelreg proxy (a backend, a GUI): a clear error, not a JSON traceback."""
+    import http.server
+
+    class Plain(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>something else</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        admin = ProxyAdmin(f"http://127.0.0.1:{server.server_port}", tmp_path, timeout=10)
+        with pytest.raises(ProxyUnreachable, match="not a modelreg proxy"):
+            admin.status()
+    finally:
+        server.shutdown()

@@ -77,7 +77,11 @@ class ProxyAdmin:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         self._check(reply, path)
-        return reply.json()
+        try:
+            return reply.json()
+        except ValueError:  # another program on that port (a backend, a GUI): not a modelreg proxy
+            raise ProxyUnreachable(f"what answers at {self.url}{path} is not a modelreg proxy (HTTP "
+                                   f"{reply.status_code}, not JSON); check proxy_url") from None
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "/admin/status")
