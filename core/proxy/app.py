@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from modelreg.errors import BadInput, UnknownModel
-from modelreg.launch.planning.plan import served_context
+from modelreg.launch.planning.plan import per_request_context, served_context
 from modelreg.launch.running.logs import LogFollower, read_tail
 from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
@@ -213,19 +213,26 @@ class Proxy:
                              headers={"WWW-Authenticate": "Bearer"})
 
     # ---- models -----------------------------------------------------------------------------------------------------
-    def _model_object(self, entry: dict) -> dict[str, Any]:
+    def _model_object(self, entry: dict, listed_as: str | None = None) -> dict[str, Any]:
+        """The model as /v1/models lists it; `listed_as`: an alias listed as a model of its own."""
         name = entry["name"]
         run = self.pool.running.get(name)
-        return {"id": name, "object": "model", "created": int(self.pool.loaded_at or 0), "owned_by": "modelreg",
+        return {"id": listed_as or name, "object": "model", "created": int(self.pool.loaded_at or 0),
+                "owned_by": "modelreg", "name": entry.get("display_name") or name,
                 "aliases": self.pool.routes.aliases_of.get(name, []), "roles": roles_of(entry),
                 "backend": entry.get("backend"), "display_name": entry.get("display_name"),
-                "running": bool(run and run.ready), "context_length": served_context(entry),
+                "running": bool(run and run.ready), "context_length": per_request_context(entry),
+                "max_context": served_context(entry),
                 "capabilities": {key: bool(get_path(entry, f"capabilities.{key}")) for key in CAPABILITIES}}
 
     async def list_models(self, request: Request) -> Response:
         self._check_api_key(request)
         routes = self.pool.routes
-        data = [self._model_object(entry) for entry in routes.snapshot.entries if not entry.get("deprecated")]
+        listed = [entry for entry in routes.snapshot.entries if not entry.get("deprecated")]
+        data = [self._model_object(entry) for entry in listed]
+        if self.settings.list_aliases:
+            data += [self._model_object(entry, alias) for entry in listed
+                     for alias in routes.aliases_of.get(entry["name"], [])]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json",
                         headers={"x-modelreg-revision": routes.revision})
 
