@@ -628,6 +628,8 @@ def create_app(proxy: Proxy, bound: str = "127.0.0.1") -> Starlette:
               Route("/admin/restart/{model:path}", proxy.restart_endpoint, methods=["POST"]),
               Route("/admin/logs/{model:path}", proxy.logs_endpoint, methods=["GET"]),
               Route("/health", proxy.health, methods=["GET"])]
+    from modelreg.proxy.llama_swap_api import llama_swap_routes  # it builds on this module's Proxy
+    routes += llama_swap_routes(proxy)
     middleware = [Middleware(HostGuard, bound=bound, allowed=proxy.settings.allowed_hosts)]
     if proxy.settings.cors_origins:  # without it a preflight gets no CORS headers (405)
         middleware.append(Middleware(CORSMiddleware, allow_origins=proxy.settings.cors_origins, allow_methods=["*"],
