@@ -28,7 +28,7 @@ def test_llama_swap_paths_against_the_real_llama_server(tmp_path):
     (folder / "settings.json").write_text(json.dumps({
         "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "proxy_api_keys": ["sk-swap"],
         "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
-    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny", extra_args=["-c", "512"]),
+    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf", fim=True), name="tiny", extra_args=["-c", "512"]),
              "backend": "llama.cpp", "display_name": "Tiny"}
     (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
     proxy = start_proxy(folder, free_port(), tmp_path, env=clean_llama_env())
@@ -50,7 +50,8 @@ def test_llama_swap_paths_against_the_real_llama_server(tmp_path):
         infill = {"input_prefix": "def add(a, b):\n    return ", "input_suffix": "\n", "n_predict": 8,
                   "temperature": 0, "seed": 1, "cache_prompt": False}
         through = http.post("/infill", json={"model": "tiny", **infill}, headers=KEY)
-        assert through.headers["x-modelreg-model"] == "tiny"
+        assert through.status_code == 200 and through.headers["x-modelreg-model"] == "tiny"
+        assert through.json()["content"]  # the completion llama-server wrote between prefix and suffix
         assert without_timings(through) == without_timings(direct.post("/infill", json=infill))
         tokens = http.post("/tokenize", json={"model": "tiny", "content": "hello world"}, headers=KEY)
         assert tokens.status_code == 200 and tokens.json() == direct.post(
