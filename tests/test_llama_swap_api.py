@@ -63,6 +63,10 @@ def test_llama_swap_paths_against_the_real_llama_server(tmp_path):
             without_timings(direct.post("/completion", json=completion))
         direct.close()
 
+        for method, path in (("GET", "/unload"), ("POST", "/api/models/unload/tiny")):  # a page on another site
+            attack = http.request(method, path, headers={**KEY, "Sec-Fetch-Site": "cross-site"})
+            assert attack.status_code == 403, path
+        assert [r["model"] for r in http.get("/running", headers=KEY).json()["running"]] == ["tiny"]
         assert http.post("/api/models/unload/tiny", headers=KEY).text == "OK"
         assert http.get("/running", headers=KEY).json() == {"running": []}
         assert http.get("/upstream/tiny/health", headers=KEY).status_code == 200
