@@ -25,7 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 from yarl import URL
 
 from modelreg.errors import BadInput, UnknownModel
@@ -36,6 +36,7 @@ from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.guard import HostGuard
 from modelreg.proxy.pool import BackendPool, Running
+from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
 from modelreg.proxy.routing import roles_of, with_generation_defaults
 from modelreg.proxy.token import ensure_admin_token
 from modelreg.registry import Registry
@@ -51,12 +52,6 @@ ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v
                 "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
 ROUTED_PREFIXES = ("/v1/audio/", "/v1/images/")
 DEFAULTS_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})  # where generation_defaults apply
-# Not passed on: hop-by-hop, set again by the server or the upstream client, or the proxy's own credentials.
-DROPPED_REQUEST_HEADERS = frozenset({"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
-                                     "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
-                                     "authorization", "x-api-key", "cookie", "origin", "referer"})
-DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date",
-                                   "server"})
 LOG_FOLLOW_INTERVAL = 0.25
 
 
@@ -142,46 +137,6 @@ class Call:
     form: FormData | None = None  # the multipart body (audio)
     model: str = ""  # as the client wrote it
     stream: bool = False
-
-
-class Exchange:
-    """One request's hold on its model: counted against max_concurrency from the start, then its backend and upstream
-    response; `close` gives everything back exactly once (also when the client leaves or a stream breaks)."""
-
-    def __init__(self, pool: BackendPool, name: str):
-        pool.admit(name)
-        self.pool, self.name = pool, name
-        self.run: Running | None = None
-        self.upstream: aiohttp.ClientResponse | None = None
-        self.closed = False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.upstream is not None:
-            if self.upstream.content.at_eof():
-                self.upstream.release()
-            else:
-                self.upstream.close()  # drops the connection: the backend sees its client leave and aborts
-        if self.run is not None:
-            self.pool.release(self.run)
-        self.pool.leave(self.name)
-
-
-class RelayResponse(StreamingResponse):
-    """A relayed stream whose Exchange is closed when the response ends, however it ends (even before its first
-    chunk, when the client left at once)."""
-
-    def __init__(self, exchange: Exchange, content: AsyncIterator[bytes], status_code: int, headers: dict[str, str]):
-        super().__init__(content, status_code=status_code, headers=headers)
-        self.exchange = exchange
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.exchange.close()
 
 
 class Proxy:

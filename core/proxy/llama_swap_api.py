@@ -1,7 +1,7 @@
 """llama-swap's paths on the proxy (`/running`, `/unload`, `/upstream/...`) and llama-server's native routes."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import Any, AsyncIterator
 
 import aiohttp
 import orjson
@@ -12,9 +12,7 @@ from yarl import URL
 
 from modelreg.errors import UnknownModel
 from modelreg.proxy.errors import ProxyError
-
-if TYPE_CHECKING:
-    from modelreg.proxy.app import Proxy
+from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
 
 # llama-server's own routes: routed by the body's `model`, or by `?model=` (then passed through as they are)
 NATIVE_POST_PATHS = ("/infill", "/completion", "/tokenize", "/detokenize", "/rerank", "/reranking")
@@ -22,7 +20,7 @@ NATIVE_GET_PATHS = ("/props",)
 PASSED_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def llama_swap_routes(proxy: Proxy) -> list[Route]:
+def llama_swap_routes(proxy: Any) -> list[Route]:  # modelreg.proxy.app.Proxy, which registers these routes
     """The routes, each taking the proxy's API keys as /v1 does (the /admin/* equivalents keep the admin token)."""
     api = LlamaSwapApi(proxy)
     return [*(Route(path, api.native, methods=["POST"]) for path in NATIVE_POST_PATHS),
@@ -35,7 +33,7 @@ def llama_swap_routes(proxy: Proxy) -> list[Route]:
 
 
 class LlamaSwapApi:
-    def __init__(self, proxy: Proxy):
+    def __init__(self, proxy: Any):
         self.proxy = proxy
 
     async def running(self, request: Request) -> Response:
@@ -91,7 +89,6 @@ class LlamaSwapApi:
         return self.proxy._resolve(self.proxy.pool.routes, parts[0]), "/".join(parts[1:])  # its 404
 
     async def _pass(self, request: Request, name: str, path: str) -> Response:
-        from modelreg.proxy.app import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
         body = await self.proxy._read_body(request)
         exchange = Exchange(self.proxy.pool, name)
         relaying = False
