@@ -34,7 +34,7 @@ from modelreg.launch.running.logs import LogFollower, read_tail
 from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError, error_body
-from modelreg.proxy.guard import HostGuard
+from modelreg.proxy.guard import HostGuard, SiteGuard
 from modelreg.proxy.pool import BackendPool, Running
 from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
 from modelreg.proxy.routing import roles_of, with_generation_defaults
@@ -585,7 +585,8 @@ def create_app(proxy: Proxy, bound: str = "127.0.0.1") -> Starlette:
               Route("/health", proxy.health, methods=["GET"])]
     from modelreg.proxy.llama_swap_api import llama_swap_routes  # it builds on this module's Proxy
     routes += llama_swap_routes(proxy)
-    middleware = [Middleware(HostGuard, bound=bound, allowed=proxy.settings.allowed_hosts)]
+    middleware = [Middleware(HostGuard, bound=bound, allowed=proxy.settings.allowed_hosts),
+                  Middleware(SiteGuard, allowed_origins=proxy.settings.cors_origins)]
     if proxy.settings.cors_origins:  # without it a preflight gets no CORS headers (405)
         middleware.append(Middleware(CORSMiddleware, allow_origins=proxy.settings.cors_origins, allow_methods=["*"],
                                      allow_headers=["*"], expose_headers=["x-modelreg-model", "x-modelreg-revision"],
