@@ -63,6 +63,7 @@ class Settings(BaseModel):
     # the registry folder these settings were read from: relative paths in entries (chat_template.path) are resolved
     # against it, the same way by every process whatever its current folder (None: Settings() made in code)
     _registry_folder: Path | None = PrivateAttr(default=None)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @property
     def registry_folder(self) -> Path | None:
@@ -149,6 +150,11 @@ class Settings(BaseModel):
         return value
 
     @property
+    def load_warnings(self) -> list[str]:
+        """What loading the file skipped (bad host entries), each with where and why."""
+        return list(self._warnings)
+
+    @property
     def proxy_port(self) -> int:
         """The port of proxy_url: where `modelreg proxy` binds and the GUI finds it."""
         return urlsplit(self.proxy_url).port or DEFAULT_PROXY_PORT
@@ -164,6 +170,7 @@ class Settings(BaseModel):
         except ValidationError as exc:
             raise BadInput(f"settings profile {profile!r}: {exc.errors()[0]['msg']}") from exc
         settings._registry_folder = self._registry_folder
+        settings._warnings = self._warnings
         return settings
 
 
@@ -181,12 +188,39 @@ def _read_settings(path: Path) -> Settings:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}; fix the file and retry") from exc
+    bad_hosts = _drop_bad_hosts(path, data)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise BadInput(f"{path}: setting {field!r}: {first['msg']}") from exc
+    settings._warnings = bad_hosts
+    return settings
+
+
+def _drop_bad_hosts(path: Path, data: Any) -> list[str]:
+    """Remove from `data` each entry of `hosts` that is not a valid host, and say why: one bad host is a warning,
+    the other hosts and settings still apply."""
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    if not isinstance(hosts, dict):
+        return []
+    warnings = []
+    for position, (name, entry) in enumerate(list(hosts.items())):
+        reason = None
+        if not HOST_NAME.match(str(name)):
+            reason = "use letters, digits, '.', '_' or '-' in a host name"
+        else:
+            try:
+                Host.model_validate(entry)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first["loc"])
+                reason = f"{field + ': ' if field else ''}{first['msg']}"
+        if reason:
+            del hosts[name]
+            warnings.append(f"{path}: hosts entry {position} ({name!r}) ignored: {reason}; fix or remove it")
+    return warnings
 
 
 class _Default:

@@ -3,6 +3,7 @@ backend they started (no orphan process, no held port), and so does SIGHUP (a cl
 stops its Streamlit child on SIGTERM or SIGHUP."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -41,11 +42,16 @@ def test_up_starts_both_and_stops_everything(tmp_path, how):
 
 
 def test_sighup_to_up_stops_backends(tmp_path):
-    up_then_stop(tmp_path, "sighup")  # the terminal closed: SIGHUP to its foreground group
+    up_then_stop(tmp_path, "sighup", bad_host=True)  # the terminal closed: SIGHUP to its foreground group
 
 
-def up_then_stop(tmp_path, how):
+def up_then_stop(tmp_path, how, bad_host=False):
     folder = gui_registry(tmp_path / "configs", proxy_port=free_port())
+    if bad_host:  # one bad host entry is a warning: `up` still starts, with the good hosts
+        settings_path = folder / "settings.json"
+        settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+        settings["hosts"] = {"gpu-a": {"url": "http://127.0.0.1:9"}, "gpu-b": {"profile": "a6000"}}
+        settings_path.write_text(json.dumps(settings))
     gui_port, proxy_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
     log_path = tmp_path / "up.log"
@@ -54,6 +60,8 @@ def up_then_stop(tmp_path, how):
         try:
             wait_for(lambda: "GUI:" in log_path.read_text(), timeout=150, what="modelreg up's URLs", interval=0.2)
             text = log_path.read_text()
+            if bad_host:
+                assert "warning:" in text and "hosts entry 1 ('gpu-b') ignored: url" in text, text
             assert f"GUI:   http://127.0.0.1:{gui_port}" in text and f"proxy: http://127.0.0.1:{proxy_port}/v1" in text
             assert httpx.get(f"http://127.0.0.1:{gui_port}/_stcore/health").text == "ok"
             reply = httpx.post(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", json=chat_body(STORY_MODEL),

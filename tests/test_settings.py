@@ -92,3 +92,19 @@ def test_a_bad_gpu_memory_in_the_file_is_reported_on_load(tmp_path):
 def test_the_proxy_port_comes_from_proxy_url():
     assert Settings().proxy_port == 8100 and Settings(proxy_url="http://gpu-b:9000/").proxy_port == 9000
     assert Settings(proxy_url="http://gpu-b").proxy_port == 8100  # a hand-written URL without one: the default
+
+
+def test_a_bad_host_entry_is_a_warning_and_the_good_hosts_stay(tmp_path):
+    (tmp_path / "settings.json").write_text(json.dumps({"hosts": {
+        "gpu-a": {"url": "http://gpu-a:8100"},
+        "gpu-b": {"url": "http://gpu-b:8100", "colour": "red"},
+        "bad name": {"url": "http://gpu-c:8100"},
+    }, "idle_ttl": 30}))
+    settings = load_settings(tmp_path)
+    assert list(settings.hosts) == ["gpu-a"]
+    assert settings.idle_ttl == 30
+    warnings = settings.load_warnings
+    assert len(warnings) == 2
+    assert "hosts entry 1 ('gpu-b')" in warnings[0] and "colour" in warnings[0]
+    assert "hosts entry 2 ('bad name')" in warnings[1] and "host name" in warnings[1]
+    assert settings.for_profile(None).load_warnings == warnings

@@ -324,6 +324,9 @@ def check_config(name: str, backend: str, entry: dict[str, Any], settings: Setti
     checked = CheckedConfig(problems, catalogue, parsed)
     if parsed.errors:
         return checked
+    conflict = context_conflict(name, entry)
+    if conflict:
+        problems.append(LaunchProblem(CONTEXT_FIELD, conflict))
     checked.extra = [str(arg) for arg in config.get("extra_args") or []]
     try:
         checked.template = chat_template_file(name, backend, entry, settings)
@@ -406,6 +409,38 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:
     """The argv that starts this entry (empty for Ollama, which runs in its daemon)."""
     return launch_plan(entry, settings).argv
+
+
+CONTEXT_FIELD = "generation_defaults.context_window"
+
+
+def context_places(entry: dict[str, Any]) -> dict[str, int]:
+    """Each place that sets this entry's context, with its value: the context field and the backend's own context
+    flag in extra_args (`--ctx-size`/`-c`, `--max-model-len`, `--n_ctx`, Ollama's `--num-ctx`)."""
+    places: dict[str, int] = {}
+    if _context_window(entry):
+        places[CONTEXT_FIELD] = int(_context_window(entry) or 0)
+    try:
+        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
+    except BadInput:
+        return places
+    extra = (entry.get("backend_config") or {}).get("extra_args")
+    if isinstance(extra, list):
+        flag = SPECS[backend].context_flag
+        value = flag_value([str(arg) for arg in extra], flag, backend)
+        if value and value.isdigit():
+            places[f"{EXTRA_ARGS} {flag}"] = int(value)
+    return places
+
+
+def context_conflict(name: str, entry: dict[str, Any]) -> str | None:
+    """The message when the entry's two context places are both set and differ (one would silently win)."""
+    places = context_places(entry)
+    if len(places) < 2 or len(set(places.values())) == 1:
+        return None
+    both = " and ".join(f"{where} is {value}" for where, value in places.items())
+    return (f"model {name!r}: two places set the context and differ: {both}; keep one of them, or make them "
+            "agree")
 
 
 def served_context(entry: dict[str, Any]) -> int | None:
