@@ -176,3 +176,26 @@ def test_profile_overriding_one_executable_keeps_the_others(tmp_path, capsys):
         assert shlex.split(run(capsys, "--config-dir", folder, *chosen, "launch-cmd", "big")[1])[0] == vllm
         small = shlex.split(run(capsys, "--config-dir", folder, *chosen, "launch-cmd", "small")[1])
         assert small[0] == "/opt/llama/llama-server"
+
+
+def test_two_context_places_that_differ_exit_2_naming_both(tmp_path, capsys):
+    """`set` refuses a context field that disagrees with the context flag (nothing written); written by hand,
+    `validate` exits 2 naming both places and values; when they agree, both accept it."""
+    folder = upstream_here(tmp_path / "configs")
+    assert run(capsys, "--config-dir", folder, "set", AWQ, "backend_config.extra_args", "--",
+               "--max-model-len 512")[0] == 0
+    curated = (folder / CURATED_FILE).read_bytes()
+    code, _, err = run(capsys, "--config-dir", folder, "set", AWQ, "generation_defaults.context_window", "1024")
+    both = "generation_defaults.context_window is 1024 and backend_config.extra_args --max-model-len is 512"
+    assert code == 2 and both in err
+    assert (folder / CURATED_FILE).read_bytes() == curated
+    entries = json.loads(curated)
+    entry = next(e for e in entries if e["name"] == AWQ and "profile" not in e)
+    entry.setdefault("generation_defaults", {})["context_window"] = 1024
+    (folder / CURATED_FILE).write_text(json.dumps(entries))
+    assert run(capsys, "--config-dir", folder, "rebuild")[0] == 0
+    code, _, err = run(capsys, "--config-dir", folder, "validate")
+    assert code == 2 and both in err
+    assert run(capsys, "--config-dir", folder, "set", AWQ, "generation_defaults.context_window", "512")[0] == 0
+    code, _, err = run(capsys, "--config-dir", folder, "validate")
+    assert both not in err and "two places set the context" not in err, err

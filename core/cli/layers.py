@@ -60,7 +60,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         say(f"fit: unknown ({fit.get('reason')})")
 
 
-LAUNCH_FIELDS = ("backend", "backend_config", "chat_template")
+LAUNCH_FIELDS = ("backend", "backend_config", "chat_template", "generation_defaults")
 
 
 def check_launch_change(registry: "Registry", name: str, changes: dict, profile: str | None) -> None:
