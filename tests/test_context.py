@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelreg.launch.planning.plan import CONTEXT_FIELD, context_conflict, context_places
+from modelreg.launch.advice.fit import CONTEXT_FIELD, context_places
+from modelreg.launch.planning.plan import context_conflict
 
 
 @pytest.mark.parametrize("backend, args", [
@@ -27,3 +28,13 @@ def test_the_field_alone_is_the_one_place():
     entry = {"name": "m", "backend": "vllm", "generation_defaults": {"context_window": 4096}}
     assert context_places(entry) == {CONTEXT_FIELD: 4096}
     assert context_conflict("m", entry) is None
+
+
+def test_fit_reports_the_context_from_either_place():
+    from modelreg.launch.advice.fit import estimate
+    entry = {"name": "m", "backend": "llama.cpp", "generation_defaults": {"context_window": 1024},
+             "metadata": {"architecture": {"context_length": 2048}}}
+    assert estimate(entry, "16GiB", 0.9)["configured_context"] == 1024
+    entry = {"name": "m", "backend": "llama.cpp", "backend_config": {"extra_args": ["-c", "512"]},
+             "metadata": {"architecture": {"context_length": 2048}}}
+    assert estimate(entry, "16GiB", 0.9)["configured_context"] == 512

@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from modelreg.errors import BadInput
-from modelreg.launch.backends import LLAMA_CPP, SPECS, VLLM, canonical_backend
+from modelreg.launch.backends import LLAMA_CPP, OLLAMA, SPECS, VLLM, canonical_backend
 from modelreg.launch.flags import flag_value
 from modelreg.settings import Settings
 from modelreg.values import human_size, parse_size
@@ -137,7 +137,6 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
     per_token = kv_bytes_per_token(arch, k_bytes, v_bytes)
     weights = scan.get("weights_bytes") or entry.get("size_bytes")
     native = arch.get("context_length")
-    configured = flag_value(args, SPECS[backend].context_flag, backend)
     vision = bool((entry.get("capabilities") or {}).get("vision"))
     overhead = OVERHEAD_BYTES[engine] + (VISION_OVERHEAD_BYTES if vision else 0)
     budget = int(gpu_bytes * utilization)
@@ -151,7 +150,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         "kv_cache_dtype": kv_dtype,
         "kv_bytes_per_token": per_token,
         "native_context": native,
-        "configured_context": int(configured) if configured and configured.isdigit() else None,
+        "configured_context": effective_context(entry),
     }
     if not weights or not per_token:
         missing = [k for k, v in (("weights size", weights), ("KV layout (layers, KV heads, head dim)", per_token))
@@ -176,6 +175,51 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
         result["suggested_max_model_len"] = suggested
         result["suggested_args"] = [SPECS[backend].context_flag, str(suggested)]  # the backend's own spelling
     return result
+
+
+CONTEXT_FIELD = "generation_defaults.context_window"
+OLLAMA_CONTEXT_OPTION = "generation_defaults.num_ctx"  # Ollama takes generation_defaults it knows as options
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def context_places(entry: dict[str, Any]) -> dict[str, int]:
+    """Each place that sets this entry's context, with its value: the context field, the backend's own context flag in
+    extra_args (`--ctx-size`/`-c`, `--max-model-len`, `--n_ctx`, Ollama's `--num-ctx`) and Ollama's `num_ctx`."""
+    places: dict[str, int] = {}  # in the order the launch applies them: the last one set is what the backend takes
+    defaults = entry.get("generation_defaults") or {}
+    try:
+        backend: str | None = canonical_backend(entry.get("backend"), entry.get("name") or "?")
+    except BadInput:
+        backend = None
+    if backend == OLLAMA and (num_ctx := _positive_int(defaults.get("num_ctx"))):
+        places[OLLAMA_CONTEXT_OPTION] = num_ctx
+    if window := _positive_int(defaults.get("context_window")):
+        places[CONTEXT_FIELD] = window
+    if backend is None:
+        return places
+    extra = (entry.get("backend_config") or {}).get("extra_args")
+    if isinstance(extra, list):
+        flag = SPECS[backend].context_flag
+        try:
+            value = _positive_int(flag_value([str(arg) for arg in extra], flag, backend))
+        except BadInput:
+            value = None
+        if value:
+            places[f"backend_config.extra_args {flag}"] = value
+    return places
+
+
+def effective_context(entry: dict[str, Any]) -> int | None:
+    """The entry's one configured context, as the editor, `fit`, the launch, /v1/models and the exports report it:
+    the value of its context places (they agree, or one is set); where they differ (an error the launch check names),
+    the one the backend would take, its flag in extra_args. None when no place sets it."""
+    places = context_places(entry)
+    return list(places.values())[-1] if places else None
 
 
 def fit_summary(entry: dict[str, Any], settings: Settings, gpu_memory: str | int | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelreg.errors import BadInput
-from modelreg.launch.advice.fit import fit_summary
+from modelreg.launch.advice.fit import CONTEXT_FIELD, context_places, effective_context, fit_summary
 from modelreg.launch.backends import (
     LLAMA_CPP,
     LLAMA_CPP_PYTHON,
@@ -104,11 +104,6 @@ def _served_model_id(entry: dict) -> str | None:
     return value if isinstance(value, str) and value.strip() and value not in ("None", "null") else None
 
 
-def _context_window(entry: dict) -> int | None:
-    value = get_path(entry, "generation_defaults.context_window")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
-
-
 def _model_file(name: str, backend: str, model_path: Any) -> str:
     if not isinstance(model_path, str) or not model_path:
         raise BadInput(f"model {name!r} has no backend_config.model_path; set it with "
@@ -162,8 +157,8 @@ def _ollama_options(name: str, entry: dict, extra_args: list[str]) -> dict[str, 
     for key, value in defaults.items():
         if key in known and value is not None:
             options[key] = value
-    if _context_window(entry):
-        options["num_ctx"] = _context_window(entry)
+    if context := effective_context(entry):
+        options["num_ctx"] = context
     index = 0
     while index < len(extra_args):
         token = extra_args[index]
@@ -376,7 +371,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
     def unset(flag: str) -> bool:  # extra_args win over what the launcher would add for the same flag
         return not given.has(flag)
 
-    context = _context_window(entry) if unset(spec.context_flag) else None
+    context = effective_context(entry) if unset(spec.context_flag) else None
     if backend == VLLM:
         argv = [executable, "serve", model_file, "--host", host, "--port", str(port), "--served-model-name", served]
         if context:
@@ -411,53 +406,23 @@ def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:
     return launch_plan(entry, settings).argv
 
 
-CONTEXT_FIELD = "generation_defaults.context_window"
-
-
-def context_places(entry: dict[str, Any]) -> dict[str, int]:
-    """Each place that sets this entry's context, with its value: the context field and the backend's own context
-    flag in extra_args (`--ctx-size`/`-c`, `--max-model-len`, `--n_ctx`, Ollama's `--num-ctx`)."""
-    places: dict[str, int] = {}
-    if _context_window(entry):
-        places[CONTEXT_FIELD] = int(_context_window(entry) or 0)
-    try:
-        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
-    except BadInput:
-        return places
-    extra = (entry.get("backend_config") or {}).get("extra_args")
-    if isinstance(extra, list):
-        flag = SPECS[backend].context_flag
-        value = flag_value([str(arg) for arg in extra], flag, backend)
-        if value and value.isdigit():
-            places[f"{EXTRA_ARGS} {flag}"] = int(value)
-    return places
-
-
 def context_conflict(name: str, entry: dict[str, Any]) -> str | None:
-    """The message when the entry's two context places are both set and differ (one would silently win)."""
+    """The message when the entry's context places are set and differ (one would silently win)."""
     places = context_places(entry)
     if len(places) < 2 or len(set(places.values())) == 1:
         return None
     both = " and ".join(f"{where} is {value}" for where, value in places.items())
-    return (f"model {name!r}: two places set the context and differ: {both}; keep one of them, or make them "
+    count = "two" if len(places) == 2 else "three"
+    return (f"model {name!r}: {count} places set the context and differ: {both}; keep one of them, or make them "
             "agree")
 
 
 def served_context(entry: dict[str, Any]) -> int | None:
-    """The context length the model is served with: the context flag in extra_args, else
-    generation_defaults.context_window, else the native context read from disk (None when none is known)."""
-    try:
-        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
-    except BadInput:
-        backend = None
-    extra = (entry.get("backend_config") or {}).get("extra_args")
-    if backend and isinstance(extra, list):
-        value = flag_value([str(arg) for arg in extra], SPECS[backend].context_flag, backend)
-        if value and value.isdigit():
-            return int(value)
+    """The context length the model is served with: its one effective context (`effective_context`), else the native
+    context read from disk (None when none is known)."""
     native = get_path(entry, "metadata.architecture.context_length")
     native = native if isinstance(native, int) and not isinstance(native, bool) and native > 0 else None
-    return _context_window(entry) or native
+    return effective_context(entry) or native
 
 
 UNIFIED_KV = {"-kvu": True, "--kv-unified": True, "-no-kvu": False, "--no-kv-unified": False}
