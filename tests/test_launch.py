@@ -114,10 +114,13 @@ def test_llama_cpp_python_keeps_streams_unless_told_otherwise():
         assert argv.count("false") == 0 and argv[-len(args):] == args
 
 
-def test_extra_args_context_wins_over_the_generation_default():
-    plan = launch_plan(entry(extra_args=["--max-model-len", "4096"], generation_defaults={"context_window": 8192}),
+def test_two_context_places_that_differ_refuse_the_launch_and_agreeing_ones_launch_once():
+    with pytest.raises(BadInput, match="context_window is 8192 and backend_config.extra_args --max-model-len is 4096"):
+        launch_plan(entry(extra_args=["--max-model-len", "4096"], generation_defaults={"context_window": 8192}),
+                    Settings())
+    plan = launch_plan(entry(extra_args=["--max-model-len", "4096"], generation_defaults={"context_window": 4096}),
                        Settings())
-    assert plan.argv.count("--max-model-len") == 1 and "4096" in plan.argv and "8192" not in plan.argv
+    assert plan.argv.count("--max-model-len") == 1 and "4096" in plan.argv
     plan = launch_plan(entry(generation_defaults={"context_window": 8192}), Settings())
     assert plan.argv[plan.argv.index("--max-model-len") + 1] == "8192"
 
