@@ -54,8 +54,8 @@ if flag and suggested:
 
 
 def apply(value: int) -> None:
-    args = fitting.with_context(entry, value)
-    widgets.save_then_reload(lambda: reg.apply_curated(name, {"backend_config.extra_args": args}, profile=profile))
+    change = fitting.context_change(entry, value)
+    widgets.save_then_reload(lambda: reg.apply_curated(name, change, profile=profile))
 
 
 if flag:

@@ -38,3 +38,11 @@ def test_fit_reports_the_context_from_either_place():
     entry = {"name": "m", "backend": "llama.cpp", "backend_config": {"extra_args": ["-c", "512"]},
              "metadata": {"architecture": {"context_length": 2048}}}
     assert estimate(entry, "16GiB", 0.9)["configured_context"] == 512
+
+
+def test_fits_apply_writes_where_the_context_lives():
+    from modelreg.views.fit import context_change
+    field_only = {"name": "m", "backend": "llama.cpp", "generation_defaults": {"context_window": 1024}}
+    assert context_change(field_only, 2048) == {CONTEXT_FIELD: 2048}
+    flag = {"name": "m", "backend": "llama.cpp", "backend_config": {"extra_args": ["-c", "512"]}}
+    assert context_change(flag, 2048) == {"backend_config.extra_args": ["-c", "2048"]}

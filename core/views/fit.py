@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelreg.errors import RegistryError
-from modelreg.launch.advice.fit import estimate
+from modelreg.launch.advice.fit import CONTEXT_FIELD, context_places, estimate
 from modelreg.launch.backends import SPECS, canonical_backend
 from modelreg.launch.flags import with_flag
 from modelreg.settings import Settings
@@ -32,6 +32,15 @@ def context_flag(entry: dict[str, Any]) -> tuple[str, str] | None:
         return None
     flag = SPECS[backend].context_flag
     return (backend, flag) if flag else None
+
+
+def context_change(entry: dict[str, Any], context: int) -> dict[str, Any]:
+    """The curated change that sets the entry's context where it lives: the context field when only it is set, else
+    the backend's context flag in extra_args (one place, so the two never disagree)."""
+    places = context_places(entry)
+    if CONTEXT_FIELD in places and len(places) == 1:
+        return {CONTEXT_FIELD: context}
+    return {"backend_config.extra_args": with_context(entry, context)}
 
 
 def with_context(entry: dict[str, Any], context: int) -> list[str]:
