@@ -61,13 +61,15 @@ def form_texts() -> dict[str, str]:
     return texts
 
 
-def pending() -> tuple[dict, dict]:
-    """The curated changes the form holds now (read from the session, so a click's own callback sees them too)."""
+def pending() -> tuple[dict, dict, editing.EditCheck]:
+    """The curated changes the form holds now (read from the session, so a click's own callback sees them too), their
+    errors, and the edited entry's check and plan (each made once)."""
     texts = form_texts()
     path = ss.get(f"extra_path:{gen}", "").strip()
     extra = {path: parse_value(ss.get(f"extra_value:{gen}", ""), field_kind(path), path)} if path else {}
-    return editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra,
-                              services.registry(edit_profile).settings)
+    changes, errors = editing.form_patch(target, texts, {p for p, t in resets.items() if texts.get(p) == t}, extra)
+    check = editing.check_edit(target, changes, services.registry(edit_profile).settings)
+    return changes, {**check.errors, **errors}, check
 
 
 def reload_form() -> None:
@@ -83,7 +85,7 @@ def reset(path: str, key: str) -> None:
 def save(base_revision: str, edits: dict | None = None) -> None:
     """Button callback (runs before the page, so the page then shows the saved state in the same run)."""
     if edits is None:
-        edits, problems = pending()
+        edits, problems, _ = pending()
         if problems or not edits:
             return
 
@@ -140,8 +142,8 @@ current_priority = parse_value(seed.get("role_priority", by_path["role_priority"
 for role in dict.fromkeys([*(ss.get(keys["roles"]) or []), *current_priority]):
     priority_keys[role] = f"ed:{gen}:priority:{role}"
     ss.setdefault(priority_keys[role], current_priority.get(role))
-changes, errors = pending()
-notes = editing.field_notes(target, changes, services.registry(edit_profile).settings)
+changes, errors, check = pending()
+notes = check.notes
 WIDE = ("json", "args")  # full-width fields; the others sit two to a row
 for group in editing.GROUPS:
     with tabs[group]:
@@ -163,8 +165,7 @@ for group in editing.GROUPS:
             with st.expander("Set another field (dotted path = JSON value)"):
                 st.text_input("field path", key=f"extra_path:{gen}", placeholder="metadata.notes")
                 st.text_input("value", key=f"extra_value:{gen}", placeholder='"any JSON, or plain text"')
-preview = target.merged(changes)
-plan, plan_error = editing.launch_preview(preview.entry, services.registry(edit_profile).settings)
+plan, plan_error = check.plan, check.plan_error
 with command.container():
     st.caption("The exact command the launcher will run:")
     widgets.launch_command(plan, plan_error)
@@ -174,7 +175,7 @@ with tabs[editing.DISPLAY]:
         st.error(md(errors[extra_path]))
 with tabs["Facts"]:
     st.caption("Read from disk by scans and downloads; the editor never writes them.")
-    current = target.merged()
+    current = target.current
     st.dataframe(pd.DataFrame(view.fact_rows(current.entry, current.sources)), hide_index=True, width="stretch")
 
 if changes:

@@ -1,5 +1,5 @@
 """Fit: per model and profile, weights plus the KV cache of a chosen context against the GPU budget, and the
-context flag applied to curated in one click."""
+context applied to curated in one click, where it lives."""
 from __future__ import annotations
 
 import streamlit as st
@@ -59,10 +59,11 @@ def apply(value: int) -> None:
 
 
 if flag:
+    home = fitting.context_home(entry)  # the one place the context lives, where Apply writes it
     apply_col, suggest_col = st.columns(2)
-    apply_col.button(f"Apply {flag[1]} {context} to curated" + (f" (profile {md(profile)})" if profile else ""),
+    apply_col.button(f"Apply {home} {context} to curated" + (f" (profile {md(profile)})" if profile else ""),
                      key="fit_apply", type="primary", on_click=apply, args=(context,))
     if suggested:
-        suggest_col.button(f"Apply the suggested {flag[1]} {suggested}", key="fit_apply_suggested",
+        suggest_col.button(f"Apply the suggested {home} {suggested}", key="fit_apply_suggested",
                            on_click=apply, args=(suggested,))
 widgets.show_report()

@@ -204,6 +204,21 @@ def with_flag(args: list[str], flag: str, value: str | None, backend: str) -> li
     return kept if found else kept + ([flag] if value is None else [flag, value])
 
 
+def without_flag(args: list[str], flag: str, backend: str) -> list[str]:
+    """extra_args without `flag`: every setting of it, in any spelling the backend accepts, goes with its value."""
+    target = flag_name(flag, backend)
+    kept: list[str] = []
+    index = 0
+    while index < len(args):
+        token = args[index]
+        index += 1
+        if flag_name(token, backend) != target:
+            kept.append(token)
+        elif "=" not in token and index < len(args) and not _looks_like_flag(args[index]):
+            index += 1  # its value
+    return kept
+
+
 def flag_value(args: list[str], flag: str, backend: str, catalogue: Catalogue | None = None) -> str | None:
     """The value extra_args give a flag in any spelling the backend accepts, or None."""
     catalogue = catalogue or committed_catalogue(backend)

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import AbstractSet, Any
 
 from modelreg.errors import BadInput, RegistryError
 from modelreg.fields import field_kind
+from modelreg.launch.advice.fit import CONTEXT_FIELD, context_places, effective_context, place_field
 from modelreg.launch.backends import BACKENDS
-from modelreg.launch.planning.checks import problems_by_field
-from modelreg.launch.planning.plan import LaunchPlan, launch_plan
+from modelreg.launch.planning.checks import launch_check, problems_by_field
+from modelreg.launch.planning.plan import CheckedConfig, LaunchPlan, launch_plan
 from modelreg.merge import MergedEntry, entry_layers, merge_entry, split_curated
 from modelreg.paths import get_path, remove_path, set_path
 from modelreg.registry import UNSET, Registry, check_editable
 from modelreg.settings import Settings
 from modelreg.values import NOT_SET, format_value, parse_value
+from modelreg.views.fit import context_change
 
 LAUNCH, GENERATION, ROUTING, DISPLAY = "Launch", "Generation", "Routing", "Display & metadata"
 GROUPS = (LAUNCH, GENERATION, ROUTING, DISPLAY)
@@ -70,8 +73,10 @@ EDITOR_FIELDS: tuple[EditorField, ...] = (
                 "-2 to 2: positive values discourage repeating tokens", GENERATION, -2, 2),
     EditorField("generation_defaults.stop_sequences", "stop sequences",
                 "comma-separated texts that end the reply (sent as `stop`)", GENERATION),
-    EditorField("generation_defaults.context_window", "context window",
-                "context size the launcher passes (-c / --max-model-len) unless extra_args set one", GENERATION, 1),
+    EditorField(CONTEXT_FIELD, "context window",
+                "the model's one context size, shown and changed where it lives: this field, or the backend's context "
+                "flag in extra_args (-c/--ctx-size, --max-model-len, --n_ctx, --num-ctx); two that differ are an error",
+                GENERATION, 1),
     EditorField(OTHER_GENERATION, "other generation defaults",
                 'JSON object for keys without a field above, e.g. {"min_p": 0.05, "seed": 7}', GENERATION),
     EditorField("roles", "roles", "what the proxy routes to this model as `role:<name>`", ROUTING),
@@ -118,17 +123,23 @@ class EditTarget:
                 set_path(entry, path, copy.deepcopy(value))
         return entry
 
+    @cached_property
+    def current(self) -> MergedEntry:
+        """The merged entry for the edited profile as read (merged once per target, not once per rerun)."""
+        return merge_entry(self.name, entry_layers(self.discovered, self.base, self.profile_entry, self.profile))
+
     def merged(self, changes: dict[str, Any] | None = None) -> MergedEntry:
         """The merged entry for the edited profile, with `changes` applied to the edited layer."""
+        if not changes:
+            return self.current
         base, chosen = self.base, self.profile_entry
-        if changes:
-            edited = self.edited_layer(changes)
-            base, chosen = (base, edited) if self.profile else (edited, chosen)
+        edited = self.edited_layer(changes)
+        base, chosen = (base, edited) if self.profile else (edited, chosen)
         return merge_entry(self.name, entry_layers(self.discovered, base, chosen, self.profile))
 
     def under_value(self, path: str) -> Any:
-        """The value the field falls back to when the edited layer's value is removed."""
-        return get_path(self.merged({path: UNSET}).entry, path)
+        """The value the field shows when the edited layer's value is removed."""
+        return shown_value(self.merged({path: UNSET}).entry, path)
 
 
 def load_target(registry: Registry, name: str, profile: str | None) -> EditTarget:
@@ -165,6 +176,20 @@ def field_value(entry: dict | None, path: str) -> Any:
     return value
 
 
+def shown_value(entry: dict | None, path: str) -> Any:
+    """What the editor shows for a field: its value, except the context field, which shows the entry's one effective
+    context wherever it lives."""
+    return effective_context(entry or {}) if path == CONTEXT_FIELD else field_value(entry, path)
+
+
+def context_provenance(entry: dict, sources: dict[str, str]) -> str:
+    """Where the effective context is set: each place with its layer."""
+    places = context_places(entry)
+    if not places:
+        return "not set"
+    return "from " + "; ".join(f"{sources.get(place_field(place), '?')} ({place})" for place in places)
+
+
 def provenance(path: str, value: Any, sources: dict[str, str], layer_holds_null: bool = False) -> str:
     """Which layer the value of `path` comes from: one label, the labels of an object's fields, or "not set"."""
     if value is None:
@@ -191,14 +216,15 @@ def _holds_null(layer: dict, path: str) -> bool:
 
 
 def field_states(target: EditTarget) -> list[FieldState]:
-    merged = target.merged()
+    merged = target.current
     layer = target.layer()
     out = []
     for spec in EDITOR_FIELDS:
-        value = field_value(merged.entry, spec.path)
-        out.append(FieldState(spec, value, merged.sources.get(spec.path), field_value(target.discovered, spec.path),
-                              field_value(layer, spec.path) is not None, spec.path in merged.overridden,
-                              provenance(spec.path, value, merged.sources, _holds_null(layer, spec.path))))
+        value = shown_value(merged.entry, spec.path)
+        where = (context_provenance(merged.entry, merged.sources) if spec.path == CONTEXT_FIELD else
+                 provenance(spec.path, value, merged.sources, _holds_null(layer, spec.path)))
+        out.append(FieldState(spec, value, merged.sources.get(spec.path), shown_value(target.discovered, spec.path),
+                              field_value(layer, spec.path) is not None, spec.path in merged.overridden, where))
     return out
 
 
@@ -244,6 +270,7 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: AbstractSet[st
     changes: dict[str, Any] = {}
     errors: dict[str, str] = {}
     layer = target.layer()
+    context: tuple[int | None] | None = None  # the context typed in its field, written where it lives
     for state in field_states(target):
         path = state.spec.path
         if path in resets:
@@ -265,11 +292,15 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: AbstractSet[st
         if problem:
             errors[path] = problem
             continue
-        if value is None:
+        if path == CONTEXT_FIELD and value != state.value:
+            context = (value,)
+        elif value is None:
             if get_path(layer, path) is not None:
                 changes[path] = UNSET
         elif value != state.value:
             changes[path] = value
+    if context is not None:  # where the context lives after the form's other changes (extra_args typed too)
+        changes.update(context_change(target.merged(changes).entry, context[0]))
     for path, value in (extra or {}).items():
         try:
             check_editable(path)
@@ -278,14 +309,28 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: AbstractSet[st
             continue
         changes[path] = value
     if settings is not None:
-        launch_errors, _notes = problems_by_field(target.merged(changes).entry, settings)
-        errors = {**launch_errors, **errors}
+        errors = {**check_edit(target, changes, settings).errors, **errors}
     return changes, errors
 
 
-def field_notes(target: EditTarget, changes: dict[str, Any], settings: Settings) -> dict[str, list[str]]:
-    """Notes by field for the edited entry (a flag spelling the backend reads as another flag)."""
-    return problems_by_field(target.merged(changes).entry, settings)[1]
+@dataclass
+class EditCheck:
+    """The edited entry, merged once, with its launch check and launch plan, each made once (for one rerun)."""
+
+    edited: MergedEntry
+    errors: dict[str, str] = field(default_factory=dict)       # launch errors by field
+    notes: dict[str, list[str]] = field(default_factory=dict)  # notes by field (a flag read as another)
+    plan: LaunchPlan | None = None
+    plan_error: str | None = None
+
+
+def check_edit(target: EditTarget, changes: dict[str, Any], settings: Settings) -> EditCheck:
+    """The edited entry's merge, launch check and launch plan: what the editor shows below and beside the form."""
+    edited = target.merged(changes)
+    problems, checked = launch_check(edited.entry, settings)
+    errors, notes = problems_by_field(problems)
+    plan, plan_error = launch_preview(edited.entry, settings, checked)
+    return EditCheck(edited, errors, notes, plan, plan_error)
 
 
 def args_preview(text: str) -> str | None:
@@ -297,10 +342,12 @@ def args_preview(text: str) -> str | None:
     return json.dumps(value or [])
 
 
-def launch_preview(entry: dict, settings: Settings) -> tuple[LaunchPlan | None, str | None]:
-    """The launch plan of an (edited) merged entry, or the launch module's error for it."""
+def launch_preview(entry: dict, settings: Settings,
+                   checked: CheckedConfig | None = None) -> tuple[LaunchPlan | None, str | None]:
+    """The launch plan of an (edited) merged entry, or the launch module's error for it (`checked`: its launch check,
+    when already made)."""
     try:
-        return launch_plan(entry, settings), None
+        return launch_plan(entry, settings, checked), None
     except RegistryError as exc:
         return None, str(exc)
 

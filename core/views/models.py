@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from modelreg.errors import RegistryError
 from modelreg.fields import FieldClass, field_class
 from modelreg.jobs import Job, JobRegistry
-from modelreg.launch.backends import SPECS, canonical_backend
-from modelreg.launch.flags import flag_value
+from modelreg.launch.advice.fit import context_places, place_field
 from modelreg.launch.planning.plan import launch_plan
 from modelreg.merge import DISCOVERED_LABELS, LEGACY
 from modelreg.paths import flatten, get_path
@@ -111,28 +110,13 @@ def native_context(entry: dict, sources: dict[str, str]) -> tuple[Any, str | Non
     return None, None
 
 
-def effective_context(entry: dict, sources: dict[str, str]) -> tuple[Any, str | None]:
-    """The context size a launch would use: the backend's flag in extra_args, else the default, else native."""
-    args = get_path(entry, "backend_config.extra_args")
-    try:
-        backend = canonical_backend(entry.get("backend"))
-    except RegistryError:
-        backend = None
-    if backend and isinstance(args, list):
-        value = flag_value([str(a) for a in args], SPECS[backend].context_flag, backend)
-        if value is not None:
-            return _number(value), sources.get("backend_config.extra_args")
-    window = get_path(entry, "generation_defaults.context_window")
-    if window is not None:
-        return window, sources.get("generation_defaults.context_window")
+def context_column(entry: dict, sources: dict[str, str]) -> tuple[Any, str | None]:
+    """The context size a launch would use (the entry's one effective context), else the native context."""
+    places = context_places(entry)
+    if places:
+        where = list(places)[-1]
+        return places[where], sources.get(place_field(where))
     return native_context(entry, sources)
-
-
-def _number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def display_value(path: str | None, value: Any) -> Any:
@@ -171,7 +155,7 @@ def model_rows(entries: Iterable[dict], sources: Mapping[str, dict[str, str]], o
             classes[column] = layer_class(where.get(path), value, path in over)
         if any(label in DISCOVERED_LABELS for label in where.values()):
             classes["name"] = "discovered"
-        for column, finder in (("native ctx", native_context), ("effective ctx", effective_context)):
+        for column, finder in (("native ctx", native_context), ("effective ctx", context_column)):
             value, label = finder(entry, where)
             values[column], classes[column] = value, layer_class(label, value)
         status, problem = model_status(entry, settings, name in active)

@@ -178,6 +178,7 @@ def estimate(entry: dict[str, Any], gpu_memory: str | int, utilization: float) -
 
 
 CONTEXT_FIELD = "generation_defaults.context_window"
+EXTRA_ARGS = "backend_config.extra_args"
 OLLAMA_CONTEXT_OPTION = "generation_defaults.num_ctx"  # Ollama takes generation_defaults it knows as options
 
 
@@ -210,8 +211,13 @@ def context_places(entry: dict[str, Any]) -> dict[str, int]:
         except BadInput:
             value = None
         if value:
-            places[f"backend_config.extra_args {flag}"] = value
+            places[f"{EXTRA_ARGS} {flag}"] = value
     return places
+
+
+def place_field(place: str) -> str:
+    """The curated field a context place is in (`backend_config.extra_args --ctx-size` is in extra_args)."""
+    return place.split(" ", 1)[0]
 
 
 def effective_context(entry: dict[str, Any]) -> int | None:

@@ -5,25 +5,32 @@ from typing import Any, Mapping
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import canonical_backend
-from modelreg.launch.planning.plan import LaunchProblem, check_config
+from modelreg.launch.planning.plan import CheckedConfig, LaunchProblem, check_config
 from modelreg.settings import Settings
 
 
 def launch_problems(entry: dict[str, Any], settings: Settings) -> list[LaunchProblem]:
+    """The problems `launch_check` finds."""
+    return launch_check(entry, settings)[0]
+
+
+def launch_check(entry: dict[str, Any], settings: Settings) -> tuple[list[LaunchProblem], CheckedConfig | None]:
     """The configuration errors (and notes) a start of this merged entry would meet before the backend loads
-    anything: an unknown backend, and what the plan's check_config finds (the one check `launch_plan` makes too).
+    anything: an unknown backend, and what the plan's check_config finds (the one check `launch_plan` makes too, or
+    takes as made: the CheckedConfig comes with the problems).
 
     An entry still to be configured (no backend, no port: a stub) has no problems here; the launcher says what to
     fill in when it is started.
     """
     name = entry.get("name") or "?"
     if entry.get("backend") in (None, ""):
-        return []
+        return [], None
     try:
         backend = canonical_backend(entry.get("backend"), name)
     except BadInput as exc:
-        return [LaunchProblem("backend", str(exc))]
-    return check_config(name, backend, entry, settings).problems
+        return [LaunchProblem("backend", str(exc))], None
+    checked = check_config(name, backend, entry, settings)
+    return checked.problems, checked
 
 
 def curated_launch_problems(entries: list[dict[str, Any]], sources: Mapping[str, dict[str, str]],
@@ -54,11 +61,11 @@ def require_launchable(entry: dict[str, Any], settings: Settings, before: dict[s
     return [p.message for p in problems if not p.error]
 
 
-def problems_by_field(entry: dict[str, Any], settings: Settings) -> tuple[dict[str, str], dict[str, list[str]]]:
+def problems_by_field(problems: list[LaunchProblem]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Launch errors (joined) and notes by field: the editor shows them and disables Save while there is an error."""
     errors: dict[str, str] = {}
     notes: dict[str, list[str]] = {}
-    for problem in launch_problems(entry, settings):
+    for problem in problems:
         if problem.error:
             errors[problem.field] = (errors[problem.field] + "; " if problem.field in errors else "") + problem.message
         else:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelreg.errors import BadInput
-from modelreg.launch.advice.fit import CONTEXT_FIELD, context_places, effective_context, fit_summary
+from modelreg.launch.advice.fit import CONTEXT_FIELD, EXTRA_ARGS, context_places, effective_context, fit_summary
 from modelreg.launch.backends import (
     LLAMA_CPP,
     LLAMA_CPP_PYTHON,
@@ -268,7 +268,6 @@ def chat_template_file(name: str, backend: str, entry: dict[str, Any], settings:
 
 # the flags that hand a backend a chat template file
 TEMPLATE_FLAGS = {VLLM: ["--chat-template"], LLAMA_CPP: ["--jinja", "--chat-template-file"]}
-EXTRA_ARGS = "backend_config.extra_args"
 
 
 @dataclass(frozen=True)
@@ -339,13 +338,15 @@ def check_config(name: str, backend: str, entry: dict[str, Any], settings: Setti
     return checked
 
 
-def launch_plan(entry: dict[str, Any], settings: Settings) -> LaunchPlan:
-    """How to start this merged entry under these (profile-applied) settings; BadInput says what to fix."""
+def launch_plan(entry: dict[str, Any], settings: Settings, checked: CheckedConfig | None = None) -> LaunchPlan:
+    """How to start this merged entry under these (profile-applied) settings; BadInput says what to fix. `checked` is
+    this entry's check_config already made (the editor checks once per rerun), else the plan makes it."""
     name = entry.get("name") or "?"
     backend = canonical_backend(entry.get("backend"), name)
     config = entry.get("backend_config") or {}
     spec = SPECS[backend]
-    checked = check_config(name, backend, entry, settings, port_required=True)
+    if checked is None or (backend in PROCESS_BACKENDS and config.get("port") is None):  # a port is required here
+        checked = check_config(name, backend, entry, settings, port_required=True)
     errors = [problem.message for problem in checked.problems if problem.error]
     if errors:
         raise BadInput("; ".join(errors))
