@@ -462,3 +462,46 @@ def test_wizard_page_pulls_an_ollama_model(folder, tmp_path, monkeypatch, tiny_m
     stub = json.loads(at.json[0].value)
     assert stub["backend"] == "ollama" and stub["metadata"]["_config_needed"] is True
     assert Registry(folder).entry(wizard.name)["backend_config"]["model_path"] == "ollama:/tiny:q8"
+
+
+def test_the_context_field_shows_and_edits_the_one_place_it_lives(folder):
+    """Mistral's context lives in its --max-model-len: the field shows it, an edit there rewrites that flag in place,
+    and a flag typed into extra_args that differs from the field is an error naming both."""
+    at = editor_for(MISTRAL)
+    assert field(at, "generation_defaults.context_window").value == "16384"
+    field(at, "generation_defaults.context_window").set_value("8192").run()
+    assert "**Pending:** set backend_config.extra_args" in shown(" ".join(m.value for m in at.markdown))
+    assert not at.error
+    at.button(key="save").click().run()
+    curated = {e["name"]: e for e in json.loads((folder / CURATED_FILE).read_text()) if "profile" not in e}
+    assert curated[MISTRAL]["backend_config"]["extra_args"][:2] == ["--max-model-len", "8192"]
+    assert "context_window" not in curated[MISTRAL]["generation_defaults"]
+    at = editor_for(LLAMA)  # its context lives in the field; a differing -c in extra_args is refused
+    field(at, "backend_config.extra_args").set_value("--n-gpu-layers 99 --flash-attn on -c 512").run()
+    both = "generation_defaults.context_window is 16384 and backend_config.extra_args --ctx-size is 512"
+    assert any(both in shown(e.value) for e in at.error), [e.value for e in at.error]
+    assert at.button(key="save").disabled
+
+
+def test_one_rerun_merges_checks_and_plans_the_entry_once(folder, monkeypatch):
+    """The editor computes the edited entry's merge, launch check and launch plan once per rerun (it was six merges)."""
+    import modelreg.launch.planning.plan as plan_module
+    import modelreg.views.editor as editor_module
+    counts = {"merge": 0, "check": 0, "plan": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+    monkeypatch.setattr(editor_module, "merge_entry", counted("merge", editor_module.merge_entry))
+    monkeypatch.setattr(plan_module, "check_config", counted("check", plan_module.check_config))
+    import modelreg.launch.planning.checks as checks_module
+    monkeypatch.setattr(checks_module, "check_config", counted("check", checks_module.check_config))
+    monkeypatch.setattr(editor_module, "launch_plan", counted("plan", editor_module.launch_plan))
+    at = editor_for(MISTRAL)
+    field(at, "backend_config.port").set_value("24100").run()  # an edit pending: the edited entry differs
+    counts.update(merge=0, check=0, plan=0)
+    at.run()
+    assert not at.exception and "set backend_config.port" in shown(" ".join(m.value for m in at.markdown))
+    assert counts == {"merge": 1, "check": 1, "plan": 1}, counts
