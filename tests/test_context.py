@@ -126,3 +126,15 @@ def test_every_reporter_gives_the_one_effective_value():
         assert context_column(entry, {})[0] == 1024, where
         assert plan.argv.count("1024") == 1 and "4096" not in plan.argv, where
     assert served_context(base) == 4096 and effective_context(base) is None  # no place: the native context is served
+
+
+def test_validate_counts_a_conflict_between_any_two_curated_places_as_an_error():
+    from modelreg.launch.planning.checks import curated_launch_problems
+    entry = {"name": "q", "backend": "ollama", "generation_defaults": {"num_ctx": 2048},
+             "backend_config": {"extra_args": ["--num-ctx", "4096"]}}
+    curated = {"generation_defaults.num_ctx": "curated", "backend_config.extra_args": "curated"}
+    errors, _ = curated_launch_problems([entry], {"q": curated}, Settings())
+    assert any("generation_defaults.num_ctx is 2048 and backend_config.extra_args --num-ctx is 4096" in e
+               for e in errors), errors
+    errors, warnings = curated_launch_problems([entry], {"q": {}}, Settings())  # from a legacy layer: a warning
+    assert not errors and any("places set the context" in w for w in warnings)

@@ -145,6 +145,18 @@ def test_fit_applies_the_context_to_curated(folder):
         "--max-model-len", "4096", "--enable-auto-tool-choice", "--tool-call-parser", "mistral"]  # in place
 
 
+def test_fits_apply_writes_the_context_field_where_the_context_lives_there(folder):
+    """Llama's context lives in generation_defaults.context_window: Apply writes that field, not a flag beside it."""
+    at = open_app("fit_page.py")
+    at.selectbox(key="fit_picker").set_value(LLAMA).run()
+    at.slider(key=f"fit_context:{LLAMA}:None").set_value(4096).run()
+    assert at.button(key="fit_apply").label == "Apply context window 4096 to curated"
+    at.button(key="fit_apply").click().run()
+    entry = Registry(folder).entry(LLAMA)
+    assert entry["generation_defaults"]["context_window"] == 4096
+    assert entry["backend_config"]["extra_args"] == ["--n-gpu-layers", "99", "--flash-attn", "on"]  # no -c added
+
+
 def test_remove_a_model_keeps_curated_unless_ticked(folder):
     at = open_app()
     row = list(at.dataframe[0].value["name"]).index(STORY_MODEL)

@@ -4,9 +4,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from modelreg.errors import BadInput
+from modelreg.launch.advice.fit import CONTEXT_FIELD, EXTRA_ARGS, OLLAMA_CONTEXT_OPTION
 from modelreg.launch.backends import canonical_backend
 from modelreg.launch.planning.plan import CheckedConfig, LaunchProblem, check_config
 from modelreg.settings import Settings
+
+CONTEXT_PLACE_FIELDS = (CONTEXT_FIELD, OLLAMA_CONTEXT_OPTION, EXTRA_ARGS)
 
 
 def launch_problems(entry: dict[str, Any], settings: Settings) -> list[LaunchProblem]:
@@ -43,9 +46,11 @@ def curated_launch_problems(entries: list[dict[str, Any]], sources: Mapping[str,
     for entry in entries:
         origin = sources.get(entry["name"], {})
         for problem in launch_problems(entry, settings):
+            # a context conflict is shown on the context field, and may be between any of the context places
+            fields = CONTEXT_PLACE_FIELDS if problem.field == CONTEXT_FIELD else (problem.field,)
             curated = any(source == "curated" or source.startswith("profile:")
                           for path, source in origin.items()
-                          if path == problem.field or path.startswith(problem.field + "."))
+                          for field in fields if path == field or path.startswith(field + "."))
             (errors if problem.error and curated and not problem.local else warnings).append(problem.message)
     return errors, warnings
 
