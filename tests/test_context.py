@@ -74,7 +74,7 @@ def test_the_editor_shows_the_one_effective_context_and_edits_it_where_it_lives(
     from modelreg.views.editor import form_patch
     flagged = editor_target(curated={"backend_config": {"extra_args": ["-ngl", "99", "-c", "512"]}})
     state = context_state(flagged)
-    assert state.value == 512 and "backend_config.extra_args --ctx-size" in state.provenance
+    assert state.value == 512 and state.provenance == "from curated: backend_config.extra_args --ctx-size"
     changes, errors = form_patch(flagged, {CONTEXT_FIELD: "1024"}, settings=Settings())
     assert changes == {"backend_config.extra_args": ["-ngl", "99", "-c", "1024"]} and not errors  # in place
     changes, _ = form_patch(flagged, {CONTEXT_FIELD: ""})

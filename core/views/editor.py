@@ -184,10 +184,12 @@ def shown_value(entry: dict | None, path: str) -> Any:
 
 def context_provenance(entry: dict, sources: dict[str, str]) -> str:
     """Where the effective context is set: each place with its layer."""
-    places = context_places(entry)
-    if not places:
+    by_layer: dict[str, list[str]] = {}
+    for place in context_places(entry):
+        by_layer.setdefault(sources.get(place_field(place), "?"), []).append(place)
+    if not by_layer:
         return "not set"
-    return "from " + "; ".join(f"{sources.get(place_field(place), '?')} ({place})" for place in places)
+    return "from " + "; ".join(f"{label}: {' and '.join(places)}" for label, places in by_layer.items())
 
 
 def provenance(path: str, value: Any, sources: dict[str, str], layer_holds_null: bool = False) -> str:
