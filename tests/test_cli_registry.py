@@ -116,3 +116,11 @@ def test_list_shows_extra_args_shell_quoted(folder, capsys, monkeypatch):
     assert run(capsys, "--config-dir", folder, "set", NAME, "backend_config.extra_args", json.dumps(args))[0] == 0
     code, out, _ = run(capsys, "--config-dir", folder, "list")
     assert code == 0 and """--override-generation-config '{"temperature": 0.5}'""" in out
+
+
+def test_validate_warns_of_a_bad_host_and_stays_valid(folder, capsys):
+    (folder / "settings.json").write_text(json.dumps({"hosts": {"gpu-a": {"url": "http://127.0.0.1:9"},
+                                                                "gpu-b": {"url": "not a url at all"}}}))
+    code, out, err = run(capsys, "validate", "--config-dir", folder)
+    assert code == 0 and "valid (" in out
+    assert "warning:" in out + err and "hosts entry 1 ('gpu-b') ignored" in out + err

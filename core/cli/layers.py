@@ -113,7 +113,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from modelreg.launch.planning.checks import curated_launch_problems
     registry = registry_from_args(args)
     report = registry.validate()
-    errors, warnings = list(report.errors), list(report.warnings)
+    errors, warnings = list(report.errors), [*registry.settings.load_warnings, *report.warnings]
     if report.ok:
         merged = registry.merged()
         launch_errors, launch_warnings = curated_launch_problems(merged.entries, merged.sources, registry.settings)

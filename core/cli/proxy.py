@@ -25,6 +25,8 @@ def cmd_proxy(args: argparse.Namespace) -> None:
     say(f"modelreg proxy on http://{host}:{port}/v1 for {registry.config_dir}; "
         f"admin token: {token_source(registry.config_dir)}; "
         + (f"API keys: {keys} from settings" if keys else "no API key (proxy_api_keys is empty)"))
+    for warning in registry.settings.load_warnings:
+        say(f"modelreg proxy: warning: {warning}", stderr=True)
     # a closed terminal (SIGHUP) stops the proxy as SIGTERM does, backends included (uvicorn handles only INT, TERM)
     signal.signal(signal.SIGHUP, lambda signum, frame: signal.raise_signal(signal.SIGTERM))
     client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # where `modelreg ps` reaches it

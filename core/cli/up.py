@@ -70,8 +70,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     from modelreg.launch.running.supervisor import Supervisor
 
     registry = registry_or_first_scan(args)
-    for warning in registry.settings.load_warnings:
-        say(f"modelreg up: warning: {warning}", stderr=True)
     proxy_port = args.proxy_port or registry.settings.proxy_port
     proxy_url = f"http://127.0.0.1:{proxy_port}"
     gui_url = f"http://127.0.0.1:{args.port}"
