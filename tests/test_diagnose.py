@@ -72,6 +72,14 @@ def test_kv_cache_without_an_estimate_falls_back_to_the_fit_estimate():
     assert "modelreg fit" in bare.suggestion
 
 
+def test_a_smaller_context_is_suggested_where_the_context_lives():
+    """The field holds the context: the advice sets the field (a --max-model-len beside it would be a second place)."""
+    [finding] = diagnose(KV_OLD, vllm_entry(["--enforce-eager"], generation_defaults={"context_window": 32768}))
+    assert finding.suggestion.endswith("modelreg set 'qwen2.5-vl-7b-instruct_(AWQ)' "
+                                       "generation_defaults.context_window 7168"), finding.suggestion
+    assert finding.suggestion.startswith("set context window 7168")
+
+
 def test_llama_cpp_kv_cache_failure_suggests_ctx_size():
     findings = diagnose(KV_LLAMA, llama_entry())
     assert rules(findings) == ["kv_cache_too_small", "cuda_oom"]

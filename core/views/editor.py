@@ -9,7 +9,7 @@ from typing import AbstractSet, Any
 
 from modelreg.errors import BadInput, RegistryError
 from modelreg.fields import field_kind
-from modelreg.launch.advice.fit import CONTEXT_FIELD, context_places, effective_context, place_field
+from modelreg.launch.advice.fit import CONTEXT_FIELD, context_change, context_places, effective_context, place_field
 from modelreg.launch.backends import BACKENDS
 from modelreg.launch.planning.checks import launch_check, problems_by_field
 from modelreg.launch.planning.plan import CheckedConfig, LaunchPlan, launch_plan
@@ -18,7 +18,6 @@ from modelreg.paths import get_path, remove_path, set_path
 from modelreg.registry import UNSET, Registry, check_editable
 from modelreg.settings import Settings
 from modelreg.values import NOT_SET, format_value, parse_value
-from modelreg.views.fit import context_change
 
 LAUNCH, GENERATION, ROUTING, DISPLAY = "Launch", "Generation", "Routing", "Display & metadata"
 GROUPS = (LAUNCH, GENERATION, ROUTING, DISPLAY)
@@ -302,7 +301,9 @@ def form_patch(target: EditTarget, texts: dict[str, str], resets: AbstractSet[st
         elif value != state.value:
             changes[path] = value
     if context is not None:  # where the context lives after the form's other changes (extra_args typed too)
-        changes.update(context_change(target.merged(changes).entry, context[0]))
+        entry = target.merged(changes).entry
+        homes = context_change(entry, context[0]) if context_places(entry) else {CONTEXT_FIELD: context[0]}
+        changes.update({p: UNSET if value is None else value for p, value in homes.items()})
     for path, value in (extra or {}).items():
         try:
             check_editable(path)

@@ -7,7 +7,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from modelreg.launch.advice.fit import suggested_context
+from modelreg.launch.advice.fit import context_change, context_home, suggested_context
 from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, SPECS, VLLM, canonical_backend
 from modelreg.launch.catalogue import committed_catalogue
 from modelreg.launch.flags import flag_value, with_flag
@@ -66,8 +66,12 @@ def _with_flag(ctx: _Context, flag: str, value: str | None) -> list[str]:
 
 
 def _set_command(ctx: _Context, args: list[str]) -> str:
-    return (f"modelreg set {shlex.quote(ctx.name)} backend_config.extra_args "
-            f"{shlex.quote(json.dumps(args))}")
+    return _set_commands(ctx, {"backend_config.extra_args": args})
+
+
+def _set_commands(ctx: _Context, changes: dict[str, Any]) -> str:
+    return " && ".join(f"modelreg set {shlex.quote(ctx.name)} {path} {shlex.quote(json.dumps(value))}"
+                       for path, value in changes.items())
 
 
 def _suggested_context(ctx: _Context, from_log: int | None = None) -> int | None:
@@ -78,13 +82,28 @@ def _suggested_context(ctx: _Context, from_log: int | None = None) -> int | None
 
 
 def _context_advice(ctx: _Context, from_log: int | None = None) -> str:
+    """A smaller context, set where the entry's context lives (context_change)."""
     flag = _context_flag(ctx.backend)
     value = _suggested_context(ctx, from_log)
     if value is None:
         return (f"set a smaller context with {flag} (run `modelreg fit {shlex.quote(ctx.name)}` for the largest "
-                f"that fits), e.g. {_set_command(ctx, _with_flag(ctx, flag, '8192'))}")
+                f"that fits), e.g. {_set_commands(ctx, _context_change(ctx, 8192))}")
     source = "the backend's own estimate" if from_log else "the fit estimate"
-    return f"set {flag} {value} ({source}): {_set_command(ctx, _with_flag(ctx, flag, str(value)))}"
+    return f"set {_context_home(ctx)} {value} ({source}): {_set_commands(ctx, _context_change(ctx, value))}"
+
+
+def _entry(ctx: _Context) -> dict[str, Any]:
+    return {**ctx.entry, "backend": ctx.backend or VLLM,
+            "backend_config": {**(ctx.entry.get("backend_config") or {}), "extra_args": ctx.extra_args}}
+
+
+def _context_change(ctx: _Context, context: int) -> dict[str, Any]:
+    """The changes that set the context where the entry's context lives."""
+    return context_change(_entry(ctx), context)
+
+
+def _context_home(ctx: _Context) -> str:
+    return context_home(_entry(ctx))
 
 
 def reported_context_size(log: str) -> int | None:
@@ -262,8 +281,8 @@ def _context_above_model(ctx: _Context) -> Finding | None:
     limit = int(float(match.group(3)))
     return Finding("context_above_model",
                    f"the context {match.group(1)} is longer than the model's own {limit} ({match.group(2)})",
-                   f"set --max-model-len {limit} or less: "
-                   f"{_set_command(ctx, _with_flag(ctx, '--max-model-len', str(limit)))}", _line(ctx.log, match))
+                   f"set {_context_home(ctx)} {limit} or less: {_set_commands(ctx, _context_change(ctx, limit))}",
+                   _line(ctx.log, match))
 
 
 def _model_not_found(ctx: _Context) -> Finding | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import LLAMA_CPP, OLLAMA, SPECS, VLLM, canonical_backend
-from modelreg.launch.flags import flag_value
+from modelreg.launch.flags import flag_value, with_flag, without_flag
 from modelreg.settings import Settings
 from modelreg.values import human_size, parse_size
 
@@ -233,3 +233,35 @@ def fit_summary(entry: dict[str, Any], settings: Settings, gpu_memory: str | int
     """The fit estimate for `modelreg show` / `modelreg fit`, planned for the active profile's GPU settings."""
     return estimate(entry, gpu_memory if gpu_memory is not None else settings.gpu_memory,
                     utilization if utilization is not None else settings.gpu_memory_utilization)
+
+
+def with_context(entry: dict[str, Any], context: int | None) -> list[str]:
+    """The entry's extra_args with its backend's context flag set to `context` (an earlier value replaced; None:
+    removed)."""
+    try:
+        backend = canonical_backend(entry.get("backend"), entry.get("name") or "?")
+    except BadInput as exc:
+        raise BadInput(f"{entry.get('name')!r}: backend {entry.get('backend')!r} has no context flag to set") from exc
+    flag = SPECS[backend].context_flag
+    args = [str(a) for a in (entry.get("backend_config") or {}).get("extra_args") or []]
+    return without_flag(args, flag, backend) if context is None else with_flag(args, flag, str(context), backend)
+
+
+def context_change(entry: dict[str, Any], context: int | None) -> dict[str, Any]:
+    """The curated changes that set the entry's context where it lives: in each place that holds it (so places that
+    disagreed agree again), else in the backend's context flag, the one `fit` suggests. None removes it: the flag
+    leaves extra_args, and a field's change is None (the caller removes the field)."""
+    changes: dict[str, Any] = {}
+    for place in context_places(entry) or {EXTRA_ARGS: 0}:
+        field = place_field(place)
+        changes[field] = with_context(entry, context) if field == EXTRA_ARGS else context
+    return changes
+
+
+def context_home(entry: dict[str, Any]) -> str:
+    """Where `context_change` writes, as the Fit page's Apply names it: the context flag, unless only a field holds
+    the context."""
+    fields = [place for place in context_places(entry) if place_field(place) != EXTRA_ARGS]
+    if fields and len(fields) == len(context_places(entry)):
+        return "context window" if fields[-1] == CONTEXT_FIELD else fields[-1]
+    return SPECS[canonical_backend(entry.get("backend"), entry.get("name") or "?")].context_flag
