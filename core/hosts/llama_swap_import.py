@@ -338,8 +338,9 @@ def expand(data: dict[str, Any], lines: _Lines, environ: dict[str, str] | Any) -
             ports[str(name)] = next_port
             next_port += 1
         elif "${PORT}" in str(model.get("proxy")):
-            raise lines.error((*at, "proxy"), "proxy uses ${PORT} but cmd does not; ${PORT} is only given to a "
-                                              "model whose cmd uses it")
+            raise lines.error((*at, "proxy"), "proxy uses ${PORT} (its default) but cmd does not; ${PORT} is only "
+                                              "given to a model whose cmd uses it: set proxy to the URL cmd's server "
+                                              "listens on, e.g. http://127.0.0.1:9000 (llama-swap refuses it too)")
         _no_macros_left({k: v for k, v in model.items() if k != "cmdStop"}, lines, at)
         _no_macros_left(model.get("cmdStop"), lines, (*at, "cmdStop"), allowed=("PID",))
         env = model.pop("env", None)
