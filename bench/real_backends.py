@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import console, side_by_side
-from bench.launch import by_hand, through_launcher
+from bench.launch import by_hand, through_launcher, where_the_time_goes
 from modelreg.launch.planning.plan import launch_plan
 from modelreg.launch.running.supervisor import Supervisor
 from modelreg.settings import Settings
@@ -43,24 +43,26 @@ def main() -> None:
             ours, hand = [], []
             # an untimed start first: the first start after a while may read the backend's files (vLLM: thousands
             # of Python modules) from disk, and that must not land on whichever side happens to run first
-            by_hand(plan.argv, plan.base_url, plan.served_model_id, folder / "by-hand.log")
+            ready_url = plan.base_url + "/v1/models"
+            by_hand(plan.argv, plan.base_url, plan.served_model_id, folder / "by-hand.log", ready_url)
             for run in range(RUNS[backend]):  # in turns, each side first every other time: both see the same load
                 sides = [lambda: ours.append(through_launcher(entry, settings, supervisor)),
                          lambda: hand.append(by_hand(plan.argv, plan.base_url, plan.served_model_id,
-                                                     folder / "by-hand.log"))]
+                                                     folder / "by-hand.log", ready_url))]
                 for side in sides if run % 2 == 0 else sides[::-1]:
                     side()
             runs[backend] = (ours, hand)
-            for index, measure in enumerate(("time to ready", "time to first response")):
-                rows.append((f"{backend}: {measure} (median of {RUNS[backend]})",
-                             statistics.median(r[index] for r in ours), "by hand",
-                             statistics.median(r[index] for r in hand), "s"))
+            for measure, label in (("ready", "time to ready"), ("first", "time to first response")):
+                rows.append((f"{backend}: {label} (median of {RUNS[backend]})",
+                             statistics.median(getattr(r, measure) for r in ours), "by hand",
+                             statistics.median(getattr(r, measure) for r in hand), "s"))
     side_by_side("Launching the real backends on the tiny models", rows)
     for backend, (_, ours_s, _, hand_s, _) in zip(RUNS, rows[::2]):
         ours, hand = runs[backend]
         console.print(f"{backend}: the launcher adds {(ours_s - hand_s) * 1000:+.0f} ms to the time to ready "
-                      f"(goal: under 100 ms); ready in {', '.join(f'{r[0]:.3f}' for r in ours)} s through the "
-                      f"launcher, {', '.join(f'{r[0]:.3f}' for r in hand)} s by hand")
+                      f"(goal: under 100 ms); ready in {', '.join(f'{r.ready:.3f}' for r in ours)} s through the "
+                      f"launcher, {', '.join(f'{r.ready:.3f}' for r in hand)} s by hand")
+        console.print(f"{backend}: {where_the_time_goes(ours, hand)}")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ class Settings(BaseModel):
         default_factory=list, description="Host names besides loopback and the bound address that the proxy answers "
                                           "for (a Docker bridge name such as `host.docker.internal`, a LAN name); a "
                                           "request naming any other host gets 403 (DNS rebinding).")
+    list_aliases: bool = Field(
+        False, description="List each model alias in the proxy's `/v1/models` as a model of its own (as llama-swap's "
+                           "`includeAliasesInList`), so chat UIs offer it.")
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
     history_limit: int = Field(

@@ -207,7 +207,7 @@ def test_cors_preflight_answers_only_the_listed_origins(registry_dir):
                  "Access-Control-Request-Headers": "authorization,content-type"}
     with ProxyServer(registry_dir) as server:  # no cors_origins: no CORS at all
         plain = server.http.options("/v1/chat/completions", headers={"Origin": "http://webui.test", **preflight})
-        assert plain.status_code == 405 and "access-control-allow-origin" not in plain.headers
+        assert plain.status_code == 403 and "access-control-allow-origin" not in plain.headers
     set_settings(registry_dir, cors_origins=["http://webui.test"])
     with ProxyServer(registry_dir) as server:
         allowed = server.http.options("/v1/chat/completions", headers={"Origin": "http://webui.test", **preflight})
@@ -215,7 +215,7 @@ def test_cors_preflight_answers_only_the_listed_origins(registry_dir):
         assert allowed.headers["access-control-allow-origin"] == "http://webui.test"
         assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
         other = server.http.options("/v1/chat/completions", headers={"Origin": "http://evil.test", **preflight})
-        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+        assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
         listed = server.http.get("/v1/models", headers={"Origin": "http://webui.test"})
         assert listed.headers["access-control-allow-origin"] == "http://webui.test"
 

@@ -17,26 +17,59 @@ EVIL = "http://evil.example"
 QUESTION = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "text/plain;charset=UTF-8",
-                                          "application/x-www-form-urlencoded", None])
-def test_cross_origin_simple_request_post_gets_415_and_starts_nothing(registry_dir, content_type):
+SIMPLE_TYPES = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", None]
+
+
+@pytest.mark.parametrize("content_type", SIMPLE_TYPES)
+def test_cross_origin_simple_request_post_gets_403_and_starts_nothing(registry_dir, content_type):
     """fetch() from any site may POST text/plain (or a form, or an untyped blob) without a preflight."""
     layers(registry_dir, model("m"))
     headers = {"Origin": EVIL, **({"Content-Type": content_type} if content_type else {})}
     with ProxyServer(registry_dir) as server:
         reply = server.http.post("/v1/chat/completions", content=json.dumps(QUESTION), headers=headers)
-        assert reply.status_code == 415, reply.text
-        assert "application/json" in reply.json()["error"]["message"]
+        assert reply.status_code == 403, reply.text
+        assert reply.json()["error"]["code"] == "cross_site_request" and "cors_origins" in reply.text
         assert "access-control-allow-origin" not in reply.headers
         assert server.status()["backends"] == []
+
+
+@pytest.mark.parametrize("content_type", SIMPLE_TYPES)
+def test_a_simple_request_without_origin_still_gets_415(registry_dir, content_type):
+    """The second wall, for a browser or extension that drops Origin: JSON routes take JSON only."""
+    layers(registry_dir, model("m"))
+    headers = {"Content-Type": content_type} if content_type else {}
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.post("/v1/chat/completions", content=json.dumps(QUESTION), headers=headers)
+        assert reply.status_code == 415, reply.text
+        assert "application/json" in reply.json()["error"]["message"]
+        assert server.status()["backends"] == []
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"RIFF")}, "data": {"model": "m"}}),
+    ("POST", "/upstream/m/completion", {"content": b'{"prompt": "hi"}', "headers": {"Content-Type": "text/plain"}}),
+    ("GET", "/unload", {}), ("POST", "/api/models/unload/m", {}), ("GET", "/upstream/m/slots", {})])
+def test_every_route_refuses_another_sites_page(registry_dir, method, path, body):
+    """A multipart form is a simple request too, and llama-swap's paths take GETs and bodies of any type: the site
+    check covers them all, by Origin or, where a GET or an image sends none, by Sec-Fetch-Site."""
+    layers(registry_dir, model("m"))
+    extra = body.pop("headers", {})
+    with ProxyServer(registry_dir) as server:
+        for site in ({"Origin": EVIL}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+            reply = server.http.request(method, path, headers={**extra, **site}, **body)
+            assert reply.status_code == 403, (site, reply.text)
+        assert server.status()["backends"] == []
+        own = server.http.get("/v1/models", headers={"Origin": f"http://127.0.0.1:{server.port}",
+                                                     "Sec-Fetch-Site": "same-origin"})
+        assert own.status_code == 200, own.text
 
 
 def test_origin_and_referer_are_not_forwarded_to_the_backend(registry_dir, tmp_path):
     """A backend that trusts Origin (llama-server copies it into Access-Control-Allow-Origin) never sees it."""
     layers(registry_dir, model("m"))
     with ProxyServer(registry_dir) as server:
-        reply = server.http.post("/v1/chat/completions", json=QUESTION,
-                                 headers={"Origin": EVIL, "Referer": EVIL + "/page"})
+        own = f"http://127.0.0.1:{server.port}"  # a page the proxy serves itself (llama-server's UI via /upstream)
+        reply = server.http.post("/v1/chat/completions", json=QUESTION, headers={"Origin": own, "Referer": own + "/"})
         assert reply.status_code == 200, reply.text
         assert "access-control-allow-origin" not in reply.headers
     bodies = [r for r in recorded(tmp_path) if "body" in r]

@@ -18,7 +18,7 @@ import pytest
 
 from modelreg.launch.planning.plan import launch_plan
 from modelreg.launch.running.logs import safe_name
-from modelreg.launch.running.supervisor import Backend, BackendStartError, BackendState, Supervisor
+from modelreg.launch.running.supervisor import Backend, BackendStartError, BackendState, Supervisor, ready_poll_delay
 from modelreg.settings import Settings
 from support import free_port
 
@@ -283,3 +283,12 @@ def test_backend_started_from_a_short_lived_thread_outlives_the_thread(superviso
     assert not worker.is_alive()
     time.sleep(0.5)  # time for a signal sent at the thread's end to arrive
     assert backend.popen.poll() is None and supervisor.probe(backend)
+
+
+def test_readiness_probes_back_off_from_a_fast_start_to_a_short_cap():
+    """5 ms while a small model may be ready any moment, 1 % of the wait after that, never over 20 ms: a vLLM start
+    of a minute is seen at most 20 ms late."""
+    delays = [ready_poll_delay(elapsed) for elapsed in (0, 0.3, 1, 1.5, 2, 10, 60, 600)]
+    assert delays[0] == delays[1] == 0.005
+    assert delays == sorted(delays) and delays[3] == 0.015
+    assert max(delays) == delays[-1] == 0.02

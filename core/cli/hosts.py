@@ -16,8 +16,11 @@ NO_HOSTS = ("no hosts: add them to the `hosts` setting in settings.json, e.g. "
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     from modelreg.hosts.status import hosts_status
+    from modelreg.proxy.record import find_proxy_url
     registry = registry_from_args(args)
-    statuses = hosts_status(registry.settings, registry.config_dir, args.timeout)
+    local_url, source = find_proxy_url(registry.config_dir, registry.settings)
+    say(f"local proxy {local_url} (from {source})", stderr=True)
+    statuses = hosts_status(registry.settings, registry.config_dir, args.timeout, local_url)
     if args.json:
         print_json([s.to_dict() for s in statuses])
     elif not statuses:

@@ -10,10 +10,12 @@ from modelreg.cli.output import TSV_HELP, print_json, print_table, registry_from
 
 if TYPE_CHECKING:
     from modelreg.proxy.client import ProxyAdmin
+    from modelreg.registry import Registry
 
 
 def cmd_proxy(args: argparse.Namespace) -> None:
     from modelreg.proxy.app import proxy_keys, serve
+    from modelreg.proxy.record import remove_record, write_record
     from modelreg.proxy.token import token_source
     registry = registry_from_args(args)
     configured = urlsplit(registry.settings.proxy_url)
@@ -25,13 +27,35 @@ def cmd_proxy(args: argparse.Namespace) -> None:
         + (f"API keys: {keys} from settings" if keys else "no API key (proxy_api_keys is empty)"))
     # a closed terminal (SIGHUP) stops the proxy as SIGTERM does, backends included (uvicorn handles only INT, TERM)
     signal.signal(signal.SIGHUP, lambda signum, frame: signal.raise_signal(signal.SIGTERM))
-    serve(registry, host, port)
+    client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # where `modelreg ps` reaches it
+    write_record(registry.config_dir, f"http://{client_host}:{port}")
+
+    def remove_and_die(signum: int, frame: object) -> None:
+        # uvicorn raises the SIGTERM it caught again once it has shut down: the record goes, then the default death
+        remove_record(registry.config_dir)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+    signal.signal(signal.SIGTERM, remove_and_die)
+    try:
+        serve(registry, host, port)
+    finally:
+        remove_record(registry.config_dir)
 
 
 def _admin(args: argparse.Namespace) -> "ProxyAdmin":
     from modelreg.proxy.client import ProxyAdmin
     registry = registry_from_args(args)
-    return ProxyAdmin(args.url or registry.settings.proxy_url, registry.config_dir)
+    return ProxyAdmin(proxy_url_for(args, registry), registry.config_dir)
+
+
+def proxy_url_for(args: argparse.Namespace, registry: "Registry") -> str:
+    """--url, else the running proxy's record, $MODELREG_PROXY_URL or the proxy_url setting (said on stderr)."""
+    from modelreg.proxy.record import find_proxy_url
+    if args.url:
+        return args.url
+    url, source = find_proxy_url(registry.config_dir, registry.settings)
+    say(f"proxy {url} (from {source})", stderr=True)
+    return url
 
 
 def cmd_ps(args: argparse.Namespace) -> None:
@@ -91,7 +115,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     def control(name: str, help: str) -> argparse.ArgumentParser:
         command = subparsers.add_parser(name, help=help, description=help + " (through the running proxy's admin "
                                         "endpoints, with its admin token).")
-        command.add_argument("--url", default=None, help="the proxy (default: the proxy_url setting)")
+        command.add_argument("--url", default=None, help="the proxy (default: the running proxy recorded in the "
+                             "registry folder, then $MODELREG_PROXY_URL, then the proxy_url setting)")
         return command
 
     command = control("ps", "list the backends the running proxy has started")

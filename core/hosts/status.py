@@ -92,20 +92,20 @@ def api_key_header(name: str, host: Host) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def _admin_for(host: Host, settings: Settings, config_dir: Path, timeout: float) -> ProxyAdmin | str:
+def _admin_for(host: Host, local_url: str, config_dir: Path, timeout: float) -> ProxyAdmin | str:
     """A client for the host's /admin routes, or why there is none. The local admin token is only sent to the
-    local proxy (the proxy_url setting): another host gets the token its admin_token_env holds."""
+    local proxy (`local_url`): another host gets the token its admin_token_env holds."""
     if host.admin_token_env:
         token = os.environ.get(host.admin_token_env, "").strip()
         if not token:
             return f"${host.admin_token_env} is not set"
         return ProxyAdmin(host.url, config_dir, timeout, token=token, token_from=f"${host.admin_token_env}")
-    if host.url == settings.proxy_url.rstrip("/"):
+    if host.url == local_url.rstrip("/"):
         return ProxyAdmin(host.url, config_dir, timeout)
     return "no admin_token_env"
 
 
-def host_status(name: str, host: Host, settings: Settings, config_dir: Path, timeout: float = 5.0) -> HostStatus:
+def host_status(name: str, host: Host, local_url: str, config_dir: Path, timeout: float = 5.0) -> HostStatus:
     """Ask one host's proxy: /v1/models for its revision and models, /admin/status for its backends and profile."""
     status = HostStatus(name, host.url, host.profile)
     try:
@@ -131,7 +131,7 @@ def host_status(name: str, host: Host, settings: Settings, config_dir: Path, tim
         return status
     status.reachable, status.revision = True, reply.headers[REVISION_HEADER]
     status.running = [m.name for m in status.models if m.running]
-    admin = _admin_for(host, settings, config_dir, timeout)
+    admin = _admin_for(host, local_url, config_dir, timeout)
     if isinstance(admin, str):
         status.admin = admin
         return status
@@ -145,13 +145,16 @@ def host_status(name: str, host: Host, settings: Settings, config_dir: Path, tim
     return status
 
 
-def hosts_status(settings: Settings, config_dir: str | os.PathLike, timeout: float = 5.0) -> list[HostStatus]:
-    """Every host of the hosts setting, asked at once (a host that does not answer costs `timeout`, not more)."""
+def hosts_status(settings: Settings, config_dir: str | os.PathLike, timeout: float = 5.0,
+                 local_url: str | None = None) -> list[HostStatus]:
+    """Every host of the hosts setting, asked at once (a host that does not answer costs `timeout`, not more).
+    `local_url`: where this machine's proxy runs (default: the proxy_url setting)."""
+    local = local_url or settings.proxy_url
     hosts = sorted(settings.hosts.items())
     if not hosts:
         return []
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        return list(pool.map(lambda item: host_status(item[0], item[1], settings, Path(config_dir), timeout), hosts))
+        return list(pool.map(lambda item: host_status(item[0], item[1], local, Path(config_dir), timeout), hosts))
 
 
 def require_reachable(statuses: list[HostStatus]) -> list[HostStatus]:

@@ -25,17 +25,18 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 from yarl import URL
 
 from modelreg.errors import BadInput, UnknownModel
-from modelreg.launch.planning.plan import served_context
+from modelreg.launch.planning.plan import per_request_context, served_context
 from modelreg.launch.running.logs import LogFollower, read_tail
 from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
 from modelreg.proxy.errors import ProxyError, error_body
-from modelreg.proxy.guard import HostGuard
+from modelreg.proxy.guard import HostGuard, SiteGuard
 from modelreg.proxy.pool import BackendPool, Running
+from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
 from modelreg.proxy.routing import roles_of, with_generation_defaults
 from modelreg.proxy.token import ensure_admin_token
 from modelreg.registry import Registry
@@ -51,12 +52,6 @@ ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v
                 "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
 ROUTED_PREFIXES = ("/v1/audio/", "/v1/images/")
 DEFAULTS_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})  # where generation_defaults apply
-# Not passed on: hop-by-hop, set again by the server or the upstream client, or the proxy's own credentials.
-DROPPED_REQUEST_HEADERS = frozenset({"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
-                                     "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
-                                     "authorization", "x-api-key", "cookie", "origin", "referer"})
-DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date",
-                                   "server"})
 LOG_FOLLOW_INTERVAL = 0.25
 
 
@@ -144,46 +139,6 @@ class Call:
     stream: bool = False
 
 
-class Exchange:
-    """One request's hold on its model: counted against max_concurrency from the start, then its backend and upstream
-    response; `close` gives everything back exactly once (also when the client leaves or a stream breaks)."""
-
-    def __init__(self, pool: BackendPool, name: str):
-        pool.admit(name)
-        self.pool, self.name = pool, name
-        self.run: Running | None = None
-        self.upstream: aiohttp.ClientResponse | None = None
-        self.closed = False
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.upstream is not None:
-            if self.upstream.content.at_eof():
-                self.upstream.release()
-            else:
-                self.upstream.close()  # drops the connection: the backend sees its client leave and aborts
-        if self.run is not None:
-            self.pool.release(self.run)
-        self.pool.leave(self.name)
-
-
-class RelayResponse(StreamingResponse):
-    """A relayed stream whose Exchange is closed when the response ends, however it ends (even before its first
-    chunk, when the client left at once)."""
-
-    def __init__(self, exchange: Exchange, content: AsyncIterator[bytes], status_code: int, headers: dict[str, str]):
-        super().__init__(content, status_code=status_code, headers=headers)
-        self.exchange = exchange
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.exchange.close()
-
-
 class Proxy:
     """Serves the merged snapshot of exactly one Registry object; the ASGI app is `create_app(proxy)`."""
 
@@ -213,19 +168,26 @@ class Proxy:
                              headers={"WWW-Authenticate": "Bearer"})
 
     # ---- models -----------------------------------------------------------------------------------------------------
-    def _model_object(self, entry: dict) -> dict[str, Any]:
+    def _model_object(self, entry: dict, listed_as: str | None = None) -> dict[str, Any]:
+        """The model as /v1/models lists it; `listed_as`: an alias listed as a model of its own."""
         name = entry["name"]
         run = self.pool.running.get(name)
-        return {"id": name, "object": "model", "created": int(self.pool.loaded_at or 0), "owned_by": "modelreg",
+        return {"id": listed_as or name, "object": "model", "created": int(self.pool.loaded_at or 0),
+                "owned_by": "modelreg", "name": entry.get("display_name") or name,
                 "aliases": self.pool.routes.aliases_of.get(name, []), "roles": roles_of(entry),
                 "backend": entry.get("backend"), "display_name": entry.get("display_name"),
-                "running": bool(run and run.ready), "context_length": served_context(entry),
+                "running": bool(run and run.ready), "context_length": per_request_context(entry),
+                "max_context": served_context(entry),
                 "capabilities": {key: bool(get_path(entry, f"capabilities.{key}")) for key in CAPABILITIES}}
 
     async def list_models(self, request: Request) -> Response:
         self._check_api_key(request)
         routes = self.pool.routes
-        data = [self._model_object(entry) for entry in routes.snapshot.entries if not entry.get("deprecated")]
+        listed = [entry for entry in routes.snapshot.entries if not entry.get("deprecated")]
+        data = [self._model_object(entry) for entry in listed]
+        if self.settings.list_aliases:
+            data += [self._model_object(entry, alias) for entry in listed
+                     for alias in routes.aliases_of.get(entry["name"], [])]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json",
                         headers={"x-modelreg-revision": routes.revision})
 
@@ -621,7 +583,10 @@ def create_app(proxy: Proxy, bound: str = "127.0.0.1") -> Starlette:
               Route("/admin/restart/{model:path}", proxy.restart_endpoint, methods=["POST"]),
               Route("/admin/logs/{model:path}", proxy.logs_endpoint, methods=["GET"]),
               Route("/health", proxy.health, methods=["GET"])]
-    middleware = [Middleware(HostGuard, bound=bound, allowed=proxy.settings.allowed_hosts)]
+    from modelreg.proxy.llama_swap_api import llama_swap_routes  # it builds on this module's Proxy
+    routes += llama_swap_routes(proxy)
+    middleware = [Middleware(HostGuard, bound=bound, allowed=proxy.settings.allowed_hosts),
+                  Middleware(SiteGuard, allowed_origins=proxy.settings.cors_origins)]
     if proxy.settings.cors_origins:  # without it a preflight gets no CORS headers (405)
         middleware.append(Middleware(CORSMiddleware, allow_origins=proxy.settings.cors_origins, allow_methods=["*"],
                                      allow_headers=["*"], expose_headers=["x-modelreg-model", "x-modelreg-revision"],

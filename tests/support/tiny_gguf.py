@@ -36,8 +36,11 @@ def _letter_ids() -> np.ndarray:
     return np.array([FIRST_BYTE_ID + b for b in letters])
 
 
-def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
-    """Write the model to `path` and return it.
+FIM_TOKENS = {"fim_pre": "<fim_prefix>", "fim_suf": "<fim_suffix>", "fim_mid": "<fim_middle>"}
+
+
+def write_tiny_gguf(path: str | Path, seed: int = 0, fim: bool = False) -> Path:
+    """Write the model to `path` and return it; `fim`: with fill-in-the-middle tokens, for llama-server's /infill.
 
     Random weights would emit any byte (invalid UTF-8) or EOS at once. Dimension 0 of every token embedding is a
     large constant, so after RMS norm the hidden state always has a big positive component there; the output
@@ -47,6 +50,13 @@ def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     rng = np.random.default_rng(seed)
     tokens, scores, types = _vocab()
+    fim_ids = {}
+    if fim:
+        for key, token in FIM_TOKENS.items():
+            fim_ids[key] = len(tokens)
+            tokens.append(token.encode())
+            scores.append(0.0)
+            types.append(int(gguf.TokenType.CONTROL))
     n_vocab = len(tokens)
 
     def weights(*shape: int, scale: float = 0.02) -> np.ndarray:
@@ -72,6 +82,8 @@ def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
     writer.add_eos_token_id(EOS_ID)
     writer.add_unk_token_id(UNK_ID)
     writer.add_add_bos_token(True)
+    for key, token_id in fim_ids.items():
+        writer.add_uint32(f"tokenizer.ggml.{key}_token_id", token_id)
     writer.add_add_eos_token(False)
     writer.add_chat_template(CHAT_TEMPLATE)
 

@@ -518,6 +518,24 @@ def served_context(entry: dict[str, Any]) -> int | None:
     return _context_window(entry) or native
 
 
+UNIFIED_KV = {"-kvu": True, "--kv-unified": True, "-no-kvu": False, "--no-kv-unified": False}
+
+
+def per_request_context(entry: dict[str, Any]) -> int | None:
+    """The context one request can use: llama-server splits `-c` over its `-np`/`--parallel` slots unless the KV
+    cache is unified (`-kvu`, which llama-server also turns on when it picks the slot count itself)."""
+    full = served_context(entry)
+    extra = (entry.get("backend_config") or {}).get("extra_args")
+    if full is None or entry.get("backend") != LLAMA_CPP or not isinstance(extra, list):
+        return full
+    args = [str(arg) for arg in extra]
+    slots = flag_value(args, "--parallel", LLAMA_CPP)
+    unified = [UNIFIED_KV[arg] for arg in args if arg in UNIFIED_KV]
+    if not slots or not slots.isdigit() or int(slots) < 1 or (unified and unified[-1]):
+        return full
+    return full // int(slots)
+
+
 def exclusive_group(entry: dict | None) -> str | None:
     """backend_config.exclusive_group: starting a member stops the group's other running members."""
     group = ((entry or {}).get("backend_config") or {}).get("exclusive_group")
