@@ -51,7 +51,8 @@ _CONFIG_NOT_CARRIED = {
     "ui": "modelreg's GUI is `modelreg gui`; it has no Activity page to configure",
     "performance": "modelreg does not poll system statistics",
     "sendLoadingState": "the proxy sends `: loading` SSE comments on streams; there is no setting to import it into",
-    "includeAliasesInList": "the import writes models only; /v1/models lists model names",
+    "includeAliasesInList": "a proxy setting, and the import writes models only: set `list_aliases` in "
+                            "settings.json",
     "unloadTimeout": "the `stop_grace` setting (one for every model) is the grace before SIGKILL; set it in "
                      "settings.json",
     "apiKeys": "keys are a proxy setting, never written into the registry by an import: put them in the "
