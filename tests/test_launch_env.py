@@ -12,7 +12,7 @@ import pytest
 from modelreg.errors import BadInput
 from modelreg.launch.planning.checks import launch_problems
 from modelreg.launch.planning.plan import backend_catalogue, launch_plan
-from modelreg.launch.running.supervisor import Supervisor
+from modelreg.launch.running.supervisor import BackendStartError, Supervisor
 from modelreg.registry import Registry
 from modelreg.schema import check_entry
 from modelreg.settings import Settings
@@ -165,3 +165,27 @@ def test_the_real_llama_server_runs_from_the_models_program_with_its_environment
     assert preview.returncode == 0, preview.stderr
     assert preview.stdout.startswith("CUDA_VISIBLE_DEVICES=1 HF_TOKEN=\"${TEST_PINNED_TOKEN}\" "
                                      f"MODELREG_TEST_LITERAL_KEY='***' {pinned} -m ")
+
+
+def test_a_models_own_program_that_is_missing_fails_the_start_and_says_which_field(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"")
+    plan = launch_plan(entry(executable=str(tmp_path / "llama-server-gone"), model_path=str(model)), Settings())
+    with pytest.raises(BackendStartError) as caught:
+        Supervisor(tmp_path / "logs").start(plan)
+    assert "cannot run" in str(caught.value)
+    [finding] = caught.value.diagnosis
+    assert finding.rule == "missing_executable" and "backend_config.executable" in finding.suggestion
+
+
+def test_set_takes_one_variable_as_text_and_refuses_a_list(pinned_build):
+    folder, _ = pinned_build
+    done = subprocess.run(modelreg(folder, "set", "tiny", "backend_config.env.CUDA_VISIBLE_DEVICES", "0"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert Registry(folder).entry("tiny")["backend_config"]["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+    before = (folder / "model_registry.curated.json").read_bytes()
+    done = subprocess.run(modelreg(folder, "set", "tiny", "backend_config.env", '["CUDA_VISIBLE_DEVICES=0"]'),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "backend_config.env" in done.stderr
+    assert (folder / "model_registry.curated.json").read_bytes() == before
