@@ -5,7 +5,7 @@ import json
 import math
 import re
 import shlex
-from typing import Any
+from typing import Any, Callable
 
 from modelreg.errors import BadInput, NotAJSONNumber, finite_json_float, refuse_json_constant
 
@@ -162,11 +162,16 @@ def env_references(value: str) -> list[str]:
     return [m["braced"] or m["bare"] for m in _ENV_REFERENCE.finditer(value) if not m["dollar"]]
 
 
+def rewrite_env_value(value: str, reference: Callable[[str], str]) -> str:
+    """The value with each reference replaced by `reference(NAME)` and each `$$` by `$`."""
+    def replace(match: re.Match[str]) -> str:
+        return "$" if match["dollar"] else reference(match["braced"] or match["bare"])
+    return _ENV_REFERENCE.sub(replace, value)
+
+
 def resolve_env_value(value: str, environ: dict[str, str] | Any) -> str:
     """The value with each reference replaced from `environ`; KeyError names a variable that is not set."""
-    def replace(match: re.Match[str]) -> str:
-        return "$" if match["dollar"] else environ[match["braced"] or match["bare"]]
-    return _ENV_REFERENCE.sub(replace, value)
+    return rewrite_env_value(value, lambda name: environ[name])
 
 
 def looks_secret(name: str, value: str) -> bool:

@@ -298,3 +298,35 @@ def test_a_name_the_registry_gives_another_file_is_left_out(registry, tmp_path):
     path = config(tmp_path, "models:\n  m:\n    cmd: llama-server --port ${PORT} -m /m.gguf\n")
     item = plan_import(registry, path, {}).models[0]
     assert "already has a model 'm' for another file (/elsewhere/m.gguf)" in item.skipped
+
+
+def test_an_exported_config_imports_back_to_the_same_launch(tmp_path):
+    """`modelreg export llama-swap` then `modelreg import llama-swap`: the program, environment and flags come back
+    as they were."""
+    from modelreg.hosts.llama_swap import llama_swap_config, llama_swap_yaml
+    from modelreg.launch.planning.plan import launch_plan
+
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "settings.json").write_text(json.dumps({"executables": {"llama.cpp": "llama-server"}}))
+    (source / "model_registry.curated.json").write_text(json.dumps([{
+        "name": "tiny", "backend": "llama.cpp", "served_model_id": "tiny-served",
+        "backend_config": {"port": 24101, "model_path": str(tmp_path / "tiny.gguf"), "extra_args": ["-c", "512"],
+                           "executable": "/opt/llama/llama-server-b4000",
+                           "env": {"CUDA_VISIBLE_DEVICES": "1", "HF_TOKEN": "${HF_TOKEN}", "PRICE": "$$5"}}}]))
+    exported = llama_swap_yaml(llama_swap_config(Registry(source)), None, None)
+    assert "HF_TOKEN=${env.HF_TOKEN}" in exported and "PRICE=$5" in exported
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "settings.json").write_text(json.dumps({"executables": {"llama.cpp": "llama-server"}}))
+    path = tmp_path / "exported.yaml"
+    path.write_text(exported)
+    back = Registry(target)
+    import_llama_swap(back, path, environ={"HF_TOKEN": "hf_x"})
+    before = launch_plan(Registry(source).entry("tiny"), Registry(source).settings)
+    after = launch_plan(back.entry("tiny"), back.settings)
+    assert after.env == before.env
+    # the export writes ${PORT}, so the port is the one llama-swap itself gives: startPort's default
+    assert after.port == 5800
+    assert after.argv == [str(after.port) if arg == str(before.port) else arg for arg in before.argv]
