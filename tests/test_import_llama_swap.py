@@ -330,3 +330,10 @@ def test_an_exported_config_imports_back_to_the_same_launch(tmp_path):
     # the export writes ${PORT}, so the port is the one llama-swap itself gives: startPort's default
     assert after.port == 5800
     assert after.argv == [str(after.port) if arg == str(before.port) else arg for arg in before.argv]
+
+
+def test_a_file_the_registry_already_lists_under_another_name_is_noted(registry, tmp_path):
+    registry.discovered_writer().upsert([{"name": "scanned-name", "backend_config": {"model_path": "/m.gguf"}}])
+    path = config(tmp_path, "models:\n  m:\n    cmd: llama-server --port ${PORT} -m /m.gguf\n")
+    item = plan_import(registry, path, {}).models[0]
+    assert item.skipped is None and any("also lists this file as scanned-name" in note for note in item.notes)

@@ -816,10 +816,19 @@ def plan_import(registry: Registry, path: str | os.PathLike, environ: dict[str, 
 
 def _check_names(registry: Registry, models: list[ImportedModel]) -> None:
     """A model whose name the registry already gives another model file is left out (it would replace that one)."""
-    existing = {e.get("name"): e for e in registry.discovered_entries()}
+    entries = registry.discovered_entries()
+    existing = {e.get("name"): e for e in entries}
     for item in models:
+        if item.skipped or item.discovered is None:
+            continue
+        path = get_path(item.discovered, "backend_config.model_path")
+        others = sorted(str(e.get("name")) for e in entries
+                        if e.get("name") != item.name and get_path(e, "backend_config.model_path") == path)
+        if others:
+            item.notes.append(f"the registry also lists this file as {', '.join(others)}; both entries now name it "
+                              "(each with its own configuration)")
         old = existing.get(item.name)
-        if item.skipped or old is None or item.discovered is None:
+        if old is None:
             continue
         old_path = get_path(old, "backend_config.model_path")
         new_path = get_path(item.discovered, "backend_config.model_path")
