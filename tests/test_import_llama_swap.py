@@ -337,3 +337,18 @@ def test_a_file_the_registry_already_lists_under_another_name_is_noted(registry,
     path = config(tmp_path, "models:\n  m:\n    cmd: llama-server --port ${PORT} -m /m.gguf\n")
     item = plan_import(registry, path, {}).models[0]
     assert item.skipped is None and any("also lists this file as scanned-name" in note for note in item.notes)
+
+
+def test_env_macros_in_keys_the_import_leaves_behind_need_no_variable(registry, tmp_path):
+    path = config(tmp_path, """\
+        apiKeys: ["${env.NOT_EXPORTED_KEY}"]
+        peers:
+          remote: {proxy: http://10.0.0.2, models: [x], apiKey: "${env.NOT_EXPORTED_PEER}"}
+        models:
+          m:
+            cmd: llama-server --port ${PORT} -m /m.gguf
+        """)
+    result = plan_import(registry, path, {})
+    assert result.models[0].skipped is None
+    assert any(line.startswith("apiKeys: ") for line in result.not_carried)
+    assert any(line.startswith("peers: ") for line in result.not_carried)

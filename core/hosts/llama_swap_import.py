@@ -66,6 +66,7 @@ _CONFIG_NOT_CARRIED = {
              "for several hosts",
     "scheduler": "modelreg serves requests in arrival order; there are no per-model priorities",
 }
+_CONFIG_USED = {"startPort", "globalTTL", "healthCheckTimeout", "routing", "groups", "matrix"}
 _MODEL_KEYS = {"cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unloadTimeout", "unlisted",
                "useModelName", "name", "description", "concurrencyLimit", "filters", "macros", "metadata",
                "sendLoadingState", "timeouts", "compat", "capabilities"}
@@ -304,7 +305,10 @@ def expand(data: dict[str, Any], lines: _Lines, environ: dict[str, str] | Any) -
     global_macros = _macros(data.get("macros"), lines, ("macros",))
     config = {key: _apply(value, global_macros) for key, value in data.items() if key not in ("models", "macros")}
     _no_macros_left(config, lines, ())
-    config = _env_values(config, lines, (), environ)
+    # `${env.NAME}` is read only in the keys the import uses: an unset variable elsewhere (an apiKeys entry, a peer's
+    # key) does not stop it
+    config = {key: _env_values(value, lines, (key,), environ) if key in _CONFIG_USED else value
+              for key, value in config.items()}
     start = config.get("startPort", DEFAULT_START_PORT)
     if not isinstance(start, int) or isinstance(start, bool) or not 1 <= start <= 65535:
         raise lines.error(("startPort",), f"{start!r} is not a port number")
@@ -803,8 +807,7 @@ def plan_import(registry: Registry, path: str | os.PathLike, environ: dict[str, 
     data, lines = read_config(path)
     expanded = expand(data, lines, os.environ if environ is None else environ)
     not_carried = [f"{key}: {why}" for key, why in _CONFIG_NOT_CARRIED.items() if key in data]
-    for key in sorted(set(data) - set(_CONFIG_NOT_CARRIED) - {"models", "macros", "startPort", "globalTTL",
-                                                             "healthCheckTimeout", "groups", "matrix", "routing"}):
+    for key in sorted(set(data) - set(_CONFIG_NOT_CARRIED) - _CONFIG_USED - {"models", "macros"}):
         not_carried.append(f"{key}: not a llama-swap key")
     routing = _routing(expanded.config, expanded.models, lines, not_carried)
     base = path.resolve().parent
