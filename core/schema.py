@@ -88,6 +88,10 @@ _WHAT_TO_DO = {
     "backend": f"use one of {', '.join(BACKENDS)} (also accepted: {', '.join(sorted(BACKEND_ALIASES))})",
     "backend_config.api_key_env": "give the name of an environment variable that holds the key (e.g. MY_KEY)",
     "backend_config.max_concurrency": "use a whole number of 1 or more (or null: no limit)",
+    "backend_config.ready_timeout": "use a number of seconds above 0 (how long a start may take), e.g. 600",
+    "backend_config.idle_ttl": "use a number of seconds, 0 or more (0: never stopped for being idle), e.g. 300",
+    "backend_config.exclusive_group": "give the group's name as text (starting a member stops the others)",
+    "model_aliases": 'write the aliases as a list of names, e.g. ["gpt-4o-mini"]',
     "backend_config.executable": "give the path of the program that runs this model (e.g. "
                                  "/opt/llama.cpp/bin/llama-server), or remove it to use the settings' program",
     "backend_config.env": 'write env as an object of variable name -> text (not a list of NAME=value), e.g. '

@@ -189,3 +189,14 @@ def test_set_takes_one_variable_as_text_and_refuses_a_list(pinned_build):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "backend_config.env" in done.stderr
     assert (folder / "model_registry.curated.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(("config", "field", "words"), [
+    ({"backend_config": {"ready_timeout": 0}}, "backend_config.ready_timeout", "seconds above 0"),
+    ({"backend_config": {"idle_ttl": -1}}, "backend_config.idle_ttl", "0 or more"),
+    ({"backend_config": {"exclusive_group": 3}}, "backend_config.exclusive_group", "group's name"),
+    ({"model_aliases": "gpt-4o-mini"}, "model_aliases", "list of names"),
+])
+def test_the_fields_the_llama_swap_import_sets_have_hints(config, field, words):
+    [problem] = check_entry({"name": "m", **config}, 0).problems
+    assert f"field {field!r}" in problem and words in problem
