@@ -1,13 +1,18 @@
 """One relayed request's hold on its backend, and the response that gives it back when it ends."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+import time
+from typing import TYPE_CHECKING, AsyncIterator
 
 import aiohttp
+from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from modelreg.proxy.pool import BackendPool, Running
+
+if TYPE_CHECKING:
+    from modelreg.proxy.activity import Activity
 
 # Not passed on: hop-by-hop, set again by the server or the upstream client, or the proxy's own credentials.
 DROPPED_REQUEST_HEADERS = frozenset({"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
@@ -19,19 +24,27 @@ DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encodin
 
 class Exchange:
     """One request's hold on its model: counted against max_concurrency from the start, then its backend and upstream
-    response; `close` gives everything back exactly once (also when the client leaves or a stream breaks)."""
+    response; `close` gives everything back exactly once (also when the client leaves or a stream breaks) and
+    records what the request did in `activity`."""
 
-    def __init__(self, pool: BackendPool, name: str):
+    def __init__(self, pool: BackendPool, name: str, activity: Activity | None = None, path: str = ""):
         pool.admit(name)
-        self.pool, self.name = pool, name
+        self.pool, self.name, self.activity, self.path = pool, name, activity, path
         self.run: Running | None = None
         self.upstream: aiohttp.ClientResponse | None = None
         self.closed = False
+        self.began, self.began_at = time.perf_counter(), time.time()
+        self.first_at: float | None = None  # when a relayed stream's first chunk came (perf_counter)
+        self.seen = b""  # the answer, or a stream's last bytes: where its usage and timings are
+        self.status: int | None = None  # the proxy's own answer where it is not the backend's (an error, 499)
+        self.cancelled = False  # the client left before the answer ended
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.activity is not None:
+            self.activity.record(self)
         if self.upstream is not None:
             if self.upstream.content.at_eof():
                 self.upstream.release()
@@ -53,5 +66,14 @@ class RelayResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except ClientDisconnect:  # ASGI 2.4 servers: the client left while a chunk was sent
+            self.exchange.cancelled = True
+            raise
         finally:
             self.exchange.close()
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        await super().listen_for_disconnect(receive)  # the client left, or the answer just ended
+        upstream = self.exchange.upstream
+        if self.exchange.status is None and (upstream is None or not upstream.content.at_eof()):
+            self.exchange.cancelled = True
