@@ -18,8 +18,9 @@ from prometheus_client.registry import Collector
 from modelreg.launch.running.logs import read_tail
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from modelreg.proxy.pool import BackendPool
-    from modelreg.proxy.relay import Exchange
 
 ACTIVITY_FILE = "activity.jsonl"
 SEEN_BYTES = 4096  # how much of a stream's end is kept: its last chunks carry `usage` and llama-server's `timings`
@@ -62,6 +63,19 @@ def token_counts(data: bytes) -> tuple[int | None, int | None, float | None]:
 
 def _iso(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Measured:
+    """What one request did, filled in while it is relayed (the base of relay.Exchange)."""
+
+    def __init__(self, name: str, path: str):
+        self.name, self.path = name, path
+        self.upstream: aiohttp.ClientResponse | None = None
+        self.began, self.began_at = time.perf_counter(), time.time()
+        self.first_at: float | None = None  # when a relayed stream's first chunk came (perf_counter)
+        self.seen = b""  # the answer, or a stream's last bytes: where its usage and timings are
+        self.status: int | None = None  # the proxy's own answer where it is not the backend's (an error, 499)
+        self.cancelled = False  # the client left before the answer ended
 
 
 class BackendCollector(Collector):
@@ -124,17 +138,18 @@ class Activity:
                 kept.append(record)
         return kept
 
-    def record(self, exchange: Exchange) -> None:
+    def record(self, exchange: Measured) -> None:
         """Record one finished request (called once, when its Exchange closes)."""
         ended = time.perf_counter()
         upstream = exchange.upstream
         status = exchange.status or (upstream.status if upstream is not None else 500)
         streamed = upstream is not None and upstream.content_type == "text/event-stream"
         prompt, completion, speed = token_counts(exchange.seen) if exchange.seen else (None, None, None)
-        ttft = exchange.first_at - exchange.began if streamed and exchange.first_at is not None else None
+        first = exchange.first_at if streamed and exchange.first_at is not None else None
+        ttft = None if first is None else first - exchange.began
         duration = ended - exchange.began
         if speed is None and completion:
-            generating = ended - (exchange.first_at if ttft is not None else exchange.began)
+            generating = ended - (first or exchange.began)
             speed = completion / generating if generating > 0 else None
         model = exchange.name
         record = {"id": self.next_id, "at": _iso(exchange.began_at), "model": model, "path": exchange.path,

@@ -1,18 +1,14 @@
 """One relayed request's hold on its backend, and the response that gives it back when it ends."""
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import AsyncIterator
 
-import aiohttp
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from modelreg.proxy.activity import Activity, Measured
 from modelreg.proxy.pool import BackendPool, Running
-
-if TYPE_CHECKING:
-    from modelreg.proxy.activity import Activity
 
 # Not passed on: hop-by-hop, set again by the server or the upstream client, or the proxy's own credentials.
 DROPPED_REQUEST_HEADERS = frozenset({"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
@@ -22,22 +18,17 @@ DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encodin
                                    "server"})
 
 
-class Exchange:
+class Exchange(Measured):
     """One request's hold on its model: counted against max_concurrency from the start, then its backend and upstream
     response; `close` gives everything back exactly once (also when the client leaves or a stream breaks) and
     records what the request did in `activity`."""
 
     def __init__(self, pool: BackendPool, name: str, activity: Activity | None = None, path: str = ""):
         pool.admit(name)
-        self.pool, self.name, self.activity, self.path = pool, name, activity, path
+        super().__init__(name, path)
+        self.pool, self.activity = pool, activity
         self.run: Running | None = None
-        self.upstream: aiohttp.ClientResponse | None = None
         self.closed = False
-        self.began, self.began_at = time.perf_counter(), time.time()
-        self.first_at: float | None = None  # when a relayed stream's first chunk came (perf_counter)
-        self.seen = b""  # the answer, or a stream's last bytes: where its usage and timings are
-        self.status: int | None = None  # the proxy's own answer where it is not the backend's (an error, 499)
-        self.cancelled = False  # the client left before the answer ended
 
     def close(self) -> None:
         if self.closed:
