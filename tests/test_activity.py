@@ -9,7 +9,7 @@ import pyarrow
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelreg.proxy.activity import ACTIVITY_FILE, Activity
+from modelreg.proxy.activity import ACTIVITY_FILE, Activity, token_counts
 from modelreg.proxy.pool import BackendPool
 from modelreg.registry import Registry
 from support import chat_body, free_port, wait_for
@@ -89,6 +89,20 @@ def file_records(proxy) -> list[dict]:
         path = log_dir(proxy) / name
         lines += path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize("answer,counts", [
+    ({"usage": {"prompt_tokens": 30, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 4}}},
+     (30, 5, None)),
+    ({"type": "message", "usage": {"input_tokens": 7, "output_tokens": 3, "cache_read_input_tokens": 1}}, (7, 3, None)),
+    ({"timings": {"cache_n": 29, "prompt_n": 1, "predicted_n": 3, "predicted_per_second": 4184.1}}, (30, 3, 4184.1)),
+    ({"choices": [{"message": {"content": '"usage": {"prompt_tokens": 999, "completion_tokens": 999}'}}]},
+     (None, None, None)),  # the same text inside a string is escaped: not the backend's usage
+    ({"object": "list", "data": [{"embedding": [0.5] * 300}], "usage": {"prompt_tokens": 2, "total_tokens": 2}},
+     (2, None, None)),
+])
+def test_the_counts_are_read_from_the_answers_bytes(answer, counts):
+    assert token_counts(json.dumps(answer).encode()) == counts
 
 
 def test_metrics_parse_and_count_the_requests_and_the_backends_tokens(proxy):

@@ -32,20 +32,21 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 30
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-def _fields(data: bytes, key: bytes) -> dict[bytes, float]:
-    """The numbers in the last `"<key>": {...}` object of `data`."""
+def _fields(data: bytes, key: bytes) -> dict[bytes, bytes]:
+    """The numbers (as written) in the last `"<key>": {...}` object of `data`."""
     at = data.rfind(key)
-    if at < 0:
-        return {}
-    return {m[1]: float(m[2]) for m in NUMBER_FIELD.finditer(data, at, at + FIELD_WINDOW) if _number(m[2])}
+    return dict(NUMBER_FIELD.findall(data, at, at + FIELD_WINDOW)) if at >= 0 else {}
 
 
-def _number(text: bytes) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _number(fields: dict[bytes, bytes], *keys: bytes) -> float | None:
+    """The first of `keys` that `fields` holds as a number."""
+    for key in keys:
+        if key in fields:
+            try:
+                return float(fields[key])
+            except ValueError:
+                return None
+    return None
 
 
 def token_counts(data: bytes) -> tuple[int | None, int | None, float | None]:
@@ -53,12 +54,14 @@ def token_counts(data: bytes) -> tuple[int | None, int | None, float | None]:
     OpenAI's `usage` (`input_tokens`/`output_tokens` for /v1/messages and /v1/responses), else llama-server's
     `timings` (`cache_n + prompt_n`, `predicted_n`). None where the backend did not say."""
     usage, timings = _fields(data, b'"usage"'), _fields(data, b'"timings"')
-    prompt = usage.get(b"prompt_tokens", usage.get(b"input_tokens"))
+    prompt = _number(usage, b"prompt_tokens", b"input_tokens")
     if prompt is None and b"prompt_n" in timings:
-        prompt = timings[b"prompt_n"] + timings.get(b"cache_n", 0)
-    completion = usage.get(b"completion_tokens", usage.get(b"output_tokens", timings.get(b"predicted_n")))
+        prompt = (_number(timings, b"prompt_n") or 0) + (_number(timings, b"cache_n") or 0)
+    completion = _number(usage, b"completion_tokens", b"output_tokens")
+    if completion is None:
+        completion = _number(timings, b"predicted_n")
     return (None if prompt is None else int(prompt), None if completion is None else int(completion),
-            timings.get(b"predicted_per_second"))
+            _number(timings, b"predicted_per_second"))
 
 
 def _iso(stamp: float) -> str:
