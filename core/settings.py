@@ -132,7 +132,8 @@ class Settings(BaseModel):
     activity_max_bytes: int = Field(
         10 * 1024 * 1024, ge=4096,
         description="Size at which the proxy's request record `<log_dir>/activity.jsonl` is rotated to "
-                    "`activity.jsonl.1` (the one before is dropped), so the two take at most twice this.")
+                    "`activity.jsonl.1` (the one before is dropped), so the two take at most twice this (read when "
+                    "the proxy starts).")
     history_limit: int = Field(
         50, ge=1, description="How many earlier versions of the curated file `configs/.history/` keeps.")
     history_max_bytes: int = Field(
