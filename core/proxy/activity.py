@@ -3,6 +3,7 @@ rotating JSONL file beside the backend logs, and Prometheus metrics."""
 from __future__ import annotations
 
 import collections
+import math
 import os
 import re
 import time
@@ -39,13 +40,15 @@ def _fields(data: bytes, key: bytes) -> dict[bytes, bytes]:
 
 
 def _number(fields: dict[bytes, bytes], *keys: bytes) -> float | None:
-    """The first of `keys` that `fields` holds as a number."""
+    """The first of `keys` that `fields` holds, as a number; None for none, or one that is no count (negative,
+    not finite)."""
     for key in keys:
         if key in fields:
             try:
-                return float(fields[key])
+                number = float(fields[key])
             except ValueError:
                 return None
+            return number if 0 <= number < math.inf else None
     return None
 
 

@@ -34,8 +34,6 @@ class Exchange(Measured):
         if self.closed:
             return
         self.closed = True
-        if self.activity is not None:
-            self.activity.record(self)
         if self.upstream is not None:
             if self.upstream.content.at_eof():
                 self.upstream.release()
@@ -44,6 +42,8 @@ class Exchange(Measured):
         if self.run is not None:
             self.pool.release(self.run)
         self.pool.leave(self.name)
+        if self.activity is not None:
+            self.activity.record(self)
 
 
 class RelayResponse(StreamingResponse):
