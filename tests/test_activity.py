@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pyarrow
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -157,7 +158,11 @@ def test_a_stream_the_client_leaves_is_recorded_as_cancelled(proxy):
     [left] = records_after(proxy, since, 1)
     assert left["cancelled"] is True and left["completion_tokens"] is None  # it never got to its usage
     assert left["stream"] is True and left["ttft_ms"] is not None
-    assert delta(samples(proxy), before, "modelreg_requests_cancelled_total", model="tiny") == 1
+    with pytest.raises(httpx.ReadTimeout):  # a client that gives up before a long answer is ready
+        proxy.http.post("/v1/chat/completions", headers=KEY, json={**body, "stream": False}, timeout=0.2)
+    [gone] = records_after(proxy, left["id"], 1)
+    assert (gone["status"], gone["cancelled"], gone["completion_tokens"]) == (499, True, None)
+    assert delta(samples(proxy), before, "modelreg_requests_cancelled_total", model="tiny") == 2
     assert chat(proxy)["usage"]["completion_tokens"] > 0  # the backend is free again
 
 
