@@ -42,6 +42,8 @@ FIELD_CLASSES: dict[str, FieldClass] = {
     "backend_config.idle_ttl": FieldClass.CONFIG,
     "backend_config.api_key_env": FieldClass.CONFIG,
     "backend_config.max_concurrency": FieldClass.CONFIG,
+    "backend_config.executable": FieldClass.CONFIG,
+    "backend_config.env": FieldClass.CONFIG,
     "generation_defaults": FieldClass.CONFIG,
     "roles": FieldClass.CONFIG,
     "role_priority": FieldClass.CONFIG,
@@ -95,6 +97,8 @@ FIELD_KINDS: dict[str, str] = {
     "backend_config.idle_ttl": "float",
     "backend_config.api_key_env": "text",
     "backend_config.max_concurrency": "int",
+    "backend_config.executable": "text",
+    "backend_config.env": "json",
     "display_name": "text",
     "served_model_id": "text",
     "quantization": "text",
@@ -120,6 +124,8 @@ FIELD_KINDS: dict[str, str] = {
 
 
 def field_kind(path: str) -> str:
+    if path.startswith("backend_config.env."):
+        return "text"  # one variable's value: `CUDA_VISIBLE_DEVICES 0` is the text "0", not a number
     return FIELD_KINDS.get(path, "auto")
 
 

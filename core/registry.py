@@ -450,6 +450,24 @@ class Registry:
         what = ", ".join(f"unset {p}" if v is UNSET else f"set {p}" for p, v in changes.items())
         return self._write_curated(edit, base_revision, reason or f"{name}: {what}")
 
+    def apply_curated_many(self, changes: dict[str, dict[str, Any]], reason: str) -> Snapshot:
+        """Set dotted paths of several models' base curated entries in one write (one history item), adding the
+        entries that do not exist yet; nothing is written when every value is already what it would be set to."""
+        for fields in changes.values():
+            for path, value in fields.items():
+                check_editable(path, value)
+
+        def edit(entries: CuratedEntries) -> None:
+            for name, fields in changes.items():
+                target = entries.find(name) or entries.add({"name": name})
+                for path, value in fields.items():
+                    if get_path(target, path) != value:
+                        set_path(target, path, copy.deepcopy(value))
+                if get_path(target, CONFIG_NEEDED) is not None and fields:
+                    remove_path(target, CONFIG_NEEDED)
+
+        return self._write_curated(edit, None, reason)
+
     def set_value(self, name: str, path: str, value: Any, base_revision: str | None = None,
                   profile: str | None = None) -> Snapshot:
         return self.apply_curated(name, {path: value}, base_revision, profile)

@@ -20,7 +20,7 @@ from pydantic import (
 
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
 from modelreg.store import layer_elements
-from modelreg.values import env_name
+from modelreg.values import env_mapping_problems, env_name
 
 
 class BackendConfig(BaseModel):
@@ -36,6 +36,15 @@ class BackendConfig(BaseModel):
     idle_ttl: float | None = Field(None, ge=0)
     api_key_env: StrictStr | None = None  # the variable's name, never a key
     max_concurrency: StrictInt | None = Field(None, ge=1)
+    executable: StrictStr | None = Field(None, min_length=1)  # this model's program instead of the settings' one
+    env: InstanceOf[dict] | None = None  # variable name -> text, `$NAME` references read at launch
+
+    @field_validator("env")
+    @classmethod
+    def _env_mapping(cls, value: dict | None) -> dict | None:
+        if value is not None and (problems := env_mapping_problems(value)):
+            raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("api_key_env")
     @classmethod
@@ -79,6 +88,15 @@ _WHAT_TO_DO = {
     "backend": f"use one of {', '.join(BACKENDS)} (also accepted: {', '.join(sorted(BACKEND_ALIASES))})",
     "backend_config.api_key_env": "give the name of an environment variable that holds the key (e.g. MY_KEY)",
     "backend_config.max_concurrency": "use a whole number of 1 or more (or null: no limit)",
+    "backend_config.ready_timeout": "use a number of seconds above 0 (how long a start may take), e.g. 600",
+    "backend_config.idle_ttl": "use a number of seconds, 0 or more (0: never stopped for being idle), e.g. 300",
+    "backend_config.exclusive_group": "give the group's name as text (starting a member stops the others)",
+    "model_aliases": 'write the aliases as a list of names, e.g. ["gpt-4o-mini"]',
+    "backend_config.executable": "give the path of the program that runs this model (e.g. "
+                                 "/opt/llama.cpp/bin/llama-server), or remove it to use the settings' program",
+    "backend_config.env": 'write env as an object of variable name -> text (not a list of NAME=value), e.g. '
+                          '{"CUDA_VISIBLE_DEVICES": "0,1", "HF_TOKEN": "$HF_TOKEN"} ($NAME or ${NAME} is read from '
+                          "the environment at launch)",
 }
 
 

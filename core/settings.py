@@ -127,6 +127,14 @@ class Settings(BaseModel):
                            "`includeAliasesInList`), so chat UIs offer it.")
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest request body the proxy accepts.")
+    activity_limit: int = Field(
+        1000, ge=1, description="How many recent proxied requests the proxy keeps in memory for `/api/activity` and "
+                                "the GUI's Activity page (read when the proxy starts).")
+    activity_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=4096,
+        description="Size at which the proxy's request record `<log_dir>/activity.jsonl` is rotated to "
+                    "`activity.jsonl.1` (the one before is dropped), so the two take at most twice this (read when "
+                    "the proxy starts).")
     history_limit: int = Field(
         50, ge=1, description="How many earlier versions of the curated file `configs/.history/` keeps.")
     history_max_bytes: int = Field(

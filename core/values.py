@@ -5,7 +5,7 @@ import json
 import math
 import re
 import shlex
-from typing import Any
+from typing import Any, Callable
 
 from modelreg.errors import BadInput, NotAJSONNumber, finite_json_float, refuse_json_constant
 
@@ -117,10 +117,74 @@ def env_name_problem(value: Any) -> str | None:
     return f"{value!r} is not an environment variable name (letters, digits, _)"
 
 
+def env_mapping_problems(value: Any) -> list[str]:
+    """Why `value` cannot be a backend_config.env mapping (variable name -> text with references), one per problem."""
+    if not isinstance(value, dict):
+        return [f"{type(value).__name__} is not an object of variable name -> value"]
+    problems = []
+    for name, text in value.items():
+        if problem := env_name_problem(name):
+            problems.append(problem)
+        elif problem := env_value_problem(text):
+            problems.append(f"{name}: {problem}")
+    return problems
+
+
 def env_name(value: str | None) -> str | None:
     """`value` when it is None or an environment variable's name, else ValueError (the models' validator)."""
     if value is not None and (problem := env_name_problem(value)):
         raise ValueError(problem)
+    return value
+
+
+# A reference in a backend_config.env value: `$NAME` or `${NAME}`; `$$` is a literal `$`.
+_ENV_REFERENCE = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*)|(?P<dollar>\$))")
+# Names of variables that usually hold a secret, and the prefixes of well-known key formats.
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|PRIVATE", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"^(sk-|hf_|ghp_|gho_|github_pat_|xox[abp]-|glpat-|AKIA)")
+MASK = "***"
+
+
+def env_value_problem(value: Any) -> str | None:
+    """Why `value` cannot be a backend_config.env value (text with `$NAME` / `${NAME}` references), or None."""
+    if not isinstance(value, str):
+        return f"{value!r} is {type(value).__name__}, not text"
+    if "$" in _ENV_REFERENCE.sub("", value):
+        return f"{value!r} has a `$` that starts no $NAME or ${{NAME}} reference; write $$ for a literal $"
+    if "\0" in value:
+        return f"{value!r} holds a NUL character, which no environment variable can hold"
+    return None
+
+
+def env_references(value: str) -> list[str]:
+    """The variables a backend_config.env value refers to, in order."""
+    return [m["braced"] or m["bare"] for m in _ENV_REFERENCE.finditer(value) if not m["dollar"]]
+
+
+def rewrite_env_value(value: str, reference: Callable[[str], str]) -> str:
+    """The value with each reference replaced by `reference(NAME)` and each `$$` by `$`."""
+    def replace(match: re.Match[str]) -> str:
+        return "$" if match["dollar"] else reference(match["braced"] or match["bare"])
+    return _ENV_REFERENCE.sub(replace, value)
+
+
+def resolve_env_value(value: str, environ: dict[str, str] | Any) -> str:
+    """The value with each reference replaced from `environ`; KeyError names a variable that is not set."""
+    return rewrite_env_value(value, lambda name: environ[name])
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """Whether an environment value as written may be a secret: its variable's name says so (HF_TOKEN, API_KEY) or
+    it starts like a well-known key format (sk-, hf_)."""
+    return bool(_SECRET_NAME.search(name) or _SECRET_VALUE.match(value))
+
+
+def shown_env_value(name: str, value: str) -> str:
+    """An environment value as previews, logs and status show it: a pure reference (`$HF_TOKEN`) as written (it is a
+    name, not the value), anything else that looks secret as ***."""
+    if looks_secret(name, value) and _ENV_REFERENCE.sub("", value) != "":
+        return MASK
     return value
 
 

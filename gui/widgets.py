@@ -90,7 +90,7 @@ def launch_command(plan: LaunchPlan | None, problem: str | None) -> None:
     if plan is None:
         st.error(md(problem))
     elif plan.argv:
-        st.code(shlex.join(plan.argv), language="bash", wrap_lines=True)
+        st.code(plan.command_line(), language="bash", wrap_lines=True)
     else:
         st.code(f"# runs in the Ollama daemon at {plan.base_url}: model {plan.ollama_model}, "
                 f"options {plan.ollama_options}", language="bash", wrap_lines=True)

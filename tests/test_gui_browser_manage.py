@@ -97,7 +97,7 @@ def test_every_page_without_chrome_or_a_request_off_loopback(stack):
     settle(page, '[data-testid="stDataFrame"]', timeout=SLOW)
     screenshot(page, "manage-models")
     for title, shot in (("Model editor", None), ("Diff & history", None), ("Fit", "fit"), ("Launch test", None),
-                        ("Running backends", None), ("Model folders", None),
+                        ("Running backends", None), ("Activity", None), ("Model folders", None),
                         ("Settings & status", None), ("Download", None), ("Hosts", "hosts")):
         navigate(page, title)
         page.wait_for_timeout(300)

@@ -19,7 +19,7 @@ def cmd_launch_cmd(args: argparse.Namespace) -> None:
     if args.json:
         return print_json(plan.to_dict())
     if plan.argv:
-        say(shlex.join(plan.argv))
+        say(plan.command_line())
     else:
         say(f"# {plan.name} runs in the Ollama daemon at {plan.base_url} (no process of ours): model "
               f"{plan.ollama_model}, options {json.dumps(plan.ollama_options, sort_keys=True)}")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 
 from modelreg import __version__
-from modelreg.cli import download, gui, hosts, launch, layers, proxy, scan, up
+from modelreg.cli import download, gui, hosts, imports, launch, layers, proxy, scan, up
 from modelreg.cli.output import add_global_options, say
 from modelreg.errors import ConflictError, RegistryError
 
-COMMAND_MODULES = (layers, scan, launch, proxy, hosts, gui, up, download)
+COMMAND_MODULES = (layers, scan, launch, proxy, hosts, imports, gui, up, download)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""`modelreg proxy` (the OpenAI-compatible server) and its live control: `ps`, `stop`, `logs`, `restart`."""
+"""`modelreg proxy` (the OpenAI-compatible server) and its live control: `ps`, `stop`, `logs`, `restart`,
+`activity`."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +101,19 @@ def cmd_restart(args: argparse.Namespace) -> None:
     say(f"restarted {backend['name']}: pid {backend['pid']}, {backend['state']} on port {backend['port']}")
 
 
+def cmd_activity(args: argparse.Namespace) -> None:
+    from modelreg.views.activity import activity_rows
+    admin = _admin(args)
+    records = admin.activity(limit=args.lines, model=args.model)
+    if args.json:
+        return print_json(records)
+    if not records:
+        return say(f"no requests recorded yet (proxy at {admin.url})")
+    rows = activity_rows(records)
+    columns = list(rows[0])
+    print_table(columns, [["-" if row[c] is None else row[c] for c in columns] for row in rows], tsv=args.tsv)
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "proxy", help="run the OpenAI-compatible proxy that starts models on demand",
@@ -140,3 +154,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     command = control("restart", "restart a backend (or start it) and wait until it is ready")
     command.add_argument("name", help="model name or alias")
     command.set_defaults(handler=cmd_restart)
+
+    command = control("activity", "list the last requests through the running proxy, newest first: model, status "
+                      "or cancelled, time to first token, duration, tokens and tokens/s")
+    command.add_argument("-n", "--lines", type=int, default=20, help="how many of the last requests (default 20)")
+    command.add_argument("--model", default=None, help="only this model's requests (its registry name)")
+    command.add_argument("--json", action="store_true", help="print the proxy's records as JSON, oldest first")
+    command.add_argument("--tsv", action="store_true", help=TSV_HELP)
+    command.set_defaults(handler=cmd_activity)

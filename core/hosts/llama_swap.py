@@ -3,6 +3,7 @@ ttl and groups, from that host's registry and profile."""
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from modelreg.paths import get_path
 from modelreg.proxy.routing import Routes
 from modelreg.registry import Registry, Snapshot
 from modelreg.settings import Settings
+from modelreg.values import rewrite_env_value
 
 LLAMA_SWAP_VERSION = "v250"  # the llama-swap release whose documented config.example.yaml the export follows
 PORT_MACRO = "${PORT}"
@@ -45,6 +47,16 @@ def swap_cmd(plan: LaunchPlan) -> str:
     return " ".join(PORT_MACRO if i == places[0] else shlex.quote(arg) for i, arg in enumerate(plan.argv))
 
 
+def swap_env_value(model: str, name: str, value: str) -> str:
+    """A backend_config.env value as llama-swap writes it: each `$NAME` / `${NAME}` reference as `${env.NAME}` (read
+    from llama-swap's environment when it loads the file), `$$` as `$`."""
+    written = rewrite_env_value(value, lambda variable: "${env." + variable + "}")
+    if "${" in re.sub(r"\$\{env\.[A-Za-z_][A-Za-z0-9_]*\}", "", written):
+        raise BadInput(f"model {model!r}: backend_config.env.{name} holds '${{', which llama-swap would read as a "
+                       "macro; change that value")
+    return written
+
+
 def model_config(plan: LaunchPlan, entry: dict[str, Any], aliases: list[str], settings: Settings) -> dict[str, Any]:
     """One model under llama-swap's `models:`, field names as documented in its config.example.yaml."""
     config: dict[str, Any] = {
@@ -52,6 +64,8 @@ def model_config(plan: LaunchPlan, entry: dict[str, Any], aliases: list[str], se
         "proxy": f"{plan.base_url.rsplit(':', 1)[0]}:{PORT_MACRO}",
         "checkEndpoint": SPECS[plan.backend].ready_path,
     }
+    if plan.env:
+        config["env"] = [f"{name}={swap_env_value(plan.name, name, value)}" for name, value in plan.env.items()]
     if plan.served_model_id != plan.name:
         config["useModelName"] = plan.served_model_id
     if aliases:

@@ -7,6 +7,7 @@ import binascii
 import hmac
 import ipaddress
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +18,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -33,6 +35,7 @@ from modelreg.launch.planning.plan import per_request_context, served_context
 from modelreg.launch.running.logs import LogFollower, read_tail
 from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
+from modelreg.proxy.activity import SEEN_BYTES, Activity
 from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.guard import HostGuard, SiteGuard
 from modelreg.proxy.pool import BackendPool, Running
@@ -149,6 +152,8 @@ class Proxy:
         self.admin_token = ensure_admin_token(registry.config_dir)
         self.api_keys = tuple(key.encode() for key in proxy_keys(self.settings))
         self.pool = BackendPool(registry, supervisor, debounce, reap_interval)
+        self.activity = Activity(self.pool.supervisor.log_dir, self.settings.activity_limit,
+                                 self.settings.activity_max_bytes, self.pool)
         self.loading_interval = loading_interval  # seconds between `: loading` comments of a cold streamed request
 
     # ---- authentication ---------------------------------------------------------------------------------------------
@@ -265,7 +270,7 @@ class Proxy:
             call = await self._incoming(request)
         except ClientGone:
             return Response(status_code=499)
-        exchange = Exchange(self.pool, call.name)
+        exchange = Exchange(self.pool, call.name, self.activity, call.path)
         streaming = False
         try:
             run = self.pool.running.get(call.name)
@@ -277,7 +282,11 @@ class Proxy:
             streaming = isinstance(response, RelayResponse)
             return response
         except ClientGone:
+            exchange.status, exchange.cancelled = 499, True
             return Response(status_code=499)  # nobody reads it
+        except ProxyError as exc:
+            exchange.status = exc.status
+            raise
         finally:
             if not streaming:
                 exchange.close()
@@ -385,6 +394,7 @@ class Proxy:
         except (aiohttp.ClientError, OSError) as exc:
             raise ProxyError(502, f"backend of {call.name!r} broke off its answer: {type(exc).__name__}: {exc}",
                              "backend_error", model=call.name) from exc
+        exchange.seen = data
         return Response(data, status_code=upstream.status, headers=headers)
 
     async def _relay(self, exchange: Exchange, ends_with_done: bool, first: bytes = b"") -> AsyncIterator[bytes]:
@@ -393,17 +403,23 @@ class Proxy:
         (unload, restart, idle) or died between two chunks."""
         upstream = exchange.upstream
         assert upstream is not None  # _open sent the request
-        tail = first[-16:]
+        tail = first[-SEEN_BYTES:]
         if first:
+            exchange.first_at = time.perf_counter()
             yield first
         try:
             async for chunk in upstream.content.iter_any():
-                tail = (tail + chunk)[-16:]
+                if exchange.first_at is None:
+                    exchange.first_at = time.perf_counter()
+                tail = (tail + chunk)[-SEEN_BYTES:]
                 yield chunk
         except (aiohttp.ClientError, OSError) as exc:
+            exchange.status = 502
             yield self._broken(exchange.name, exc).sse()
             return
-        if ends_with_done and b"[DONE]" not in tail:
+        exchange.seen = tail
+        if ends_with_done and b"[DONE]" not in tail[-16:]:
+            exchange.status = 502
             yield self._broken(exchange.name, ConnectionResetError("the stream ended without [DONE]")).sse()
 
     def _broken(self, name: str, exc: BaseException) -> ProxyError:
@@ -423,6 +439,7 @@ class Proxy:
             try:
                 upstream = opening.result()
             except ProxyError as exc:
+                exchange.status = exc.status
                 yield exc.sse()
                 return
             if upstream.content_type != "text/event-stream":  # an error (or a backend that does not stream)
@@ -538,6 +555,31 @@ class Proxy:
             if new:
                 yield new
 
+    # ---- activity ---------------------------------------------------------------------------------------------------
+    def _check_reader(self, request: Request) -> None:
+        """/metrics and /api/activity: the proxy's API keys, as llama-swap's paths take them, or the admin token."""
+        if not self.is_admin(request):
+            self._check_api_key(request)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """Prometheus' text format: requests, tokens, latency histograms, backend starts and backends running."""
+        self._check_reader(request)
+        return Response(self.activity.metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    async def activity_endpoint(self, request: Request) -> Response:
+        """`{"activity": [...]}`, oldest first: the kept records after `?since=<id>`, the last `?limit=N`, of
+        `?model=` only."""
+        self._check_reader(request)
+        numbers = {}
+        for key in ("since", "limit"):
+            value = request.query_params.get(key, "0")
+            if not value.isdigit():
+                raise ProxyError(400, f"{key}={value!r}: give a whole number", "invalid_request_error", param=key)
+            numbers[key] = int(value)
+        model = request.query_params.get("model")
+        found = self.activity.recent(numbers["since"], numbers["limit"] or None, model)
+        return Response(orjson.dumps({"activity": found}), media_type="application/json")
+
     async def health(self, request: Request) -> Response:
         return Response(orjson.dumps({"ok": True, "revision": self.pool.routes.revision}),
                         media_type="application/json")
@@ -569,6 +611,7 @@ def create_app(proxy: Proxy, bound: str = "127.0.0.1") -> Starlette:
             yield
         finally:
             await proxy.pool.shutdown()
+            proxy.activity.close()
 
     routed = [Route(path, proxy.forward, methods=["POST"]) for path in ROUTED_PATHS]
     routed += [Route(prefix + "{rest:path}", proxy.forward, methods=["POST"]) for prefix in ROUTED_PREFIXES]
@@ -582,7 +625,9 @@ def create_app(proxy: Proxy, bound: str = "127.0.0.1") -> Starlette:
               Route("/admin/unload/{model:path}", proxy.unload_endpoint, methods=["POST"]),
               Route("/admin/restart/{model:path}", proxy.restart_endpoint, methods=["POST"]),
               Route("/admin/logs/{model:path}", proxy.logs_endpoint, methods=["GET"]),
-              Route("/health", proxy.health, methods=["GET"])]
+              Route("/health", proxy.health, methods=["GET"]),
+              Route("/metrics", proxy.metrics_endpoint, methods=["GET"]),
+              Route("/api/activity", proxy.activity_endpoint, methods=["GET"])]
     from modelreg.proxy.llama_swap_api import llama_swap_routes  # it builds on this module's Proxy
     routes += llama_swap_routes(proxy)
     middleware = [Middleware(HostGuard, bound=bound, allowed=proxy.settings.allowed_hosts),

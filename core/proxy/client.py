@@ -102,6 +102,12 @@ class ProxyAdmin:
         ProxyRefused with the start's diagnosis."""
         return self._call("POST", f"/admin/restart/{quote(name, safe='')}", timeout=None)
 
+    def activity(self, since: int = 0, limit: int = 0, model: str | None = None) -> list[dict[str, Any]]:
+        """The proxy's recent request records, oldest first: after id `since`, the last `limit` (0: all it keeps), of
+        `model` only if given."""
+        params = {"since": str(since), "limit": str(limit), **({"model": model} if model else {})}
+        return self._call("GET", "/api/activity", params)["activity"]
+
     def logs(self, name: str, follow: bool = False, lines: int = 200) -> Iterator[str]:
         """The backend's log line by line (without line ends): its last `lines` lines, then with `follow` every line
         it writes until the caller stops iterating."""

@@ -1,6 +1,7 @@
 """llama-swap's paths on the proxy (`/running`, `/unload`, `/upstream/...`) and llama-server's native routes."""
 from __future__ import annotations
 
+import time
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -11,6 +12,7 @@ from starlette.routing import Route
 from yarl import URL
 
 from modelreg.errors import UnknownModel
+from modelreg.proxy.activity import SEEN_BYTES
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
 
@@ -86,7 +88,7 @@ class LlamaSwapApi:
 
     async def _pass(self, request: Request, name: str, path: str) -> Response:
         body = await self.proxy._read_body(request)
-        exchange = Exchange(self.proxy.pool, name)
+        exchange = Exchange(self.proxy.pool, name, self.proxy.activity, request.url.path)
         relaying = False
         try:
             run = exchange.run = await self.proxy.pool.acquire(name)
@@ -107,9 +109,15 @@ class LlamaSwapApi:
 
             async def relay() -> AsyncIterator[bytes]:
                 async for chunk in upstream.content.iter_any():
+                    if exchange.first_at is None:
+                        exchange.first_at = time.perf_counter()
+                    exchange.seen = (exchange.seen + chunk)[-SEEN_BYTES:]
                     yield chunk
             relaying = True
             return RelayResponse(exchange, relay(), upstream.status, reply_headers)
+        except ProxyError as exc:
+            exchange.status = exc.status
+            raise
         finally:
             if not relaying:
                 exchange.close()

@@ -88,6 +88,7 @@ class BackendPool:
         self.reap_interval = reap_interval
         self.session: aiohttp.ClientSession | None = None  # one pool of upstream connections, reused
         self.admitted: collections.Counter[str] = collections.Counter()  # requests per model, waiting or in flight
+        self.starts: collections.Counter[str] = collections.Counter()  # backend starts per model (for /metrics)
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._reload_lock = asyncio.Lock()
         self._restarts: dict[str, asyncio.Task] = {}
@@ -315,6 +316,7 @@ class BackendPool:
             handle = await asyncio.to_thread(self._launch, plan)
             run = self.running[plan.name] = Running(handle, self.routes.revision)
             self.note(plan.name, "starting", shlex.join(plan.argv) or f"Ollama model {plan.ollama_model}")
+            self.starts[plan.name] += 1
             await asyncio.to_thread(self.supervisor.wait_ready, handle, None, None, self._cancel)
         except BackendStartError as exc:
             if run is not None and self.running.get(plan.name) is run:

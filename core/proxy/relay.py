@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
-import aiohttp
+from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from modelreg.proxy.activity import Activity, Measured
 from modelreg.proxy.pool import BackendPool, Running
 
 # Not passed on: hop-by-hop, set again by the server or the upstream client, or the proxy's own credentials.
@@ -17,15 +18,16 @@ DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encodin
                                    "server"})
 
 
-class Exchange:
+class Exchange(Measured):
     """One request's hold on its model: counted against max_concurrency from the start, then its backend and upstream
-    response; `close` gives everything back exactly once (also when the client leaves or a stream breaks)."""
+    response; `close` gives everything back exactly once (also when the client leaves or a stream breaks) and
+    records what the request did in `activity`."""
 
-    def __init__(self, pool: BackendPool, name: str):
+    def __init__(self, pool: BackendPool, name: str, activity: Activity | None = None, path: str = ""):
         pool.admit(name)
-        self.pool, self.name = pool, name
+        super().__init__(name, path)
+        self.pool, self.activity = pool, activity
         self.run: Running | None = None
-        self.upstream: aiohttp.ClientResponse | None = None
         self.closed = False
 
     def close(self) -> None:
@@ -40,6 +42,8 @@ class Exchange:
         if self.run is not None:
             self.pool.release(self.run)
         self.pool.leave(self.name)
+        if self.activity is not None:
+            self.activity.record(self)
 
 
 class RelayResponse(StreamingResponse):
@@ -53,5 +57,14 @@ class RelayResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except ClientDisconnect:  # ASGI 2.4 servers: the client left while a chunk was sent
+            self.exchange.cancelled = True
+            raise
         finally:
             self.exchange.close()
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        await super().listen_for_disconnect(receive)  # the client left, or the answer just ended
+        upstream = self.exchange.upstream
+        if self.exchange.status is None and (upstream is None or not upstream.content.at_eof()):
+            self.exchange.cancelled = True

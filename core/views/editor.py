@@ -54,6 +54,11 @@ EDITOR_FIELDS: tuple[EditorField, ...] = (
     EditorField("backend_config.idle_ttl", "idle ttl (s)", "stop after this many idle seconds", LAUNCH, 0),
     EditorField("backend_config.model_path", "model path", "file or folder the backend loads", LAUNCH),
     EditorField("backend_config.host", "host", "address the backend binds (default from settings)", LAUNCH),
+    EditorField("backend_config.executable", "program",
+                "this model's program instead of the settings' one (e.g. a pinned llama-server build)", LAUNCH),
+    EditorField("backend_config.env", "environment",
+                'JSON object of variables for the backend, e.g. {"CUDA_VISIBLE_DEVICES": "0"}; "$NAME" is read from '
+                "the proxy's environment at launch (never stored)", LAUNCH),
     EditorField("backend_config.api_key_env", "API key variable",
                 "name of the environment variable holding the backend's API key (never the key itself)", LAUNCH),
     EditorField("backend_config.max_concurrency", "max concurrency",

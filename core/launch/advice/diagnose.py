@@ -127,6 +127,11 @@ def _missing_executable(ctx: _Context) -> Finding | None:
         if wanted is None and "/" in missing and "FileNotFoundError" in _line(ctx.log, match):
             continue  # a data path the server itself could not find, not its executable
         backend = ctx.backend or "the backend"
+        if (ctx.entry.get("backend_config") or {}).get("executable"):
+            return Finding("missing_executable", f"the executable {missing!r} was not found",
+                           f"this model's backend_config.executable names it: install it there or fix the path "
+                           f"(`modelreg set {ctx.name} backend_config.executable /path/to/program`; unset it to "
+                           "use the settings' program)", _line(ctx.log, match))
         return Finding(
             "missing_executable", f"the executable {missing!r} was not found",
             f"install {backend} or set its full path in settings.json: "

@@ -1,9 +1,11 @@
 """Turns a merged registry entry into how its backend is started: the only code that builds launch commands."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -29,7 +31,13 @@ from modelreg.launch.catalogue import Catalogue, catalogue_for
 from modelreg.launch.flags import ParsedArgs, extra_args_problems, flag_value
 from modelreg.paths import get_path
 from modelreg.settings import Settings, default_executables
-from modelreg.values import env_name_problem
+from modelreg.values import (
+    env_mapping_problems,
+    env_name_problem,
+    env_references,
+    resolve_env_value,
+    shown_env_value,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class LaunchPlan:
     ollama_options: dict[str, Any] = field(default_factory=dict)
     fit_max_context: int | None = None  # the fit estimate's largest context, for diagnoses
     api_key_env: str | None = None  # backend_config.api_key_env: the variable holding the backend's API key
+    # backend_config.env as written: `$NAME` references stay references here (only the started process gets values)
+    env: dict[str, str] = field(default_factory=dict)
     entry: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -59,12 +69,24 @@ class LaunchPlan:
     @property
     def signature(self) -> str:
         """Changes exactly when what would be started changes (the proxy restarts a backend whose signature moved)."""
-        return json.dumps([self.backend, self.argv, self.ollama_model, self.ollama_options], sort_keys=True)
+        # the environment as a digest: the signature goes into state files, and a literal value may be a secret
+        env = hashlib.sha256(json.dumps(self.env, sort_keys=True).encode()).hexdigest() if self.env else None
+        return json.dumps([self.backend, self.argv, self.ollama_model, self.ollama_options, env], sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("entry")
+        data["env"] = self.shown_env()
         return data
+
+    def shown_env(self) -> dict[str, str]:
+        """backend_config.env as previews and logs show it: references as written, secret-looking values masked."""
+        return {name: shown_env_value(name, value) for name, value in self.env.items()}
+
+    def command_line(self) -> str:
+        """The start as one shell line for people to read: the environment it adds (as `shown_env`), then argv."""
+        words = [f"{name}={_shell_env_word(value)}" for name, value in self.shown_env().items()]
+        return " ".join([*words, shlex.join(self.argv)])
 
     def api_key(self) -> str | None:
         """The backend's API key, read from `api_key_env` now (never stored); BadInput when the variable is unset."""
@@ -91,11 +113,29 @@ class LaunchPlan:
         return [key if token == placeholder else token for token in self.argv]
 
     def process_env(self) -> dict[str, str]:
-        """Environment variables the started process needs besides ours: vLLM's API key (vLLM writes its arguments
-        into its log, so the key goes in its own variable, VLLM_API_KEY, instead of --api-key)."""
+        """Environment variables the started process needs besides ours: backend_config.env with its references
+        read from this process's environment now, and vLLM's API key (vLLM writes its arguments into its log, so the
+        key goes in its own variable, VLLM_API_KEY, instead of --api-key). BadInput names a reference to a variable
+        that is not set."""
+        env = {}
+        for name, value in self.env.items():
+            try:
+                env[name] = resolve_env_value(value, os.environ)
+            except KeyError as exc:
+                raise BadInput(f"model {self.name!r}: backend_config.env.{name} refers to ${exc.args[0]}, which is "
+                               f"not set; export it before starting modelreg (or change backend_config.env.{name})"
+                               ) from None
         if self.api_key_env and self.backend in API_KEY_VARIABLES:
-            return {API_KEY_VARIABLES[self.backend]: self._read_key(self.api_key_env)}
-        return {}
+            env[API_KEY_VARIABLES[self.backend]] = self._read_key(self.api_key_env)
+        return env
+
+
+def _shell_env_word(value: str) -> str:
+    """A shown environment value as a shell word: references keep working inside double quotes."""
+    if not env_references(value) and "$$" not in value:
+        return shlex.quote(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`").replace("$$", "\\$")
+    return f'"{escaped}"'
 
 
 def _served_model_id(entry: dict) -> str | None:
@@ -226,9 +266,20 @@ def _imports_llama_cpp(python: str | None) -> bool:
     return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
-def backend_catalogue(backend: str, settings: Settings) -> Catalogue | None:
-    """The flags of the program that would run this backend (see catalogue_for)."""
-    return catalogue_for(backend, backend_executable(backend, settings)) if backend in PROCESS_BACKENDS else None
+def model_executable(backend: str, entry: dict[str, Any], settings: Settings) -> str:
+    """The program that runs this model: its backend_config.executable (`~` expanded), else the settings' one."""
+    own = (entry.get("backend_config") or {}).get("executable")
+    if isinstance(own, str) and own.strip():
+        return os.path.expanduser(own)
+    return backend_executable(backend, settings)
+
+
+def backend_catalogue(backend: str, settings: Settings, entry: dict[str, Any] | None = None) -> Catalogue | None:
+    """The flags of the program that would run this backend, for this entry when given (its own executable); see
+    catalogue_for."""
+    if backend not in PROCESS_BACKENDS:
+        return None
+    return catalogue_for(backend, model_executable(backend, entry or {}, settings))
 
 
 def chat_template_file(name: str, backend: str, entry: dict[str, Any], settings: Settings) -> str | None:
@@ -309,7 +360,7 @@ def check_config(name: str, backend: str, entry: dict[str, Any], settings: Setti
         problems.append(LaunchProblem("backend_config.port", f"model {name!r}: backend_config.port {port!r} is not a "
                                       f"port; use a whole number from 1 to 65535 (`modelreg set {name} "
                                       "backend_config.port 24001`)"))
-    catalogue = backend_catalogue(backend, settings)
+    catalogue = backend_catalogue(backend, settings, entry)
     parsed = extra_args_problems(backend, config.get("extra_args"), catalogue)
     problems += [LaunchProblem(EXTRA_ARGS, f"model {name!r}: backend_config.extra_args: {p.message}", p.error)
                  for p in parsed.problems]
@@ -330,12 +381,53 @@ def check_config(name: str, backend: str, entry: dict[str, Any], settings: Setti
         checked.api_key_env = _api_key_env(name, config)
     except BadInput as exc:
         problems.append(LaunchProblem("backend_config.api_key_env", str(exc)))
+    problems += _env_problems(name, backend, config.get("env"))
+    problems += _executable_problems(name, backend, config.get("executable"))
     if backend == OLLAMA:
         try:
             checked.ollama_options = _ollama_options(name, entry, checked.extra)
         except BadInput as exc:
             problems.append(LaunchProblem(EXTRA_ARGS, str(exc)))
     return checked
+
+
+def _env_problems(name: str, backend: str, env: Any) -> list[LaunchProblem]:
+    """backend_config.env that is not a mapping of names to text, or that sets what the launcher owns: a variable
+    that would move the backend's host, port or model, or the one that carries its API key."""
+    if env is None:
+        return []
+    field_name = "backend_config.env"
+    problems = [LaunchProblem(field_name, f"model {name!r}: {field_name}: {problem}")
+                for problem in env_mapping_problems(env)]
+    if problems:
+        return problems
+    if env and backend not in PROCESS_BACKENDS:
+        return [LaunchProblem(field_name, f"model {name!r}: {field_name} is set, but {backend} models run in the "
+                                          f"{backend} daemon, which keeps its own environment; remove it")]
+    owned = {key: "it would override the host, port or model the launcher sets; use the backend_config field"
+             for key in SPECS[backend].unset_env}
+    if backend in API_KEY_VARIABLES:
+        owned[API_KEY_VARIABLES[backend]] = "it carries the backend's API key; use backend_config.api_key_env"
+    return [LaunchProblem(field_name, f"model {name!r}: {field_name}.{key} is set by modelreg: {owned[key]}")
+            for key in env if key in owned]
+
+
+def _executable_problems(name: str, backend: str, executable: Any) -> list[LaunchProblem]:
+    """A backend_config.executable for a backend modelreg runs no program for, or one not found on this machine (a
+    note: the registry may be edited on another machine than the one that runs the model)."""
+    if executable is None:
+        return []
+    field_name = "backend_config.executable"
+    if not isinstance(executable, str) or not executable.strip():
+        return [LaunchProblem(field_name, f"model {name!r}: {field_name} {executable!r} is not a program path; give "
+                                          "one, or remove it to use the settings' program")]
+    if backend not in PROCESS_BACKENDS:
+        return [LaunchProblem(field_name, f"model {name!r}: {field_name} is set, but {backend} models run in the "
+                                          f"{backend} daemon, not a program of ours; remove it")]
+    if shutil.which(os.path.expanduser(executable)) is None:
+        return [LaunchProblem(field_name, f"model {name!r}: {field_name} {executable} is not an executable program "
+                                          "here; install it there or fix the path", error=False, local=True)]
+    return []
 
 
 def launch_plan(entry: dict[str, Any], settings: Settings, checked: CheckedConfig | None = None) -> LaunchPlan:
@@ -366,7 +458,7 @@ def launch_plan(entry: dict[str, Any], settings: Settings, checked: CheckedConfi
     port = config["port"]
     host = config.get("host") or settings.backend_host
     model_file = _model_file(name, backend, config.get("model_path"))
-    executable = backend_executable(backend, settings)
+    executable = model_executable(backend, entry, settings)
     template = checked.template
 
     def unset(flag: str) -> bool:  # extra_args win over what the launcher would add for the same flag
@@ -399,7 +491,8 @@ def launch_plan(entry: dict[str, Any], settings: Settings, checked: CheckedConfi
     ready_url = base_url + spec.ready_path if spec.ready_path else None
     return LaunchPlan(name=name, backend=backend, argv=argv, host=host, port=port, base_url=base_url,
                       ready_url=ready_url, served_model_id=served, ready_timeout=timeout, vision=vision,
-                      fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env, entry=entry)
+                      fit_max_context=_fit_max_context(entry, settings), api_key_env=key_env,
+                      env=dict(config.get("env") or {}), entry=entry)
 
 
 def launch_argv(entry: dict[str, Any], settings: Settings) -> list[str]:

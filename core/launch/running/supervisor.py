@@ -295,7 +295,7 @@ class Supervisor:
     def _spawn(self, plan: LaunchPlan, log_path: Path) -> Backend:
         started = time.time()
         with open(log_path, "ab") as log:
-            log.write(f"modelreg: starting {shlex.join(plan.argv)}\n".encode())
+            log.write(f"modelreg: starting {plan.command_line()}\n".encode())
             log.flush()
             try:
                 argv, env = plan.process_argv(), plan.process_env()  # the API key: only here, never in the log
