@@ -138,3 +138,14 @@ def test_validate_counts_a_conflict_between_any_two_curated_places_as_an_error()
                for e in errors), errors
     errors, warnings = curated_launch_problems([entry], {"q": {}}, Settings())  # from a legacy layer: a warning
     assert not errors and any("places set the context" in w for w in warnings)
+
+
+def test_a_zero_context_flag_is_a_place_too():
+    """llama-server's `-c 0` takes the model's own context: beside a context field it is a conflict, and alone the
+    native context is what is served."""
+    from modelreg.launch.planning.plan import served_context
+    entry = {"name": "m", "backend": "llama.cpp", "backend_config": {"extra_args": ["-c", "0"]},
+             "metadata": {"architecture": {"context_length": 2048}}}
+    assert context_places(entry) == {"backend_config.extra_args --ctx-size": 0} and served_context(entry) == 2048
+    entry["generation_defaults"] = {"context_window": 1024}
+    assert "context_window is 1024 and backend_config.extra_args --ctx-size is 0" in context_conflict("m", entry)

@@ -207,11 +207,11 @@ def context_places(entry: dict[str, Any]) -> dict[str, int]:
     if isinstance(extra, list):
         flag = SPECS[backend].context_flag
         try:
-            value = _positive_int(flag_value([str(arg) for arg in extra], flag, backend))
+            text = (flag_value([str(arg) for arg in extra], flag, backend) or "").strip()
         except BadInput:
-            value = None
-        if value:
-            places[f"{EXTRA_ARGS} {flag}"] = value
+            text = ""
+        if text.isdigit():  # 0 too: llama-server's `-c 0` is the model's own context, still a place that is set
+            places[f"{EXTRA_ARGS} {flag}"] = int(text)
     return places
 
 
