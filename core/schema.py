@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 from pydantic import (
     BaseModel,
@@ -36,6 +36,7 @@ class BackendConfig(BaseModel):
     idle_ttl: float | None = Field(None, ge=0)
     api_key_env: StrictStr | None = None  # the variable's name, never a key
     max_concurrency: StrictInt | None = Field(None, ge=1)
+    loading_state: Literal["reasoning", "comments", "off"] | None = None
 
     @field_validator("api_key_env")
     @classmethod
@@ -79,6 +80,7 @@ _WHAT_TO_DO = {
     "backend": f"use one of {', '.join(BACKENDS)} (also accepted: {', '.join(sorted(BACKEND_ALIASES))})",
     "backend_config.api_key_env": "give the name of an environment variable that holds the key (e.g. MY_KEY)",
     "backend_config.max_concurrency": "use a whole number of 1 or more (or null: no limit)",
+    "backend_config.loading_state": "use reasoning, comments or off (or null: the setting loading_state)",
 }
 
 
