@@ -7,12 +7,17 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from modelreg.proxy.loading import LoadWatch, message_of
 from modelreg.registry import Registry
-from support import chat_body
+from support import chat_body, free_port
+from support.gui_servers import start_proxy
+from support.hosts import LITELLM, LiteLLMProcess
 from support.proxy_server import ProxyServer, layers, model, set_settings
+from support.real_backends import LLAMA_SERVER, clean_llama_env, require
+from support.tiny_gguf import tiny_entry, write_tiny_gguf
 
 FIXTURES = Path(__file__).parent / "fixtures" / "loading"
 
@@ -158,3 +163,64 @@ def test_progress_from_a_real_llama_server_start_and_llama_cpp_dots(tmp_path):
     ("...................", ""), ("   ", ""), ("x" * 300, "x" * 159 + "…")])
 def test_a_log_line_loses_its_prefix_and_empty_ones_say_nothing(line, message):
     assert message_of(line) == message
+
+
+# ---- acceptance: through the real LiteLLM proxy, a client with a 5 s timeout, a real llama-server taking 8 s -------
+SLOW_START = 8
+
+
+def slow_llama_server(folder: Path) -> Path:
+    """The real llama-server behind a wrapper that says so in the log and waits 8 s before it starts (its `--help`,
+    which modelreg reads for the flag catalogue, answers at once)."""
+    wrapper = folder / "llama-server-slow"
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" --help "*) ;; *) echo "wrapper: waiting {SLOW_START} s for the '
+                       f'GPU"; sleep {SLOW_START};; esac\nexec "{require(LLAMA_SERVER)}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.mark.llama_server
+@pytest.mark.timeout(300)
+def test_through_the_real_litellm_proxy_a_5_s_client_outlives_an_8_s_start(tmp_path):
+    if not LITELLM.exists():
+        pytest.skip(f"{LITELLM} is missing: `make backends` installs it")
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "proxy_api_keys": ["sk-proxy"],
+        "executables": {"llama.cpp": str(slow_llama_server(tmp_path))}}))
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    entries = []
+    for name, config in (("slow", {}), ("slow-comments", {"loading_state": "comments"})):
+        entry = {**tiny_entry(gguf, name=name, extra_args=["-c", "512"]), "backend": "llama.cpp"}
+        entry["backend_config"].update(config)
+        entries.append(entry)
+    (folder / "model_registry.curated.json").write_text(json.dumps(entries))
+    proxy = start_proxy(folder, free_port(), tmp_path, env=clean_llama_env())
+    gateway_config = tmp_path / "litellm.yaml"
+    gateway_config.write_text(json.dumps({"model_list": [
+        {"model_name": name, "litellm_params": {"model": f"openai/{name}", "api_base": proxy.url + "/v1",
+                                                "api_key": "sk-proxy", "timeout": 5, "stream_timeout": 5}}
+        for name in ("slow", "slow-comments")]}))
+    gateway = LiteLLMProcess(gateway_config, free_port(), tmp_path / "litellm.log")
+    try:
+        sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key=gateway.master_key, timeout=5, max_retries=0)
+        began = time.monotonic()
+        reasoning, content = "", ""
+        for chunk in sdk.chat.completions.create(model="slow", messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=4, stream=True):
+            delta = chunk.choices[0].delta if chunk.choices else None
+            if delta is not None:
+                reasoning += getattr(delta, "reasoning_content", None) or ""
+                content += delta.content or ""
+                assert not (content and getattr(delta, "reasoning_content", None)), "loading note after the answer"
+        took = time.monotonic() - began
+        assert took >= SLOW_START, took  # it did wait for the start, past the client's 5 s
+        assert reasoning.startswith("Loading slow…") and f"wrapper: waiting {SLOW_START} s for the GPU" in reasoning
+        assert "slow ready after" in reasoning and content  # the answer followed in the same stream
+        with pytest.raises(openai.APITimeoutError):  # the issue's finding: comments do not reach the client
+            list(sdk.chat.completions.create(model="slow-comments", messages=[{"role": "user", "content": "hi"}],
+                                             max_tokens=4, stream=True))
+    finally:
+        gateway.stop()
+        proxy.stop()
