@@ -3,6 +3,7 @@ routes."""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -65,8 +66,16 @@ class LlamaSwapApi:
         return PlainTextResponse("OK")
 
     # ---- logs: the proxy's events as `[proxy]` lines, each backend's log as `[model]` lines ----------------------
-    def _log_models(self) -> list[str]:
-        return sorted({*self.proxy.pool.routes.by_name, *self.proxy.pool.running})
+    def _logged_models(self) -> list[str]:
+        """The registry's and the running models that have a log (one listing of the log folder, not a look per
+        model: registries hold thousands)."""
+        supervisor = self.proxy.pool.supervisor
+        try:
+            present = set(os.listdir(supervisor.log_dir))
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in {*self.proxy.pool.routes.by_name, *self.proxy.pool.running}
+                      if supervisor.log_path(name).name in present)
 
     def _proxy_line(self, event: dict) -> str:
         detail = f": {event['detail']}" if event.get("detail") else ""
@@ -82,7 +91,7 @@ class LlamaSwapApi:
     async def logs(self, request: Request) -> Response:
         """llama-swap's `/logs`: the proxy's events, then the last lines of each backend's log, as plain text."""
         self.proxy._check_api_key(request)
-        return PlainTextResponse(self._history(True, self._log_models(), prefixed=True))
+        return PlainTextResponse(self._history(True, self._logged_models(), prefixed=True))
 
     async def log_stream(self, request: Request) -> Response:
         """llama-swap's `/logs/stream[/{proxy|upstream|model}]`: the history (unless `?no-history`), then what is
@@ -110,7 +119,7 @@ class LlamaSwapApi:
         into its new file."""
         pool = self.proxy.pool
         followers: dict[str, LogFollower] = {}
-        for name in self._log_models() if models is None else models:
+        for name in self._logged_models() if models is None else models:
             path = pool.supervisor.log_path(name)
             followers[name] = LogFollower(path, offset=path.stat().st_size if path.exists() else 0)
         last = pool.events[-1] if pool.events else None
@@ -125,7 +134,7 @@ class LlamaSwapApi:
                 new += "".join(self._proxy_line(event) for event in events[seen + 1:])
                 last = events[-1] if events else last
             if models is None:  # a model added to the registry since: its log from its start
-                for name in self._log_models():
+                for name in self._logged_models():
                     followers.setdefault(name, LogFollower(pool.supervisor.log_path(name)))
             for name, follower in followers.items():
                 text = follower.read_new()
