@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 from functools import lru_cache
+from typing import Literal, get_args
 
 
 class FieldClass(str, Enum):
@@ -55,6 +56,9 @@ FIELD_CLASSES: dict[str, FieldClass] = {
 # The backends a model can run on (modelreg.launch knows how to start each), and the other spellings registry files
 # use for them (the upstream files write `gguf` for a llama.cpp-served GGUF).
 BACKENDS: tuple[str, ...] = ("vllm", "llama.cpp", "llama-cpp-python", "ollama")
+# what a streamed request gets while its model starts (setting and backend_config.loading_state)
+LoadingState = Literal["reasoning", "comments", "off"]
+LOADING_STATES: tuple[str, ...] = get_args(LoadingState)
 BACKEND_ALIASES: dict[str, str] = {
     "gguf": "llama.cpp",
     "llamacpp": "llama.cpp",

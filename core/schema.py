@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from pydantic import (
     BaseModel,
@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
+from modelreg.fields import BACKEND_ALIASES, BACKENDS, LoadingState, backend_key
 from modelreg.store import layer_elements
 from modelreg.values import env_name
 
@@ -36,7 +36,7 @@ class BackendConfig(BaseModel):
     idle_ttl: float | None = Field(None, ge=0)
     api_key_env: StrictStr | None = None  # the variable's name, never a key
     max_concurrency: StrictInt | None = Field(None, ge=1)
-    loading_state: Literal["reasoning", "comments", "off"] | None = None
+    loading_state: LoadingState | None = None
 
     @field_validator("api_key_env")
     @classmethod

@@ -7,14 +7,12 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Literal
 
 import orjson
 
+from modelreg.fields import LOADING_STATES
 from modelreg.settings import Settings
 
-LoadingState = Literal["reasoning", "comments", "off"]
-LOADING_STATES: tuple[str, ...] = ("reasoning", "comments", "off")
 # where `reasoning` applies (OpenAI chunks); other streams (Responses, Anthropic Messages) get comments
 REASONING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 READ_AT_MOST = 65536  # bytes of new log read per look: a start that floods its log shows its latest lines
