@@ -47,10 +47,10 @@ def test_a_simple_request_without_origin_still_gets_415(registry_dir, content_ty
 
 @pytest.mark.parametrize("method,path,body", [
     ("POST", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"RIFF")}, "data": {"model": "m"}}),
-    ("POST", "/upstream/m/completion", {"content": b'{"prompt": "hi"}', "headers": {"Content-Type": "text/plain"}}),
-    ("GET", "/unload", {}), ("POST", "/api/models/unload/m", {}), ("GET", "/upstream/m/slots", {}),
     ("GET", "/logs", {}), ("GET", "/logs/stream", {}), ("GET", "/logs/stream/m", {}),
-    ("GET", "/v1/audio/voices?model=m", {})])
+    ("GET", "/v1/audio/voices?model=m", {}),
+    ("POST", "/upstream/m/completion", {"content": b'{"prompt": "hi"}', "headers": {"Content-Type": "text/plain"}}),
+    ("GET", "/unload", {}), ("POST", "/api/models/unload/m", {}), ("GET", "/upstream/m/slots", {})])
 def test_every_route_refuses_another_sites_page(registry_dir, method, path, body):
     """A multipart form is a simple request too, and llama-swap's paths take GETs and bodies of any type: the site
     check covers them all, by Origin or, where a GET or an image sends none, by Sec-Fetch-Site."""

@@ -150,7 +150,7 @@ class Proxy:
         self.admin_token = ensure_admin_token(registry.config_dir)
         self.api_keys = tuple(key.encode() for key in proxy_keys(self.settings))
         self.pool = BackendPool(registry, supervisor, debounce, reap_interval)
-        self.loading_interval = loading_interval  # seconds between loading notes of a cold streamed request
+        self.loading_interval = loading_interval  # seconds between `: loading` comments of a cold streamed request
 
     # ---- authentication ---------------------------------------------------------------------------------------------
     def is_admin(self, request: Request) -> bool:
