@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
@@ -85,11 +84,14 @@ class Follower(threading.Thread):
     def __init__(self, url: str, until):
         super().__init__(daemon=True)
         self.url, self.until, self.text, self.content_type = url, until, "", ""
+        self.following = threading.Event()  # the headers came: what is logged from now on is sent
         self.start()
+        assert self.following.wait(30), url
 
     def run(self) -> None:
         with httpx.stream("GET", self.url, headers=KEY, timeout=30) as reply:
             self.content_type = reply.headers["content-type"]
+            self.following.set()
             for piece in reply.iter_text():
                 self.text += piece
                 if self.until(self.text):
@@ -117,7 +119,6 @@ def test_logs_and_log_streams_and_audio_voices_against_the_real_llama_server(tmp
         alone = Follower(proxy.url + "/logs/stream/tiny?no-history", lambda text: "listening on" in text)
         events = Follower(proxy.url + "/logs/stream/proxy", lambda text: "tiny: ready" in text)
         backends = Follower(proxy.url + "/logs/stream/upstream", lambda text: "listening on" in text)
-        time.sleep(1)  # all are following
         assert http.get("/upstream/tiny/health", headers=KEY).status_code == 200  # starts the real llama-server
         for follower in (everything, alone, events, backends):
             follower.join(30)
@@ -134,7 +135,6 @@ def test_logs_and_log_streams_and_audio_voices_against_the_real_llama_server(tmp
 
         # a restart rotates the log: the stream goes on into the new one
         again = Follower(proxy.url + "/logs/stream/tiny", lambda text: text.count("listening on") == 2)
-        time.sleep(1)
         assert http.post("/api/models/unload/tiny", headers=KEY).text == "OK"
         assert http.get("/upstream/tiny/health", headers=KEY).status_code == 200
         again.join(30)

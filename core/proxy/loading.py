@@ -6,16 +6,15 @@ import os
 import re
 import secrets
 import time
-from pathlib import Path
 
 import orjson
 
 from modelreg.fields import LOADING_STATES
+from modelreg.launch.running.logs import LogFollower
 from modelreg.settings import Settings
 
 # where `reasoning` applies (OpenAI chunks); other streams (Responses, Anthropic Messages) get comments
 REASONING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
-READ_AT_MOST = 65536  # bytes of new log read per look: a start that floods its log shows its latest lines
 LINE_AT_MOST = 160
 
 # The prefixes backends put before a message: llama-server's `0.00.008.995 I srv    load_model: ` (time and level;
@@ -50,20 +49,11 @@ def message_of(line: str) -> str:
 class LoadWatch:
     """Follows a starting backend's log: its last meaningful line and the load progress it shows (vLLM's tqdm bars,
     llama.cpp's progress dots). Unless `from_start` (the start is already under way), only what is written after the
-    watch began counts: a start rotates the log, and a new file (another inode) is read from its beginning."""
+    watch began counts: a start rotates the log, and the new file is read from its beginning."""
 
     def __init__(self, path: str | os.PathLike, from_start: bool = False):
-        self.path = Path(path)
         self.began = time.monotonic()
-        self._inode: int | None = None
-        self._offset = 0
-        if not from_start:
-            try:
-                stat = self.path.stat()
-                self._inode, self._offset = stat.st_ino, stat.st_size
-            except FileNotFoundError:
-                pass
-        self._partial = ""
+        self._log = LogFollower(path) if from_start else LogFollower.at_end(path)
         self.line = ""  # the last meaningful line
         self.progress = ""  # e.g. "Loading safetensors checkpoint shards 50 % (1/2)"
         self._finished = False  # the progress shown reached 100 %
@@ -73,25 +63,12 @@ class LoadWatch:
         return time.monotonic() - self.began
 
     def look(self) -> None:
-        """Read what the log gained since the last look."""
-        try:
-            with open(self.path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                if stat.st_ino != self._inode or stat.st_size < self._offset:  # a new log began
-                    self._inode, self._offset, self._partial = stat.st_ino, 0, ""
-                if stat.st_size - self._offset > READ_AT_MOST:
-                    self._offset, self._partial = stat.st_size - READ_AT_MOST, ""
-                handle.seek(self._offset)
-                data = handle.read(READ_AT_MOST)
-        except FileNotFoundError:
-            return
-        self._offset += len(data)
-        pieces = re.split(r"[\r\n]", self._partial + data.decode("utf-8", "replace"))
-        self._partial = pieces.pop()
-        for piece in pieces:
+        """Read what the log gained since the last look (a tqdm bar redraws its line after a carriage return)."""
+        for piece in self._log.read_new().splitlines():
             self._read(piece, complete=True)
-        if self._partial:
-            self._read(self._partial, complete=False)  # a bar or a line of dots still growing
+        growing = self._log.partial.rsplit("\r", 1)[-1]
+        if growing:
+            self._read(growing, complete=False)  # a bar or a line of dots still growing
 
     def _read(self, piece: str, complete: bool) -> None:
         bar = _TQDM.search(piece)

@@ -72,18 +72,23 @@ class LogStreams:
         return StreamingResponse(self._follow(proxy, models, prefixed, history), headers=LOG_STREAM_HEADERS,
                                  media_type="text/plain; charset=utf-8")
 
-    async def _follow(self, proxy: bool, models: list[str] | None, prefixed: bool,
-                      history: bool) -> AsyncIterator[str]:
+    def _follow(self, proxy: bool, models: list[str] | None, prefixed: bool, history: bool) -> AsyncIterator[str]:
         """`models` None: every model's log, also of models added later. A log that a restart rotates is followed
-        into its new file."""
+        into its new file. Where each log stands is taken here, before the answer starts: whatever is logged once the
+        client has the headers is sent."""
         pool = self.proxy.pool
         followers: dict[str, LogFollower] = {}
         for name in self._logged_models() if models is None else models:
-            path = pool.supervisor.log_path(name)
-            followers[name] = LogFollower(path, offset=path.stat().st_size if path.exists() else 0)
+            followers[name] = LogFollower.at_end(pool.supervisor.log_path(name))
         last = pool.events[-1] if pool.events else None
+        text = self._history(proxy, list(followers), prefixed) if history else ""
+        return self._lines(proxy, models is None, prefixed, followers, last, text)
+
+    async def _lines(self, proxy: bool, every_model: bool, prefixed: bool, followers: dict[str, LogFollower],
+                     last: dict | None, history: str) -> AsyncIterator[str]:
+        pool = self.proxy.pool
         if history:
-            yield self._history(proxy, list(followers), prefixed)
+            yield history
         while True:
             await asyncio.sleep(LOG_POLL_SECONDS)
             new = ""
@@ -92,7 +97,7 @@ class LogStreams:
                 seen = next((i for i in range(len(events) - 1, -1, -1) if events[i] is last), -1)
                 new += "".join(self._proxy_line(event) for event in events[seen + 1:])
                 last = events[-1] if events else last
-            if models is None:  # a model added to the registry since: its log from its start
+            if every_model:  # a model added to the registry since: its log from its start
                 for name in self._logged_models():
                     followers.setdefault(name, LogFollower(pool.supervisor.log_path(name)))
             for name, follower in followers.items():
