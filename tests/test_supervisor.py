@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from modelreg.launch.planning.plan import launch_plan
-from modelreg.launch.running.logs import LogFollower, safe_name
+from modelreg.launch.running.logs import safe_name
 from modelreg.launch.running.supervisor import Backend, BackendStartError, BackendState, Supervisor
 from modelreg.settings import Settings
 from support import free_port
@@ -283,17 +283,3 @@ def test_backend_started_from_a_short_lived_thread_outlives_the_thread(superviso
     assert not worker.is_alive()
     time.sleep(0.5)  # time for a signal sent at the thread's end to arrive
     assert backend.popen.poll() is None and supervisor.probe(backend)
-
-
-def test_a_log_follower_goes_on_into_a_rotated_log_of_the_same_size(tmp_path):
-    """A restart renames the log and starts a new one, often as long as the old by the time it is read."""
-    log = tmp_path / "m.log"
-    log.write_text("old start: loading\n")
-    follower = LogFollower.at_end(log)
-    assert follower.read_new() == ""
-    log.rename(tmp_path / "m.log.1")
-    log.write_text("new start: loading\n")
-    assert follower.read_new() == "new start: loading\n"
-    with open(log, "a") as handle:
-        handle.write("....")  # a line still being written
-    assert follower.read_new() == "" and follower.partial == "...."
