@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 from functools import lru_cache
+from typing import Literal, get_args
 
 
 class FieldClass(str, Enum):
@@ -40,6 +41,7 @@ FIELD_CLASSES: dict[str, FieldClass] = {
     "backend_config.ready_timeout": FieldClass.CONFIG,
     "backend_config.exclusive_group": FieldClass.CONFIG,
     "backend_config.idle_ttl": FieldClass.CONFIG,
+    "backend_config.loading_state": FieldClass.CONFIG,
     "backend_config.api_key_env": FieldClass.CONFIG,
     "backend_config.max_concurrency": FieldClass.CONFIG,
     "backend_config.executable": FieldClass.CONFIG,
@@ -56,6 +58,9 @@ FIELD_CLASSES: dict[str, FieldClass] = {
 # The backends a model can run on (modelreg.launch knows how to start each), and the other spellings registry files
 # use for them (the upstream files write `gguf` for a llama.cpp-served GGUF).
 BACKENDS: tuple[str, ...] = ("vllm", "llama.cpp", "llama-cpp-python", "ollama")
+# what a streamed request gets while its model starts (setting and backend_config.loading_state)
+LoadingState = Literal["reasoning", "comments", "off"]
+LOADING_STATES: tuple[str, ...] = get_args(LoadingState)
 BACKEND_ALIASES: dict[str, str] = {
     "gguf": "llama.cpp",
     "llamacpp": "llama.cpp",
@@ -94,6 +99,7 @@ FIELD_KINDS: dict[str, str] = {
     "backend_config.host": "text",
     "backend_config.ready_timeout": "float",
     "backend_config.exclusive_group": "text",
+    "backend_config.loading_state": "text",
     "backend_config.idle_ttl": "float",
     "backend_config.api_key_env": "text",
     "backend_config.max_concurrency": "int",

@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
+from modelreg.fields import BACKEND_ALIASES, BACKENDS, LoadingState, backend_key
 from modelreg.store import layer_elements
 from modelreg.values import env_mapping_problems, env_name
 
@@ -33,6 +33,7 @@ class BackendConfig(BaseModel):
     model_path: StrictStr | None = None
     ready_timeout: float | None = Field(None, gt=0)
     exclusive_group: StrictStr | None = None
+    loading_state: LoadingState | None = None  # else the setting
     idle_ttl: float | None = Field(None, ge=0)
     api_key_env: StrictStr | None = None  # the variable's name, never a key
     max_concurrency: StrictInt | None = Field(None, ge=1)
@@ -83,6 +84,7 @@ class Entry(BaseModel):
 
 _WHAT_TO_DO = {
     "name": "give every entry a non-empty string `name`",
+    "backend_config.loading_state": "use reasoning, comments or off (or null: the setting loading_state)",
     "backend_config.extra_args": 'write extra_args as a list of strings, e.g. ["--max-model-len", "4096"]',
     "backend_config.port": "use a whole number between 1 and 65535",
     "backend": f"use one of {', '.join(BACKENDS)} (also accepted: {', '.join(sorted(BACKEND_ALIASES))})",

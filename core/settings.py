@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from modelreg.errors import BadInput
+from modelreg.fields import LoadingState
 from modelreg.paths import deep_merge
 from modelreg.store import atomic_write, registry_lock
 from modelreg.values import env_name, parse_size
@@ -122,6 +123,12 @@ class Settings(BaseModel):
         default_factory=list, description="Host names besides loopback and the bound address that the proxy answers "
                                           "for (a Docker bridge name such as `host.docker.internal`, a LAN name); a "
                                           "request naming any other host gets 403 (DNS rebinding).")
+    loading_state: LoadingState = Field(
+        "reasoning", description="What a streamed chat or text completion gets while its model starts: `reasoning` "
+                                 "(progress from the backend's log as `reasoning_content` chunks that chat UIs show, "
+                                 "as llama-swap's `sendLoadingState`), `comments` (`: loading` SSE comment lines, "
+                                 "which UIs drop) or `off` (nothing until the answer); per model: "
+                                 "`backend_config.loading_state`.")
     list_aliases: bool = Field(
         False, description="List each model alias in the proxy's `/v1/models` as a model of its own (as llama-swap's "
                            "`includeAliasesInList`), so chat UIs offer it.")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import pytest
@@ -73,5 +74,74 @@ def test_llama_swap_paths_against_the_real_llama_server(tmp_path):
         assert http.get("/unload", headers=KEY).text == "OK"
         assert http.get("/running", headers=KEY).json() == {"running": []}
         assert http.get("/upstream/nope/props", headers=KEY).status_code == 404
+    finally:
+        proxy.stop()
+
+
+class Follower(threading.Thread):
+    """Reads a plain-text log stream of the proxy until `until(text)` holds (or its read times out)."""
+
+    def __init__(self, url: str, until):
+        super().__init__(daemon=True)
+        self.url, self.until, self.text, self.content_type = url, until, "", ""
+        self.following = threading.Event()  # the headers came: what is logged from now on is sent
+        self.start()
+        assert self.following.wait(30), url
+
+    def run(self) -> None:
+        with httpx.stream("GET", self.url, headers=KEY, timeout=30) as reply:
+            self.content_type = reply.headers["content-type"]
+            self.following.set()
+            for piece in reply.iter_text():
+                self.text += piece
+                if self.until(self.text):
+                    return
+
+
+def test_logs_and_log_streams_and_audio_voices_against_the_real_llama_server(tmp_path):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({
+        "log_dir": str(tmp_path / "logs"), "stop_grace": 2, "proxy_api_keys": ["sk-swap"],
+        "executables": {"llama.cpp": require(LLAMA_SERVER)}}))
+    entry = {**tiny_entry(write_tiny_gguf(tmp_path / "tiny.gguf"), name="tiny", extra_args=["-c", "512"]),
+             "backend": "llama.cpp"}
+    (folder / "model_registry.curated.json").write_text(json.dumps([entry]))
+    proxy = start_proxy(folder, free_port(), tmp_path, env=clean_llama_env())
+    http = proxy.http
+    try:
+        for path in ("/logs", "/logs/stream", "/logs/stream/tiny", "/v1/audio/voices?model=tiny"):
+            assert http.get(path).status_code == 401, path  # the proxy's API keys, as /v1
+        assert http.get("/logs/stream/nope", headers=KEY).status_code == 400
+        # followed from before the model starts: everything (prefixed by source), and the model's log alone (as is)
+        everything = Follower(proxy.url + "/logs/stream", lambda text: "[tiny]" in text and "listening on" in text
+                              and "tiny: ready" in text)
+        alone = Follower(proxy.url + "/logs/stream/tiny?no-history", lambda text: "listening on" in text)
+        events = Follower(proxy.url + "/logs/stream/proxy", lambda text: "tiny: ready" in text)
+        backends = Follower(proxy.url + "/logs/stream/upstream", lambda text: "listening on" in text)
+        assert http.get("/upstream/tiny/health", headers=KEY).status_code == 200  # starts the real llama-server
+        for follower in (everything, alone, events, backends):
+            follower.join(30)
+        assert not events.is_alive() and "[proxy] " in events.text and "[tiny]" not in events.text
+        assert not backends.is_alive() and "[tiny] " in backends.text and "[proxy]" not in backends.text
+        assert everything.content_type.startswith("text/plain") and not everything.is_alive(), everything.text
+        assert "[proxy] " in everything.text and "tiny: starting: " in everything.text
+        assert "[tiny] " in everything.text and "load_model: loading model" in everything.text
+        assert not alone.is_alive() and "load_model: loading model" in alone.text and "[tiny]" not in alone.text
+
+        logs = http.get("/logs", headers=KEY)
+        assert logs.status_code == 200 and logs.headers["content-type"].startswith("text/plain")
+        assert "tiny: ready" in logs.text and "[tiny] " in logs.text and "listening on" in logs.text
+
+        # a restart rotates the log: the stream goes on into the new one
+        again = Follower(proxy.url + "/logs/stream/tiny", lambda text: text.count("listening on") == 2)
+        assert http.post("/api/models/unload/tiny", headers=KEY).text == "OK"
+        assert http.get("/upstream/tiny/health", headers=KEY).status_code == 200
+        again.join(30)
+        assert not again.is_alive() and again.text.count("load_model: loading model") == 2, again.text
+
+        voices = http.get("/v1/audio/voices", params={"model": "tiny"}, headers=KEY)  # routed, not 405
+        assert voices.headers["x-modelreg-model"] == "tiny" and voices.status_code == 404  # llama-server has none
+        assert http.get("/v1/audio/voices", headers=KEY).status_code == 400  # which model's voices?
     finally:
         proxy.stop()

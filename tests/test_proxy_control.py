@@ -29,8 +29,14 @@ def aborted(tmp_path: Path) -> list[str]:
     return [r["aborted"] for r in recorded(tmp_path) if "aborted" in r]
 
 
+def answer_line(line: str) -> bool:
+    """Not a loading note (a `: loading` comment or a `reasoning_content` chunk of a cold start)."""
+    return line.startswith("data: ") and '"reasoning_content"' not in line
+
+
 def sse_lines(reply: httpx.Response, comments: bool = True) -> list[str]:
-    return [line for line in reply.iter_lines() if line and (comments or not line.startswith(":"))]
+    """The stream's lines; `comments=False`: without the loading notes."""
+    return [line for line in reply.iter_lines() if line and (comments or answer_line(line))]
 
 
 def test_a_client_that_leaves_a_non_streamed_request_aborts_it_at_the_backend(registry_dir, tmp_path, monkeypatch):
@@ -54,7 +60,7 @@ def test_a_client_that_leaves_a_stream_aborts_it_at_the_backend(registry_dir, tm
     with ProxyServer(registry_dir) as server:
         with server.http.stream("POST", "/v1/chat/completions", json=chat_body("m", stream=True)) as reply:
             lines = reply.iter_lines()  # held: dropping the iterator would close the response at once
-            first = next(line for line in lines if line.startswith("data: "))
+            first = next(line for line in lines if answer_line(line))
             assert json.loads(first[6:])["choices"][0]["delta"]["content"] == "word0 "
             assert server.backend("m")["in_flight"] == 1
         wait_for(lambda: aborted(tmp_path), what="the backend to log the abort")
@@ -94,7 +100,7 @@ def test_a_backend_dying_mid_stream_ends_the_stream_with_an_error_and_no_traceba
 
 def test_cold_start_streams_loading_comments_until_the_first_token(registry_dir, monkeypatch):
     monkeypatch.setenv("STANDIN_LOAD_SECONDS", "1.5")
-    layers(registry_dir, model("m"))
+    layers(registry_dir, model("m", loading_state="comments"))
     with ProxyServer(registry_dir, loading_interval=0.2) as server:
         began = time.monotonic()
         with server.http.stream("POST", "/v1/chat/completions", json=chat_body("m", stream=True)) as reply:
@@ -117,7 +123,7 @@ def test_a_failed_cold_start_ends_the_stream_with_its_diagnosis(registry_dir, tm
     fail_log.write_text("ValueError: The model's max seq len (131072) is larger than the maximum number of tokens "
                         "that can be stored in KV cache (48000).\n")
     monkeypatch.setenv("STANDIN_FAIL_LOG", str(fail_log))
-    layers(registry_dir, model("m"))
+    layers(registry_dir, model("m", loading_state="comments"))
     with ProxyServer(registry_dir, loading_interval=0.2) as server:
         with server.http.stream("POST", "/v1/chat/completions", json=chat_body("m", stream=True)) as reply:
             lines = sse_lines(reply)

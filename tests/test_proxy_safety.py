@@ -47,6 +47,8 @@ def test_a_simple_request_without_origin_still_gets_415(registry_dir, content_ty
 
 @pytest.mark.parametrize("method,path,body", [
     ("POST", "/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"RIFF")}, "data": {"model": "m"}}),
+    ("GET", "/logs", {}), ("GET", "/logs/stream", {}), ("GET", "/logs/stream/m", {}),
+    ("GET", "/v1/audio/voices?model=m", {}),
     ("POST", "/upstream/m/completion", {"content": b'{"prompt": "hi"}', "headers": {"Content-Type": "text/plain"}}),
     ("GET", "/unload", {}), ("POST", "/api/models/unload/m", {}), ("GET", "/upstream/m/slots", {}),
     ("GET", "/metrics", {}), ("GET", "/api/activity", {})])

@@ -38,6 +38,7 @@ from modelreg.paths import get_path
 from modelreg.proxy.activity import SEEN_BYTES, Activity
 from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.guard import HostGuard, SiteGuard
+from modelreg.proxy.loading import LoadingEvents, LoadWatch, loading_state
 from modelreg.proxy.pool import BackendPool, Running
 from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
 from modelreg.proxy.routing import roles_of, with_generation_defaults
@@ -146,7 +147,7 @@ class Proxy:
     """Serves the merged snapshot of exactly one Registry object; the ASGI app is `create_app(proxy)`."""
 
     def __init__(self, registry: Registry, supervisor: Supervisor | None = None, debounce: float = 0.05,
-                 reap_interval: float = 1.0, loading_interval: float = 3.0):
+                 reap_interval: float = 1.0, loading_interval: float = 1.0):
         self.registry = registry
         self.settings = registry.settings
         self.admin_token = ensure_admin_token(registry.config_dir)
@@ -274,9 +275,10 @@ class Proxy:
         streaming = False
         try:
             run = self.pool.running.get(call.name)
-            if call.stream and not (run and run.usable()):
-                streaming = True  # cold start: answer at once, with `: loading` comments until the first token
-                return RelayResponse(exchange, self._cold_stream(exchange, call), 200, self._headers(call, {
+            if call.stream and not (run and run.usable()) and \
+                    (state := loading_state(call.entry, self.settings, call.path)) != "off":
+                streaming = True  # cold start: answer at once, with loading notes until the first token
+                return RelayResponse(exchange, self._cold_stream(exchange, call, state), 200, self._headers(call, {
                     "content-type": "text/event-stream", "cache-control": "no-cache"}))
             response = await self._unless_client_leaves(request, self._answer(exchange, call))
             streaming = isinstance(response, RelayResponse)
@@ -428,20 +430,30 @@ class Proxy:
         self.pool.note(name, "stream broken", why)
         return ProxyError(502, f"the backend of {name!r} broke off the answer ({why})", "backend_error", model=name)
 
-    async def _cold_stream(self, exchange: Exchange, call: Call) -> AsyncIterator[bytes]:
-        """A streamed request to a model that is not ready: `: loading <model>` comments while it starts and until
-        its first chunk, then the relayed stream; a failed start ends the stream with its error event."""
+    async def _cold_stream(self, exchange: Exchange, call: Call, state: str) -> AsyncIterator[bytes]:
+        """A streamed request to a model that is not ready: loading notes while it starts and until its first chunk
+        (`reasoning`: progress chunks; `comments`: `: loading <model>` lines), then the relayed stream; a failed
+        start ends the stream with its error event."""
         opening = asyncio.ensure_future(self._open(exchange, call))
         first: asyncio.Future | None = None
+        events: LoadingEvents | None = None
+        if state == "reasoning":
+            run = self.pool.running.get(call.name)  # a start under way: its log so far is this start's
+            watch = LoadWatch(self.pool.supervisor.log_path(call.name), from_start=bool(run and not run.ready))
+            events = LoadingEvents(call.path, call.model or call.name, call.name, watch)
         try:
-            async for comment in self._loading(opening, call.name):
-                yield comment
+            if events is not None:
+                yield events.opening()
+            async for note in self._loading(opening, call.name, events):
+                yield note
             try:
                 upstream = opening.result()
             except ProxyError as exc:
                 exchange.status = exc.status
                 yield exc.sse()
                 return
+            if events is not None:
+                yield events.ready()
             if upstream.content_type != "text/event-stream":  # an error (or a backend that does not stream)
                 data = await upstream.read()
                 if upstream.status >= 400:
@@ -450,8 +462,8 @@ class Proxy:
                     yield b"data: " + data + b"\n\ndata: [DONE]\n\n"
                 return
             first = asyncio.ensure_future(upstream.content.readany())
-            async for comment in self._loading(first, call.name):
-                yield comment
+            async for note in self._loading(first, call.name, events):
+                yield note
             try:
                 head = first.result()
             except (aiohttp.ClientError, OSError) as exc:
@@ -464,14 +476,15 @@ class Proxy:
                 if pending is not None and not pending.done():
                     pending.cancel()
 
-    async def _loading(self, pending: asyncio.Future, name: str) -> AsyncIterator[bytes]:
+    async def _loading(self, pending: asyncio.Future, name: str, events: LoadingEvents | None) -> AsyncIterator[bytes]:
+        """Until `pending` is done: a progress chunk (`events`) or a `: loading` comment every loading_interval."""
         comment = f": loading {name}\n\n".encode()
-        if not pending.done():
+        if events is None and not pending.done():
             yield comment
         while not pending.done():
             await asyncio.wait((pending,), timeout=self.loading_interval)
             if not pending.done():
-                yield comment
+                yield events.tick() if events is not None else comment
 
     @staticmethod
     def _upstream_error(name: str, status: int, data: bytes) -> ProxyError:

@@ -1,4 +1,5 @@
-"""llama-swap's paths on the proxy (`/running`, `/unload`, `/upstream/...`) and llama-server's native routes."""
+"""llama-swap's paths on the proxy (`/running`, `/unload`, `/logs`, `/upstream/...`) and llama-server's native
+routes."""
 from __future__ import annotations
 
 import time
@@ -14,23 +15,27 @@ from yarl import URL
 from modelreg.errors import UnknownModel
 from modelreg.proxy.activity import SEEN_BYTES
 from modelreg.proxy.errors import ProxyError
+from modelreg.proxy.log_streams import LogStreams
 from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
 
 # llama-server's own routes: routed by the body's `model`, or by `?model=` (then passed through as they are)
 NATIVE_POST_PATHS = ("/infill", "/completion", "/tokenize", "/detokenize", "/rerank", "/reranking")
-NATIVE_GET_PATHS = ("/props",)
+NATIVE_GET_PATHS = ("/props", "/v1/audio/voices")
 PASSED_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def llama_swap_routes(proxy: Any) -> list[Route]:  # modelreg.proxy.app.Proxy, which registers these routes
     """The routes, each taking the proxy's API keys as /v1 does (the /admin/* equivalents keep the admin token)."""
-    api = LlamaSwapApi(proxy)
+    api, logs = LlamaSwapApi(proxy), LogStreams(proxy)
     return [*(Route(path, api.native, methods=["POST"]) for path in NATIVE_POST_PATHS),
             *(Route(path, api.native, methods=["GET"]) for path in NATIVE_GET_PATHS),
             Route("/running", api.running, methods=["GET"]),
             Route("/unload", api.unload, methods=["GET", "POST"]),
             Route("/api/models/unload", api.unload, methods=["POST"]),
             Route("/api/models/unload/{model:path}", api.unload, methods=["POST"]),
+            Route("/logs", logs.logs, methods=["GET"]),
+            Route("/logs/stream", logs.stream, methods=["GET"]),
+            Route("/logs/stream/{source:path}", logs.stream, methods=["GET"]),
             Route("/upstream/{rest:path}", api.upstream, methods=PASSED_METHODS)]
 
 

@@ -39,18 +39,38 @@ def read_tail(path: str | os.PathLike | None, lines: int = 40, max_bytes: int = 
 
 
 class LogFollower:
-    """Reads what was appended to a log since the last read (for streaming a log while a backend starts)."""
+    """Reads what was appended to a log since the last read (for streaming a log while a backend starts). A log that
+    a restart rotated (another file at the path, told by its inode, or a shorter one) is read from its start."""
 
     def __init__(self, path: str | os.PathLike, offset: int = 0):
         self.path, self.offset = Path(path), offset
         self._partial = b""
+        try:
+            self._inode: int | None = self.path.stat().st_ino
+        except FileNotFoundError:
+            self._inode = None
+
+    @classmethod
+    def at_end(cls, path: str | os.PathLike) -> "LogFollower":
+        """Follows what is written from now on."""
+        try:
+            return cls(path, os.stat(path).st_size)
+        except FileNotFoundError:
+            return cls(path)
+
+    @property
+    def partial(self) -> str:
+        """The last line, while it is still being written (a progress bar, a line of dots)."""
+        return self._partial.decode("utf-8", "replace")
 
     def read_new(self) -> str:
         """Complete new lines since the last call ('' when none)."""
         try:
             with open(self.path, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size < self.offset:  # rotated by a restart: a new log began
+                stat = os.fstat(handle.fileno())
+                if stat.st_ino != self._inode or stat.st_size < self.offset:  # rotated by a restart: a new log began
                     self.offset, self._partial = 0, b""
+                    self._inode = stat.st_ino
                 handle.seek(self.offset)
                 data = handle.read()
         except FileNotFoundError:
