@@ -230,17 +230,17 @@ def show_setting_outcome() -> None:
         (st.error if outcome[0] == "error" else st.success)(outcome[1])
 
 
-# Streamlit has no API for leaving the page or for keys: one script in the app's own document keeps two flags
-# (unsaved edits, editor shortcuts) that each run sets, and installs its listeners once per browser tab.
+# Streamlit has no API for leaving the page or for keys: a script in the app's own document installs the listeners
+# once per browser tab; each run says in the class of the hidden container around it (`st-key-...`) which of them
+# apply now (a script Streamlit has run once is not run again when the element is redrawn).
 _HOOKS = """<script>
 (() => {
   const w = window;
-  w.modelregUnsaved = %(unsaved)s;
-  w.modelregShortcuts = %(shortcuts)s;
   if (w.modelregHooked) return;
   w.modelregHooked = true;
+  const on = (flag) => !!w.document.querySelector(`[class*="st-key-modelreg_hooks"][class*="_${flag}"]`);
   w.addEventListener("beforeunload", (event) => {
-    if (w.modelregUnsaved) { event.preventDefault(); event.returnValue = ""; }
+    if (on("unsaved")) { event.preventDefault(); event.returnValue = ""; }
   });
   const idle = () => w.document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]');
   // Click the button once the text being typed has reached the app (a blur commits it, then the app reruns).
@@ -256,7 +256,7 @@ _HOOKS = """<script>
     w.setTimeout(attempt, 150);
   };
   w.document.addEventListener("keydown", (event) => {
-    if (!w.modelregShortcuts) return;
+    if (!on("shortcuts")) return;
     if ((event.ctrlKey || event.metaKey) && !event.altKey && event.key.toLowerCase() === "s") {
       event.preventDefault();
       press("save");
@@ -272,6 +272,6 @@ _HOOKS = """<script>
 def page_hooks(unsaved: bool, shortcuts: bool = False) -> None:
     """The browser asks before leaving the app while `unsaved`; with `shortcuts`, Ctrl+S clicks Save and Esc
     clicks Discard (the editor's buttons, keys `save` and `discard_edits`)."""
-    with st.container(key="page_hooks"):  # hidden by the app's style sheet
-        st.html(_HOOKS % {"unsaved": str(unsaved).lower(), "shortcuts": str(shortcuts).lower()},
-                unsafe_allow_javascript=True)
+    flags = "".join(f"_{flag}" for flag, wanted in (("unsaved", unsaved), ("shortcuts", shortcuts)) if wanted)
+    with st.container(key=f"modelreg_hooks{flags}"):  # hidden by the app's style sheet
+        st.html(_HOOKS, unsafe_allow_javascript=True)
