@@ -11,7 +11,8 @@ from modelreg.merge import layer_diff
 from modelreg.views import models as view
 
 ALL = "(all models: changed fields only)"
-CHANGED_CSS = "background-color: #f8d7da"  # rose: none of the layer legend's colors (the status column says it too)
+# Rose: none of the layer legend's colors (the status column says it too); text colors set for light and dark pages.
+CHANGED_CSS = {False: "background-color: #f8d7da; color: #1f2328", True: "background-color: #5c2a30; color: #e6edf3"}
 
 st.title("Diff & history")
 reg = services.registry()
@@ -36,7 +37,8 @@ if scope != ALL:
 changed = [r.changed for r in rows]
 st.caption("Highlighted: fields the curated layer (or the profile) decides differently from disk: "
            "status overridden or curated-only.")
-st.dataframe(table.style.apply(lambda row: [CHANGED_CSS if changed[row.name] else ""] * len(row), axis=1),
+changed_css = CHANGED_CSS[widgets.dark_page()]
+st.dataframe(table.style.apply(lambda row: [changed_css if changed[row.name] else ""] * len(row), axis=1),
              hide_index=True, width="stretch", key="diff_table")
 
 st.subheader("Snapshot on disk vs layers")

@@ -237,11 +237,10 @@ with bar:
         for clash in clashes:
             label_col, choice_col = st.columns([1, 3], vertical_alignment="center")
             label_col.markdown(md(clash.path, code=True))
-            choice_col.radio(
-                clash.path, ["mine", "theirs"], key=f"conflict:{gen}:{clash.path}", horizontal=True,
-                label_visibility="collapsed",
-                format_func=lambda side, c=clash: f"{'mine' if side == 'mine' else 'on disk'}: " + md(
-                    editing.conflict_text(c.mine if side == "mine" else c.theirs, c.path), code=True))
+            sides = {"mine": f"mine: {md(editing.conflict_text(clash.mine, clash.path), code=True)}",
+                     "theirs": f"on disk: {md(editing.conflict_text(clash.theirs, clash.path), code=True)}"}
+            choice_col.radio(clash.path, list(sides), key=f"conflict:{gen}:{clash.path}", horizontal=True,
+                             label_visibility="collapsed", format_func=sides.__getitem__)
         again, drop = st.columns(2)
         again.button("Save with these choices" if clashes else "Save my changes over the disk version",
                      key="save_over", on_click=save_resolved, args=(fresh.curated_revision, conflict, clashes))

@@ -18,7 +18,6 @@ reg = services.registry()
 hosts = reg.settings.hosts
 widgets.show_setting_outcome()
 
-st.subheader("Hosts")
 st.caption("Each host runs its own `modelreg proxy`. One row per host: its name, its proxy's URL without /v1, the "
            "profile it runs, and the names of the variables that hold its API key and admin token. Fill the last "
            "row to add a host; clear a row to remove it.")
