@@ -99,7 +99,7 @@ def save(base_revision: str, edits: dict | None = None) -> None:
 
 
 bar = st.container(border=True)  # the action bar: filled once the form below has been read
-if target.curated_revision != services.curated_revision(reg):
+if target.curated_revision != services.curated_revision(reg) and ss.get("conflict") is None:  # else the bar says it
     st.warning("The curated file changed on disk since this form was loaded; saving will list the fields that "
                "differ, each with your value and the file's.")
 tabs = dict(zip((*editing.GROUPS, "Facts"), st.tabs([*editing.GROUPS, "Facts (read-only)"])))
@@ -243,6 +243,7 @@ with bar:
                              label_visibility="collapsed", format_func=sides.__getitem__)
         again, drop = st.columns(2)
         again.button("Save with these choices" if clashes else "Save my changes over the disk version",
-                     key="save_over", on_click=save_resolved, args=(fresh.curated_revision, conflict, clashes))
+                     key="save_over", type="primary", on_click=save_resolved,
+                     args=(fresh.curated_revision, conflict, clashes))
         drop.button("Discard my changes", key="discard", on_click=reload_form)
 widgets.page_hooks(unsaved=bool(drafts), shortcuts=True)

@@ -218,3 +218,27 @@ def test_no_button_is_clipped(demo, width):
         .map(b => b.innerText || b.getAttribute('aria-label') || b.outerHTML.slice(0, 80))""")
     assert clipped == [], clipped
     page.close()
+
+
+def test_a_conflict_lists_the_field_that_differs_with_a_choice(demo):
+    folder, url, browser = demo
+    page = open_page(browser, url, "editor_page")
+    pick_model(page, LLAMA)
+    page.get_by_role("tab", name="Generation").click()
+    field = page.get_by_label("temperature", exact=True)
+    field.fill("0.2")
+    field.press("Enter")
+    settle(page, 'text=Pending:')
+    Registry(folder).set_value(LLAMA, "generation_defaults.temperature", 0.9)  # another window saves first
+    page.get_by_role("button", name="Save", exact=True).click()
+    settle(page, "text=These fields differ")
+    choices = page.locator('[data-testid="stRadio"]').filter(has_text="on disk:")
+    assert choices.count() == 1 and "mine: 0.2" in choices.inner_text() and "on disk: 0.9" in choices.inner_text()
+    drawn(page)
+    screenshot(page, "polish-editor-conflict")
+    choices.get_by_text("on disk: 0.9").click()
+    settle(page)
+    page.get_by_role("button", name="Save with these choices").click()
+    settle(page, "text=No changes.")
+    assert Registry(folder).entry(LLAMA)["generation_defaults"]["temperature"] == 0.9
+    page.close()
