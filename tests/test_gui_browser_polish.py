@@ -242,3 +242,26 @@ def test_a_conflict_lists_the_field_that_differs_with_a_choice(demo):
     settle(page, "text=No changes.")
     assert Registry(folder).entry(LLAMA)["generation_defaults"]["temperature"] == 0.9
     page.close()
+
+
+def test_the_models_table_scrolls_sideways_under_a_frozen_name_column(demo):
+    from PIL import Image, ImageChops
+
+    folder, url, browser = demo
+    page = open_page(browser, url)
+    settle(page, '[data-testid="stDataFrame"]')
+    drawn(page)
+    table = page.locator('[data-testid="stDataFrame"]')
+    box = table.bounding_box()
+    before = Image.open(io.BytesIO(table.screenshot())).convert("RGB")
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + 60)
+    page.mouse.wheel(600, 0)
+    page.wait_for_timeout(800)
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(300)
+    after = Image.open(io.BytesIO(table.screenshot())).convert("RGB")
+    name_column = (40, 0, 200, before.height - 20)  # after the row selectors: the pinned names
+    rest = (400, 0, before.width - 20, before.height - 20)
+    assert ImageChops.difference(before.crop(name_column), after.crop(name_column)).getbbox() is None
+    assert ImageChops.difference(before.crop(rest), after.crop(rest)).getbbox() is not None  # it did scroll
+    page.close()
