@@ -9,6 +9,7 @@ from modelreg.gui import services, widgets
 from modelreg.gui.text import md
 from modelreg.merge import layer_diff
 from modelreg.views import models as view
+from modelreg.views.messages import in_gui
 
 ALL = "(all models: changed fields only)"
 # Rose: none of the layer legend's colors (the status column says it too); text colors set for light and dark pages.
@@ -67,7 +68,7 @@ if chosen is None:
 try:
     diff = view.history_diff(reg, chosen)
 except RegistryError as exc:
-    st.error(md(exc))
+    st.error(md(in_gui(exc)))
     st.stop()
 st.caption("What restoring this version would change in the curated file (the version it replaces is kept in "
            "history too):")

@@ -207,7 +207,7 @@ def write_setting(name: str, value: Any, profile: str | None = None) -> None:  #
     try:
         save_setting(services.config_dir(), name, value, profile)
     except RegistryError as exc:
-        st.session_state[SETTING_KEY] = ("error", f"Not saved: {exc}")
+        st.session_state[SETTING_KEY] = ("error", f"Not saved: {in_gui(exc)}")
         return
     report = reload_report(services.proxy(), services.registry().snapshot().revision)
     services.proxy_changed()
