@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BACKENDS := .cache/backends
-CONFIG_DIR ?= configs
 
 .PHONY: run test typecheck bench docs setup backends browser strace clean
 
@@ -33,14 +32,18 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "WARNING: could not install Debian's chromium; browser tests will be skipped"; }
 
-# Tiny real model files the demo registry in configs/ points at (git-ignored), so a Rescan keeps the demo models.
+# The demo: tiny real model files in .cache/demo-models and a copy of configs/ scanned over them in
+# .cache/demo-registry (both git-ignored), so the demo's facts are its files' and a Rescan changes nothing. Made again
+# when configs/ changes (the demo's own edits are then replaced).
 DEMO_MODELS := .cache/demo-models
-$(DEMO_MODELS)/.made: tests/support/demo_models.py $(VENV)/.installed-app
-	PYTHONPATH=tests $(PY) -m support.demo_models $(DEMO_MODELS)
+DEMO_REGISTRY := .cache/demo-registry
+CONFIG_DIR ?= $(DEMO_REGISTRY)
+$(DEMO_REGISTRY)/.made: tests/support/demo_models.py tests/support/tiny_gguf.py $(wildcard configs/*.json) $(VENV)/.installed-app
+	PYTHONPATH=tests $(PY) -m support.demo_models $(DEMO_MODELS) $(DEMO_REGISTRY)
 	touch $@
 
 # The proxy and the GUI together on the demo registry (Ctrl-C stops both and every backend they started).
-run: $(VENV)/.installed-app $(DEMO_MODELS)/.made
+run: $(VENV)/.installed-app $(DEMO_REGISTRY)/.made
 	$(VENV)/bin/modelreg --config-dir $(CONFIG_DIR) up
 
 # Debian's strace for the tests that SIGKILL a command at an exact write point (fault injection).

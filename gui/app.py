@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from modelreg.gui import services
+from modelreg.gui import services, widgets
 from modelreg.gui.text import md
 
 HERE = Path(__file__).parent
@@ -12,7 +12,7 @@ st.set_page_config(page_title="modelreg", page_icon=str(HERE / "icon.png"), layo
 sections = {
     "Registry": [
         st.Page("models_page.py", title="Models", icon=":material/table:", default=True),
-        st.Page("editor_page.py", title="Model editor", icon=":material/edit:"),
+        editor := st.Page("editor_page.py", title="Model editor", icon=":material/edit:"),
         st.Page("diff_page.py", title="Diff & history", icon=":material/difference:"),
         st.Page("fit_page.py", title="Fit", icon=":material/memory:"),
     ],
@@ -25,11 +25,14 @@ sections = {
                st.Page("hosts_page.py", title="Hosts", icon=":material/lan:")],
 }
 
-st.html("<style>.block-container{padding-left:2rem;padding-right:2rem;padding-top:2.5rem}</style>")
+st.html("<style>" + (HERE / "style.css").read_text() + "</style>")
 with st.sidebar:
     st.caption(f"config dir {md(services.config_dir(), code=True)}  \n"
                f"profile {md(services.profile() or 'none', code=True)}")
     unsaved = st.session_state.get("editor_drafts")
     if unsaved:
         st.caption(f"● unsaved editor changes: {md(', '.join(sorted({name for name, _ in unsaved})))}")
-st.navigation(sections).run()
+page = st.navigation(sections)
+if page.url_path != editor.url_path:  # the editor sets the flags itself, once its form has been read
+    widgets.page_hooks(unsaved=bool(unsaved))
+page.run()

@@ -9,9 +9,11 @@ from modelreg.gui import services, widgets
 from modelreg.gui.text import md
 from modelreg.merge import layer_diff
 from modelreg.views import models as view
+from modelreg.views.messages import in_gui
 
 ALL = "(all models: changed fields only)"
-CHANGED_CSS = "background-color: #f8d7da"  # rose: none of the layer legend's colors (the status column says it too)
+# Rose: none of the layer legend's colors (the status column says it too); text colors set for light and dark pages.
+CHANGED_CSS = {False: "background-color: #f8d7da; color: #1f2328", True: "background-color: #5c2a30; color: #e6edf3"}
 
 st.title("Diff & history")
 reg = services.registry()
@@ -36,7 +38,8 @@ if scope != ALL:
 changed = [r.changed for r in rows]
 st.caption("Highlighted: fields the curated layer (or the profile) decides differently from disk: "
            "status overridden or curated-only.")
-st.dataframe(table.style.apply(lambda row: [CHANGED_CSS if changed[row.name] else ""] * len(row), axis=1),
+changed_css = CHANGED_CSS[widgets.dark_page()]
+st.dataframe(table.style.apply(lambda row: [changed_css if changed[row.name] else ""] * len(row), axis=1),
              hide_index=True, width="stretch", key="diff_table")
 
 st.subheader("Snapshot on disk vs layers")
@@ -65,7 +68,7 @@ if chosen is None:
 try:
     diff = view.history_diff(reg, chosen)
 except RegistryError as exc:
-    st.error(md(exc))
+    st.error(md(in_gui(exc)))
     st.stop()
 st.caption("What restoring this version would change in the curated file (the version it replaces is kept in "
            "history too):")

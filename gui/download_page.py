@@ -14,6 +14,7 @@ from modelreg.values import human_size
 from modelreg.views import editor as editing
 from modelreg.views import models as view
 from modelreg.views import wizard as wz
+from modelreg.views.messages import in_gui
 
 WIZARD_KEY, PROBLEM_KEY = "wizard", "wizard_problem"
 STEP_NAMES = dict(zip(wz.STEPS, ("Source", "Download", "Review", "Configure", "Launch test", "Done")))
@@ -52,7 +53,7 @@ st.title("Download a model")
 st.markdown(" → ".join(f"**{name}**" if step == wizard.step else name for step, name in STEP_NAMES.items()))
 for message in dict.fromkeys(m for m in (ss.get(PROBLEM_KEY), wizard.step in (wz.SOURCE, wz.DOWNLOAD)
                                           and wizard.error) if m):
-    st.error(md(message))
+    st.error(md(in_gui(message)))
 
 if wizard.step == wz.SOURCE:
     for key, value in (("wz_source", wizard.source or "hf"), ("wz_ref", wizard.ref or ""), ("wz_rev", wizard.revision)):
@@ -90,7 +91,7 @@ if wizard.step == wz.SOURCE:
         try:
             plan = wizard.plan(root or None)
         except RegistryError as exc:
-            st.error(md(exc))
+            st.error(md(in_gui(exc)))
         if plan:
             st.info(f"{len(plan['files'])} file(s), {plan['size']} into {md(plan['folder'], code=True)}; "
                     f"{plan['free']} free there" if hf else
@@ -113,7 +114,8 @@ elif wizard.step == wz.DOWNLOAD:
         back_col.button("Back to the source", key="wz_back_source", on_click=act, args=(wizard.back,))
 
 elif wizard.name is None:
-    st.error("The download registered no model:\n\n" + "\n".join(f"- {md(p)}" for p in wizard.downloaded.problems))
+    st.error("The download registered no model:\n\n"
+             + "\n".join(f"- {md(in_gui(p))}" for p in wizard.downloaded.problems))
 
 elif wizard.step == wz.REVIEW:
     if len(wizard.downloaded.names) > 1:
@@ -123,7 +125,7 @@ elif wizard.step == wz.REVIEW:
     info = wizard.review()
     st.subheader(f"{md(info['name'])} is registered")
     for note in info["notes"] + info["problems"]:
-        st.warning(md(note))
+        st.warning(md(in_gui(note)))
     facts_col, stub_col = st.columns([3, 2], gap="large")
     facts_col.markdown("**Discovered facts** (read from disk; never edited)")
     facts_col.dataframe(pd.DataFrame(view.fact_rows(info["discovered"] or {}, {})), hide_index=True,
@@ -151,7 +153,7 @@ elif wizard.step == wz.CONFIGURE:
         for state in states:
             widgets.field_input(state, keys[state.spec.path])
             if state.spec.path in errors:
-                st.error(md(errors[state.spec.path]))
+                st.error(md(in_gui(errors[state.spec.path])))
     with side_col:
         st.markdown("**Command**")
         widgets.launch_command(preview["plan"], preview["error"])

@@ -13,6 +13,7 @@ from modelreg.registry import Snapshot
 from modelreg.values import format_value, parse_value
 from modelreg.views import editor as editing
 from modelreg.views import models as view
+from modelreg.views.messages import in_gui
 
 DRAFTS = "editor_drafts"  # (model, profile) -> {"target", "texts", "resets"}: unsaved edits, kept across pages
 ss = st.session_state
@@ -100,15 +101,16 @@ def save(base_revision: str, edits: dict | None = None) -> None:
 
 
 bar = st.container(border=True)  # the action bar: filled once the form below has been read
-if target.curated_revision != services.curated_revision(reg):
-    st.warning("The curated file changed on disk since this form was loaded; saving will show both versions.")
+if target.curated_revision != services.curated_revision(reg) and ss.get("conflict") is None:  # else the bar says it
+    st.warning("The curated file changed on disk since this form was loaded; saving will list the fields that "
+               "differ, each with your value and the file's.")
 tabs = dict(zip((*editing.GROUPS, "Facts"), st.tabs([*editing.GROUPS, "Facts (read-only)"])))
 
 
 def draw_field(state: editing.FieldState) -> None:
     path, key = state.spec.path, keys[state.spec.path]
-    field_col, reset_col = st.columns([12, 1], vertical_alignment="bottom")
-    with field_col:
+    row = st.container(horizontal=True, vertical_alignment="bottom", gap="small")  # the reset button keeps its width
+    with row, st.container(width="stretch"):
         if path == "roles":
             options = sorted(set(editing.known_roles(services.merged().entries)) | set(ss.get(key) or []))
             st.multiselect(state.spec.label, options, key=key, help=state.spec.help, accept_new_options=True,
@@ -120,10 +122,10 @@ def draw_field(state: editing.FieldState) -> None:
                 column.number_input(f"priority: {md(role)}", step=1, key=pkey, placeholder="none")
         else:
             widgets.field_input(state, key)
-    reset_col.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key),
-                     disabled=not state.in_layer or path in ("roles", "role_priority"),
-                     help="reset to discovered (remove this override)" if not edit_profile
-                     else "reset to the base entry (remove this profile override)")
+    row.button("↺", key=f"reset:{gen}:{path}", on_click=reset, args=(path, key), width="content",
+               disabled=not state.in_layer or path in ("roles", "role_priority"),
+               help="reset to discovered (remove this override)" if not edit_profile
+               else "reset to the base entry (remove this profile override)")
     note = md(state.provenance)
     if state.discovered is not None and state.discovered != state.value:
         note += f" · discovered value: {md(format_value(state.discovered, state.spec.kind) or '[]', code=True)}"
@@ -133,7 +135,7 @@ def draw_field(state: editing.FieldState) -> None:
     if path == "backend_config.extra_args" and (parsed := editing.args_preview(ss[key])):
         st.text(f"parsed: {parsed}")
     if path in errors:
-        st.error(md(errors[path]))
+        st.error(md(in_gui(errors[path])))
     for text in notes.get(path, []):
         st.text(f"note: {text}")
 
@@ -143,6 +145,8 @@ for role in dict.fromkeys([*(ss.get(keys["roles"]) or []), *current_priority]):
     priority_keys[role] = f"ed:{gen}:priority:{role}"
     ss.setdefault(priority_keys[role], current_priority.get(role))
 changes, errors, check = pending()
+edited = editing.edited_paths(target, form_texts())
+dirty = bool(changes or edited)  # a value that does not parse yet is an unsaved edit too
 notes = check.notes
 WIDE = ("json", "args")  # full-width fields; the others sit two to a row
 for group in editing.GROUPS:
@@ -168,32 +172,54 @@ for group in editing.GROUPS:
 plan, plan_error = check.plan, check.plan_error
 with command.container():
     st.caption("The exact command the launcher will run:")
-    widgets.launch_command(plan, plan_error)
+    if plan is None and any(plan_error and plan_error in error for error in errors.values()):
+        st.caption("No command while a field above has an error.")  # the error shows once, at its field
+    else:
+        widgets.launch_command(plan, plan_error)
 extra_path = ss.get(f"extra_path:{gen}", "").strip()
 with tabs[editing.DISPLAY]:
     if extra_path in errors:
-        st.error(md(errors[extra_path]))
+        st.error(md(in_gui(errors[extra_path])))
 with tabs["Facts"]:
     st.caption("Read from disk by scans and downloads; the editor never writes them.")
     current = target.current
     st.dataframe(pd.DataFrame(view.fact_rows(current.entry, current.sources)), hide_index=True, width="stretch")
 
-if changes:
+if dirty:
     drafts[(name, edit_profile)] = {"target": target, "texts": form_texts(), "resets": dict(resets)}
 else:
     drafts.pop((name, edit_profile), None)
 
 conflict = ss.get("conflict")
+
+
+def test_unsaved() -> None:
+    services.start_launch_test(name, check.edited.entry, edit_profile)
+
+
+def save_resolved(base_revision: str, edits: dict, clashes: list[editing.FieldConflict]) -> None:
+    """Save the form's changes over the disk version, less the fields where the user kept the file's value."""
+    keep = {c.path for c in clashes if ss.get(f"conflict:{gen}:{c.path}") == "theirs"}
+    save(base_revision, editing.resolve(edits, keep))
+
+
 with bar:
-    widgets.show_report(stale=bool(changes))
-    summary = editing.pending_summary(changes)
-    text_col, save_col, discard_col, test_col = st.columns([6, 1, 1, 1.3], vertical_alignment="center")
-    text_col.markdown(f"**Pending:** {md(summary)}" if summary else "No changes.")
-    save_col.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None,
-                    on_click=save, args=(target.curated_revision,), width="stretch")
-    discard_col.button("Discard", key="discard_edits", disabled=not changes, on_click=reload_form, width="stretch")
-    if test_col.button("Launch test", key="editor_launch", disabled=plan is None, width="stretch"):
-        services.start_launch_test(name)
+    widgets.show_report(stale=dirty)
+    summary = editing.unsaved_summary(changes, edited)
+    line = st.container(horizontal=True, vertical_alignment="center")  # the buttons keep their widths
+    with line, st.container(width="stretch"):
+        st.markdown(f"**Pending:** {md(summary)}" if summary else "No changes.")
+    line.button("Save", type="primary", key="save", disabled=bool(errors) or not changes or conflict is not None,
+                on_click=save, args=(target.curated_revision,), help="Ctrl+S")
+    line.button("Discard", key="discard_edits", disabled=not dirty, on_click=reload_form, help="Esc")
+    if changes:  # a launch plan needs no save: the test runs the form as it is now
+        launched = line.button("Launch test (unsaved)", key="editor_launch", disabled=plan is None or bool(errors),
+                               on_click=test_unsaved,
+                               help="tests the form as it is now, unsaved edits included; Save keeps them")
+    else:
+        launched = line.button("Launch test", key="editor_launch", disabled=plan is None,
+                               on_click=services.start_launch_test, args=(name, None, edit_profile))
+    if launched:
         st.switch_page("launch_page.py")
     if errors:
         st.caption(f"Save is disabled while {len(errors)} field(s) have an error: {md(', '.join(errors))}")
@@ -202,13 +228,23 @@ with bar:
         st.caption("Unsaved edits kept for: " + md(", ".join(others)))
     if conflict is not None:
         fresh = editing.load_target(reg, name, edit_profile)
-        st.error("Not saved: the curated file changed on disk since this form was loaded. Both versions:")
-        mine, theirs = st.columns(2)
-        mine.markdown("**Your version**")
-        mine.json(target.edited_layer(conflict))
-        theirs.markdown(f"**On disk now** (revision `{fresh.curated_revision[:12]}`)")
-        theirs.json(fresh.layer() or {"name": name, "(no curated entry)": True})
+        clashes = editing.conflicts(target, fresh, conflict)
+        if clashes:
+            st.error("Not saved: the curated file changed on disk since this form was loaded. These fields differ; "
+                     "choose the value to keep for each:")
+        else:
+            st.warning("Not saved: the curated file changed on disk since this form was loaded, in fields you did "
+                       "not edit. Your changes can be saved over it.")
+        for clash in clashes:
+            label_col, choice_col = st.columns([1, 3], vertical_alignment="center")
+            label_col.markdown(md(clash.path, code=True))
+            sides = {"mine": f"mine: {md(editing.conflict_text(clash.mine, clash.path), code=True)}",
+                     "theirs": f"on disk: {md(editing.conflict_text(clash.theirs, clash.path), code=True)}"}
+            choice_col.radio(clash.path, list(sides), key=f"conflict:{gen}:{clash.path}", horizontal=True,
+                             label_visibility="collapsed", format_func=sides.__getitem__)
         again, drop = st.columns(2)
-        again.button("Apply my changes on top of the disk version", key="save_over", on_click=save,
-                     args=(fresh.curated_revision, conflict))
+        again.button("Save with these choices" if clashes else "Save my changes over the disk version",
+                     key="save_over", type="primary", on_click=save_resolved,
+                     args=(fresh.curated_revision, conflict, clashes))
         drop.button("Discard my changes", key="discard", on_click=reload_form)
+widgets.page_hooks(unsaved=bool(drafts), shortcuts=True)

@@ -11,6 +11,7 @@ from modelreg.discovery.scan import ScanResult, default_roots
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
 from modelreg.jobs import Job
+from modelreg.views.messages import in_gui
 
 ss = st.session_state
 st.title("Model folders")
@@ -65,7 +66,7 @@ request = ss.get(services.SCAN_REQUEST_KEY) or {}
 def scanned(job: Job) -> None:
     result: ScanResult | None = job.result
     if result is None:
-        st.error(f"Scan failed: {md(job.error)}")
+        st.error(f"Scan failed: {md(in_gui(job.error))}")
         return
     dry = request.get("job") == job.id and request.get("dry_run")
     counts = {status: sum(m["status"] == status for m in result.models)
@@ -85,7 +86,7 @@ def scanned(job: Job) -> None:
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"scan_rows:{job.id}")
     for problem in result.problems:
-        st.warning(str(problem))
+        st.warning(md(in_gui(problem)))
     if dry and st.button("Apply this scan", key="scan_apply", type="primary"):
         services.start_rescan(request.get("paths"))
         st.rerun(scope="app")  # this runs inside the job panel's fragment: the whole page shows the new job

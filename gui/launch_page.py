@@ -5,6 +5,7 @@ import streamlit as st
 
 from modelreg.gui import model_actions, services, widgets
 from modelreg.gui.text import md
+from modelreg.launch.running.launch_test import UNSAVED
 from modelreg.views import editor as editing
 
 st.title("Launch test")
@@ -40,4 +41,7 @@ run_col.button("Run launch test", type="secondary" if in_proxy else "primary", k
 
 if job is not None:
     st.subheader(f"Run started {job.elapsed:.0f} s ago" if job.running else "Last run")
+    if job.title.endswith(UNSAVED):
+        st.info("This run tests the editor's unsaved version (its argv is below); the command above is the saved "
+                "one. Save in the editor to keep the edits.", icon=":material/edit_note:")
     widgets.job_panel(job.id, lambda finished: widgets.launch_outcome(name, finished))

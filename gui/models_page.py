@@ -54,7 +54,8 @@ COLUMN_CONFIG = {column: st.column_config.TextColumn(LABELS.get(column, column),
 def frame(page_rows: list[view.ModelRow]) -> pd.io.formats.style.Styler:
     values = pd.DataFrame([[r.name, *(view.cell_label(r.values[c], r.classes[c]) for c in list(view.COLUMNS)[1:])]
                            for r in page_rows], columns=list(view.COLUMNS))  # names stay copyable: no letter
-    css = pd.DataFrame([[view.cell_css(r.classes[c]) for c in view.COLUMNS] for r in page_rows],
+    dark = widgets.dark_page()
+    css = pd.DataFrame([[view.cell_css(r.classes[c], dark) for c in view.COLUMNS] for r in page_rows],
                        columns=list(view.COLUMNS))
     return values.style.apply(lambda _: css, axis=None)
 

@@ -32,6 +32,11 @@ def _registry(folder: str, profile: str | None, settings_stamp: tuple) -> Regist
     return Registry(folder, profile)
 
 
+def settings_revision() -> str:
+    """A name for the settings file as it is now (it changes with every write)."""
+    return format(abs(hash(_stamp(config_dir() / SETTINGS_FILE))), "x")
+
+
 def default_profile() -> str | None:
     return _registry(str(config_dir()), None, _stamp(config_dir() / SETTINGS_FILE)).profile
 
@@ -133,9 +138,10 @@ def running_names(status: dict | None) -> tuple[str, ...]:
     return tuple(sorted(b["name"] for b in (status or {}).get("backends") or [] if b.get("name")))
 
 
-def start_launch_test(name: str) -> None:
-    """Start the launch test of one model as a background job (one per model at a time)."""
-    start_launch_test_job(jobs(), registry(), name)
+def start_launch_test(name: str, entry: dict | None = None, for_profile: str | None = None) -> None:
+    """Start the launch test of one model as a background job (one per model at a time); `entry`: an unsaved merged
+    entry to test instead of the saved one (the editor's form, for `for_profile`)."""
+    start_launch_test_job(jobs(), registry(for_profile), name, entry)
 
 
 def start_rescan(paths: list[str] | None = None, dry_run: bool = False) -> None:

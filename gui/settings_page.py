@@ -12,6 +12,7 @@ from modelreg.gui.text import md
 from modelreg.launch.backends import SPECS
 from modelreg.settings import DEFAULT, Settings, load_settings
 from modelreg.views import editor as editing
+from modelreg.views.messages import in_gui
 from modelreg.views.settings import changed_settings
 
 ss = st.session_state
@@ -113,12 +114,12 @@ if scope and overrides:
 st.subheader("Validation")
 report = reg.validate()
 for error in report.errors:
-    st.error(md(error))
+    st.error(md(in_gui(error)))
 if report.ok and not report.warnings:
     st.success("Both layers validate; no warnings.")
 if report.warnings:
     with st.expander(f"{len(report.warnings)} warning(s)"):
-        st.markdown("\n".join(f"- {md(w)}" for w in report.warnings))
+        st.markdown("\n".join(f"- {md(in_gui(w))}" for w in report.warnings))
 migration = reg.migrate(dry_run=True) if report.ok else None
 if migration and migration.moves:
     st.info(f"The discovered file holds configuration from the old registry ({len(migration.moves)} value(s)). "

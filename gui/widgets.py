@@ -17,7 +17,8 @@ from modelreg.registry import Merged, Snapshot
 from modelreg.settings import save_setting
 from modelreg.values import NOT_SET
 from modelreg.views import editor as editing
-from modelreg.views.models import LAYER_COLORS, LAYER_CUES
+from modelreg.views.messages import in_gui
+from modelreg.views.models import LAYER_COLORS, LAYER_CUES, layer_color
 
 MODEL_KEY = "model"
 REPORT_KEY = "last_save_report"
@@ -25,17 +26,23 @@ REPORT_KEY = "last_save_report"
 
 def legend(classes: tuple[str, ...] = ("discovered", "curated", "override", "profile", "legacy", "unset")) -> None:
     """The layer colors, each with the letter cells carry beside their value (so color is not the only cue)."""
+    dark = dark_page()
     chips = " ".join(
-        f'<span data-layer="{cls}" style="background:{LAYER_COLORS[cls][1]};color:#1f2328;padding:2px 8px;'
-        f'border-radius:4px;margin-right:6px;border:1px solid #d0d7de">'
+        f'<span data-layer="{cls}" style="background:{layer_color(cls, dark)[0]};color:{layer_color(cls, dark)[1]};'
+        f'padding:2px 8px;border-radius:4px;margin-right:6px;border:1px solid {"#3d444d" if dark else "#d0d7de"}">'
         f'{LAYER_CUES.get(cls, "")} {LAYER_COLORS[cls][0]}</span>'
         for cls in classes)
     st.markdown(chips, unsafe_allow_html=True)
 
 
+def dark_page() -> bool:
+    """Whether the browser shows the dark theme (the reader's choice, or the system's)."""
+    return st.context.theme.type == "dark"
+
+
 def registry_problem(exc: InvalidRegistry) -> None:
     st.error("The registry layers do not validate; nothing can be merged until they are fixed:\n\n"
-             + "\n".join(f"- {md(p)}" for p in exc.problems))
+             + "\n".join(f"- {md(in_gui(p))}" for p in exc.problems))
 
 
 def merged_or_stop() -> Merged:
@@ -88,7 +95,7 @@ def field_input(state: editing.FieldState, key: str) -> None:
 def launch_command(plan: LaunchPlan | None, problem: str | None) -> None:
     """The exact command a launch would run (an Ollama model runs in the daemon), or why it cannot start."""
     if plan is None:
-        st.error(md(problem))
+        st.error(md(in_gui(problem)))
     elif plan.argv:
         st.code(plan.command_line(), language="bash", wrap_lines=True)
     else:
@@ -107,10 +114,10 @@ def save_then_reload(write: Callable[[], Snapshot]) -> ReloadReport | None:
         raise
     except InvalidRegistry as exc:
         st.session_state[REPORT_KEY] = "Not saved: the change would make the registry invalid:\n\n" + "\n".join(
-            f"- {md(p)}" for p in exc.problems)
+            f"- {md(in_gui(p))}" for p in exc.problems)
         return None
     except RegistryError as exc:
-        st.session_state[REPORT_KEY] = f"Not saved: {md(exc)}"
+        st.session_state[REPORT_KEY] = f"Not saved: {md(in_gui(exc))}"
         return None
     report = reload_report(services.proxy(), snap.revision)
     services.proxy_changed()
@@ -173,7 +180,7 @@ def launch_outcome(name: str, finished: Job) -> None:
     if result.ok:
         st.success(f"{md(name)} answered: {md(repr(result.reply))}", icon=":material/check_circle:")
     else:
-        st.error(f"{md(name)} failed: {md(result.error)}", icon=":material/error:")
+        st.error(f"{md(name)} failed: {md(in_gui(result.error))}", icon=":material/error:")
     a, b, c = st.columns(3)
     a.metric("ready after", f"{result.seconds_to_ready:.2f} s" if result.seconds_to_ready is not None else "-")
     b.metric("first response after",
@@ -183,7 +190,7 @@ def launch_outcome(name: str, finished: Job) -> None:
         st.caption("argv used")
         st.code(shlex.join(result.argv), language="bash", wrap_lines=True)
     for finding in result.diagnosis:
-        st.warning(f"**{md(finding['summary'])}**  \nchange: {md(finding['suggestion'])}  \n"
+        st.warning(f"**{md(in_gui(finding['summary']))}**  \nchange: {md(in_gui(finding['suggestion']))}  \n"
                    f"log: {md(finding['evidence'], code=True)}")
     if result.log_path:
         st.caption(f"log: {md(result.log_path, code=True)}")
@@ -200,7 +207,7 @@ def write_setting(name: str, value: Any, profile: str | None = None) -> None:  #
     try:
         save_setting(services.config_dir(), name, value, profile)
     except RegistryError as exc:
-        st.session_state[SETTING_KEY] = ("error", f"Not saved: {exc}")
+        st.session_state[SETTING_KEY] = ("error", f"Not saved: {in_gui(exc)}")
         return
     report = reload_report(services.proxy(), services.registry().snapshot().revision)
     services.proxy_changed()
@@ -221,3 +228,50 @@ def show_setting_outcome() -> None:
     outcome = st.session_state.pop(SETTING_KEY, None)
     if outcome:
         (st.error if outcome[0] == "error" else st.success)(outcome[1])
+
+
+# Streamlit has no API for leaving the page or for keys: a script in the app's own document installs the listeners
+# once per browser tab; each run says in the class of the hidden container around it (`st-key-...`) which of them
+# apply now (a script Streamlit has run once is not run again when the element is redrawn).
+_HOOKS = """<script>
+(() => {
+  const w = window;
+  if (w.modelregHooked) return;
+  w.modelregHooked = true;
+  const on = (flag) => !!w.document.querySelector(`[class*="st-key-modelreg_hooks"][class*="_${flag}"]`);
+  w.addEventListener("beforeunload", (event) => {
+    if (on("unsaved")) { event.preventDefault(); event.returnValue = ""; }
+  });
+  const idle = () => w.document.querySelector('[data-testid="stApp"][data-test-script-state="notRunning"]');
+  // Click the button once the text being typed has reached the app (a blur commits it, then the app reruns).
+  const press = (key) => {
+    const focused = w.document.activeElement;
+    if (focused && focused !== w.document.body) focused.blur();
+    let tries = 0;
+    const attempt = () => {
+      const button = w.document.querySelector(`.st-key-${key} button`);
+      if (button && !button.disabled && idle()) { button.click(); return; }
+      if (++tries < 50) w.setTimeout(attempt, 100);
+    };
+    w.setTimeout(attempt, 150);
+  };
+  w.document.addEventListener("keydown", (event) => {
+    if (!on("shortcuts")) return;
+    if ((event.ctrlKey || event.metaKey) && !event.altKey && event.key.toLowerCase() === "s") {
+      event.preventDefault();
+      press("save");
+    } else if (event.key === "Escape" && !event.defaultPrevented
+               && !w.document.querySelector('[data-baseweb="popover"], [role="dialog"]')) {
+      press("discard_edits");
+    }
+  });
+})();
+</script>"""
+
+
+def page_hooks(unsaved: bool, shortcuts: bool = False) -> None:
+    """The browser asks before leaving the app while `unsaved`; with `shortcuts`, Ctrl+S clicks Save and Esc
+    clicks Discard (the editor's buttons, keys `save` and `discard_edits`)."""
+    flags = "".join(f"_{flag}" for flag, wanted in (("unsaved", unsaved), ("shortcuts", shortcuts)) if wanted)
+    with st.container(key=f"modelreg_hooks{flags}"):  # hidden by the app's style sheet
+        st.html(_HOOKS, unsafe_allow_javascript=True)

@@ -36,7 +36,7 @@ def test_the_command_line():
     assert build_parser().parse_args(["up"]).proxy_port is None  # from the proxy_url setting
 
 
-@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "ctrl-c-reaches-the-children-first"])
 def test_up_starts_both_and_stops_everything(tmp_path, how):
     up_then_stop(tmp_path, how)
 
@@ -73,6 +73,9 @@ def up_then_stop(tmp_path, how, bad_host=False):
             backend = next(p for p in family if "standin_vllm" in " ".join(p.cmdline()))
             if how == "sigterm":
                 up.send_signal(signal.SIGTERM)
+            elif how == "ctrl-c-reaches-the-children-first":  # `up` learns of it from a child's exit
+                for child in psutil.Process(up.pid).children():
+                    child.send_signal(signal.SIGINT)
             else:  # what a terminal sends to the foreground group on Ctrl-C, or when it closes
                 os.killpg(up.pid, signal.SIGINT if how == "ctrl-c" else signal.SIGHUP)
             assert up.wait(90) == 0

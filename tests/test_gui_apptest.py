@@ -160,18 +160,50 @@ def test_reset_to_discovered_removes_the_override(folder):
     assert Registry(folder).entry(LLAMA)["display_name"] == "Meta Llama 3.1 8B Instruct (Q4_K_M)"
 
 
-def test_a_conflict_shows_both_versions_and_overwrites_nothing(folder):
+def test_a_conflict_lists_only_the_fields_that_differ_each_with_a_choice(folder):
     at = editor_for(MISTRAL)
-    Registry(folder).set_value(MISTRAL, "roles", ["from-another-window"])
+    registry = Registry(folder)
+    registry.set_value(MISTRAL, "roles", ["from-another-window"])  # a field this form does not touch
+    registry.set_value(MISTRAL, "generation_defaults.temperature", 0.9)  # one both change, differently
+    registry.set_value(MISTRAL, "display_name", "Mistral (same)")  # one both change to the same value
     field(at, "backend_config.port").set_value("24100").run()
+    field(at, "generation_defaults.temperature").set_value("0.5").run()
+    field(at, "display_name").set_value("Mistral (same)").run()
     at.button(key="save").click().run()
     assert any("changed on disk" in shown(e.value) for e in at.error)
-    mine, theirs = [j.value for j in at.json][:2]
-    assert '"port": 24100' in mine and "from-another-window" in theirs
-    assert Registry(folder).entry(MISTRAL)["backend_config"]["port"] == 24003
+    assert not at.json  # no whole trees
+    gen = at.session_state["edit_gen"]
+    choices = [r for r in at.radio if r.key and r.key.startswith(f"conflict:{gen}:")]
+    assert [r.key.rsplit(":", 1)[1] for r in choices] == ["generation_defaults.temperature"]
+    labels = [shown(o) for o in choices[0].options]
+    assert labels == ["mine: `0.5`", "on disk: `0.9`"], labels
+    assert Registry(folder).entry(MISTRAL)["backend_config"]["port"] == 24003  # nothing written yet
+    choices[0].set_value("theirs").run()
     at.button(key="save_over").click().run()
     entry = Registry(folder).entry(MISTRAL)
     assert entry["backend_config"]["port"] == 24100 and entry["roles"] == ["from-another-window"]
+    assert entry["generation_defaults"]["temperature"] == 0.9 and entry["display_name"] == "Mistral (same)"
+
+
+def test_a_value_that_does_not_parse_yet_is_an_unsaved_change(folder):
+    at = editor_for(MISTRAL)
+    field(at, "backend_config.extra_args").set_value("--max-model-len 8192 'x").run()
+    assert not any(m.value == "No changes." for m in at.markdown)
+    assert any("extra_args (not valid yet)" in shown(m.value) for m in at.markdown)
+    assert not at.button(key="discard_edits").disabled and at.button(key="save").disabled
+    assert ("mistral-7b-instruct-v0.3_(BF16)", None) in at.session_state["editor_drafts"]  # kept across pages
+    at.button(key="discard_edits").click().run()
+    assert any(m.value == "No changes." for m in at.markdown)
+    assert "'x" not in field(at, "backend_config.extra_args").value
+
+
+def test_an_error_shows_once_and_names_the_gui_fix(folder):
+    at = editor_for(MISTRAL)
+    field(at, "backend_config.port").set_value("70000").run()
+    errors = [shown(e.value) for e in at.error]
+    assert len(errors) == 1 and "not a port" in errors[0], errors
+    assert "modelreg set" not in errors[0] and "in the Model editor, set backend_config.port to" in errors[0]
+    assert any("No command while a field above has an error" in c.value for c in at.caption)
 
 
 def test_bad_input_and_fact_fields_are_refused_near_the_field(folder):

@@ -167,3 +167,32 @@ def test_remove_a_model_keeps_curated_unless_ticked(folder):
     at.button(key="remove_confirm").click().run()
     assert STORY_MODEL not in {e["name"] for e in Registry(folder).discovered_entries()}
     assert any(e["name"] == STORY_MODEL for e in json.loads((folder / CURATED_FILE).read_text()))
+
+
+def test_hosts_are_added_edited_and_removed_on_the_hosts_page(folder):
+    def cell(at, number, column):
+        return next(t for t in at.text_input if t.key.startswith("host:") and t.key.endswith(f":{number}:{column}"))
+
+    at = open_app("hosts_page.py")
+    cell(at, 0, "name").set_value("gpu-b").run()
+    cell(at, 0, "url").set_value("http://127.0.0.1:9").run()
+    cell(at, 0, "profile").set_value("rtx4080").run()
+    at.button(key="hosts_save").click().run()
+    assert not at.exception, at.exception
+    hosts = json.loads((folder / "settings.json").read_text())["hosts"]
+    assert hosts == {"gpu-b": {"url": "http://127.0.0.1:9", "profile": "rtx4080"}}
+    assert any("Saved `hosts`" in s.value for s in at.success)
+    cell(at, 1, "name").set_value("gpu-b").run()  # a second row with the same name is refused, nothing written
+    cell(at, 1, "url").set_value("http://127.0.0.1:10").run()
+    at.button(key="hosts_save").click().run()
+    assert any("used twice" in e.value for e in at.error)
+    assert json.loads((folder / "settings.json").read_text())["hosts"] == hosts
+    cell(at, 1, "name").set_value("gpu-c").run()
+    cell(at, 1, "url").set_value("not a url").run()  # the settings writer checks each value
+    at.button(key="hosts_save").click().run()
+    assert any("Not saved" in e.value for e in at.error)
+    for column in ("name", "url", "profile"):  # clearing both rows removes every host
+        cell(at, 0, column).set_value("").run()
+        cell(at, 1, column).set_value("").run()
+    at.button(key="hosts_save").click().run()
+    assert json.loads((folder / "settings.json").read_text()).get("hosts") in (None, {})

@@ -65,6 +65,7 @@ def test_cli_runs_from_another_folder(installed, tmp_path):
 
 
 def test_gui_is_served_from_the_installed_package(installed, tmp_path):
+    assert (installed / "modelreg" / "gui" / ".streamlit" / "config.toml").is_file()  # the theme, beside app.py
     config = tmp_path / "configs"
     shutil.copytree(ROOT / "configs", config, ignore=shutil.ignore_patterns(".*"))
     port = free_port()

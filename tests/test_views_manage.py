@@ -12,6 +12,7 @@ from modelreg.registry import UNSET, Registry
 from modelreg.views import editor as editing
 from modelreg.views import fit as fitting
 from modelreg.views import models as view
+from modelreg.views.messages import in_gui
 from modelreg.views.running import running_rows, uptime
 from support.layers import discovered_model, write_layers
 
@@ -173,3 +174,33 @@ def test_a_settings_form_changes_only_what_differs():
             "executables": {**settings.executables}}
     assert changed_settings(settings, form) == {"gpu_memory": "24GiB"}
     assert changed_settings(settings, {**form, "port_range": [24001, 25000]})["port_range"] == [24001, 25000]
+
+
+def test_messages_in_the_gui_name_the_page_and_field_not_a_command(folder):
+    registry = Registry(folder)
+    target = editing.load_target(registry, "m", None)
+    _, errors = editing.form_patch(target, {"backend_config.port": "70000"}, settings=registry.settings)
+    assert "modelreg set m backend_config.port" in errors["backend_config.port"]  # the CLI's words, for the CLI
+    told = in_gui(errors["backend_config.port"])
+    assert "modelreg" not in told and "in the Model editor, set backend_config.port to" in told
+    assert in_gui("(`modelreg unset 'a b' chat_template`)") == "(in the Model editor, reset chat_template)"
+    assert "Settings & status" in in_gui("install llama-server or set its full path in settings.json: /x")
+
+
+def test_a_pending_value_that_does_not_parse_is_an_unsaved_edit_and_conflicts_are_per_field(folder):
+    registry = Registry(folder)
+    target = editing.load_target(registry, "m", None)
+    texts = {"backend_config.extra_args": "--seed 'x", "generation_defaults.temperature": "0.2"}
+    changes, errors = editing.form_patch(target, texts)
+    assert "backend_config.extra_args" in errors and "backend_config.extra_args" not in changes
+    edited = editing.edited_paths(target, texts)
+    assert set(edited) == set(texts)
+    assert editing.unsaved_summary(changes, edited) == (
+        "set generation_defaults.temperature, backend_config.extra_args (not valid yet)")
+    registry.set_value("m", "generation_defaults.temperature", 0.9)
+    registry.set_value("m", "roles", ["other-window"])
+    fresh = editing.load_target(registry, "m", None)
+    clashes = editing.conflicts(target, fresh, changes)
+    assert clashes == [editing.FieldConflict("generation_defaults.temperature", 0.2, 0.9)]
+    assert editing.resolve(changes, {"generation_defaults.temperature"}) == {}
+    assert editing.conflict_text(UNSET, "roles") == "not set"

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import subprocess
 
 STOP_WAIT = 30.0  # seconds each child gets to stop its own backends before it is killed
+INTERRUPTED = 130  # the exit status of a command ended by Ctrl-C
 
 
 def _modelreg(args: argparse.Namespace, *command: str) -> list[str]:
@@ -94,7 +95,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         gone = next(child for child in children if child.poll() is not None)
         say(f"modelreg up: the {'proxy' if gone is children[0] else 'GUI'} exited ({gone.returncode}); "
             "stopping the other", stderr=True)
-        code = 1
+        # A clean stop is no failure: a Ctrl-C reaches the whole terminal group, and a child may end before `up`
+        # sees its own SIGINT (so `make run` does not end with "Error 1").
+        code = 0 if gone.returncode in (0, INTERRUPTED, -signal.SIGINT) else 1
     except KeyboardInterrupt:
         pass
     finally:

@@ -386,3 +386,46 @@ def profiles_of(registry: Registry) -> list[str]:
     if registry.profile:
         named.add(registry.profile)
     return sorted(named)
+
+
+def edited_paths(target: EditTarget, texts: dict[str, str]) -> list[str]:
+    """The fields whose form text differs from the loaded entry's, parsed or not: what Discard drops (a value that
+    does not parse yet, an unbalanced quote in extra_args, is an unsaved change too)."""
+    return [s.spec.path for s in field_states(target) if texts.get(s.spec.path, s.text) != s.text]
+
+
+def unsaved_summary(changes: dict[str, Any], edited: list[str]) -> str:
+    """The pending changes, then the edited fields that do not parse yet."""
+    unparsed = [path for path in edited if path not in changes and not any(p.startswith(path + ".") for p in changes)]
+    return ", ".join(filter(None, [pending_summary(changes), ", ".join(f"{p} (not valid yet)" for p in unparsed)]))
+
+
+@dataclass(frozen=True)
+class FieldConflict:
+    """One field both this form and another writer changed, differently: the form's value and the file's now."""
+
+    path: str
+    mine: Any    # UNSET: the form removes it
+    theirs: Any  # UNSET: the file on disk does not set it
+
+
+def conflicts(target: EditTarget, fresh: EditTarget, changes: dict[str, Any]) -> list[FieldConflict]:
+    """The fields of `changes` that the curated entry on disk (`fresh`) changed too, to another value, since the
+    form was loaded from `target`; the form's other changes apply over the disk version as they are."""
+    loaded, now, mine = target.layer(), fresh.layer(), target.edited_layer(changes)
+    out = []
+    for path in changes:
+        theirs, before, value = (get_path(entry, path, UNSET) for entry in (now, loaded, mine))
+        if theirs != before and theirs != value:
+            out.append(FieldConflict(path, value, theirs))
+    return out
+
+
+def resolve(changes: dict[str, Any], keep_theirs: AbstractSet[str]) -> dict[str, Any]:
+    """The changes to write over the disk version: the form's, less the fields where the disk version is kept."""
+    return {path: value for path, value in changes.items() if path not in keep_theirs}
+
+
+def conflict_text(value: Any, path: str) -> str:
+    """One side of a conflict as the field's text ("not set" for a field that side does not hold)."""
+    return "not set" if value is UNSET or value is None else format_value(value, field_kind(path)) or "[]"

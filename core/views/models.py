@@ -72,8 +72,21 @@ def layer_class(label: str | None, value: Any = None, overridden: bool = False) 
     return "discovered"
 
 
-def cell_css(cls: str) -> str:
-    return f"background-color: {LAYER_COLORS[cls][1]}; color: #1f2328"
+# The same classes on a dark page: deep tints of the light colors, under light text.
+DARK_LAYER_COLORS: dict[str, str] = {"discovered": "#1d3557", "legacy": "#3a2f5b", "curated": "#1f4a37",
+                                     "override": "#2e7d55", "profile": "#5a4710", "unset": "#2a2d34",
+                                     "derived": "#0e1117"}
+TEXT_COLOR, DARK_TEXT_COLOR = "#1f2328", "#e6edf3"
+
+
+def layer_color(cls: str, dark: bool = False) -> tuple[str, str]:
+    """A cell class's (background, text) colors for a light or a dark page."""
+    return (DARK_LAYER_COLORS[cls], DARK_TEXT_COLOR) if dark else (LAYER_COLORS[cls][1], TEXT_COLOR)
+
+
+def cell_css(cls: str, dark: bool = False) -> str:
+    background, text = layer_color(cls, dark)
+    return f"background-color: {background}; color: {text}"
 
 
 @dataclass

@@ -158,13 +158,22 @@ def launch_test(entry: dict[str, Any], settings: Settings, log_dir: str | Path, 
     return result
 
 
-def start_launch_test_job(jobs: JobRegistry, registry: Registry, name: str, **options: Any) -> Job:
+UNSAVED = " (unsaved edits)"  # the title's end for a test of an edited entry that is not saved
+
+
+def start_launch_test_job(jobs: JobRegistry, registry: Registry, name: str, entry: dict[str, Any] | None = None,
+                          **options: Any) -> Job:
     """Run the launch test of one merged entry as a background job (kind `launch-test`, keyed by the model's name:
-    one test per model at a time, visible from every page that polls the job registry)."""
-    entry, settings = registry.entry(name), registry.settings
+    one test per model at a time, visible from every page that polls the job registry).
+
+    `entry`: the merged entry to test instead of the registry's (the editor's unsaved version: a launch plan needs
+    no save); the job's title then ends with UNSAVED."""
+    settings = registry.settings
+    title = f"launch test {name}" + (UNSAVED if entry is not None else "")
+    entry = entry if entry is not None else registry.entry(name)
     log_dir = resolve_log_dir(registry.config_dir, settings)
 
     def work(job: Job) -> LaunchTestResult:
         return launch_test(entry, settings, log_dir, on_log=job.write, cancel=job.cancel_event, **options)
 
-    return jobs.start("launch-test", work, key=name, title=f"launch test {name}")
+    return jobs.start("launch-test", work, key=name, title=title)
