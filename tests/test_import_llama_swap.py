@@ -185,6 +185,22 @@ def test_model_keys_become_curated_fields_and_the_rest_is_listed(registry, tmp_p
         assert key in lost, key
 
 
+def test_send_loading_state_per_model_or_global_becomes_loading_state(registry, tmp_path):
+    """true: progress a chat UI shows; false (llama-swap sends nothing): comments; absent: the setting decides."""
+    path = config(tmp_path, """\
+        sendLoadingState: true
+        models:
+          shown: {cmd: "llama-server --port ${PORT} -m /a.gguf"}
+          quiet: {cmd: "llama-server --port ${PORT} -m /b.gguf", sendLoadingState: false}
+        """)
+    found = models(registry, path)
+    assert found["shown"].curated["backend_config.loading_state"] == "reasoning"
+    assert found["quiet"].curated["backend_config.loading_state"] == "comments"
+    assert not any("sendLoadingState" in lost for m in found.values() for lost in m.not_carried)
+    path.write_text(path.read_text().replace("sendLoadingState: true\n", ""))
+    assert "backend_config.loading_state" not in models(registry, path)["shown"].curated
+
+
 def test_env_macros_in_env_stay_references_and_literal_dollars_are_kept(registry, tmp_path):
     path = config(tmp_path, """\
         models:

@@ -45,19 +45,18 @@ _CONFIG_NOT_CARRIED = {
     "logTimeFormat": "the proxy's own log format; not a model setting",
     "logToStdout": "backend output goes to each backend's log (`modelreg logs NAME`)",
     "logRequests": "not a model setting; per-request logging is the proxy's own",
-    "metricsMaxInMemory": "modelreg keeps no per-request metrics store to size",
+    "metricsMaxInMemory": "a proxy setting, and the import writes models only: set `activity_limit` in settings.json",
     "captureBuffer": "modelreg does not capture request bodies",
-    "store": "modelreg keeps no activity database",
-    "ui": "modelreg's GUI is `modelreg gui`; it has no Activity page to configure",
+    "store": "modelreg's activity goes to a rotating JSONL file (`activity_max_bytes`), not a database",
+    "ui": "modelreg's GUI is `modelreg gui` (its own port), with nothing of llama-swap's UI to configure",
     "performance": "modelreg does not poll system statistics",
-    "sendLoadingState": "the proxy sends `: loading` SSE comments on streams; there is no setting to import it into",
     "includeAliasesInList": "a proxy setting, and the import writes models only: set `list_aliases` in "
                             "settings.json",
     "unloadTimeout": "the `stop_grace` setting (one for every model) is the grace before SIGKILL; set it in "
                      "settings.json",
     "apiKeys": "keys are a proxy setting, never written into the registry by an import: put them in the "
                "`proxy_api_keys` setting",
-    "upstream": "modelreg has no /upstream passthrough to configure",
+    "upstream": "nothing to configure: modelreg's `/upstream/{model}/...` passes every path and method through",
     "profiles": "llama-swap profiles pin model IDs at runtime; modelreg profiles are settings overlays "
                 "(`--profile`), not the same thing",
     "selectors": "modelreg routes `role:<name>` to the role's best model (roles, role_priority); set those instead",
@@ -66,7 +65,7 @@ _CONFIG_NOT_CARRIED = {
              "for several hosts",
     "scheduler": "modelreg serves requests in arrival order; there are no per-model priorities",
 }
-_CONFIG_USED = {"startPort", "globalTTL", "healthCheckTimeout", "routing", "groups", "matrix"}
+_CONFIG_USED = {"startPort", "globalTTL", "healthCheckTimeout", "routing", "groups", "matrix", "sendLoadingState"}
 _MODEL_KEYS = {"cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unloadTimeout", "unlisted",
                "useModelName", "name", "description", "concurrencyLimit", "filters", "macros", "metadata",
                "sendLoadingState", "timeouts", "compat", "capabilities"}
@@ -75,7 +74,6 @@ _MODEL_NOT_CARRIED = {
     "description": "modelreg's /v1/models has no description",
     "metadata": "modelreg's /v1/models does not pass metadata through",
     "unloadTimeout": "the `stop_grace` setting (one for every model) is the grace before SIGKILL",
-    "sendLoadingState": "the proxy sends `: loading` SSE comments on streams, for every model",
     "timeouts": "the proxy's upstream timeouts are not set per model",
     "compat": "modelreg has no websocket passthrough",
 }
@@ -717,6 +715,9 @@ def _model(name: str, model: dict[str, Any], expanded: _Expanded, routing: tuple
     if group:
         config["backend_config.exclusive_group"] = group
     item.not_carried += routing[1].get(name, [])
+    sends = model.get("sendLoadingState", expanded.config.get("sendLoadingState"))
+    if isinstance(sends, bool):  # llama-swap's false sends nothing a chat UI shows: comments keep the stream alive
+        config["backend_config.loading_state"] = "reasoning" if sends else "comments"
     limit = model.get("concurrencyLimit")
     if isinstance(limit, int) and limit > 0:
         config["backend_config.max_concurrency"] = limit

@@ -63,6 +63,9 @@ EDITOR_FIELDS: tuple[EditorField, ...] = (
                 "name of the environment variable holding the backend's API key (never the key itself)", LAUNCH),
     EditorField("backend_config.max_concurrency", "max concurrency",
                 "requests in flight at once; more get 429 with Retry-After", LAUNCH, 1),
+    EditorField("backend_config.loading_state", "loading state",
+                "what a streamed request shows while the model starts: reasoning (progress as reasoning text), "
+                "comments (SSE comments) or off; empty: the setting", LAUNCH),
     EditorField("generation_defaults.temperature", "temperature",
                 "sampling temperature, 0 (greedy) to 2; the proxy fills it in when a request leaves it out",
                 GENERATION, 0, 2),
