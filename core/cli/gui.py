@@ -24,8 +24,8 @@ def app_path() -> Path:
 
 def streamlit_argv(port: int, address: str = "127.0.0.1") -> list[str]:
     """The command that serves the app: loopback, no usage statistics, no browser opened by the server, and no
-    Streamlit chrome (minimal toolbar, no Deploy button) wherever it is started from (flags, not only the repo's
-    .streamlit/config.toml, which Streamlit reads from the working directory only)."""
+    Streamlit chrome (minimal toolbar, no Deploy button) wherever it is started from (flags: a config file in the
+    working directory, or the user's own, would win over the one beside the app's script)."""
     return [sys.executable, "-m", "modelreg.gui.serve", "run", str(app_path()), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--browser.serverAddress", address, "--server.scriptHealthCheckEnabled", "true",
