@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from modelreg.gui import services
+from modelreg.gui import services, widgets
 from modelreg.gui.text import md
-from modelreg.proxy.client import ProxyUnreachable
 from modelreg.views.activity import activity_rows, activity_summary, speed_points
 
 st.title("Activity")
@@ -18,13 +17,8 @@ st.caption(f"Requests through the proxy at {md(admin.url, code=True)}, newest fi
 
 @st.fragment(run_every=3)
 def panel() -> None:
-    try:
-        records = admin.activity()
-    except ProxyUnreachable as exc:
-        st.warning(f"{md(exc)}. `modelreg up` starts the proxy and the GUI together.")
-        return
-    if not records:
-        st.info("No request has gone through the proxy yet.")
+    records = widgets.from_proxy(admin.activity, "No request has gone through the proxy yet.")
+    if records is None:
         return
     summary = activity_summary(records)
     for column, (label, value) in zip(st.columns(len(summary)), summary.items()):

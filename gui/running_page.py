@@ -10,7 +10,6 @@ import streamlit as st
 from modelreg.errors import RegistryError
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
-from modelreg.proxy.client import ProxyUnreachable
 from modelreg.views.running import running_rows
 
 st.title("Running backends")
@@ -30,13 +29,9 @@ def act(action: Callable[..., object], *args: Any, done: str) -> None:
 
 @st.fragment(run_every=3)
 def panel() -> None:
-    try:
-        backends = admin.running()
-    except ProxyUnreachable as exc:
-        st.warning(f"{md(exc)}. `modelreg up` starts the proxy and the GUI together.")
-        return
-    if not backends:
-        st.info("The proxy runs no backend right now: it starts one on the first request for a model.")
+    backends = widgets.from_proxy(
+        admin.running, "The proxy runs no backend right now: it starts one on the first request for a model.")
+    if backends is None:
         return
     rows = running_rows(backends)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="running_table",

@@ -12,7 +12,7 @@ from modelreg.gui import services
 from modelreg.gui.text import md
 from modelreg.jobs import Job
 from modelreg.launch.planning.plan import LaunchPlan
-from modelreg.proxy.client import ReloadReport, reload_report
+from modelreg.proxy.client import ProxyUnreachable, ReloadReport, reload_report
 from modelreg.registry import Merged, Snapshot
 from modelreg.settings import save_setting
 from modelreg.values import NOT_SET
@@ -275,3 +275,16 @@ def page_hooks(unsaved: bool, shortcuts: bool = False) -> None:
     flags = "".join(f"_{flag}" for flag, wanted in (("unsaved", unsaved), ("shortcuts", shortcuts)) if wanted)
     with st.container(key=f"modelreg_hooks{flags}"):  # hidden by the app's style sheet
         st.html(_HOOKS, unsafe_allow_javascript=True)
+
+
+def from_proxy(read: Callable[[], list], empty: str) -> list | None:
+    """What `read` asks the running proxy for, or None after saying why there is nothing to show."""
+    try:
+        rows = read()
+    except ProxyUnreachable as exc:
+        st.warning(f"{md(exc)}. `modelreg up` starts the proxy and the GUI together.")
+        return None
+    if not rows:
+        st.info(empty)
+        return None
+    return rows

@@ -181,42 +181,48 @@ def flag_name(token: str, backend: str, catalogue: Catalogue | None = None) -> s
     return found.flag.name if found.flag else found.spelling
 
 
+def _settings(args: list[str], flag: str, backend: str) -> list[tuple[int, int]]:
+    """Where extra_args set `flag`, in any spelling the backend accepts: each setting's (start, end) in `args`, its
+    value included."""
+    target = flag_name(flag, backend)
+    spans: list[tuple[int, int]] = []
+    index = 0
+    while index < len(args):
+        start, index = index, index + 1
+        if flag_name(args[start], backend) != target:
+            continue
+        if "=" not in args[start] and index < len(args) and not _looks_like_flag(args[index]):
+            index += 1  # its value
+        spans.append((start, index))
+    return spans
+
+
 def with_flag(args: list[str], flag: str, value: str | None, backend: str) -> list[str]:
     """extra_args with `flag` set to `value` (None: a bare switch). Its first setting, in any spelling the backend
     accepts, takes the value in place and keeps its spelling and form (`--flag=value` or `--flag value`); later
     settings of it go (the backend would use only one); where it is not set, it is added at the end."""
-    target = flag_name(flag, backend)
-    kept: list[str] = []
-    found = False
-    index = 0
-    while index < len(args):
-        token = args[index]
-        index += 1
-        if flag_name(token, backend) != target:
-            kept.append(token)
-            continue
-        if value is not None and "=" not in token and index < len(args) and not _looks_like_flag(args[index]):
-            index += 1  # the value it had
-        if not found:
-            found = True
-            name = token.split("=", 1)[0]
-            kept += [name] if value is None else [f"{name}={value}"] if "=" in token else [name, value]
-    return kept if found else kept + ([flag] if value is None else [flag, value])
+    spans = _settings(args, flag, backend)
+    if not spans:
+        return [*args, *([flag] if value is None else [flag, value])]
+    token = args[spans[0][0]]
+    name = token.split("=", 1)[0]
+    first = [name] if value is None else [f"{name}={value}"] if "=" in token else [name, value]
+    return _without(args, spans, first)
 
 
 def without_flag(args: list[str], flag: str, backend: str) -> list[str]:
     """extra_args without `flag`: every setting of it, in any spelling the backend accepts, goes with its value."""
-    target = flag_name(flag, backend)
+    return _without(args, _settings(args, flag, backend), [])
+
+
+def _without(args: list[str], spans: list[tuple[int, int]], first: list[str]) -> list[str]:
+    """`args` less the spans, with `first` where the first span was."""
     kept: list[str] = []
-    index = 0
-    while index < len(args):
-        token = args[index]
-        index += 1
-        if flag_name(token, backend) != target:
-            kept.append(token)
-        elif "=" not in token and index < len(args) and not _looks_like_flag(args[index]):
-            index += 1  # its value
-    return kept
+    previous = 0
+    for number, (start, end) in enumerate(spans):
+        kept += args[previous:start] + (first if number == 0 else [])
+        previous = end
+    return kept + args[previous:]
 
 
 def flag_value(args: list[str], flag: str, backend: str, catalogue: Catalogue | None = None) -> str | None:
