@@ -2,13 +2,15 @@
 flag to write into curated extra_args."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelreg.errors import RegistryError
 from modelreg.launch.advice.fit import estimate
 from modelreg.launch.backends import SPECS, canonical_backend
 from modelreg.launch.flags import with_flag
-from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 
 def fit_at(entry: dict[str, Any], settings: Settings, context: int) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """What in a merged entry's launch configuration would make its start fail, by field: for set, validate, the editor."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import canonical_backend
 from modelreg.launch.planning.plan import LaunchProblem, check_config
-from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 
 def launch_problems(entry: dict[str, Any], settings: Settings) -> list[LaunchProblem]:

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelreg.errors import BadInput
+from modelreg.fields import default_executables
 from modelreg.launch.advice.fit import fit_summary
 from modelreg.launch.backends import (
     LLAMA_CPP,
@@ -28,8 +29,10 @@ from modelreg.launch.backends import (
 from modelreg.launch.catalogue import Catalogue, catalogue_for
 from modelreg.launch.flags import ParsedArgs, extra_args_problems, flag_value
 from modelreg.paths import get_path
-from modelreg.settings import Settings, default_executables
 from modelreg.values import env_name_problem
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 
 @dataclass(frozen=True)
