@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # What decides how a settings file validates besides its bytes: the model's source and the helpers it calls, the
 # pydantic installed, and this interpreter (the default executable of llama-cpp-python is sys.executable).
-_MODEL_SOURCES = ("settings.py", "values.py", "fields.py", "errors.py")
+_MODEL_SOURCES = ("settings.py", "values.py", "fields.py", "errors.py", "paths.py")
 _CACHED_FILES = 64  # settings files' contents kept (one per registry and edit): the oldest go first
 
 

@@ -149,3 +149,18 @@ def test_a_damaged_settings_cache_is_validated_again(tmp_path, monkeypatch):
     for cached in (tmp_path / "cache" / "settings").glob("*.json"):
         cached.write_text('{"key": ')
     assert load_settings(tmp_path).gpu_memory == "24GiB"
+
+
+def test_the_settings_cache_key_covers_the_modules_the_model_validates_with():
+    """A change to any module whose code decides how settings validate must change the cache's key (the store only
+    writes the file)."""
+    import ast
+    from pathlib import Path
+
+    import modelreg.settings as model_module
+    from modelreg.settings_view import _MODEL_SOURCES
+
+    tree = ast.parse(Path(model_module.__file__).read_text())
+    used = {f"{node.module.removeprefix('modelreg.')}.py" for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("modelreg.")}
+    assert used - {"store.py"} <= set(_MODEL_SOURCES) and "settings.py" in _MODEL_SOURCES
