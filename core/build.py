@@ -11,6 +11,7 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 # A file rewritten within this long of being read can keep its stamp (timestamps are coarse): until it is older than
 # that, its bytes are read again rather than trusted by stamp.
 _RACY_NS = 2_000_000_000
-_ENGINE_MODULES = ("build", "fields", "merge", "schema", "store")
+_ENGINE_MODULES = ("build", "entry_model", "fields", "merge", "schema", "store", "values")
 _DIGEST_SIZE = 16
 _FEW_READS = 64  # entries of a file not read yet are read one by one, up to this many; then the file is read whole
 
@@ -55,11 +56,10 @@ Stamp = tuple[int, int, int, int]  # store.file_stamp
 def engine_fingerprint() -> bytes:
     """Changes with the code that decides what a build produces: a cache written by other code is not used."""
     digest = hashlib.sha256(f"{_SOURCE_FORMAT} {sys.version_info[:2]} {orjson.__version__}".encode())
-    import pydantic  # loaded already by the schema
-
-    digest.update(pydantic.VERSION.encode())
+    pydantic = find_spec("pydantic")  # its version file, not the package: reading a snapshot does not import it
+    digest.update(Path(pydantic.origin if pydantic and pydantic.origin else "").with_name("version.py").read_bytes())
     for module in _ENGINE_MODULES:
-        digest.update(Path(sys.modules[f"modelreg.{module}"].__file__ or "").read_bytes())
+        digest.update(Path(__file__).with_name(f"{module}.py").read_bytes())
     return digest.digest()
 
 

@@ -1,6 +1,7 @@
 """The one place that says which class every registry field belongs to: fact, config or default."""
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from functools import lru_cache
 from typing import Literal, get_args
@@ -58,6 +59,13 @@ FIELD_CLASSES: dict[str, FieldClass] = {
 # The backends a model can run on (modelreg.launch knows how to start each), and the other spellings registry files
 # use for them (the upstream files write `gguf` for a llama.cpp-served GGUF).
 BACKENDS: tuple[str, ...] = ("vllm", "llama.cpp", "llama-cpp-python", "ollama")
+
+
+def default_executables() -> dict[str, str]:
+    """The program each backend runs when the settings name none."""
+    return {"vllm": "vllm", "llama.cpp": "llama-server", "llama-cpp-python": sys.executable}
+
+
 # what a streamed request gets while its model starts (setting and backend_config.loading_state)
 LoadingState = Literal["reasoning", "comments", "off"]
 LOADING_STATES: tuple[str, ...] = get_args(LoadingState)

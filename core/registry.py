@@ -8,7 +8,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from modelreg.build import Built, LayerCut, SnapshotBuilder, cut_bytes, cut_chunks
 from modelreg.errors import (
@@ -25,7 +25,7 @@ from modelreg.history import CuratedHistory, HistoryItem
 from modelreg.merge import DiffRow, MergeResult, layer_diff, merge_result
 from modelreg.paths import flatten, get_path, remove_path, set_path
 from modelreg.schema import duplicate_keys
-from modelreg.settings import Settings, active_profile, load_settings
+from modelreg.settings_view import active_profile, load_settings
 from modelreg.store import (
     CURATED_FILE,
     DISCOVERED_FILE,
@@ -45,6 +45,9 @@ from modelreg.store import (
     revision_of,
     without_gc,
 )
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 
 class _Unset:

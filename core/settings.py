@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -12,21 +11,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from modelreg.errors import BadInput
-from modelreg.fields import LoadingState
+from modelreg.fields import LoadingState, default_executables
 from modelreg.paths import deep_merge
-from modelreg.store import atomic_write, registry_lock
+from modelreg.store import SETTINGS_FILE, atomic_write, registry_lock
 from modelreg.values import env_name, parse_size
 
-SETTINGS_FILE = "settings.json"
 PROXY_URL_ENV = "MODELREG_PROXY_URL"  # set by `modelreg up` for the GUI: where the proxy it started really listens
-
-
-def default_executables() -> dict[str, str]:
-    return {
-        "vllm": "vllm",
-        "llama.cpp": "llama-server",
-        "llama-cpp-python": sys.executable,
-    }
 
 
 DEFAULT_PROXY_PORT = 8100
@@ -189,16 +179,11 @@ class Settings(BaseModel):
         return settings
 
 
-def load_settings(config_dir: Path) -> Settings:
-    settings = _read_settings(Path(config_dir) / SETTINGS_FILE)
-    settings._registry_folder = Path(os.path.abspath(config_dir))
-    return settings
-
-
-def _read_settings(path: Path) -> Settings:
-    if not path.exists():
+def parse_settings(path: Path, text: bytes | None) -> Settings:
+    """The settings file's bytes (None: there is none, so every default applies) as the model validates them, or
+    BadInput naming the file, line or setting."""
+    if text is None:
         return Settings()
-    text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -292,8 +277,9 @@ def save_setting(config_dir: Path, name: str, value: Any, profile: str | None = 
         raise BadInput(f"unknown setting {name!r}; known: {', '.join(Settings.model_fields)}")
     path = Path(config_dir) / SETTINGS_FILE
     with registry_lock(config_dir):
-        load_settings(config_dir)  # a broken file is reported, never overwritten
-        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        text = path.read_bytes() if path.exists() else None
+        parse_settings(path, text)  # a broken file is reported, never overwritten
+        data = json.loads(text) if text is not None else {}
         target = data.setdefault("profiles", {}).setdefault(profile, {}) if profile else data
         if value is DEFAULT:
             target.pop(name, None)
@@ -313,8 +299,3 @@ def save_setting(config_dir: Path, name: str, value: Any, profile: str | None = 
             check_setting(name, getattr(effective, name))
         atomic_write(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return settings
-
-
-def active_profile(settings: Settings, explicit: str | None = None) -> str | None:
-    """--profile, else MODELREG_PROFILE, else the settings file's active_profile."""
-    return explicit or os.environ.get("MODELREG_PROFILE") or settings.active_profile

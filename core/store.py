@@ -277,6 +277,14 @@ def _mode_for(path: Path) -> int:
         return _NEW_FILE_MODE
 
 
+def user_cache_dir() -> Path:
+    """modelreg's per-user cache ($MODELREG_CACHE, else $XDG_CACHE_HOME/modelreg, else ~/.cache/modelreg): outside
+    any registry folder; .ci/backends.sh installs the tests' real backends there too."""
+    if os.environ.get("MODELREG_CACHE"):
+        return Path(os.environ["MODELREG_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelreg"
+
+
 def atomic_write(path: Path, data: bytes | list[Any], sync: bool = True, mtime_ns: int | None = None) -> None:
     """Write via a temp file in the same folder, fsync, rename, fsync the folder: readers see old or new, never half.
 

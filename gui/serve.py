@@ -11,7 +11,7 @@ from streamlit.web.server.starlette import starlette_app
 
 from modelreg.errors import RegistryError
 from modelreg.proxy.guard import HostGuard
-from modelreg.settings import load_settings
+from modelreg.settings_view import load_settings
 
 
 def allowed_hosts() -> list[str]:

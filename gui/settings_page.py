@@ -10,7 +10,8 @@ import streamlit as st
 from modelreg.gui import services, widgets
 from modelreg.gui.text import md
 from modelreg.launch.backends import SPECS
-from modelreg.settings import DEFAULT, Settings, load_settings
+from modelreg.settings import DEFAULT, Settings
+from modelreg.settings_view import load_settings
 from modelreg.views import editor as editing
 from modelreg.views.messages import in_gui
 from modelreg.views.settings import changed_settings

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from modelreg.entry_model import BackendConfig
 from modelreg.errors import BadInput
 from modelreg.launch.planning.plan import launch_plan
-from modelreg.schema import BackendConfig
 from modelreg.settings import Host, Settings
 
 

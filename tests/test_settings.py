@@ -7,7 +7,8 @@ import pytest
 
 from modelreg.errors import BadInput
 from modelreg.registry import Registry
-from modelreg.settings import Settings, load_settings, save_setting
+from modelreg.settings import Settings, save_setting
+from modelreg.settings_view import load_settings
 
 
 def test_defaults_without_a_file(tmp_path):
@@ -92,6 +93,77 @@ def test_a_bad_gpu_memory_in_the_file_is_reported_on_load(tmp_path):
 def test_the_proxy_port_comes_from_proxy_url():
     assert Settings().proxy_port == 8100 and Settings(proxy_url="http://gpu-b:9000/").proxy_port == 9000
     assert Settings(proxy_url="http://gpu-b").proxy_port == 8100  # a hand-written URL without one: the default
+
+
+SETTINGS_OF_EVERY_KIND = {
+    "gpu_memory": "24GiB", "port_range": [25000, 25099], "ready_timeout": "30", "proxy_api_keys": ["k1"],
+    "executables": {"llama.cpp": "/opt/llama-server"},
+    "hosts": {"b": {"url": " http://gpu-b:8100/v1 ", "profile": "rtx4080"}},
+    "profiles": {"rtx4080": {"gpu_memory": "16GiB", "executables": {"vllm": "/opt/vllm"}}}}
+
+
+def every_setting(settings) -> dict:
+    return {name: getattr(settings, name) for name in Settings.model_fields}
+
+
+def test_settings_from_the_per_user_cache_answer_like_the_model(tmp_path, monkeypatch):
+    """The first read validates with the model and fills the cache; the next answers from the cache with the same
+    values and types (the port range a pair, hosts as the model's objects, strings coerced as the model does)."""
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "settings.json").write_text(json.dumps(SETTINGS_OF_EVERY_KIND))
+    model = Settings.model_validate(SETTINGS_OF_EVERY_KIND)
+    first = load_settings(tmp_path)
+    assert list((tmp_path / "cache" / "settings").glob("*.json"))
+    second = load_settings(tmp_path)
+    for settings in (first, second):
+        assert every_setting(settings) == every_setting(model)
+        assert settings.ready_timeout == 30.0 and settings.port_range == (25000, 25099)
+        assert settings.hosts["b"].url == "http://gpu-b:8100" and settings.registry_folder == tmp_path
+        assert every_setting(settings.for_profile("rtx4080")) == every_setting(model.for_profile("rtx4080"))
+        assert settings.for_profile("rtx4080").executables == {"llama.cpp": "/opt/llama-server", "vllm": "/opt/vllm"}
+        assert settings.for_profile("rtx4080").registry_folder == tmp_path
+    assert Registry(tmp_path, profile="rtx4080").settings.gpu_memory == "16GiB"
+    assert (tmp_path / "cache" / "settings").stat().st_mode & 0o077 == 0  # it holds the proxy's keys
+
+
+def test_a_changed_settings_file_is_validated_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    good = tmp_path / "settings.json"
+    good.write_text('{"gpu_memory_utilization": 0.5}')
+    assert load_settings(tmp_path).gpu_memory_utilization == 0.5
+    good.write_text('{\n  "gpu_memory_utilization": 2\n}\n')
+    with pytest.raises(BadInput, match=r"settings.json: setting 'gpu_memory_utilization'"):
+        load_settings(tmp_path)
+    good.write_text('{"profiles": {"p": {"gpu_memory": "lots"}}}')
+    assert load_settings(tmp_path).gpu_memory == "16GiB"
+    with pytest.raises(BadInput, match="profile 'p'"):
+        load_settings(tmp_path).for_profile("p")
+    good.unlink()
+    assert every_setting(load_settings(tmp_path)) == every_setting(Settings())
+
+
+def test_a_damaged_settings_cache_is_validated_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "settings.json").write_text('{"gpu_memory": "24GiB"}')
+    load_settings(tmp_path)
+    for cached in (tmp_path / "cache" / "settings").glob("*.json"):
+        cached.write_text('{"key": ')
+    assert load_settings(tmp_path).gpu_memory == "24GiB"
+
+
+def test_the_settings_cache_key_covers_the_modules_the_model_validates_with():
+    """A change to any module whose code decides how settings validate must change the cache's key (the store only
+    writes the file)."""
+    import ast
+    from pathlib import Path
+
+    import modelreg.settings as model_module
+    from modelreg.settings_view import _MODEL_SOURCES
+
+    tree = ast.parse(Path(model_module.__file__).read_text())
+    used = {f"{node.module.removeprefix('modelreg.')}.py" for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("modelreg.")}
+    assert used - {"store.py"} <= set(_MODEL_SOURCES) and "settings.py" in _MODEL_SOURCES
 
 
 def test_a_bad_host_entry_is_a_warning_and_the_good_hosts_stay(tmp_path):

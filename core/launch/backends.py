@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.util import find_spec
@@ -12,7 +11,7 @@ from typing import Any
 
 from modelreg.errors import BadInput
 from modelreg.fields import BACKEND_ALIASES, BACKENDS, backend_key
-from modelreg.store import atomic_write
+from modelreg.store import atomic_write, user_cache_dir
 
 VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON, OLLAMA = BACKENDS
 PROCESS_BACKENDS = (VLLM, LLAMA_CPP, LLAMA_CPP_PYTHON)
@@ -95,14 +94,6 @@ def canonical_backend(backend: Any, name: str = "?") -> str:
 def is_projector_name(name: str) -> bool:
     """A GGUF file named as a vision projector (`mmproj`): loaded beside a model, never as one."""
     return "mmproj" in name.lower()
-
-
-def user_cache_dir() -> Path:
-    """modelreg's per-user cache ($MODELREG_CACHE, else $XDG_CACHE_HOME/modelreg, else ~/.cache/modelreg): outside
-    any registry folder; .ci/backends.sh installs the tests' real backends there too."""
-    if os.environ.get("MODELREG_CACHE"):
-        return Path(os.environ["MODELREG_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelreg"
 
 
 @cache

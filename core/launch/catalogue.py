@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, TypedDict
 
 from modelreg.errors import RegistryError
-from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM, user_cache_dir
+from modelreg.launch.backends import LLAMA_CPP, LLAMA_CPP_PYTHON, VLLM
 from modelreg.launch.lifetime import tied_popen
-from modelreg.store import atomic_write, file_stamp
+from modelreg.store import atomic_write, file_stamp, user_cache_dir
 
 # How many values a flag takes.
 NONE, ONE, TWO, OPTIONAL, MANY = "none", "one", "two", "optional", "many"

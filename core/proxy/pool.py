@@ -19,7 +19,8 @@ from modelreg.launch.running.supervisor import Backend, BackendStartError, Super
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.routing import EMPTY_ROUTES, Routes
 from modelreg.registry import Registry, Snapshot
-from modelreg.settings import SETTINGS_FILE, load_settings
+from modelreg.settings_view import load_settings
+from modelreg.store import SETTINGS_FILE
 from modelreg.watch import REGISTRY_FILES, RegistryWatcher
 
 EVENTS_KEPT = 100

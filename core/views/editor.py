@@ -5,7 +5,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import AbstractSet, Any
+from typing import TYPE_CHECKING, AbstractSet, Any
 
 from modelreg.errors import BadInput, RegistryError
 from modelreg.fields import field_kind
@@ -16,8 +16,10 @@ from modelreg.launch.planning.plan import CheckedConfig, LaunchPlan, launch_plan
 from modelreg.merge import MergedEntry, entry_layers, merge_entry, split_curated
 from modelreg.paths import get_path, remove_path, set_path
 from modelreg.registry import UNSET, Registry, check_editable
-from modelreg.settings import Settings
 from modelreg.values import NOT_SET, format_value, parse_value
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 LAUNCH, GENERATION, ROUTING, DISPLAY = "Launch", "Generation", "Routing", "Display & metadata"
 GROUPS = (LAUNCH, GENERATION, ROUTING, DISPLAY)

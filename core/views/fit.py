@@ -2,12 +2,14 @@
 to write where it lives (the context field or the flag in extra_args)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelreg.errors import RegistryError
 from modelreg.launch.advice.fit import context_change, context_home, estimate, with_context
 from modelreg.launch.backends import SPECS, canonical_backend
-from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 __all__ = ["context_change", "context_flag", "context_home", "fit_at", "with_context"]
 

@@ -15,11 +15,11 @@ from modelreg.launch.planning.plan import launch_plan
 from modelreg.merge import DISCOVERED_LABELS, LEGACY
 from modelreg.paths import flatten, get_path
 from modelreg.registry import Registry
-from modelreg.settings import Settings
 
 if TYPE_CHECKING:
     from modelreg.discovery.scan import ScanResult
     from modelreg.proxy.client import ProxyAdmin
+    from modelreg.settings import Settings
 
 # Cell class -> a letter shown beside the value: the layer without relying on color (explained in the legend).
 LAYER_CUES: dict[str, str] = {"discovered": "ᵈ", "legacy": "ˡ", "curated": "ᶜ", "override": "ᵒ", "profile": "ᵖ"}

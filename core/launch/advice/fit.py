@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelreg.errors import BadInput
 from modelreg.launch.backends import LLAMA_CPP, OLLAMA, SPECS, VLLM, canonical_backend
 from modelreg.launch.flags import flag_value, with_flag, without_flag
-from modelreg.settings import Settings
 from modelreg.values import human_size, parse_size
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 GIB = 1024 ** 3
 BLOCK_TOKENS = 16            # vLLM's default KV block size; its cache holds whole blocks

@@ -1,13 +1,15 @@
 """What in a merged entry's launch configuration would make its start fail, by field: for set, validate, the editor."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from modelreg.errors import BadInput
 from modelreg.launch.advice.fit import CONTEXT_FIELD, EXTRA_ARGS, OLLAMA_CONTEXT_OPTION
 from modelreg.launch.backends import canonical_backend
 from modelreg.launch.planning.plan import CheckedConfig, LaunchProblem, check_config
-from modelreg.settings import Settings
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 CONTEXT_PLACE_FIELDS = (CONTEXT_FIELD, OLLAMA_CONTEXT_OPTION, EXTRA_ARGS)
 

@@ -12,9 +12,10 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelreg.errors import BadInput
+from modelreg.fields import default_executables
 from modelreg.launch.advice.fit import CONTEXT_FIELD, EXTRA_ARGS, context_places, effective_context, fit_summary
 from modelreg.launch.backends import (
     LLAMA_CPP,
@@ -30,7 +31,6 @@ from modelreg.launch.backends import (
 from modelreg.launch.catalogue import Catalogue, catalogue_for
 from modelreg.launch.flags import ParsedArgs, extra_args_problems, flag_value
 from modelreg.paths import get_path
-from modelreg.settings import Settings, default_executables
 from modelreg.values import (
     env_mapping_problems,
     env_name_problem,
@@ -38,6 +38,9 @@ from modelreg.values import (
     resolve_env_value,
     shown_env_value,
 )
+
+if TYPE_CHECKING:
+    from modelreg.settings import Settings
 
 
 @dataclass(frozen=True)
