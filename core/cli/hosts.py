@@ -5,19 +5,31 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from modelreg.cli.output import TSV_HELP, add_global_options, print_json, print_table, registry_from_args, say
 from modelreg.errors import BadInput
+
+if TYPE_CHECKING:
+    from modelreg.registry import Registry
 
 NO_HOSTS = ("no hosts: add them to the `hosts` setting in settings.json, e.g. "
             '{"hosts": {"gpu-b": {"url": "http://gpu-b:8100", "profile": "a6000"}}}')
 
 
+def checked_hosts(registry: Registry) -> Registry:
+    """The registry, for a command about its hosts: there a host entry the settings file skipped is an error (the
+    proxy and `up` only warn of it), so no list or export silently leaves a host out."""
+    skipped = registry.settings.load_warnings
+    if skipped:
+        raise BadInput("\n".join(skipped))
+    return registry
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
     from modelreg.hosts.status import hosts_status
     from modelreg.proxy.record import find_proxy_url
-    registry = registry_from_args(args)
+    registry = checked_hosts(registry_from_args(args))
     local_url, source = find_proxy_url(registry.config_dir, registry.settings)
     say(f"local proxy {local_url} (from {source})", stderr=True)
     statuses = hosts_status(registry.settings, registry.config_dir, args.timeout, local_url)
@@ -34,7 +46,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 def cmd_export_litellm(args: argparse.Namespace) -> int:
     from modelreg.hosts.litellm import litellm_yaml
     from modelreg.hosts.status import hosts_status, require_reachable
-    registry = registry_from_args(args)
+    registry = checked_hosts(registry_from_args(args))
     settings = registry.settings
     if not settings.hosts:
         raise BadInput(NO_HOSTS)
@@ -47,6 +59,7 @@ def cmd_export_llama_swap(args: argparse.Namespace) -> int:
     from modelreg.registry import Registry
     registry = registry_from_args(args)
     if args.host:
+        checked_hosts(registry)
         hosts = registry.settings.hosts
         if args.host not in hosts:
             raise BadInput(f"unknown host {args.host!r}; " + (f"known: {', '.join(sorted(hosts))}" if hosts
