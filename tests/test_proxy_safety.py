@@ -79,6 +79,16 @@ def test_origin_and_referer_are_not_forwarded_to_the_backend(registry_dir, tmp_p
     assert bodies and all(r["origin"] is None and r["referer"] is None for r in bodies)
 
 
+def test_a_backends_cors_headers_and_cookies_do_not_pass_through_upstream(registry_dir):
+    """/upstream passes a backend's own routes through: a backend that lets any origin read it would open the proxy
+    to every site, and its cookie would land on every port of 127.0.0.1 (the GUI's too)."""
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.get("/upstream/m/ui")
+        assert reply.status_code == 200 and reply.text == "ui", reply.text
+        assert not [k for k in reply.headers if k.startswith("access-control-") or k == "set-cookie"], reply.headers
+
+
 @pytest.mark.parametrize("path,method", [("/v1/models", "GET"), ("/v1/chat/completions", "POST"),
                                          ("/health", "GET")])
 def test_dns_rebound_host_name_gets_403_naming_the_setting(registry_dir, path, method):

@@ -16,7 +16,7 @@ from modelreg.errors import UnknownModel
 from modelreg.proxy.activity import SEEN_BYTES
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.log_streams import LogStreams
-from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
+from modelreg.proxy.relay import DROPPED_REQUEST_HEADERS, Exchange, RelayResponse, reply_headers
 
 # llama-server's own routes: routed by the body's `model`, or by `?model=` (then passed through as they are)
 NATIVE_POST_PATHS = ("/infill", "/completion", "/tokenize", "/detokenize", "/rerank", "/reranking")
@@ -109,8 +109,7 @@ class LlamaSwapApi:
             except (aiohttp.ClientError, OSError) as exc:
                 raise ProxyError(502, f"backend of {name!r} failed: {type(exc).__name__}: {exc}", "backend_error",
                                  model=name) from exc
-            reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROPPED_REPLY_HEADERS}
-            reply_headers["x-modelreg-model"] = name
+            answer_headers = {**reply_headers(upstream.headers), "x-modelreg-model": name}
 
             async def relay() -> AsyncIterator[bytes]:
                 async for chunk in upstream.content.iter_any():
@@ -119,7 +118,7 @@ class LlamaSwapApi:
                     exchange.seen = (exchange.seen + chunk)[-SEEN_BYTES:]
                     yield chunk
             relaying = True
-            return RelayResponse(exchange, relay(), upstream.status, reply_headers)
+            return RelayResponse(exchange, relay(), upstream.status, answer_headers)
         except ProxyError as exc:
             exchange.status = exc.status
             raise
