@@ -13,6 +13,7 @@ from starlette.routing import Route
 from yarl import URL
 
 from modelreg.errors import UnknownModel
+from modelreg.launch.backends import OLLAMA
 from modelreg.proxy.activity import SEEN_BYTES
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.log_streams import LogStreams
@@ -78,6 +79,10 @@ class LlamaSwapApi:
         """`/upstream/{model}/{path}`: start the model and pass the path through (its web UI, /slots, /metrics)."""
         self.proxy._check_api_key(request)
         name, path = self._split(request.path_params["rest"])
+        if self.proxy.pool.routes.by_name[name].get("backend") == OLLAMA:
+            raise ProxyError(403, f"{name!r} runs in the Ollama daemon, whose own API serves every Ollama model (and "
+                                  "pulls, creates and deletes them): /upstream passes a model's own server only",
+                             "invalid_request_error", model=name)
         query = request.url.query
         return await self._pass(request, name, "/" + path + (f"?{query}" if query else ""))
 
