@@ -5,6 +5,7 @@ import json
 import sys
 import threading
 import time
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -105,6 +106,16 @@ def test_upstream_does_not_open_the_ollama_daemons_own_api(registry_dir, tmp_pat
                 reply = server.http.request(method, path, json={"model": "qwen3:8b"})
                 assert reply.status_code == 403 and "Ollama daemon" in reply.text, reply.text
         assert not [r for r in daemon.requests if r[1] in ("/api/pull", "/api/delete", "/api/tags")], daemon.requests
+
+
+def test_a_native_paths_query_reaches_the_backend_as_sent(registry_dir):
+    """`?model=` is taken out and the rest passed on encoded: a value holding `&`, `=`, `#` or a space is one value
+    there too, not extra parameters or a cut query."""
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.get("/props", params=[("model", "m"), ("q", "a&admin=1 #x"), ("q", "b")])
+        assert reply.status_code == 200, reply.text
+        assert parse_qsl(reply.json()["path"].split("?", 1)[1]) == [("q", "a&admin=1 #x"), ("q", "b")]
 
 
 @pytest.mark.parametrize("path,method", [("/v1/models", "GET"), ("/v1/chat/completions", "POST"),

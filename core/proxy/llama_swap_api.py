@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, AsyncIterator
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -72,7 +73,7 @@ class LlamaSwapApi:
             return await self.proxy.forward(request)
         self.proxy._check_api_key(request)
         name = self.proxy._resolve(self.proxy.pool.routes, model)
-        query = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "model")
+        query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "model"])
         return await self._pass(request, name, request.url.path + (f"?{query}" if query else ""))
 
     async def upstream(self, request: Request) -> Response:
