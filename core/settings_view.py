@@ -84,7 +84,8 @@ def _cached(path: Path, text: bytes | None, profile: str | None) -> Settings:
     cache_file = folder / f"{key[:32]}.json"
     cached = None
     try:
-        if key and cache_file.stat().st_uid == os.getuid():  # not one another user left while the folder was open
+        info = cache_file.lstat() if key else None
+        if info and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():  # not one another user left there
             cached = json.loads(cache_file.read_bytes())
         if cached and cached["key"] == key and (profile or "") in cached["profiles"]:
             found = cached["profiles"][profile or ""]
@@ -101,6 +102,8 @@ def _cached(path: Path, text: bytes | None, profile: str | None) -> Settings:
     if not key:
         return cast("Settings", view)
     try:
+        if cache_file.is_symlink():  # left while the folder was open to others: written through, it would replace
+            cache_file.unlink()      # whatever file it points at
         atomic_write(cache_file, json.dumps({"key": key, "profiles": profiles}).encode(), sync=False)
         older = sorted(cache_file.parent.glob("*.json"), key=lambda f: f.stat().st_mtime_ns)[:-_CACHED_FILES]
         for stale in older:

@@ -10,7 +10,7 @@ import pytest
 from modelreg.errors import BadInput
 from modelreg.registry import Registry
 from modelreg.settings import Settings, save_setting
-from modelreg.settings_view import load_settings
+from modelreg.settings_view import _cache_key, load_settings
 
 
 def test_defaults_without_a_file(tmp_path):
@@ -192,6 +192,22 @@ def test_a_settings_cache_entry_another_user_could_have_written_is_not_read(tmp_
     entry.write_text(json.dumps(planted))
     os.chown(entry, 65534, 65534)
     assert load_settings(tmp_path).gpu_memory == "24GiB"
+
+
+def test_a_link_left_in_the_settings_cache_does_not_get_a_file_overwritten(tmp_path, monkeypatch):
+    """A link planted while the folder was open to others, named as the entry a settings file will use: the cache
+    would be written through it, over the file it points at (the user's own, e.g. ~/.ssh/authorized_keys)."""
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    text = b'{"gpu_memory": "24GiB"}'
+    (tmp_path / "settings.json").write_bytes(text)
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA me\n")
+    folder = tmp_path / "cache" / "settings"
+    folder.mkdir(parents=True)
+    (folder / f"{_cache_key(text)[:32]}.json").symlink_to(victim)
+    assert load_settings(tmp_path).gpu_memory == "24GiB"
+    assert victim.read_text() == "ssh-ed25519 AAAA me\n"
+    assert load_settings(tmp_path).gpu_memory == "24GiB"  # the entry is a file of its own now
 
 
 def test_the_settings_cache_key_covers_the_modules_the_model_validates_with():
