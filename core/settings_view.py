@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -77,10 +78,16 @@ def active_profile(settings: Settings, explicit: str | None = None) -> str | Non
 
 def _cached(path: Path, text: bytes | None, profile: str | None) -> Settings:
     key = _cache_key(text)
-    cache_file = user_cache_dir() / "settings" / f"{key[:32]}.json"
+    folder = user_cache_dir() / "settings"
+    if key and not _private(folder):
+        key = ""  # validated, never cached: another user could read the keys or hand out values
+    cache_file = folder / f"{key[:32]}.json"
+    cached = None
     try:
-        cached = json.loads(cache_file.read_bytes())
-        if key and cached["key"] == key and (profile or "") in cached["profiles"]:
+        info = cache_file.lstat() if key else None
+        if info and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():  # not one another user left there
+            cached = json.loads(cache_file.read_bytes())
+        if cached and cached["key"] == key and (profile or "") in cached["profiles"]:
             found = cached["profiles"][profile or ""]
             return cast("Settings", SettingsView(path, text, profile, found["values"], frozenset(found["plain"])))
     except (OSError, ValueError, KeyError, TypeError):
@@ -95,8 +102,8 @@ def _cached(path: Path, text: bytes | None, profile: str | None) -> Settings:
     if not key:
         return cast("Settings", view)
     try:
-        # the folder is the user's alone: the values include the proxy's keys
-        cache_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if cache_file.is_symlink():  # left while the folder was open to others: written through, it would replace
+            cache_file.unlink()      # whatever file it points at
         atomic_write(cache_file, json.dumps({"key": key, "profiles": profiles}).encode(), sync=False)
         older = sorted(cache_file.parent.glob("*.json"), key=lambda f: f.stat().st_mtime_ns)[:-_CACHED_FILES]
         for stale in older:
@@ -104,6 +111,21 @@ def _cached(path: Path, text: bytes | None, profile: str | None) -> Settings:
     except (OSError, StorageError):
         pass  # the next start validates again
     return cast("Settings", view)
+
+
+def _private(folder: Path) -> bool:
+    """The cache folder made the user's alone (the values include the proxy's keys), also where it was made wider
+    before; False where it is not the user's own folder (another user's could hand out values as validated)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(folder, 0o700)
+    except OSError:
+        return False
+    return True
 
 
 def _cache_key(text: bytes | None) -> str:

@@ -142,7 +142,8 @@ _ENV_REFERENCE = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*)|(?P<dollar>\$))")
 # Names of variables that usually hold a secret, and the prefixes of well-known key formats.
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|PRIVATE", re.IGNORECASE)
-_SECRET_VALUE = re.compile(r"^(sk-|hf_|ghp_|gho_|github_pat_|xox[abp]-|glpat-|AKIA)")
+# (and a URL with a password: HTTPS_PROXY=http://user:pass@proxy:3128)
+_SECRET_VALUE = re.compile(r"^(sk-|hf_|ghp_|gho_|github_pat_|xox[abp]-|glpat-|AKIA)|://[^/?#@\s]*:[^/?#@\s]*@")
 MASK = "***"
 
 
@@ -177,7 +178,7 @@ def resolve_env_value(value: str, environ: dict[str, str] | Any) -> str:
 def looks_secret(name: str, value: str) -> bool:
     """Whether an environment value as written may be a secret: its variable's name says so (HF_TOKEN, API_KEY) or
     it starts like a well-known key format (sk-, hf_)."""
-    return bool(_SECRET_NAME.search(name) or _SECRET_VALUE.match(value))
+    return bool(_SECRET_NAME.search(name) or _SECRET_VALUE.search(value))
 
 
 def shown_env_value(name: str, value: str) -> str:

@@ -213,6 +213,30 @@ def test_env_macros_in_env_stay_references_and_literal_dollars_are_kept(registry
         "CUDA_VISIBLE_DEVICES": "0,1", "HF_TOKEN": "${MY_TOKEN}", "PRICE": "$$5"}
 
 
+@pytest.mark.parametrize("place", ["cmd: llama-server --port ${PORT} -m /m.gguf --alias ${env.HF_TOKEN}",
+                                   "cmd: llama-server --port ${PORT} -m /m.gguf -c ${env.HF_TOKEN}",
+                                   "cmd: llama-server --port ${PORT} -m /m-${env.HF_TOKEN}.gguf"])
+def test_a_secret_env_macro_is_never_written_as_its_value(registry, tmp_path, place):
+    """An untrusted config can name any variable of the importing user: one that holds a secret would land in the
+    registry files (and /v1/models, the exports). A model's `env` keeps it a reference; a key flag is left behind."""
+    path = config(tmp_path, f"""\
+        models:
+          m:
+            {place}
+          keyed:
+            cmd: llama-server --port ${{PORT}} -m /k.gguf --api-key ${{env.HF_TOKEN}}
+            env: ["HF_TOKEN=${{env.HF_TOKEN}}"]
+        """)
+    before = layer_bytes(registry)
+    with pytest.raises(BadInput, match=r"config.yaml:2: models.m: \$\{env.HF_TOKEN\} looks like a secret"):
+        import_llama_swap(registry, path, environ={"HF_TOKEN": "hf_abcdefgh12345678"})
+    assert layer_bytes(registry) == before
+    path.write_text(path.read_text().replace(place, "cmd: llama-server --port ${PORT} -m /m.gguf"))
+    found = models(registry, path, {"HF_TOKEN": "hf_abcdefgh12345678"})
+    assert "hf_abcdefgh" not in json.dumps([found["keyed"].curated, found["keyed"].discovered], default=str)
+    assert found["keyed"].curated["backend_config.env"] == {"HF_TOKEN": "${HF_TOKEN}"}
+
+
 # ---- groups and sets ----------------------------------------------------------------------------------------------
 MODELS = "".join(f"  {name}:\n    cmd: llama-server --port ${{PORT}} -m /{name}.gguf\n" for name in "abcdv")
 

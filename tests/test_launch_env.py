@@ -49,6 +49,9 @@ def test_secret_looking_values_are_masked_and_references_are_shown_as_written():
     assert shown_env_value("HF_TOKEN", "$HF_TOKEN") == "$HF_TOKEN"  # a name, not the value
     assert shown_env_value("HF_TOKEN", "prefix-$HF_TOKEN") == "***"  # part of it is written out
     assert shown_env_value("CUDA_VISIBLE_DEVICES", "0,1") == "0,1"
+    assert shown_env_value("HTTPS_PROXY", "http://me:hunter2@proxy.lan:3128") == "***"  # a password in a URL
+    assert shown_env_value("HTTPS_PROXY", "http://proxy.lan:3128") == "http://proxy.lan:3128"
+    assert shown_env_value("HTTPS_PROXY", "http://$PROXY_USER:$PROXY_PASS@proxy.lan:3128") == "***"
 
 
 # ---- validation ---------------------------------------------------------------------------------------------------

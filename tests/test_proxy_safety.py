@@ -5,10 +5,12 @@ import json
 import sys
 import threading
 import time
+from urllib.parse import parse_qsl
 
 import pytest
 
 from modelreg.proxy.guard import host_allowed, host_name
+from support.fake_ollama import FakeOllama
 from support.gui_servers import STANDIN_VLLM
 from support.proxy_server import ProxyServer, layers, model, recorded
 from support.tiny_gguf import tiny_entry
@@ -77,6 +79,43 @@ def test_origin_and_referer_are_not_forwarded_to_the_backend(registry_dir, tmp_p
         assert "access-control-allow-origin" not in reply.headers
     bodies = [r for r in recorded(tmp_path) if "body" in r]
     assert bodies and all(r["origin"] is None and r["referer"] is None for r in bodies)
+
+
+def test_a_backends_cors_headers_and_cookies_do_not_pass_through_upstream(registry_dir):
+    """/upstream passes a backend's own routes through: a backend that lets any origin read it would open the proxy
+    to every site, and its cookie would land on every port of 127.0.0.1 (the GUI's too)."""
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.get("/upstream/m/ui")
+        assert reply.status_code == 200 and reply.text == "ui", reply.text
+        assert not [k for k in reply.headers if k.startswith("access-control-") or k == "set-cookie"], reply.headers
+
+
+def test_upstream_does_not_open_the_ollama_daemons_own_api(registry_dir, tmp_path, tiny_model):
+    """An Ollama model's "server" is the daemon that holds every Ollama model: through /upstream, anyone with the
+    proxy's API key (anyone, when none is set) would pull, create and delete models there."""
+    layers(registry_dir, {"name": "q", "backend": "ollama", "served_model_id": "qwen3:8b",
+                          "backend_config": {"model_path": "ollama:/qwen3:8b"}})
+    with FakeOllama(tmp_path / "ollama-models") as daemon:
+        daemon.install("qwen3:8b", tiny_model.read_bytes())
+        settings = json.loads((registry_dir / "settings.json").read_text())
+        (registry_dir / "settings.json").write_text(json.dumps({**settings, "ollama_host": daemon.host}))
+        with ProxyServer(registry_dir) as server:
+            for method, path in (("POST", "/upstream/q/api/pull"), ("DELETE", "/upstream/q/api/delete"),
+                                 ("GET", "/upstream/q/api/tags")):
+                reply = server.http.request(method, path, json={"model": "qwen3:8b"})
+                assert reply.status_code == 403 and "Ollama daemon" in reply.text, reply.text
+        assert not [r for r in daemon.requests if r[1] in ("/api/pull", "/api/delete", "/api/tags")], daemon.requests
+
+
+def test_a_native_paths_query_reaches_the_backend_as_sent(registry_dir):
+    """`?model=` is taken out and the rest passed on encoded: a value holding `&`, `=`, `#` or a space is one value
+    there too, not extra parameters or a cut query."""
+    layers(registry_dir, model("m"))
+    with ProxyServer(registry_dir) as server:
+        reply = server.http.get("/props", params=[("model", "m"), ("q", "a&admin=1 #x"), ("q", "b")])
+        assert reply.status_code == 200, reply.text
+        assert parse_qsl(reply.json()["path"].split("?", 1)[1]) == [("q", "a&admin=1 #x"), ("q", "b")]
 
 
 @pytest.mark.parametrize("path,method", [("/v1/models", "GET"), ("/v1/chat/completions", "POST"),

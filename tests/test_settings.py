@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
 from modelreg.errors import BadInput
 from modelreg.registry import Registry
 from modelreg.settings import Settings, save_setting
-from modelreg.settings_view import load_settings
+from modelreg.settings_view import _cache_key, load_settings
 
 
 def test_defaults_without_a_file(tmp_path):
@@ -149,6 +151,63 @@ def test_a_damaged_settings_cache_is_validated_again(tmp_path, monkeypatch):
     for cached in (tmp_path / "cache" / "settings").glob("*.json"):
         cached.write_text('{"key": ')
     assert load_settings(tmp_path).gpu_memory == "24GiB"
+
+
+def test_a_settings_cache_folder_left_open_to_others_is_made_the_users_alone(tmp_path, monkeypatch):
+    """The cache holds the proxy's API keys: a folder made before with a wider mode (another tool, an old umask) is
+    closed before a key is written into it."""
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "settings"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    (tmp_path / "settings.json").write_text('{"proxy_api_keys": ["sk-local-proxy-key"]}')
+    assert load_settings(tmp_path).proxy_api_keys == ["sk-local-proxy-key"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert "sk-local-proxy-key" in next(folder.glob("*.json")).read_text()  # cached: closed, not given up
+
+
+def test_a_settings_cache_entry_another_user_could_have_written_is_not_read(tmp_path, monkeypatch):
+    """An entry is taken as validated: one in a folder that is not the user's own (a link to elsewhere, another
+    user's), or a file another user left there, would hand out any values (an executable, the proxy's keys)."""
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "settings.json").write_text('{"gpu_memory": "24GiB"}')
+    load_settings(tmp_path)
+    folder = tmp_path / "cache" / "settings"
+    entry = next(folder.glob("*.json"))
+    planted = json.loads(entry.read_text())
+    planted["profiles"][""]["values"]["gpu_memory"] = "99GiB"
+    entry.write_text(json.dumps(planted))
+    assert load_settings(tmp_path).gpu_memory == "99GiB"  # the entry as planted is one the cache would answer from
+    elsewhere = tmp_path / "elsewhere"
+    folder.rename(elsewhere)
+    folder.symlink_to(elsewhere)
+    assert load_settings(tmp_path).gpu_memory == "24GiB"
+    if os.geteuid() != 0:
+        return  # handing files to another user needs root
+    folder.unlink()
+    elsewhere.rename(folder)
+    os.chown(folder, 65534, 65534)
+    assert load_settings(tmp_path).gpu_memory == "24GiB"
+    os.chown(folder, os.getuid(), os.getgid())
+    entry.write_text(json.dumps(planted))
+    os.chown(entry, 65534, 65534)
+    assert load_settings(tmp_path).gpu_memory == "24GiB"
+
+
+def test_a_link_left_in_the_settings_cache_does_not_get_a_file_overwritten(tmp_path, monkeypatch):
+    """A link planted while the folder was open to others, named as the entry a settings file will use: the cache
+    would be written through it, over the file it points at (the user's own, e.g. ~/.ssh/authorized_keys)."""
+    monkeypatch.setenv("MODELREG_CACHE", str(tmp_path / "cache"))
+    text = b'{"gpu_memory": "24GiB"}'
+    (tmp_path / "settings.json").write_bytes(text)
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA me\n")
+    folder = tmp_path / "cache" / "settings"
+    folder.mkdir(parents=True)
+    (folder / f"{_cache_key(text)[:32]}.json").symlink_to(victim)
+    assert load_settings(tmp_path).gpu_memory == "24GiB"
+    assert victim.read_text() == "ssh-ed25519 AAAA me\n"
+    assert load_settings(tmp_path).gpu_memory == "24GiB"  # the entry is a file of its own now
 
 
 def test_the_settings_cache_key_covers_the_modules_the_model_validates_with():

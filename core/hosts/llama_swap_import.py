@@ -27,7 +27,7 @@ from modelreg.proxy.routing import REQUEST_DEFAULTS
 from modelreg.registry import Registry
 from modelreg.settings import Settings
 from modelreg.store import atomic_write, read_layer, registry_lock
-from modelreg.values import ENV_NAME
+from modelreg.values import ENV_NAME, looks_secret
 
 RESERVED_MACROS = ("PID", "PORT", "MODEL_ID")
 DEFAULT_START_PORT = 5800
@@ -814,8 +814,25 @@ def plan_import(registry: Registry, path: str | os.PathLike, environ: dict[str, 
     base = path.resolve().parent
     models = [_model(name, model, expanded, routing, lines, registry.settings, base)
               for name, model in expanded.models.items()]
+    _no_secret_values(data, models, lines, os.environ if environ is None else environ)
     _check_names(registry, models)
     return LlamaSwapImport(str(path), models, not_carried, dry_run=True)
+
+
+def _no_secret_values(data: dict[str, Any], models: list[ImportedModel], lines: _Lines,
+                      environ: dict[str, str] | Any) -> None:
+    """BadInput where a `${env.NAME}` that holds a secret (HF_TOKEN, sk-...) would be written as its value into the
+    registry files, which previews, exports and /v1/models show (a model's `env` keeps it a reference, and a key
+    flag in `cmd` is left behind)."""
+    secrets = {name: environ[name] for name in set(_ENV_MACRO.findall(str(data)))
+               if name in environ and len(environ[name]) >= 8 and looks_secret(name, environ[name])}  # "0" is no key
+    for item in models:
+        written = json.dumps([item.curated, item.discovered], default=str)
+        for name, value in secrets.items():
+            if json.dumps(value)[1:-1] in written:
+                raise lines.error(("models", item.name), f"${{env.{name}}} looks like a secret, and the import would "
+                                  "write its value into the registry files; pass it in the model's `env:` list (kept "
+                                  "as a reference) or as its API key in backend_config.api_key_env")
 
 
 def _check_names(registry: Registry, models: list[ImportedModel]) -> None:

@@ -40,7 +40,7 @@ from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.guard import HostGuard, SiteGuard
 from modelreg.proxy.loading import LoadingEvents, LoadWatch, loading_state
 from modelreg.proxy.pool import BackendPool, Running
-from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
+from modelreg.proxy.relay import DROPPED_REQUEST_HEADERS, Exchange, RelayResponse, reply_headers
 from modelreg.proxy.routing import roles_of, with_generation_defaults
 from modelreg.proxy.token import ensure_admin_token
 from modelreg.registry import Registry
@@ -385,9 +385,7 @@ class Proxy:
 
     async def _answer(self, exchange: Exchange, call: Call) -> Response:
         upstream = await self._open(exchange, call)
-        headers = self._headers(call, {k: v for k, v in upstream.headers.items()  # CORS: the proxy's own say only
-                                       if k.lower() not in DROPPED_REPLY_HEADERS
-                                       and not k.lower().startswith("access-control-")})
+        headers = self._headers(call, reply_headers(upstream.headers))
         if upstream.content_type == "text/event-stream":
             return RelayResponse(exchange, self._relay(exchange, call.path in DEFAULTS_PATHS), upstream.status,
                                  headers)

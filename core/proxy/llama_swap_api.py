@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, AsyncIterator
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -13,10 +14,11 @@ from starlette.routing import Route
 from yarl import URL
 
 from modelreg.errors import UnknownModel
+from modelreg.launch.backends import OLLAMA
 from modelreg.proxy.activity import SEEN_BYTES
 from modelreg.proxy.errors import ProxyError
 from modelreg.proxy.log_streams import LogStreams
-from modelreg.proxy.relay import DROPPED_REPLY_HEADERS, DROPPED_REQUEST_HEADERS, Exchange, RelayResponse
+from modelreg.proxy.relay import DROPPED_REQUEST_HEADERS, Exchange, RelayResponse, reply_headers
 
 # llama-server's own routes: routed by the body's `model`, or by `?model=` (then passed through as they are)
 NATIVE_POST_PATHS = ("/infill", "/completion", "/tokenize", "/detokenize", "/rerank", "/reranking")
@@ -71,13 +73,17 @@ class LlamaSwapApi:
             return await self.proxy.forward(request)
         self.proxy._check_api_key(request)
         name = self.proxy._resolve(self.proxy.pool.routes, model)
-        query = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "model")
+        query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "model"])
         return await self._pass(request, name, request.url.path + (f"?{query}" if query else ""))
 
     async def upstream(self, request: Request) -> Response:
         """`/upstream/{model}/{path}`: start the model and pass the path through (its web UI, /slots, /metrics)."""
         self.proxy._check_api_key(request)
         name, path = self._split(request.path_params["rest"])
+        if self.proxy.pool.routes.by_name[name].get("backend") == OLLAMA:
+            raise ProxyError(403, f"{name!r} runs in the Ollama daemon, whose own API serves every Ollama model (and "
+                                  "pulls, creates and deletes them): /upstream passes a model's own server only",
+                             "invalid_request_error", model=name)
         query = request.url.query
         return await self._pass(request, name, "/" + path + (f"?{query}" if query else ""))
 
@@ -109,8 +115,7 @@ class LlamaSwapApi:
             except (aiohttp.ClientError, OSError) as exc:
                 raise ProxyError(502, f"backend of {name!r} failed: {type(exc).__name__}: {exc}", "backend_error",
                                  model=name) from exc
-            reply_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROPPED_REPLY_HEADERS}
-            reply_headers["x-modelreg-model"] = name
+            answer_headers = {**reply_headers(upstream.headers), "x-modelreg-model": name}
 
             async def relay() -> AsyncIterator[bytes]:
                 async for chunk in upstream.content.iter_any():
@@ -119,7 +124,7 @@ class LlamaSwapApi:
                     exchange.seen = (exchange.seen + chunk)[-SEEN_BYTES:]
                     yield chunk
             relaying = True
-            return RelayResponse(exchange, relay(), upstream.status, reply_headers)
+            return RelayResponse(exchange, relay(), upstream.status, answer_headers)
         except ProxyError as exc:
             exchange.status = exc.status
             raise

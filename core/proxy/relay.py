@@ -1,7 +1,7 @@
 """One relayed request's hold on its backend, and the response that gives it back when it ends."""
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
@@ -15,7 +15,14 @@ DROPPED_REQUEST_HEADERS = frozenset({"connection", "keep-alive", "proxy-authoriz
                                      "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
                                      "authorization", "x-api-key", "cookie", "origin", "referer"})
 DROPPED_REPLY_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date",
-                                   "server"})
+                                   "server", "set-cookie"})
+
+
+def reply_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A backend's reply headers as the proxy passes them on. CORS is the proxy's own say only (llama-server allows
+    any origin); a cookie would land on every port of the host (the GUI's too), and the proxy sends backends none."""
+    return {k: v for k, v in headers.items()
+            if k.lower() not in DROPPED_REPLY_HEADERS and not k.lower().startswith("access-control-")}
 
 
 class Exchange(Measured):

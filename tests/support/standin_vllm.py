@@ -114,6 +114,15 @@ def main(argv: list[str]) -> int:
         def do_GET(self) -> None:
             if self.path == "/health":
                 self._send(200, {})
+            elif self.path.startswith("/props"):  # llama-server's, reached through `?model=`: the query as it came
+                self._send(200, {"path": self.path})
+            elif self.path == "/ui":  # a web UI that lets any site read it and sets a cookie (what /upstream may meet)
+                self.send_response(200)
+                for name, value in (("Access-Control-Allow-Origin", "*"), ("Access-Control-Allow-Credentials", "true"),
+                                    ("Set-Cookie", "session=standin; Path=/"), ("Content-Length", "2")):
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(b"ui")
             elif not self._authorized():
                 return
             elif self.path == "/v1/models":

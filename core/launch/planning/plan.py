@@ -107,19 +107,11 @@ class LaunchPlan:
         key = self.api_key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def process_argv(self) -> list[str]:
-        """The argv to execute: `argv` with the API key placeholder replaced by the key itself (argv, which logs,
-        state files and status show, holds only the placeholder)."""
-        if not self.api_key_env or self.backend not in API_KEY_FLAGS:
-            return self.argv
-        placeholder, key = api_key_placeholder(self.api_key_env), self._read_key(self.api_key_env)
-        return [key if token == placeholder else token for token in self.argv]
-
     def process_env(self) -> dict[str, str]:
         """Environment variables the started process needs besides ours: backend_config.env with its references
-        read from this process's environment now, and vLLM's API key (vLLM writes its arguments into its log, so the
-        key goes in its own variable, VLLM_API_KEY, instead of --api-key). BadInput names a reference to a variable
-        that is not set."""
+        read from this process's environment now, and the backend's API key in its own variable (never its --api-key
+        flag: any local user reads a process's argv in /proc, and vLLM writes its arguments into its log). BadInput
+        names a reference to a variable that is not set."""
         env = {}
         for name, value in self.env.items():
             try:
@@ -163,14 +155,9 @@ def _model_file(name: str, backend: str, model_path: Any) -> str:
 
 
 # ---- upstream API key (backend_config.api_key_env) -----------------------------------------------------------------
-# How a backend gets its key: its own flag (with a placeholder in argv), or its own variable where the backend logs
-# its arguments.
-API_KEY_FLAGS = {LLAMA_CPP: "--api-key", LLAMA_CPP_PYTHON: "--api_key"}
-API_KEY_VARIABLES = {VLLM: "VLLM_API_KEY"}
-
-
-def api_key_placeholder(env: str) -> str:
-    return f"${env}"
+# How a backend gets its key: the variable it reads it from, set for the started process only (argv is anyone's to
+# read: /proc/<pid>/cmdline, ps).
+API_KEY_VARIABLES = {VLLM: "VLLM_API_KEY", LLAMA_CPP: "LLAMA_API_KEY", LLAMA_CPP_PYTHON: "API_KEY"}
 
 
 def _api_key_env(name: str, config: dict) -> str | None:
@@ -181,11 +168,6 @@ def _api_key_env(name: str, config: dict) -> str | None:
         raise BadInput(f"model {name!r}: backend_config.api_key_env {problem}; give the name of the variable that "
                        "holds the key (e.g. MY_BACKEND_KEY), never the key")
     return env  # extra_args cannot hold a key flag (SPECS' refused flags)
-
-
-def _api_key_args(backend: str, env: str | None) -> list[str]:
-    """The backend's own API key flag with a placeholder that only the started process sees replaced."""
-    return [API_KEY_FLAGS[backend], api_key_placeholder(env)] if env and backend in API_KEY_FLAGS else []
 
 
 def _connect_host(host: str) -> str:
@@ -489,7 +471,6 @@ def launch_plan(entry: dict[str, Any], settings: Settings, checked: CheckedConfi
     if template and unset(TEMPLATE_FLAGS[backend][-1]):
         argv += [*TEMPLATE_FLAGS[backend], template]
     argv += extra
-    argv += _api_key_args(backend, key_env)
     base_url = f"http://{_connect_host(host)}:{port}"
     ready_url = base_url + spec.ready_path if spec.ready_path else None
     return LaunchPlan(name=name, backend=backend, argv=argv, host=host, port=port, base_url=base_url,

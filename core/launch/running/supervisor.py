@@ -298,12 +298,12 @@ class Supervisor:
             log.write(f"modelreg: starting {plan.command_line()}\n".encode())
             log.flush()
             try:
-                argv, env = plan.process_argv(), plan.process_env()  # the API key: only here, never in the log
+                env = plan.process_env()  # the API key: only here, never in the log or argv
             except BadInput as exc:
                 log.write(f"modelreg: {exc}\n".encode())
                 raise BackendStartError(str(exc), plan, log_path=str(log_path), diagnosis=[]) from exc
             try:
-                popen = tied_popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                popen = tied_popen(plan.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, close_fds=True,
                                          env={**backend_env(plan.backend), **env})
             except OSError as exc:
