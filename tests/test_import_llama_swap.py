@@ -392,3 +392,15 @@ def test_env_macros_in_keys_the_import_leaves_behind_need_no_variable(registry, 
     assert result.models[0].skipped is None
     assert any(line.startswith("apiKeys: ") for line in result.not_carried)
     assert any(line.startswith("peers: ") for line in result.not_carried)
+
+
+def test_a_file_of_aliases_inside_aliases_is_refused_at_once(registry, tmp_path):
+    """"Billion laughs": nine levels of nine aliases would expand to 387 million texts."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
+    path = config(tmp_path, "\n".join([*levels, "models:", "  m: {cmd: 'llama-server --port ${PORT} -m /m.gguf'}",
+                                        "  n: {cmd: 'llama-server --port ${PORT} -m /n.gguf', metadata: *a8}"]) + "\n")
+    before = layer_bytes(registry)
+    with pytest.raises(BadInput, match="expands to more than 100000 values"):
+        plan_import(registry, path, {})
+    assert layer_bytes(registry) == before

@@ -120,16 +120,23 @@ class LlamaSwapImport:
 
 
 # ---- reading the file -------------------------------------------------------------------------------------------
+MAX_VALUES = 100_000  # keys, items and texts of the file once its aliases are written out
+
+
 class _Lines:
     """The line of every key and list item of the YAML file, for messages."""
 
     def __init__(self, path: Path, node: yaml.Node | None):
         self.path = path
         self.found: dict[tuple, int] = {}
+        self._walked: set[int] = set()
         if node is not None:
             self._walk(node, ())
 
     def _walk(self, node: yaml.Node, at: tuple) -> None:
+        if id(node) in self._walked:  # a YAML alias: its lines are where the anchor is (and aliases nest: no loop)
+            return
+        self._walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode) and (*at, key.value) not in self.found:
@@ -169,12 +176,26 @@ def read_config(path: Path) -> tuple[dict[str, Any], _Lines]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise BadInput(f"{path}{line}: not valid YAML ({problem}); fix the file, nothing was imported") from None
     lines = _Lines(path, node)
+    if _expanded_size(data, {}) > MAX_VALUES:
+        raise lines.error((), f"the file expands to more than {MAX_VALUES} values (YAML aliases inside aliases); "
+                              "a llama-swap config is far smaller")
     if not isinstance(data, dict):
         raise lines.error((), "the file is not a llama-swap config (no mapping with `models:` at the top)")
     if not isinstance(data.get("models"), dict) or not data["models"]:
         raise lines.error(("models",), "no models: a llama-swap config lists them under `models:`, one mapping per "
                                        "model ID")
     return data, lines
+
+
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """How many values `value` holds once every alias is written out, counted once per shared object."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) not in sizes:
+        sizes[id(value)] = 0  # a self-referencing alias counts as nothing more
+        items = value.values() if isinstance(value, dict) else value
+        sizes[id(value)] = 1 + sum(_expanded_size(item, sizes) for item in items)
+    return sizes[id(value)]
 
 
 # ---- macros -------------------------------------------------------------------------------------------------------
