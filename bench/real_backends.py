@@ -16,7 +16,7 @@ from support.real_backends import LLAMA_SERVER, VLLM, VLLM_CPU_ARGS, VLLM_ENV
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 from support.tiny_hf import write_tiny_hf
 
-RUNS = {"llama.cpp": 5, "vllm": 2}  # a real vLLM start takes about a minute on 2 cores
+RUNS = {"llama.cpp": 5, "vllm": 4}  # a real vLLM start takes 20-60 s on 2 cores; fewer runs cannot tell its spread
 
 
 def entries(folder: Path) -> dict[str, dict]:
