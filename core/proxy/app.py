@@ -11,7 +11,6 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 from urllib.parse import quote
 
@@ -32,13 +31,14 @@ from yarl import URL
 
 from modelreg.errors import BadInput, UnknownModel
 from modelreg.launch.planning.plan import per_request_context, served_context
-from modelreg.launch.running.logs import LogFollower, read_tail
+from modelreg.launch.running.logs import read_tail
 from modelreg.launch.running.supervisor import Supervisor
 from modelreg.paths import get_path
 from modelreg.proxy.activity import SEEN_BYTES, Activity
 from modelreg.proxy.errors import ProxyError, error_body
 from modelreg.proxy.guard import HostGuard, SiteGuard
 from modelreg.proxy.loading import LoadingEvents, LoadWatch, loading_state
+from modelreg.proxy.log_streams import follow_log
 from modelreg.proxy.pool import BackendPool, Running
 from modelreg.proxy.relay import DROPPED_REQUEST_HEADERS, Exchange, RelayResponse, reply_headers
 from modelreg.proxy.routing import roles_of, with_generation_defaults
@@ -56,7 +56,6 @@ ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v
                 "/v1/responses", "/v1/messages", "/v1/messages/count_tokens")
 ROUTED_PREFIXES = ("/v1/audio/", "/v1/images/")
 DEFAULTS_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})  # where generation_defaults apply
-LOG_FOLLOW_INTERVAL = 0.25
 
 
 def json_media_type(content_type: str) -> bool:
@@ -553,18 +552,7 @@ class Proxy:
                 raise ProxyError(404, f"model {name!r} has no log yet ({path})", "log_not_found", model=name)
             text = read_tail(path, int(lines), max_bytes=4 << 20)
             return PlainTextResponse(text + "\n" if text else "")
-        return StreamingResponse(self._follow(path, int(lines)), media_type="text/plain; charset=utf-8")
-
-    @staticmethod
-    async def _follow(path: Path, lines: int) -> AsyncIterator[str]:
-        text = read_tail(path, lines, max_bytes=4 << 20)
-        follower = LogFollower(path, offset=path.stat().st_size if path.exists() else 0)
-        yield text + "\n" if text else ""
-        while True:
-            await asyncio.sleep(LOG_FOLLOW_INTERVAL)
-            new = follower.read_new()
-            if new:
-                yield new
+        return StreamingResponse(follow_log(path, int(lines)), media_type="text/plain; charset=utf-8")
 
     # ---- activity ---------------------------------------------------------------------------------------------------
     def _check_reader(self, request: Request) -> None:

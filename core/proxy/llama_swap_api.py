@@ -113,8 +113,7 @@ class LlamaSwapApi:
                     request.method, URL(run.handle.plan.base_url + path, encoded=True), data=body or None,
                     headers=headers, allow_redirects=False)
             except (aiohttp.ClientError, OSError) as exc:
-                raise ProxyError(502, f"backend of {name!r} failed: {type(exc).__name__}: {exc}", "backend_error",
-                                 model=name) from exc
+                raise self.proxy._unreachable(name, run.handle.plan.base_url, exc) from exc
             answer_headers = {**reply_headers(upstream.headers), "x-modelreg-model": name}
 
             async def relay() -> AsyncIterator[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
@@ -17,6 +18,19 @@ LOG_LINES = 200  # lines of each log that /logs and a stream's history show
 LOG_POLL_SECONDS = 0.25
 # as llama-swap sends its streams: plain text, not sniffed, not buffered by a reverse proxy in front
 LOG_STREAM_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+
+
+async def follow_log(path: Path, lines: int) -> AsyncIterator[str]:
+    """One log's last `lines` lines, then what is appended to it (into its new file when a restart rotates it), until
+    the client leaves."""
+    text = read_tail(path, lines, max_bytes=4 << 20)
+    follower = LogFollower(path, offset=path.stat().st_size if path.exists() else 0)
+    yield text + "\n" if text else ""
+    while True:
+        await asyncio.sleep(LOG_POLL_SECONDS)
+        new = follower.read_new()
+        if new:
+            yield new
 
 
 class LogStreams:
