@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+
 from support import free_port
 from support.gui_servers import ProxyProcess
 from support.layers import write_layers
@@ -34,6 +36,15 @@ def test_ps_finds_a_proxy_started_with_port(tmp_path):
     finally:
         server.stop()
     assert not record.exists()  # removed on a clean exit
+
+
+def test_a_record_whose_pid_another_process_now_has_is_ignored(tmp_path):
+    """A proxy killed without cleaning up leaves its record; its pid may later name another process."""
+    config_dir = write_layers(tmp_path / "configs", curated=[])
+    other = psutil.Process()  # alive, but started at another time than the record says
+    (config_dir / ".proxy.json").write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": other.pid,
+                                                        "create_time": other.create_time() - 3600}))
+    assert "from the proxy_url setting" in run_cli(config_dir, "ps").stderr
 
 
 def test_a_record_whose_process_is_gone_is_ignored(tmp_path):

@@ -14,6 +14,16 @@ from typing import Any, Callable
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def process_alive(pid: int, create_time: float) -> bool:
+    """The process `pid` still runs and is the one started at `create_time` (a pid alone may have been reused)."""
+    import psutil  # here: `modelreg list` imports this module and must not load psutil
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < 1 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @cache
 def _prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):

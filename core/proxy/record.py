@@ -5,6 +5,9 @@ import json
 import os
 from pathlib import Path
 
+import psutil
+
+from modelreg.launch.lifetime import process_alive
 from modelreg.settings import PROXY_URL_ENV, Settings
 from modelreg.store import atomic_write, dumps
 
@@ -17,7 +20,8 @@ def record_path(config_dir: Path) -> Path:
 
 def write_record(config_dir: Path, url: str) -> None:
     """Record this process as the registry folder's proxy, listening on `url`."""
-    atomic_write(record_path(config_dir), dumps({"url": url, "pid": os.getpid()}))
+    me = psutil.Process()
+    atomic_write(record_path(config_dir), dumps({"url": url, "pid": me.pid, "create_time": me.create_time()}))
 
 
 def remove_record(config_dir: Path) -> None:
@@ -36,22 +40,13 @@ def _read(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recorded_url(config_dir: Path) -> str | None:
     """The URL of the proxy recorded for this folder, if its process still runs."""
     record = _read(record_path(config_dir))
-    if record is None or not isinstance(record.get("url"), str) or not _alive(record.get("pid")):
+    if record is None or not isinstance(record.get("url"), str):
+        return None
+    pid, started = record.get("pid"), record.get("create_time")
+    if not (isinstance(pid, int) and isinstance(started, (int, float)) and process_alive(pid, started)):
         return None
     return record["url"]
 

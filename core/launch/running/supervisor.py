@@ -19,7 +19,7 @@ import psutil
 from modelreg.errors import BadInput, RegistryError
 from modelreg.launch.advice.diagnose import Finding, api_key_refused, diagnose
 from modelreg.launch.backends import OLLAMA, SPECS
-from modelreg.launch.lifetime import tied_popen
+from modelreg.launch.lifetime import process_alive, tied_popen
 from modelreg.launch.planning.plan import LaunchPlan
 from modelreg.launch.running.logs import LogFollower, read_tail, resolve_log_dir, safe_name
 from modelreg.store import atomic_write
@@ -152,14 +152,6 @@ class Backend:
                 "signature": self.plan.signature}
 
 
-def _alive(pid: int, create_time: float) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) < 1 and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _group_members(pgid: int, since: float) -> list[psutil.Process]:
     """Live (non-zombie) processes of a process group that were started no earlier than `since`."""
     try:
@@ -209,7 +201,7 @@ class Supervisor:
         return [s for p in sorted(self.log_dir.glob(f"*{STATE_SUFFIX}")) if (s := BackendState.load(p))]
 
     def is_alive(self, state: BackendState) -> bool:
-        return bool(_group_members(state.pgid, state.create_time)) or _alive(state.pid, state.create_time)
+        return bool(_group_members(state.pgid, state.create_time)) or process_alive(state.pid, state.create_time)
 
     def running(self) -> list[BackendState]:
         """Backends with a state file whose process group still runs (started by any supervisor)."""
@@ -237,7 +229,7 @@ class Supervisor:
         for state in self.states():
             if not self.is_alive(state):
                 self.state_path(state.name).unlink(missing_ok=True)
-            elif not _alive(state.owner_pid, state.owner_create_time):
+            elif not process_alive(state.owner_pid, state.owner_create_time):
                 found.append(state)
         return found
 
@@ -281,7 +273,7 @@ class Supervisor:
         if state is None or not self.is_alive(state):
             self.state_path(plan.name).unlink(missing_ok=True)
             return
-        if _alive(state.owner_pid, state.owner_create_time):
+        if process_alive(state.owner_pid, state.owner_create_time):
             raise BackendStartError(f"it is already running as pid {state.pid}, started by pid {state.owner_pid}",
                                     plan, log_path=str(log_path), diagnosis=[])
         self._stop_group(state, None)  # an orphan of a crashed run: it holds the port (and maybe GPU memory)
