@@ -33,6 +33,6 @@ with st.sidebar:
     if unsaved:
         st.caption(f"● unsaved editor changes: {md(', '.join(sorted({name for name, _ in unsaved})))}")
 page = st.navigation(sections)
-if page.url_path != editor.url_path:  # the editor sets the flags itself, once its form has been read
-    widgets.page_hooks(unsaved=bool(unsaved))
+if unsaved and page.url_path != editor.url_path:  # the editor sets the flags itself, once its form has been read
+    widgets.page_hooks(unsaved=True)
 page.run()

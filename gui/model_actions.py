@@ -17,17 +17,17 @@ REMOVE_PENDING = "remove_pending"  # the model whose removal dialog is open
 
 def row_actions(name: str, running: bool) -> None:
     """Edit, diff, launch test, stop (when the proxy runs it) and remove, for the selected model."""
-    edit, diff, launch, stop, remove = st.columns(5)
-    if edit.button("Open in editor", key="open_editor", icon=":material/edit:", width="stretch"):
+    actions = st.container(horizontal=True)  # one block, not five columns: the browser draws it in one go
+    if actions.button("Open in editor", key="open_editor", icon=":material/edit:", width="stretch"):
         st.switch_page("editor_page.py")
-    if diff.button("Layer diff", key="open_diff", icon=":material/difference:", width="stretch"):
+    if actions.button("Layer diff", key="open_diff", icon=":material/difference:", width="stretch"):
         st.switch_page("diff_page.py")
-    if launch.button("Launch test", key="open_launch", icon=":material/rocket_launch:", width="stretch"):
+    if actions.button("Launch test", key="open_launch", icon=":material/rocket_launch:", width="stretch"):
         st.switch_page("launch_page.py")
-    if stop.button("Stop", key="row_stop", icon=":material/stop_circle:", disabled=not running, width="stretch",
-                   help="stop the backend the proxy runs for this model" if running else "not running in the proxy"):
+    if actions.button("Stop", key="row_stop", icon=":material/stop_circle:", disabled=not running, width="stretch",
+                      help="stop the backend the proxy runs for this model" if running else "not running in the proxy"):
         stop_backend(name)
-    if remove.button("Remove…", key="row_remove", icon=":material/delete:", width="stretch"):
+    if actions.button("Remove…", key="row_remove", icon=":material/delete:", width="stretch"):
         st.session_state[REMOVE_PENDING] = name
     if st.session_state.get(REMOVE_PENDING) == name:
         remove_dialog(name)

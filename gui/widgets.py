@@ -18,21 +18,9 @@ from modelreg.settings import save_setting
 from modelreg.values import NOT_SET
 from modelreg.views import editor as editing
 from modelreg.views.messages import in_gui
-from modelreg.views.models import LAYER_COLORS, LAYER_CUES, layer_color
 
 MODEL_KEY = "model"
 REPORT_KEY = "last_save_report"
-
-
-def legend(classes: tuple[str, ...] = ("discovered", "curated", "override", "profile", "legacy", "unset")) -> None:
-    """The layer colors, each with the letter cells carry beside their value (so color is not the only cue)."""
-    dark = dark_page()
-    chips = " ".join(
-        f'<span data-layer="{cls}" style="background:{layer_color(cls, dark)[0]};color:{layer_color(cls, dark)[1]};'
-        f'padding:2px 8px;border-radius:4px;margin-right:6px;border:1px solid {"#3d444d" if dark else "#d0d7de"}">'
-        f'{LAYER_CUES.get(cls, "")} {LAYER_COLORS[cls][0]}</span>'
-        for cls in classes)
-    st.markdown(chips, unsafe_allow_html=True)
 
 
 def dark_page() -> bool:

@@ -5,7 +5,6 @@ The registry is a copy of the demo in configs/; saves reach a real `modelreg pro
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from modelreg.store import CURATED_FILE, DISCOVERED_FILE
 from modelreg.values import human_size
 from modelreg.views.models import LAYER_COLORS
 from support import free_port
-from support.apptest import field, open_app, run_until
+from support.apptest import field, layer_background, models_table, open_app, run_until
 from support.fake_hub import FakeHub, point_client_at
 from support.fake_ollama import FakeOllama
 from support.gui_servers import REPO, STORY_MODEL, gui_registry, shown, start_proxy
@@ -68,43 +67,48 @@ def table_with(at: AppTest, column: str) -> pd.DataFrame:
     return next(t.value for t in at.dataframe if column in t.value.columns)
 
 
-def cell_colors(element) -> dict[tuple[int, int], str]:
-    """(row, column) -> background color, from the Styler CSS st.dataframe sends to the browser."""
-    colors = {}
-    styles = element.proto.arrow_data.styler.styles
-    for selectors, color in re.findall(r"([^{}]+)\{\s*background-color:\s*(#[0-9a-f]{6})", styles):
-        for row, col in re.findall(r"_row(\d+)_col(\d+)", selectors):
-            colors[int(row), int(col)] = color
-    return colors
-
-
 def test_models_page_colors_every_cell_by_layer_and_filters(folder):
     at = open_app()
-    table = at.dataframe[0]
-    frame = table.value
-    colors = cell_colors(table)
-    column = {name: index for index, name in enumerate(frame.columns)}
-    llama = frame.index[frame["name"] == LLAMA][0]
-    assert colors[llama, column["display name"]] == LAYER_COLORS["override"][1]
-    assert colors[llama, column["backend"]] == LAYER_COLORS["curated"][1]
-    assert colors[llama, column["format"]] == LAYER_COLORS["discovered"][1]
-    story = frame.index[frame["name"] == STORY_MODEL][0]
-    assert frame["extra_args"][story] == "" and colors[story, column["extra_args"]] == LAYER_COLORS["unset"][1]
-    assert frame["status"][story] == "needs config"
-    assert any(LAYER_COLORS["override"][0] in shown(m.value) for m in at.markdown)  # the legend
+    rows = {row["name"][0]: row for row in models_table(at)}
+    assert rows[LLAMA]["display name"][1] == "override" and rows[LLAMA]["backend"][1] == "curated"
+    assert rows[LLAMA]["format"][1] == "discovered"
+    assert {layer: layer_background(at, layer) for layer in ("override", "curated", "discovered", "unset")} == {
+        layer: LAYER_COLORS[layer][1] for layer in ("override", "curated", "discovered", "unset")}
+    assert rows[STORY_MODEL]["extra_args"] == ("", "unset")
+    assert rows[STORY_MODEL]["status"][0] == "needs config"
+    legend = next(e.proto.body for e in at.html if "mr-legend" in e.proto.body)
+    assert LAYER_COLORS["override"][0] in legend and "mr-chip l-override" in legend
     at.multiselect(key="f_backend").set_value(["ollama"]).run()
-    assert set(at.dataframe[0].value["backend"]) == {"ollama ᶜ"}  # the value and its layer's letter
+    assert {row["backend"][0] for row in models_table(at)} == {"ollama ᶜ"}  # the value and its layer's letter
+    assert at.get("popover")[0].proto.popover.label == "Filter & sort (1)"
     at.multiselect(key="f_backend").set_value([]).run()
     at.text_input(key="f_text").set_value("enforce").run()
-    assert not at.dataframe and any("No model matches" in shown(i.value) for i in at.info)
+    assert not models_table(at) and any("No model matches" in shown(i.value) for i in at.info)
     at.text_input(key="f_text").set_value("max-model-len").run()
-    assert list(at.dataframe[0].value["name"]) == [MISTRAL]
+    assert [row["name"][0] for row in models_table(at)] == [MISTRAL]
+
+
+def test_models_page_sorts_and_pages(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELREG_CONFIG_DIR", str(gui_registry(tmp_path / "configs", free_port(), extra_models=60)))
+    at = open_app()
+    first = [row["name"][0] for row in models_table(at)]
+    assert len(first) == 50 and first == sorted(first, key=str.lower)
+    assert at.number_input(key="f_page").label == "Page (of 2)"
+    at.number_input(key="f_page").set_value(2).run()
+    second = [row["name"][0] for row in models_table(at)]
+    assert len(second) == 17 and not set(first) & set(second) and first[-1].lower() < second[0].lower()
+    at.selectbox(key="f_sort").set_value("size GB").run()
+    at.toggle(key="f_desc").set_value(True).run()
+    assert at.get("popover")[0].proto.popover.label == "Filter & sort (1)"
+    sizes = [float(row["size GB"][0].split()[0]) for row in models_table(at) if row["size GB"][0]]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) > 1
+    assert any('title="column: size GB">GB ▼</th>' in e.proto.body for e in at.html)
 
 
 def test_an_empty_registry_says_what_to_do_next(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELREG_CONFIG_DIR", str(tmp_path))
     at = open_app()
-    assert not at.dataframe and "No models yet" in at.subheader[0].value
+    assert not models_table(at) and "No models yet" in at.subheader[0].value
     links = at.get("page_link")
     assert [link.proto.page for link in links] == ["folders_page", "download_page"]
     assert any("modelreg import llama-swap CONFIG.yaml" in m.value for m in at.markdown)
@@ -112,10 +116,9 @@ def test_an_empty_registry_says_what_to_do_next(tmp_path, monkeypatch):
 
 def test_a_selected_row_opens_in_the_editor(folder):
     at = open_app()
-    row = list(at.dataframe[0].value["name"]).index(LLAMA)
-    at.session_state["models_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
-    at.run()
-    assert any(LLAMA in shown(m.value) and "Selected" in shown(m.value) for m in at.markdown)
+    at.selectbox(key="models_picker").set_value(LLAMA).run()
+    selected = [row for row in models_table(at) if row["name"][0] == LLAMA]
+    assert selected and any(f'data-model="{LLAMA}" class="selected"' in e.proto.body for e in at.html)
     at.button(key="open_editor").click().run()
     assert [t.value for t in at.title] == ["Model editor"]
     assert at.selectbox(key="editor_picker").value == LLAMA
@@ -320,11 +323,9 @@ def test_settings_page_switches_profile_and_shows_proxy_status(folder, proxy):
     assert any("Both layers validate" in shown(s.value) for s in at.success)
     at.selectbox(key="profile_choice").set_value("rtx4080").run()
     at.switch_page("models_page.py").run()
-    frame = at.dataframe[0].value
-    row = frame.index[frame["name"] == MISTRAL][0]
-    column = list(frame.columns).index("extra_args")
-    assert "--enforce-eager" in frame["extra_args"][row]
-    assert cell_colors(at.dataframe[0])[row, column] == LAYER_COLORS["profile"][1]
+    args, layer = next(row["extra_args"] for row in models_table(at) if row["name"][0] == MISTRAL)
+    assert "--enforce-eager" in args and layer == "profile"
+    assert layer_background(at, "profile") == LAYER_COLORS["profile"][1]
     at.switch_page("settings_page.py").run()
     at.button(key="profile_default").click().run()
     assert json.loads((folder / "settings.json").read_text())["active_profile"] == "rtx4080"

@@ -159,9 +159,7 @@ def test_fits_apply_writes_the_context_field_where_the_context_lives_there(folde
 
 def test_remove_a_model_keeps_curated_unless_ticked(folder):
     at = open_app()
-    row = list(at.dataframe[0].value["name"]).index(STORY_MODEL)
-    at.session_state["models_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
-    at.run()
+    at.selectbox(key="models_picker").set_value(STORY_MODEL).run()
     at.button(key="row_remove").click().run()
     assert any("Delete its files (not possible" in c.label for c in at.checkbox)
     at.button(key="remove_confirm").click().run()

@@ -94,7 +94,7 @@ def curated(folder: Path, name: str) -> dict:
 def test_every_page_without_chrome_or_a_request_off_loopback(stack):
     folder, _, gui_url, _, page = stack
     page.goto(gui_url)
-    settle(page, '[data-testid="stDataFrame"]', timeout=SLOW)
+    settle(page, 'table.mr-models td', timeout=SLOW)
     screenshot(page, "manage-models")
     for title, shot in (("Model editor", None), ("Diff & history", None), ("Fit", "fit"), ("Launch test", None),
                         ("Running backends", None), ("Activity", None), ("Model folders", None),
@@ -189,12 +189,9 @@ def test_fit_applies_a_context_in_one_click(stack):
 def test_remove_a_model_and_restore_it_after_a_confirmation(stack):
     folder, _, gui_url, _, page = stack
     page.goto(gui_url)
-    settle(page, '[data-testid="stDataFrame"]', timeout=SLOW)
+    settle(page, 'table.mr-models td', timeout=SLOW)
     fill(page, "Search", "gemma")
-    table = page.locator('[data-testid="stDataFrame"]')
-    box = table.bounding_box()
-    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)            # the row's selection checkbox
-    settle(page, 'text="Selected:"', timeout=SLOW)
+    settle(page, f'tr.selected[data-model="{GEMMA}"]', timeout=SLOW)  # the one match, picked
     click(page, "Remove…", '[role="dialog"]')
     dialog = page.locator('[role="dialog"]')
     assert "Forget" in dialog.inner_text() and GEMMA in dialog.inner_text()

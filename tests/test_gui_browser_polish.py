@@ -183,9 +183,9 @@ def color_pixels(png: bytes, colors: dict[str, str]) -> dict[str, int]:
 def test_every_page_in_light_and_dark_with_dark_layer_cells(demo, scheme):
     folder, url, browser = demo
     page = open_page(browser, url, scheme=scheme)
-    settle(page, '[data-testid="stDataFrame"]')
+    settle(page, 'table.mr-models td')
     page.mouse.move(0, 0)
-    table = page.locator('[data-testid="stDataFrame"]').screenshot()
+    table = page.locator(".mr-models-frame").screenshot()
     dark = color_pixels(table, {cls: DARK_LAYER_COLORS[cls] for cls in ("discovered", "curated")})
     light = color_pixels(table, {cls: LAYER_COLORS[cls][1] for cls in ("discovered", "curated")})
     shown, hidden = (dark, light) if scheme == "dark" else (light, dark)
@@ -249,9 +249,9 @@ def test_the_models_table_scrolls_sideways_under_a_frozen_name_column(demo):
 
     folder, url, browser = demo
     page = open_page(browser, url)
-    settle(page, '[data-testid="stDataFrame"]')
+    settle(page, 'table.mr-models td')
     drawn(page)
-    table = page.locator('[data-testid="stDataFrame"]')
+    table = page.locator(".mr-models-frame")
     box = table.bounding_box()
     before = Image.open(io.BytesIO(table.screenshot())).convert("RGB")
     page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + 60)
@@ -260,7 +260,7 @@ def test_the_models_table_scrolls_sideways_under_a_frozen_name_column(demo):
     page.mouse.move(0, 0)
     page.wait_for_timeout(300)
     after = Image.open(io.BytesIO(table.screenshot())).convert("RGB")
-    name_column = (40, 0, 200, before.height - 20)  # after the row selectors: the pinned names
+    name_column = (0, 0, 185, before.height - 20)  # the pinned names
     rest = (400, 0, before.width - 20, before.height - 20)
     assert ImageChops.difference(before.crop(name_column), after.crop(name_column)).getbbox() is None
     assert ImageChops.difference(before.crop(rest), after.crop(rest)).getbbox() is not None  # it did scroll

@@ -89,7 +89,7 @@ def test_hostile_names_and_values_are_shown_as_text_and_fetch_nothing(tmp_path):
             page = browser.new_page(viewport={"width": 1600, "height": 1100})
             page.on("request", lambda request: request.url.startswith(host) and fetched.append(request.url))
             page.goto(f"http://127.0.0.1:{port}")
-            settle(page, '[data-testid="stDataFrame"]', timeout=90_000)
+            settle(page, 'table.mr-models td', timeout=90_000)
             open_page(page, "Model editor")  # the hostile model sorts first: the editor opens on it
             page.get_by_text("base curated entry").wait_for(timeout=30_000)  # widgets draw after the script ends
             text = shown(page)
