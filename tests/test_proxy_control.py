@@ -39,13 +39,15 @@ def sse_lines(reply: httpx.Response, comments: bool = True) -> list[str]:
     return [line for line in reply.iter_lines() if line and (comments or answer_line(line))]
 
 
-def test_a_client_that_leaves_a_non_streamed_request_aborts_it_at_the_backend(registry_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("waited", [0.5, 0.05])  # after the proxy started watching for it to leave, and before
+def test_a_client_that_leaves_a_non_streamed_request_aborts_it_at_the_backend(registry_dir, tmp_path, monkeypatch,
+                                                                               waited):
     monkeypatch.setenv("STANDIN_REPLY_SECONDS", "30")
     layers(registry_dir, model("m"))
     with ProxyServer(registry_dir) as server:
         server.on_loop(server.proxy.pool.restart("m"))  # started, so the timeout below is the reply's
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(server.url + "/v1/chat/completions", json=chat_body("m"), timeout=0.5)
+            httpx.post(server.url + "/v1/chat/completions", json=chat_body("m"), timeout=waited)
         left = time.monotonic()
         wait_for(lambda: aborted(tmp_path), what="the backend to log the abort")
         print(f"\nbackend aborted {1000 * (time.monotonic() - left):.0f} ms after the client left")

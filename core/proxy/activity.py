@@ -130,6 +130,7 @@ class Activity:
         self.duration = Histogram("modelreg_request_duration_seconds", "Seconds from a request to the end of its "
                                   "answer.", labels, registry=self.registry, buckets=DURATION_BUCKETS)
         self.registry.register(BackendCollector(pool))
+        self.children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # labels() validates and locks on every call
 
     def _earlier(self, limit: int) -> list[dict[str, Any]]:
         """The last records the files already hold (a restarted proxy shows its earlier activity)."""
@@ -166,16 +167,23 @@ class Activity:
         self.next_id += 1
         self.ring.append(record)
         self._append(orjson.dumps(record) + b"\n")
-        self.requests.labels(model, str(status)).inc()
+        self._child(self.requests, model, str(status)).inc()
         if exchange.cancelled:
-            self.cancelled.labels(model).inc()
+            self._child(self.cancelled, model).inc()
         if prompt:
-            self.prompt_tokens.labels(model).inc(prompt)
+            self._child(self.prompt_tokens, model).inc(prompt)
         if completion:
-            self.completion_tokens.labels(model).inc(completion)
+            self._child(self.completion_tokens, model).inc(completion)
         if ttft is not None:
-            self.ttft.labels(model).observe(ttft)
-        self.duration.labels(model).observe(duration)
+            self._child(self.ttft, model).observe(ttft)
+        self._child(self.duration, model).observe(duration)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once."""
+        child = self.children.get((metric, labels))
+        if child is None:
+            child = self.children[metric, labels] = metric.labels(*labels)
+        return child
 
     def _append(self, line: bytes) -> None:
         """One write per record to the open file; past `max_bytes` it becomes `activity.jsonl.1` (the one before

@@ -38,21 +38,25 @@ class HostGuard:
 
     def __init__(self, app: ASGIApp, bound: str, allowed: Iterable[str]):
         self.app, self.bound, self.allowed = app, bound, tuple(allowed)
+        self.passed: set[bytes] = set()  # Host headers found allowed: parsed once, not on every request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
-            host = host_name(header) if header is not None else None
-            if host is not None and not host_allowed(host, self.bound, self.allowed):
-                if scope["type"] == "websocket":  # closed before it is accepted: the handshake gets 403
-                    await receive()
-                    await send({"type": "websocket.close", "code": 1008})
-                else:
-                    await _forbidden(send, f"this proxy does not answer for the host name {host!r} (a web page can "
-                                           f"point a name it owns at 127.0.0.1: DNS rebinding). If you reach the proxy "
-                                           f"by that name (a Docker bridge, a LAN name), add it to `allowed_hosts` in "
-                                           f"settings.json", "host_not_allowed")
-                return
+            header = next((v for k, v in scope["headers"] if k == b"host"), None)
+            if header is not None and header not in self.passed:
+                host = host_name(header.decode("latin-1"))
+                if not host_allowed(host, self.bound, self.allowed):
+                    if scope["type"] == "websocket":  # closed before it is accepted: the handshake gets 403
+                        await receive()
+                        await send({"type": "websocket.close", "code": 1008})
+                    else:
+                        await _forbidden(send, f"this proxy does not answer for the host name {host!r} (a web page "
+                                               f"can point a name it owns at 127.0.0.1: DNS rebinding). If you reach "
+                                               f"the proxy by that name (a Docker bridge, a LAN name), add it to "
+                                               f"`allowed_hosts` in settings.json", "host_not_allowed")
+                    return
+                if len(self.passed) < 64:  # any client can send any Host: the first few allowed ones are kept
+                    self.passed.add(header)
         await self.app(scope, receive, send)
 
 

@@ -78,8 +78,8 @@ REQUEST_DEFAULTS = {"max_tokens": "max_tokens", "temperature": "temperature", "t
 def with_generation_defaults(payload: dict, entry: dict) -> dict:
     """The request with the model's curated generation_defaults filled in where the client set nothing."""
     defaults = entry.get("generation_defaults") or {}
-    added = {field: defaults[key] for key, field in REQUEST_DEFAULTS.items()
-             if defaults.get(key) not in (None, []) and field not in payload}
+    added = {REQUEST_DEFAULTS[key]: value for key, value in defaults.items()
+             if key in REQUEST_DEFAULTS and value not in (None, []) and REQUEST_DEFAULTS[key] not in payload}
     return {**payload, **added} if added else payload
 
 
