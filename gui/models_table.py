@@ -11,6 +11,7 @@ from modelreg.views import models as view
 WIDTHS = {"name": 200, "status": 85, "display name": 110, "backend": 90, "format": 80, "quantization": 80,
           "size GB": 60, "native ctx": 75, "effective ctx": 75, "port": 65, "extra_args": 140, "roles": 80,
           "vision": 50, "tools": 50, "overrides": 80}
+CHAR_PX = 7.5  # a generous average width of a character of the table's 14 px font
 LABELS = {"native ctx": "native", "effective ctx": "context", "quantization": "quant", "size GB": "GB"}
 SELECTED = ' class="selected" aria-selected="true"'
 LAYER_NAMES = {cls: text for cls, (text, _) in view.LAYER_COLORS.items()}
@@ -24,9 +25,9 @@ def _colors(dark: bool) -> str:
 def _cell(row: view.ModelRow, column: str) -> str:
     cls = row.classes[column]
     text = row.name if column == "name" else view.cell_label(row.values[column], cls)  # names stay copyable: no letter
-    tip = f"{row.values[column] if column != 'name' else row.name} · {LAYER_NAMES[cls]}" if text else LAYER_NAMES[cls]
-    return (f'<td class="l-{cls}" title="{html.escape(str(tip))}">'
-            f"{html.escape(text)}</td>")
+    # the full value on hover where the column may cut it (every attribute costs the browser's sanitizer time)
+    tip = f' title="{html.escape(text)}"' if len(text) * CHAR_PX > WIDTHS[column] - 16 else ""
+    return f'<td class="l-{cls}"{tip}>{html.escape(text)}</td>'
 
 
 def legend() -> str:
