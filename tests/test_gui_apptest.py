@@ -78,7 +78,7 @@ def test_models_page_colors_every_cell_by_layer_and_filters(folder):
     assert rows[STORY_MODEL]["status"][0] == "needs config"
     table = next(e.proto.body for e in at.html if "mr-legend" in e.proto.body)
     assert f'title="{rows[LLAMA]["extra_args"][0]}"' in table  # a cell cut by its column shows in full on hover
-    assert f'title="{rows[LLAMA]["port"][0]}"' not in table
+    assert f'title="{rows[LLAMA]["format"][0]}"' not in table
     assert LAYER_COLORS["override"][0] in table and "mr-chip l-override" in table  # the legend
     at.multiselect(key="f_backend").set_value(["ollama"]).run()
     assert {row["backend"][0] for row in models_table(at)} == {"ollama ᶜ"}  # the value and its layer's letter
