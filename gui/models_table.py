@@ -1,6 +1,4 @@
-"""The Models table as one HTML element: a summary line, the layer legend and the table, each cell colored and lettered
-by its layer, the name column pinned, the sorted column marked. A plain table draws in a fraction of the data grid's
-time, and one element instead of three saves the browser two renders of the page."""
+"""The Models table as one HTML element: a summary line, the layer legend and the page's rows, colored by layer."""
 from __future__ import annotations
 
 import html
@@ -36,6 +34,8 @@ def legend() -> str:
                    for cls, text in LAYER_NAMES.items() if cls != "derived")
 
 
+# A plain table draws in a fraction of Streamlit's data grid's time (~0.6 s a visit with 2,000 models), and one
+# element instead of three saves the browser two renders of the page.
 def models_table(rows: list[view.ModelRow], dark: bool, sort_by: str, descending: bool, selected: str | None,
                  summary: str) -> str:
     """`summary` (HTML), the legend and the page's rows as a table (every value escaped: registry strings are text,
