@@ -43,6 +43,11 @@ with filters.popover(f"Filter & sort ({active})" if active else "Filter & sort",
 rows = view.sort_rows(view.filter_rows(all_rows, backends, formats, statuses, text), sort_by, descending)
 
 
+def turn_to(name: str) -> None:
+    """Show the page of the table that holds `name` (the reader picked it)."""
+    st.session_state["f_page"] = [r.name for r in rows].index(name) // page_size + 1
+
+
 @st.fragment
 def table() -> None:
     """Paging and picking a model rerun only this fragment, so the rest of the page does not pay for the table."""
@@ -52,7 +57,7 @@ def table() -> None:
     pages = max(1, math.ceil(len(rows) / page_size))
     picker, pager = st.columns([3, 1], vertical_alignment="bottom")
     with picker:
-        name = widgets.model_picker([r.name for r in rows], key="models_picker")
+        name = widgets.model_picker([r.name for r in rows], key="models_picker", on_pick=turn_to)
     page = pager.number_input(f"Page (of {pages})", 1, pages, 1, key="f_page") if pages > 1 else 1
     page_rows = rows[(page - 1) * page_size: page * page_size]
     row = next(r for r in rows if r.name == name)

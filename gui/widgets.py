@@ -51,9 +51,9 @@ def picked_model(key: str) -> str:
 
 
 def model_picker(names: list[str], label: str = "Model", key: str = "picker", marked: AbstractSet[str] = frozenset(),
-                 ) -> str | None:
+                 on_pick: Callable[[str], None] | None = None) -> str | None:
     """A select box bound to the session's selected model (shared by every page); `marked` models show a dot
-    (the editor's unsaved edits)."""
+    (the editor's unsaved edits); `on_pick` is called with the model the reader picks."""
     if not names:
         st.info("The registry has no models yet: run a scan on the Settings page.")
         return None
@@ -62,7 +62,12 @@ def model_picker(names: list[str], label: str = "Model", key: str = "picker", ma
         current = st.session_state[MODEL_KEY] = names[0]
     if st.session_state.get(key) != current:
         st.session_state[key] = current
-    st.selectbox(label, names, key=key, on_change=lambda: st.session_state.update({MODEL_KEY: st.session_state[key]}),
+
+    def picked() -> None:
+        st.session_state[MODEL_KEY] = st.session_state[key]
+        if on_pick is not None:
+            on_pick(st.session_state[key])
+    st.selectbox(label, names, key=key, on_change=picked,
                  format_func=lambda n: f"● {n} (unsaved edits)" if n in marked else n)
     return current
 

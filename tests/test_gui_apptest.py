@@ -99,6 +99,9 @@ def test_models_page_sorts_and_pages(tmp_path, monkeypatch):
     at.number_input(key="f_page").set_value(2).run()
     second = [row["name"][0] for row in models_table(at)]
     assert len(second) == 17 and not set(first) & set(second) and first[-1].lower() < second[0].lower()
+    at.selectbox(key="models_picker").set_value(first[3]).run()  # picking a model turns to its page
+    assert at.number_input(key="f_page").value == 1
+    assert any(f'data-model="{first[3]}" class="selected"' in e.proto.body for e in at.html)
     at.selectbox(key="f_sort").set_value("size GB").run()
     at.toggle(key="f_desc").set_value(True).run()
     assert at.get("popover")[0].proto.popover.label == "Filter & sort (1)"
