@@ -16,7 +16,8 @@ from support.real_backends import LLAMA_SERVER, VLLM, VLLM_CPU_ARGS, VLLM_ENV
 from support.tiny_gguf import tiny_entry, write_tiny_gguf
 from support.tiny_hf import write_tiny_hf
 
-RUNS = {"llama.cpp": 5, "vllm": 4}  # a real vLLM start takes 20-60 s on 2 cores; fewer runs cannot tell its spread
+# a real vLLM start takes 20-60 s on 2 cores and spreads by seconds between runs: four a side gave medians 3 s apart
+RUNS = {"llama.cpp": 5, "vllm": 8}
 
 
 def entries(folder: Path) -> dict[str, dict]:
