@@ -17,7 +17,7 @@ import pytest
 from modelreg.cli.main import build_parser
 from modelreg.settings import PROXY_URL_ENV
 from support import chat_body, free_port, wait_for
-from support.gui_servers import REPO, STORY_MODEL, gui_registry, modelreg
+from support.gui_servers import REPO, STORY_MODEL, app_env, gui_registry, modelreg
 
 
 def port_open(port: int) -> bool:
@@ -53,7 +53,7 @@ def up_then_stop(tmp_path, how, bad_host=False):
         settings["hosts"] = {"gpu-a": {"url": "http://127.0.0.1:9"}, "gpu-b": {"profile": "a6000"}}
         settings_path.write_text(json.dumps(settings))
     gui_port, proxy_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    env = app_env()
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         up = started(modelreg(folder, "up", "--port", str(gui_port), "--proxy-port", str(proxy_port)), log, env)

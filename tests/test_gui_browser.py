@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ from support.gui_servers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     STORY_MODEL,
+    app_env,
     browser_or_skip,
     gui_registry,
     navigate,
@@ -45,7 +45,7 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gui-browser")
     proxy_port, gui_port = free_port(), free_port()
     folder = gui_registry(tmp / "configs", proxy_port)
-    env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    env = app_env()
     proxy = start_proxy(folder, proxy_port, tmp, env)
     gui = start_gui(folder, gui_port, tmp, env)
     with sync_playwright() as playwright:

@@ -8,22 +8,21 @@ import json
 import httpx
 import pytest
 
-from modelreg.registry import Registry
-from modelreg.store import CURATED_FILE, DISCOVERED_FILE, dumps
+from modelreg.store import CURATED_FILE
 from support import chat_body, free_port, wait_for
 from support.gui_servers import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    app_env,
     browser_or_skip,
     gui_registry,
     screenshot,
     settle,
     start_gui,
     start_proxy,
+    with_tiny_llama,
 )
-from support.layers import discovered_model
 from support.real_backends import LLAMA_SERVER, clean_llama_env, require
-from support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.browser
 TINY = "tiny-llama_(F32)"
@@ -40,19 +39,10 @@ def test_two_context_places_in_the_editor_then_one_value_everywhere(tmp_path):
     llama_server = require(LLAMA_SERVER)
     proxy_port, gui_port = free_port(), free_port()
     folder = gui_registry(tmp_path / "configs", proxy_port)
-    model_path = write_tiny_gguf(tmp_path / "tiny-llama-F32.gguf")
-    discovered = json.loads((folder / DISCOVERED_FILE).read_text())
-    (folder / DISCOVERED_FILE).write_bytes(dumps(sorted(
-        [*discovered, discovered_model(TINY, str(model_path), metadata={"format": "gguf"})], key=lambda e: e["name"])))
-    curated = json.loads((folder / CURATED_FILE).read_text())
-    curated.append({"name": TINY, "backend": "llama.cpp", "generation_defaults": {"context_window": 1024},
-                    "backend_config": {"port": free_port(), "extra_args": ["-c", "512"]}})  # written by hand
-    (folder / CURATED_FILE).write_bytes(dumps(curated))
-    settings = json.loads((folder / "settings.json").read_text())
-    settings["executables"]["llama.cpp"] = llama_server
-    (folder / "settings.json").write_text(json.dumps(settings))
-    Registry(folder).rebuild()
-    env = {k: v for k, v in clean_llama_env().items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    with_tiny_llama(folder, tmp_path, TINY, {  # written by hand
+        "backend": "llama.cpp", "generation_defaults": {"context_window": 1024},
+        "backend_config": {"port": free_port(), "extra_args": ["-c", "512"]}}, llama_server)
+    env = app_env(clean_llama_env())
     proxy = start_proxy(folder, proxy_port, tmp_path, env)
     gui = start_gui(folder, gui_port, tmp_path, env, cwd=tmp_path)
     proxy_url = f"http://127.0.0.1:{proxy_port}"

@@ -6,7 +6,6 @@ Every page's screenshot goes to test-output/screenshots/ (and to docs/screenshot
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from support.gui_servers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     STORY_MODEL,
+    app_env,
     browser_or_skip,
     gui_registry,
     navigate,
@@ -50,7 +50,7 @@ def stack(tmp_path_factory):
     settings = json.loads((folder / "settings.json").read_text())  # the Hosts page: this machine as the one host
     settings["hosts"] = {"this-machine": {"url": f"http://127.0.0.1:{proxy_port}"}}
     (folder / "settings.json").write_text(json.dumps(settings))
-    env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    env = app_env()
     env.update(HF_HUB_CACHE=str(tmp / "no-hf"), OLLAMA_MODELS=str(tmp / "no-ollama"))
     proxy = start_proxy(folder, proxy_port, tmp, env)
     gui = start_gui(folder, gui_port, tmp, env, cwd=tmp)  # outside the repo: no .streamlit/config.toml there

@@ -19,6 +19,7 @@ from support.gui_servers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     Served,
+    app_env,
     browser_or_skip,
     modelreg,
     navigate,
@@ -52,7 +53,7 @@ def demo(tmp_path_factory):
             entry["backend_config"]["port"] = free_port()
     (folder / CURATED_FILE).write_bytes(dumps(curated))
     Registry(folder).rebuild()
-    env = {k: v for k, v in clean_llama_env().items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    env = app_env(clean_llama_env())
     env.update({"HF_HOME": str(tmp / "hf"), "HF_HUB_CACHE": str(tmp / "hf" / "hub"),
                 "OLLAMA_MODELS": str(tmp / "ollama")})  # a Rescan's other default roots: empty here
     up = Served(modelreg(folder, "up", "--port", str(gui_port), "--proxy-port", str(proxy_port)),

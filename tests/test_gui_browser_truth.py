@@ -2,27 +2,23 @@
 llama.cpp llama-server: a settings change made on the Settings page reaches the running proxy with no restart."""
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
-from modelreg.registry import Registry
-from modelreg.store import CURATED_FILE, DISCOVERED_FILE, dumps
 from support import chat_body, free_port
 from support.gui_servers import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    app_env,
     browser_or_skip,
     gui_registry,
     screenshot,
     settle,
     start_gui,
     start_proxy,
+    with_tiny_llama,
 )
-from support.layers import discovered_model
 from support.real_backends import LLAMA_SERVER, clean_llama_env, require
-from support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.browser
 TINY = "tiny-llama_(F32)"
@@ -33,19 +29,10 @@ def test_an_executable_set_in_settings_serves_a_chat_without_a_restart(tmp_path)
     llama_server = require(LLAMA_SERVER)
     proxy_port, gui_port = free_port(), free_port()
     folder = gui_registry(tmp_path / "configs", proxy_port)
-    model_path = write_tiny_gguf(tmp_path / "tiny-llama-F32.gguf")
-    discovered = json.loads((folder / DISCOVERED_FILE).read_text())
-    (folder / DISCOVERED_FILE).write_bytes(dumps(sorted(
-        [*discovered, discovered_model(TINY, str(model_path), metadata={"format": "gguf"})], key=lambda e: e["name"])))
-    curated = json.loads((folder / CURATED_FILE).read_text())
-    curated.append({"name": TINY, "backend": "llama.cpp",
-                    "backend_config": {"port": free_port(), "extra_args": ["-c", "512"]}})
-    (folder / CURATED_FILE).write_bytes(dumps(curated))
-    settings = json.loads((folder / "settings.json").read_text())
-    settings["executables"]["llama.cpp"] = str(tmp_path / "no-such-llama-server")  # what a new user starts with
-    (folder / "settings.json").write_text(json.dumps(settings))
-    Registry(folder).rebuild()
-    env = {k: v for k, v in clean_llama_env().items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    with_tiny_llama(folder, tmp_path, TINY, {
+        "backend": "llama.cpp", "backend_config": {"port": free_port(), "extra_args": ["-c", "512"]}},
+        str(tmp_path / "no-such-llama-server"))  # what a new user starts with
+    env = app_env(clean_llama_env())
     proxy = start_proxy(folder, proxy_port, tmp_path, env)
     gui = start_gui(folder, gui_port, tmp_path, env, cwd=tmp_path)
     chat = chat_body(TINY)

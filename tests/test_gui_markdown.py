@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import threading
 
 import pytest
@@ -17,6 +16,7 @@ from support import free_port
 from support.gui_servers import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    app_env,
     browser_or_skip,
     gui_registry,
     screenshot,
@@ -79,7 +79,7 @@ def test_hostile_names_and_values_are_shown_as_text_and_fetch_nothing(tmp_path):
     host = f"http://127.0.0.1:{server.server_port}"
     folder = tmp_path / "configs"
     name = hostile_registry(folder, host)
-    env = {k: v for k, v in os.environ.items() if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+    env = app_env()
     port = free_port()
     gui = start_gui(folder, port, tmp_path, env)
     fetched: list[str] = []

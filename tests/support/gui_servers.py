@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Mapping
 
 import httpx
 
@@ -20,7 +21,8 @@ from modelreg.proxy.token import TOKEN_FILE
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, DISCOVERED_FILE, dumps
 from support import free_port
-from support.layers import write_layers
+from support.layers import discovered_model, write_layers
+from support.tiny_gguf import write_tiny_gguf
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs"
@@ -108,6 +110,13 @@ class ProxyProcess(Served):
         self._log.close()
 
 
+def app_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (this process's environment) for a proxy or GUI under test: without the admin token and the profile a
+    developer's shell may set for their own modelreg, which would override the registry folder's."""
+    return {k: v for k, v in (os.environ if base is None else base).items()
+            if k not in ("MODELREG_ADMIN_TOKEN", "MODELREG_PROFILE")}
+
+
 def start_proxy(config_dir: Path, port: int, log_dir: Path, env: dict[str, str] | None = None) -> ProxyProcess:
     return ProxyProcess(config_dir, port, log_dir / "proxy.log", env)
 
@@ -160,6 +169,21 @@ def gui_registry(folder: Path, proxy_port: int, extra_models: int = 0) -> Path:
 
 
 # ---- Playwright steps ---------------------------------------------------------------------------------------------
+
+def with_tiny_llama(folder: Path, model_dir: Path, name: str, curated: dict, llama_server: str) -> None:
+    """Add the tiny GGUF (written to `model_dir`) to `folder`'s discovered layer as `name`, with `curated` as its
+    curated entry and `llama_server` as llama.cpp's executable, and rebuild."""
+    model_path = write_tiny_gguf(model_dir / "tiny-llama-F32.gguf")
+    discovered = json.loads((folder / DISCOVERED_FILE).read_text())
+    (folder / DISCOVERED_FILE).write_bytes(dumps(sorted(
+        [*discovered, discovered_model(name, str(model_path), metadata={"format": "gguf"})], key=lambda e: e["name"])))
+    (folder / CURATED_FILE).write_bytes(dumps([*json.loads((folder / CURATED_FILE).read_text()),
+                                               {"name": name, **curated}]))
+    settings = json.loads((folder / "settings.json").read_text())
+    settings["executables"]["llama.cpp"] = llama_server
+    (folder / "settings.json").write_text(json.dumps(settings))
+    Registry(folder).rebuild()
+
 
 def shown(markdown: str) -> str:
     """The text a reader sees in markdown a page wrote through `modelreg.gui.text.md` (escapes and the invisible
