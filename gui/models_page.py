@@ -41,11 +41,12 @@ with filters.popover(f"Filter & sort ({active})" if active else "Filter & sort",
     descending = st.toggle("Descending", key="f_desc")
     page_size = st.selectbox("Rows per page", [50, 100, 250, 500], key="f_page_size")
 rows = view.sort_rows(view.filter_rows(all_rows, backends, formats, statuses, text), sort_by, descending)
+names = [r.name for r in rows]
 
 
 def turn_to(name: str) -> None:
     """Show the page of the table that holds `name` (the reader picked it)."""
-    st.session_state["f_page"] = [r.name for r in rows].index(name) // page_size + 1
+    st.session_state["f_page"] = names.index(name) // page_size + 1
 
 
 @st.fragment
@@ -57,7 +58,7 @@ def table() -> None:
     pages = max(1, math.ceil(len(rows) / page_size))
     picker, pager = st.columns([3, 1], vertical_alignment="bottom")
     with picker:
-        name = widgets.model_picker([r.name for r in rows], key="models_picker", on_pick=turn_to)
+        name = widgets.model_picker(names, key="models_picker", on_pick=turn_to)
     page = pager.number_input(f"Page (of {pages})", 1, pages, 1, key="f_page") if pages > 1 else 1
     page_rows = rows[(page - 1) * page_size: page * page_size]
     row = next(r for r in rows if r.name == name)
