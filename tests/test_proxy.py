@@ -280,8 +280,9 @@ def test_settings_json_is_live_restarting_only_backends_whose_launch_changed(reg
         assert server.chat("m").status_code == 200
         before = server.backend("m")
         set_settings(registry_dir, stop_grace=3)  # no backend's argv or environment changes: nothing restarts
-        wait_for(lambda: server.proxy.pool.settings.stop_grace == 3, what="settings.json reread")
-        assert "settings.json" in server.status()["last_reload"]["source"]
+        # the settings change before the reload is recorded (the snapshot rebuilds in between): wait for the record
+        wait_for(lambda: "settings.json" in server.status()["last_reload"]["source"], what="settings.json reread")
+        assert server.proxy.pool.settings.stop_grace == 3
         assert server.backend("m")["pid"] == before["pid"]
 
         moved = tmp_path / "elsewhere" / "vllm"
