@@ -60,7 +60,7 @@ def test_two_context_places_in_the_editor_then_one_value_everywhere(tmp_path):
             settle(page, timeout=SLOW)
             page.get_by_role("tab", name="Generation").click()
             context = page.get_by_role("textbox", name="context window", exact=True)
-            assert context.input_value() == "512"  # what llama-server would take
+            wait_for(lambda: context.input_value() == "512", what="what llama-server would take")
             alert = page.locator('[data-testid="stAlertContentError"]', has_text=BOTH)
             shown = [alert.nth(index).is_visible() for index in range(alert.count())]
             assert shown.count(True) == 1, shown  # by the field, on this tab (the Launch tab's preview says it too)
@@ -68,7 +68,8 @@ def test_two_context_places_in_the_editor_then_one_value_everywhere(tmp_path):
             context.fill("768")
             context.press("Enter")
             settle(page, timeout=SLOW)
-            assert page.locator('[data-testid="stAlertContentError"]', has_text="places set the context").count() == 0
+            wait_for(lambda: page.locator('[data-testid="stAlertContentError"]',
+                                          has_text="places set the context").count() == 0, what="the warning gone")
             page.get_by_role("button", name="Save", exact=True).click()
             settle(page, "text=the proxy serves revision", timeout=SLOW)
             entry = curated_tiny(folder)

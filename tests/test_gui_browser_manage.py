@@ -196,8 +196,8 @@ def test_remove_a_model_and_restore_it_after_a_confirmation(stack):
     dialog = page.locator('[role="dialog"]')
     assert "Forget" in dialog.inner_text() and GEMMA in dialog.inner_text()
     dialog.get_by_role("button", name="Remove", exact=True).click()
+    wait_for(lambda: GEMMA not in {e["name"] for e in Registry(folder).discovered_entries()}, what="removed")
     settle(page, timeout=SLOW)
-    assert GEMMA not in {e["name"] for e in Registry(folder).discovered_entries()}
     Registry(folder).set_value(GEMMA, "roles", ["vision", "restored"])
     before = (folder / CURATED_FILE).read_bytes()
     navigate(page, "Diff & history")

@@ -13,7 +13,7 @@ import pytest
 from modelreg.registry import Registry
 from modelreg.store import CURATED_FILE, dumps
 from modelreg.views.models import DARK_LAYER_COLORS, LAYER_COLORS
-from support import free_port
+from support import free_port, wait_for
 from support.demo_models import build_demo
 from support.gui_servers import (
     CHROMIUM,
@@ -155,16 +155,16 @@ def test_ctrl_s_saves_and_escape_discards(demo):
     page.get_by_role("tab", name="Display & metadata").click()
     type_into(page, "display name", " by keyboard")  # no Enter: Ctrl+S must commit what is typed
     page.keyboard.press("Control+s")
-    settle(page, 'text=No changes.')
-    wait_for_saved = Registry(folder).entry(LLAMA)["display_name"]
-    assert wait_for_saved.endswith(" by keyboard"), wait_for_saved
+    settle(page, 'text=No changes.')  # it may show already before the save's run: the file is what counts
+    saved = wait_for(lambda: (name := Registry(folder).entry(LLAMA)["display_name"]).endswith(" by keyboard") and name,
+                     what="saved by Ctrl+S")
     type_into(page, "display name", " and more")
     page.keyboard.press("Enter")
     settle(page, 'text=Pending:')
     page.keyboard.press("Escape")
     settle(page, 'text=No changes.')
-    assert page.get_by_label("display name", exact=True).input_value() == wait_for_saved
-    assert Registry(folder).entry(LLAMA)["display_name"] == wait_for_saved
+    assert page.get_by_label("display name", exact=True).input_value() == saved
+    assert Registry(folder).entry(LLAMA)["display_name"] == saved
     page.close()
 
 

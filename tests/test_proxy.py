@@ -157,7 +157,7 @@ def test_exclusive_group_stops_the_other_member_first(registry_dir):
 
 
 def test_idle_backend_is_stopped_after_its_ttl(registry_dir):
-    layers(registry_dir, model("brief", idle_ttl=1.0), model("lasting"))
+    layers(registry_dir, model("brief", idle_ttl=3.0), model("lasting"))
     with ProxyServer(registry_dir, reap_interval=0.05) as server:
         assert server.chat("lasting").status_code == 200
         assert server.chat("brief").status_code == 200
@@ -281,7 +281,8 @@ def test_settings_json_is_live_restarting_only_backends_whose_launch_changed(reg
         before = server.backend("m")
         set_settings(registry_dir, stop_grace=3)  # no backend's argv or environment changes: nothing restarts
         # the settings change before the reload is recorded (the snapshot rebuilds in between): wait for the record
-        wait_for(lambda: "settings.json" in server.status()["last_reload"]["source"], what="settings.json reread")
+        wait_for(lambda: (r := server.status()["last_reload"])["ok"] and "settings.json" in r["source"],
+                 what="settings.json reread")
         assert server.proxy.pool.settings.stop_grace == 3
         assert server.backend("m")["pid"] == before["pid"]
 

@@ -172,8 +172,9 @@ def test_a_slow_help_reader_does_not_freeze_the_proxy(tmp_path, tiny_model, monk
             for _ in range(3):
                 began = time.monotonic()
                 assert server.http.get("/health").status_code == 200
-                assert server.chat("other").status_code == 200
                 assert time.monotonic() - began < 1.0  # the goal is 100 ms; a loaded CI machine gets slack
+                assert server.chat("other").status_code == 200
+                assert time.monotonic() - began < 5.0  # a frozen loop would hold both for the 10 s read
             assert waiting.is_alive()  # the slow read was really going on meanwhile
         finally:
             waiting.join(60)

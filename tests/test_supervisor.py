@@ -236,7 +236,7 @@ def test_llama_server_readiness_waits_through_503(supervisor, tmp_path):
         plan = launch_plan(entry, Settings(executables={"llama.cpp": "/bin/sleep"}))
         assert plan.ready_url.endswith("/health")
         backend = Backend(plan, tmp_path / "x.log", time.time())
-        _Loading.ready_at = backend.started_at + 0.5  # "loading" for half a second from the start
+        _Loading.ready_at = backend.started_at + 2.0  # "loading" for two seconds from the start
         assert supervisor.probe(backend) is False
         assert supervisor.wait_ready(backend, timeout=10) >= 0.5
     finally:

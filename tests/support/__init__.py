@@ -1,9 +1,11 @@
 """Test support: real servers on loopback, generated models, and stand-ins where the real thing cannot run here."""
 from __future__ import annotations
 
+import json
 import socket
 import time
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 
 def free_port() -> int:
@@ -20,6 +22,21 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval)
     return value
+
+
+def post_and_leave(url: str, body: dict, arrived: Callable[[], Any], headers: dict[str, str] | None = None,
+                   waited: float = 0.0) -> None:
+    """POST `body` as JSON to `url` over a raw socket and leave (close it) `waited` seconds after `arrived()` holds:
+    a client that leaves at a known point, which a client timeout cannot give on a loaded machine (a request whose
+    client is gone before the proxy reads it is never forwarded at all)."""
+    parts = urlsplit(url)
+    data = json.dumps(body).encode()
+    lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", "Content-Type: application/json",
+             f"Content-Length: {len(data)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    with socket.create_connection((parts.hostname, parts.port)) as client:
+        client.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+        wait_for(arrived, what="the request to arrive")
+        time.sleep(waited)
 
 
 def chat_body(model: str, max_tokens: int = 1, **extra) -> dict:

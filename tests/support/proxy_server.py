@@ -14,6 +14,7 @@ import uvicorn
 
 from modelreg.proxy.app import Proxy, create_app
 from modelreg.registry import Registry
+from modelreg.store import atomic_write
 from support import free_port
 from support.layers import discovered_model, write_layers
 
@@ -92,4 +93,4 @@ def alive(pid: int) -> bool:
 def set_settings(folder: Path, **values) -> None:
     """Merge `values` into the registry folder's settings.json (read by a proxy when it starts)."""
     path = folder / "settings.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+    atomic_write(path, json.dumps({**json.loads(path.read_text()), **values}).encode())  # a watcher never sees it empty
