@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import math
-from html import escape
 
 import streamlit as st
 
 from modelreg.errors import InvalidRegistry
 from modelreg.gui import model_actions, services, widgets
-from modelreg.gui.models_table import models_table
+from modelreg.gui.models_table import models_table, summary
 from modelreg.views import models as view
 
 st.title("Models")
@@ -63,10 +62,8 @@ def table() -> None:
     page_rows = rows[(page - 1) * page_size: page * page_size]
     row = next(r for r in rows if r.name == name)
     model_actions.row_actions(row.name, row.name in running)
-    summary = (f"{len(rows)} of {len(all_rows)} models · {view.total_size_gb(rows):,.2f} GB on disk for those listed"
-               f" · <b>Selected:</b> <code>{escape(row.name)}</code>, status <b>{escape(row.status)}</b>"
-               + (f": {escape(row.problem)}" if row.problem else ""))
-    st.html(models_table(page_rows, widgets.dark_page(), sort_by, descending, name, summary))
+    st.html(models_table(page_rows, widgets.dark_page(), sort_by, descending, name,
+                         summary(rows, len(all_rows), row)))
 
 
 table()

@@ -12,12 +12,14 @@ WIDTHS = {"name": 200, "status": 85, "display name": 110, "backend": 90, "format
 CHAR_PX = 7.5  # a generous average width of a character of the table's 14 px font
 LABELS = {"native ctx": "native", "effective ctx": "context", "quantization": "quant", "size GB": "GB"}
 SELECTED = ' class="selected" aria-selected="true"'
-LAYER_NAMES = {cls: text for cls, (text, _) in view.LAYER_COLORS.items()}
 
 
 def _colors(dark: bool) -> str:
-    return "".join(f".mr-models td.l-{cls},.mr-chip.l-{cls}{{background:{background};color:{text}}}"
-                   for cls in view.LAYER_COLORS for background, text in [view.layer_color(cls, dark)])
+    rules = []
+    for cls in view.LAYER_COLORS:
+        background, text = view.layer_color(cls, dark)
+        rules.append(f".mr-models td.l-{cls},.mr-chip.l-{cls}{{background:{background};color:{text}}}")
+    return "".join(rules)
 
 
 def _cell(row: view.ModelRow, column: str) -> str:
@@ -31,15 +33,23 @@ def _cell(row: view.ModelRow, column: str) -> str:
 def legend() -> str:
     """The layer colors, each with the letter cells carry beside their value (so color is not the only cue)."""
     return "".join(f'<span class="mr-chip l-{cls}">{view.LAYER_CUES.get(cls, "")} {html.escape(text)}</span>'
-                   for cls, text in LAYER_NAMES.items() if cls != "derived")
+                   for cls, (text, _) in view.LAYER_COLORS.items() if cls != "derived")
+
+
+def summary(rows: list[view.ModelRow], total: int, selected: view.ModelRow) -> str:
+    """The line above the table: how many models the filters list, their size on disk, and the selected model."""
+    return (f"{len(rows)} of {total} models · {view.total_size_gb(rows):,.2f} GB on disk for those listed"
+            f" · <b>Selected:</b> <code>{html.escape(selected.name)}</code>,"
+            f" status <b>{html.escape(selected.status)}</b>"
+            + (f": {html.escape(selected.problem)}" if selected.problem else ""))
 
 
 # A plain table draws in a fraction of Streamlit's data grid's time (~0.6 s a visit with 2,000 models), and one
 # element instead of three saves the browser two renders of the page.
 def models_table(rows: list[view.ModelRow], dark: bool, sort_by: str, descending: bool, selected: str | None,
-                 summary: str) -> str:
-    """`summary` (HTML), the legend and the page's rows as a table (every value escaped: registry strings are text,
-    never markup)."""
+                 summary_html: str) -> str:
+    """`summary_html` (from `summary()`), the legend and the page's rows as a table (every value escaped: registry
+    strings are text, never markup)."""
     arrow = " ▼" if descending else " ▲"
     columns = "".join(f'<col style="width:{width}px">' for width in WIDTHS.values())
     head = "".join(f'<th title="column: {html.escape(column)}">'
@@ -49,7 +59,7 @@ def models_table(rows: list[view.ModelRow], dark: bool, sort_by: str, descending
         f'<tr data-model="{html.escape(row.name)}"{SELECTED if row.name == selected else ""}>'
         + "".join(_cell(row, column) for column in WIDTHS) + "</tr>"
         for row in rows)
-    return (f"<style>{_colors(dark)}</style><p class=\"mr-summary\">{summary}</p>"
+    return (f"<style>{_colors(dark)}</style><p class=\"mr-summary\">{summary_html}</p>"
             f'<p class="mr-legend{" mr-dark" if dark else ""}">{legend()}</p>'
             "<p class=\"mr-note\">Each cell's color and letter say which layer its value came from; <em>overrides</em> "
             "lists the fields where your curated value replaces a different discovered one.</p>"
